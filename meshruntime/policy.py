@@ -1,0 +1,426 @@
+"""Access policy: who may publish or subscribe to which topic.
+
+One evaluator serves the runtime's hot path (``Policy.decide``, called for every publish and
+every subscription) and the portal's simulator (``Policy.explain``, which also says which rule
+decided). Rules come from the MeshConfig document (docs/meshconfig.md)::
+
+    {"id": "rule-12", "principals": ["billing", "shipping"], "topic": "orders.*",
+     "actions": ["publish", "subscribe"], "effect": "allow", "description": ""}
+
+``principals`` lists application names (teams are already expanded by the compiler) or is
+``"*"`` (also accepted as ``["*"]``) for every application. ``topic`` is a pattern: ``*`` for
+every topic, ``orders.*`` for every topic whose name starts with ``orders.``, anything else an
+exact topic name.
+
+Semantics: default deny; a matching deny beats any matching allow. The deciding rule is the
+most specific matching deny, else the most specific matching allow, else none (default deny).
+Specificity: exact name, then longer prefix, then ``*``; on a tie a rule naming the application
+beats an everyone rule, then the smaller id wins.
+
+Cost: ``from_rules`` indexes rules per action and principal, with exact names in a dict and
+prefixes in a trie over dot-separated segments, so a decision costs a few dict lookups per
+topic segment whatever the number of rules. Decisions are cached per policy; a policy never
+changes (a new configuration builds a new one), so the cache never needs invalidating.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+__all__ = [
+    "ACTIONS",
+    "Decision",
+    "Policy",
+    "PolicyError",
+    "pattern_matches",
+    "validate_pattern",
+    "validate_rule",
+    "validate_topic_name",
+]
+
+ACTIONS = ("publish", "subscribe")
+EFFECTS = ("allow", "deny")
+EVERYONE = "*"
+MAX_TOPIC_LENGTH = 249
+DEFAULT_CACHE_SIZE = 65_536
+
+_TOPIC_NAME = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*")
+
+# Bits of an index entry: whether some allow / some deny rule sits there.
+_ALLOW = 1
+_DENY = 2
+
+
+class PolicyError(ValueError):
+    """An access rule, a pattern or a query that is not valid."""
+
+
+# --------------------------------------------------------------------------------------------
+# Topic patterns
+
+
+def validate_topic_name(name: Any) -> None:
+    """Raise :class:`PolicyError` unless ``name`` is a valid topic name."""
+    if not isinstance(name, str) or not name:
+        raise PolicyError("a topic name must be a non-empty string")
+    if len(name) > MAX_TOPIC_LENGTH:
+        raise PolicyError(f"topic name {name[:40]!r}... is longer than {MAX_TOPIC_LENGTH} characters")
+    if not _TOPIC_NAME.fullmatch(name):
+        raise PolicyError(
+            f"topic name {name!r} must be lowercase dot-separated segments of letters, digits, '-' and '_'"
+        )
+
+
+def validate_pattern(pattern: Any) -> None:
+    """Raise :class:`PolicyError` unless ``pattern`` is ``*``, ``<name>.*`` or a topic name."""
+    if not isinstance(pattern, str) or not pattern:
+        raise PolicyError("a topic pattern must be a non-empty string")
+    if pattern == "*":
+        return
+    if len(pattern) > MAX_TOPIC_LENGTH:
+        raise PolicyError(f"topic pattern {pattern[:40]!r}... is longer than {MAX_TOPIC_LENGTH} characters")
+    name = pattern[:-2] if pattern.endswith(".*") else pattern
+    if not _TOPIC_NAME.fullmatch(name):
+        raise PolicyError(
+            f"topic pattern {pattern!r} must be '*', '<name>.*' or a topic name "
+            "(lowercase dot-separated segments of letters, digits, '-' and '_')"
+        )
+
+
+def pattern_matches(pattern: str, topic: str) -> bool:
+    """Whether ``pattern`` covers ``topic``. ``orders.*`` covers ``orders.eu.created``, not ``orders``."""
+    validate_pattern(pattern)
+    if pattern == "*":
+        return True
+    if pattern.endswith(".*"):
+        return topic.startswith(pattern[:-1])
+    return topic == pattern
+
+
+# --------------------------------------------------------------------------------------------
+# Rules
+
+
+def _principals(rule: Mapping[str, Any], rule_id: str) -> tuple[str, ...] | None:
+    """The rule's applications in order without duplicates, or None for everyone."""
+    principals = rule.get("principals")
+    if principals == EVERYONE:
+        return None
+    if not isinstance(principals, Sequence) or isinstance(principals, str | bytes):
+        raise PolicyError(f'rule {rule_id}: "principals" must be a list of application names or "*"')
+    if not principals:
+        raise PolicyError(f'rule {rule_id}: "principals" must name at least one application, or be "*"')
+    for name in principals:
+        if not isinstance(name, str) or not name:
+            raise PolicyError(f'rule {rule_id}: "principals" must hold non-empty strings, got {name!r}')
+    if EVERYONE in principals:
+        if len(principals) > 1:
+            raise PolicyError(f'rule {rule_id}: "principals" cannot mix "*" with application names')
+        return None
+    return tuple(dict.fromkeys(principals))
+
+
+def validate_rule(rule: Any) -> None:
+    """Raise :class:`PolicyError` naming the rule and the field unless ``rule`` is valid.
+
+    Unknown keys are ignored so that a runtime can apply a document from a newer portal.
+    """
+    _normalise(rule)
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    """A validated rule, plus what ordering and indexing need."""
+
+    data: dict[str, Any]
+    id: str
+    principals: tuple[str, ...] | None  # None: everyone
+    pattern: str
+    actions: tuple[str, ...]
+    deny: bool
+
+    @property
+    def specificity(self) -> tuple[int, int]:
+        """Smaller sorts first: exact, then longer prefixes, then ``*``."""
+        if self.pattern == "*":
+            return (2, 0)
+        if self.pattern.endswith(".*"):
+            return (1, -self.pattern.count("."))
+        return (0, 0)
+
+    @property
+    def precedence(self) -> tuple[Any, ...]:
+        """Sort key of the ``matched`` list; its first element is the deciding rule."""
+        return (not self.deny, self.specificity, self.principals is None, self.id)
+
+
+def _normalise(rule: Any) -> _Rule:
+    if not isinstance(rule, Mapping):
+        raise PolicyError(f"an access rule must be an object, got {type(rule).__name__}")
+    rule_id = rule.get("id")
+    if not isinstance(rule_id, str) or not rule_id:
+        raise PolicyError(f'an access rule needs a non-empty string "id", got {rule_id!r}')
+    principals = _principals(rule, rule_id)
+    pattern = rule.get("topic")
+    try:
+        validate_pattern(pattern)
+    except PolicyError as error:
+        raise PolicyError(f'rule {rule_id}: "topic": {error}') from None
+    actions = rule.get("actions")
+    if not isinstance(actions, Sequence) or isinstance(actions, str | bytes) or not actions:
+        raise PolicyError(f'rule {rule_id}: "actions" must be a non-empty list of "publish" and "subscribe"')
+    for action in actions:
+        if action not in ACTIONS:
+            raise PolicyError(
+                f'rule {rule_id}: "actions" holds {action!r}; expected "publish" or "subscribe"'
+            )
+    effect = rule.get("effect")
+    if effect not in EFFECTS:
+        raise PolicyError(f'rule {rule_id}: "effect" must be "allow" or "deny", got {effect!r}')
+    description = rule.get("description", "")
+    if description is not None and not isinstance(description, str):
+        raise PolicyError(f'rule {rule_id}: "description" must be a string')
+    # A private copy in the caller's shape: explanations show the rule as written, and what
+    # they show cannot drift from the index if the caller mutates its dict later.
+    raw_principals = rule["principals"]
+    data = {
+        **rule,
+        "principals": raw_principals if isinstance(raw_principals, str) else list(raw_principals),
+        "actions": list(actions),
+    }
+    return _Rule(
+        data=data,
+        id=rule_id,
+        principals=principals,
+        pattern=pattern,
+        actions=tuple(dict.fromkeys(actions)),
+        deny=effect == "deny",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Index
+
+
+class _Entry:
+    """The rules at one place of the index, and a bitmask of their effects for ``decide``."""
+
+    __slots__ = ("mask", "rules")
+
+    def __init__(self) -> None:
+        self.mask = 0
+        self.rules: list[_Rule] = []
+
+    def add(self, rule: _Rule) -> None:
+        self.mask |= _DENY if rule.deny else _ALLOW
+        self.rules.append(rule)
+
+
+class _TrieNode:
+    """One dot-segment of a prefix pattern; ``entry`` holds the rules for ``<path>.*``."""
+
+    __slots__ = ("children", "entry")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _TrieNode] = {}
+        self.entry: _Entry | None = None
+
+
+class _Bucket:
+    """The rules of one principal (or of everyone) for one action."""
+
+    __slots__ = ("exact", "star", "trie")
+
+    def __init__(self) -> None:
+        self.exact: dict[str, _Entry] = {}
+        self.trie: _TrieNode | None = None
+        self.star: _Entry | None = None
+
+    def add(self, rule: _Rule) -> None:
+        pattern = rule.pattern
+        if pattern == "*":
+            if self.star is None:
+                self.star = _Entry()
+            self.star.add(rule)
+        elif pattern.endswith(".*"):
+            if self.trie is None:
+                self.trie = _TrieNode()
+            node = self.trie
+            for segment in pattern[:-2].split("."):
+                child = node.children.get(segment)
+                if child is None:
+                    child = node.children[segment] = _TrieNode()
+                node = child
+            if node.entry is None:
+                node.entry = _Entry()
+            node.entry.add(rule)
+        else:
+            entry = self.exact.get(pattern)
+            if entry is None:
+                entry = self.exact[pattern] = _Entry()
+            entry.add(rule)
+
+    def entries(self, topic: str) -> Iterable[_Entry]:
+        """Every entry whose pattern covers ``topic``."""
+        entry = self.exact.get(topic)
+        if entry is not None:
+            yield entry
+        node = self.trie
+        if node is not None:
+            # A prefix pattern must leave at least one segment: ``orders.*`` does not cover ``orders``.
+            for segment in topic.split(".")[:-1]:
+                node = node.children.get(segment)
+                if node is None:
+                    break
+                if node.entry is not None:
+                    yield node.entry
+        if self.star is not None:
+            yield self.star
+
+    def mask(self, topic: str) -> int:
+        """OR of the effects of every rule here that covers ``topic`` (the hot path)."""
+        mask = 0
+        entry = self.exact.get(topic)
+        if entry is not None:
+            mask = entry.mask
+        if self.star is not None:
+            mask |= self.star.mask
+        node = self.trie
+        if node is not None:
+            for segment in topic.split(".")[:-1]:
+                node = node.children.get(segment)
+                if node is None:
+                    break
+                if node.entry is not None:
+                    mask |= node.entry.mask
+        return mask
+
+
+class _ActionIndex:
+    __slots__ = ("applications", "everyone")
+
+    def __init__(self) -> None:
+        self.applications: dict[str, _Bucket] = {}
+        self.everyone = _Bucket()
+
+    def buckets(self, application: str) -> tuple[_Bucket, ...]:
+        own = self.applications.get(application)
+        return (self.everyone,) if own is None else (own, self.everyone)
+
+
+# --------------------------------------------------------------------------------------------
+# Policy
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of a query and why: ``deciding_rule`` is None for the default deny."""
+
+    allowed: bool
+    deciding_rule: dict[str, Any] | None
+    matched: list[dict[str, Any]] = field(default_factory=list)  # by precedence, deciding first
+
+    @property
+    def reason(self) -> str:
+        """One line for people: which rule decided, or that nothing matched."""
+        if self.deciding_rule is None:
+            return "denied: no rule matches (default deny)"
+        verb = "allowed" if self.allowed else "denied"
+        return f"{verb} by rule {self.deciding_rule['id']} ({self.deciding_rule['topic']})"
+
+
+class Policy:
+    """An immutable, indexed set of access rules. Build it with :meth:`from_rules`."""
+
+    def __init__(self, rules: Sequence[_Rule], cache_size: int = DEFAULT_CACHE_SIZE) -> None:
+        self._rules = tuple(rules)
+        self._index = {action: _ActionIndex() for action in ACTIONS}
+        for rule in self._rules:
+            for action in rule.actions:
+                index = self._index[action]
+                if rule.principals is None:
+                    index.everyone.add(rule)
+                    continue
+                for application in rule.principals:
+                    bucket = index.applications.get(application)
+                    if bucket is None:
+                        bucket = index.applications[application] = _Bucket()
+                    bucket.add(rule)
+        # Per instance, so that a new configuration starts with an empty cache.
+        self._cached_decide = lru_cache(maxsize=cache_size)(self._decide) if cache_size > 0 else self._decide
+
+    @classmethod
+    def from_rules(
+        cls, rules: Iterable[Mapping[str, Any]], *, cache_size: int = DEFAULT_CACHE_SIZE
+    ) -> Policy:
+        """Validate ``rules`` (MeshConfig ``access_rules``) and index them.
+
+        Raises :class:`PolicyError` naming the rule and the field at the first invalid rule, or
+        when two rules share an id (explanations name rules by id, so ids must be unique).
+        ``cache_size`` bounds the decision cache (0 disables it).
+        """
+        normalised: list[_Rule] = []
+        seen: set[str] = set()
+        for position, rule in enumerate(rules):
+            try:
+                item = _normalise(rule)
+            except PolicyError as error:
+                raise PolicyError(f"access_rules[{position}]: {error}") from None
+            if item.id in seen:
+                raise PolicyError(f"access_rules[{position}]: rule id {item.id!r} is used twice")
+            seen.add(item.id)
+            normalised.append(item)
+        return cls(normalised, cache_size=cache_size)
+
+    @property
+    def rules(self) -> list[dict[str, Any]]:
+        """The rules, in the order given."""
+        return [rule.data for rule in self._rules]
+
+    def __len__(self) -> int:
+        return len(self._rules)
+
+    def _action_index(self, action: str) -> _ActionIndex:
+        index = self._index.get(action)
+        if index is None:
+            raise PolicyError(f'unknown action {action!r}; expected "publish" or "subscribe"')
+        return index
+
+    def _decide(self, application: str, topic: str, action: str) -> bool:
+        index = self._action_index(action)
+        own = index.applications.get(application)
+        mask = index.everyone.mask(topic)
+        if own is not None and not mask & _DENY:
+            mask |= own.mask(topic)
+        return mask == _ALLOW
+
+    def decide(self, application: str, topic: str, action: str) -> bool:
+        """Whether ``application`` may do ``action`` ("publish" or "subscribe") on ``topic``."""
+        return self._cached_decide(application, topic, action)
+
+    def explain(self, application: str, topic: str, action: str) -> Decision:
+        """The decision with every matching rule, by precedence, and the one that decided."""
+        matched = sorted(
+            (
+                rule
+                for bucket in self._action_index(action).buckets(application)
+                for entry in bucket.entries(topic)
+                for rule in entry.rules
+            ),
+            key=lambda rule: rule.precedence,
+        )
+        if not matched:
+            return Decision(allowed=False, deciding_rule=None, matched=[])
+        return Decision(
+            allowed=not matched[0].deny,
+            deciding_rule=matched[0].data,
+            matched=[rule.data for rule in matched],
+        )
+
+    def who_may(self, topic: str, action: str, applications: Iterable[str]) -> list[str]:
+        """Those of ``applications`` allowed to do ``action`` on ``topic``, in the order given."""
+        return [application for application in applications if self._decide(application, topic, action)]
