@@ -1,0 +1,348 @@
+"""The Redis Streams engine: one stream per topic, one consumer group per subscription.
+
+Keys follow docs/meshconfig.md: ``<prefix>topic:<topic>`` (field ``event``),
+``<prefix>dlq:<subscription id>`` and ``<prefix>journey:<event id>``. Works with Redis 6.2
+(the embedded server) and 7.x; where 6.2 lacks a figure (group lag) it is derived.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisError, ResponseError
+
+from .base import (
+    AppendEntry,
+    ClaimResult,
+    GroupInfo,
+    JourneyStep,
+    PendingEntry,
+    Retention,
+    StoredEntry,
+    StoreError,
+)
+
+EVENT_FIELD = b"event"
+# Lag is counted by scanning when the server cannot report it (Redis 6.2); beyond this many
+# entries the figure is reported as unknown rather than paid for.
+LAG_SCAN_CAP = 10_000
+
+
+def make_client(url: str, **kwargs) -> aioredis.Redis:
+    """A client that fails fast: a publish waiting 10 s on a dead Redis helps nobody (redis-py's
+    default backoff); two quick retries ride over a reconnect, then the caller answers 503."""
+    kwargs.setdefault("retry", Retry(ExponentialBackoff(cap=0.2, base=0.02), 2))
+    kwargs.setdefault("socket_connect_timeout", 2)
+    if not url.startswith("unix:"):
+        kwargs.setdefault("socket_keepalive", True)
+    kwargs.setdefault("health_check_interval", 30)
+    return aioredis.Redis.from_url(url, **kwargs)
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisStreamsStore:
+    """:class:`~meshruntime.store.base.Store` on Redis Streams.
+
+    ``approximate`` trimming (``~``) lets Redis trim whole macro-nodes, which is what keeps
+    appends cheap; a stream may hold slightly more than ``max_length`` for a moment.
+    """
+
+    kind = "redis"
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str = "mesh:",
+        journey_ttl_seconds: int = 86_400,
+        dlq_max_length: int = 100_000,
+        owns_client: bool = False,
+    ) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.journey_ttl_ms = journey_ttl_seconds * 1000
+        self.dlq_max_length = dlq_max_length
+        self._owns_client = owns_client
+        self._claim_cursors: dict[tuple[str, str], str] = {}
+        self._has_lag: bool | None = None
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs) -> RedisStreamsStore:
+        return cls(make_client(url), owns_client=True, **kwargs)
+
+    # keys ---------------------------------------------------------------------------------
+    def stream_key(self, topic: str) -> str:
+        return f"{self.prefix}topic:{topic}"
+
+    def dlq_key(self, subscription_id: str) -> str:
+        return f"{self.prefix}dlq:{subscription_id}"
+
+    def journey_key(self, event_id: str) -> str:
+        return f"{self.prefix}journey:{event_id}"
+
+    # publish ------------------------------------------------------------------------------
+    def _add_xadd(self, pipe, entry: AppendEntry, now_ms: int) -> None:
+        retention = entry.retention
+        maxlen = minid = None
+        if retention.max_length is not None:
+            maxlen = retention.max_length
+        elif retention.max_age_seconds is not None:
+            # MINID and MAXLEN cannot share one XADD; age alone is applied here, and both
+            # together by trim(), which the runtime runs periodically.
+            minid = now_ms - retention.max_age_seconds * 1000
+        pipe.xadd(self.stream_key(entry.topic), {EVENT_FIELD: entry.event}, maxlen=maxlen, minid=minid,
+                  approximate=True)
+
+    def _add_journey(self, pipe, steps: Sequence[JourneyStep]) -> None:
+        by_event: dict[str, list[bytes]] = {}
+        for step in steps:
+            by_event.setdefault(step.event_id, []).append(step.step)
+        for event_id, values in by_event.items():
+            key = self.journey_key(event_id)
+            pipe.rpush(key, *values)
+            pipe.pexpire(key, self.journey_ttl_ms)
+
+    async def append_many(
+        self, entries: Sequence[AppendEntry], *, journey: Sequence[JourneyStep] = ()
+    ) -> list[str]:
+        if not entries and not journey:
+            return []
+        now_ms = int(time.time() * 1000)
+        pipe = self.client.pipeline(transaction=False)
+        for entry in entries:
+            self._add_xadd(pipe, entry, now_ms)
+        self._add_journey(pipe, journey)
+        try:
+            results = await pipe.execute(raise_on_error=False)
+        except RedisError as exc:
+            raise StoreError(f"append failed: {exc}") from exc
+        ids = []
+        for result in results[: len(entries)]:
+            if isinstance(result, Exception):
+                raise StoreError(f"append failed: {result}")
+            ids.append(_s(result))
+        return ids
+
+    async def record_journey(self, steps: Sequence[JourneyStep]) -> None:
+        if not steps:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        self._add_journey(pipe, steps)
+        try:
+            await pipe.execute()
+        except RedisError as exc:
+            raise StoreError(f"journey write failed: {exc}") from exc
+
+    # consumer groups ----------------------------------------------------------------------
+    async def ensure_group(self, topic: str, group: str, start_id: str = "$") -> bool:
+        try:
+            await self.client.xgroup_create(self.stream_key(topic), group, id=start_id, mkstream=True)
+            return True
+        except ResponseError as exc:
+            if "BUSYGROUP" in str(exc):
+                return False
+            raise StoreError(f"ensure_group failed: {exc}") from exc
+        except RedisError as exc:
+            raise StoreError(f"ensure_group failed: {exc}") from exc
+
+    async def remove_group(self, topic: str, group: str) -> bool:
+        self._claim_cursors.pop((topic, group), None)
+        try:
+            return bool(await self.client.xgroup_destroy(self.stream_key(topic), group))
+        except ResponseError as exc:
+            if "requires the key to exist" in str(exc) or "no such key" in str(exc).lower():
+                return False
+            raise StoreError(f"remove_group failed: {exc}") from exc
+        except RedisError as exc:
+            raise StoreError(f"remove_group failed: {exc}") from exc
+
+    async def read_group(
+        self, topic: str, group: str, consumer: str, count: int, block_ms: int | None = None,
+        *, pending: bool = False,
+    ) -> list[StoredEntry]:
+        key = self.stream_key(topic)
+        try:
+            response = await self.client.xreadgroup(
+                group, consumer, {key: "0" if pending else ">"}, count=count,
+                block=None if pending else block_ms,
+            )
+        except RedisError as exc:
+            raise StoreError(f"read_group failed: {exc}") from exc
+        out: list[StoredEntry] = []
+        for _stream, items in response or ():
+            for entry_id, fields in items:
+                if not fields:  # a pending entry trimmed away; claim_stale reports those
+                    continue
+                out.append(StoredEntry(_s(entry_id), topic, fields[EVENT_FIELD]))
+        return out
+
+    async def ack(self, topic: str, group: str, ids: Sequence[str]) -> int:
+        if not ids:
+            return 0
+        try:
+            return int(await self.client.xack(self.stream_key(topic), group, *ids))
+        except RedisError as exc:
+            raise StoreError(f"ack failed: {exc}") from exc
+
+    async def claim_stale(
+        self, topic: str, group: str, consumer: str, min_idle_ms: int, count: int
+    ) -> ClaimResult:
+        """XAUTOCLAIM with a cursor kept per group, so successive calls sweep the whole PEL."""
+        cursor_key = (topic, group)
+        start = self._claim_cursors.get(cursor_key, "0-0")
+        try:
+            response = await self.client.xautoclaim(
+                self.stream_key(topic), group, consumer, min_idle_ms, start_id=start, count=count
+            )
+        except RedisError as exc:
+            raise StoreError(f"claim_stale failed: {exc}") from exc
+        self._claim_cursors[cursor_key] = _s(response[0])
+        result = ClaimResult()
+        lost_ids = False
+        for entry_id, fields in response[1]:
+            if entry_id is None:  # Redis 6.2 claims a trimmed entry but answers nil for it
+                lost_ids = True
+            elif fields:
+                result.entries.append(StoredEntry(_s(entry_id), topic, fields[EVENT_FIELD]))
+            else:
+                result.missing_ids.append(_s(entry_id))
+        if len(response) > 2:  # Redis 7 removes trimmed entries from the PEL and lists them
+            result.missing_ids.extend(_s(i) for i in response[2] or ())
+        if lost_ids:
+            result.missing_ids.extend(await self._trimmed_pending(topic, group, consumer))
+        return result
+
+    async def _trimmed_pending(self, topic: str, group: str, consumer: str) -> list[str]:
+        """Ids of the consumer's pending entries whose event is gone (its own PEL read back)."""
+        key = self.stream_key(topic)
+        try:
+            response = await self.client.xreadgroup(group, consumer, {key: "0"})
+        except RedisError as exc:
+            raise StoreError(f"claim_stale failed: {exc}") from exc
+        return [_s(i) for _stream, items in response or () for i, fields in items if not fields]
+
+    async def pending(
+        self, topic: str, group: str, count: int, *, consumer: str | None = None, min_idle_ms: int = 0
+    ) -> list[PendingEntry]:
+        try:
+            rows = await self.client.xpending_range(
+                self.stream_key(topic), group, min="-", max="+", count=count,
+                consumername=consumer, idle=min_idle_ms or None,
+            )
+        except RedisError as exc:
+            raise StoreError(f"pending failed: {exc}") from exc
+        return [
+            PendingEntry(_s(r["message_id"]), _s(r["consumer"]), int(r["time_since_delivered"]),
+                         int(r["times_delivered"]))
+            for r in rows
+        ]
+
+    async def dead_letter(
+        self, subscription_id: str, entry: StoredEntry, reason: str, status: int | None, attempts: int,
+        *, ack: bool = True,
+    ) -> str:
+        fields = {
+            b"event": entry.event,
+            b"reason": reason,
+            b"status": "" if status is None else str(status),
+            b"attempts": str(attempts),
+            b"source_id": entry.id,
+            b"at": str(int(time.time() * 1000)),
+        }
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xadd(self.dlq_key(subscription_id), fields, maxlen=self.dlq_max_length, approximate=True)
+        if ack:
+            pipe.xack(self.stream_key(entry.topic), subscription_id, entry.id)
+        try:
+            results = await pipe.execute()
+        except RedisError as exc:
+            raise StoreError(f"dead_letter failed: {exc}") from exc
+        return _s(results[0])
+
+    # retention and inspection -------------------------------------------------------------
+    async def trim(self, topic: str, retention: Retention) -> int:
+        key = self.stream_key(topic)
+        removed = 0
+        try:
+            if retention.max_length is not None:
+                removed += int(await self.client.xtrim(key, maxlen=retention.max_length, approximate=True))
+            if retention.max_age_seconds is not None:
+                minid = int(time.time() * 1000) - retention.max_age_seconds * 1000
+                removed += int(await self.client.xtrim(key, minid=minid, approximate=True))
+        except RedisError as exc:
+            raise StoreError(f"trim failed: {exc}") from exc
+        return removed
+
+    async def groups(self, topic: str) -> list[GroupInfo]:
+        key = self.stream_key(topic)
+        try:
+            rows = await self.client.xinfo_groups(key)
+        except ResponseError as exc:
+            if "no such key" in str(exc).lower():
+                return []
+            raise StoreError(f"group_info failed: {exc}") from exc
+        except RedisError as exc:
+            raise StoreError(f"group_info failed: {exc}") from exc
+        out = []
+        for row in rows:
+            last = _s(row["last-delivered-id"])
+            lag = row.get("lag")
+            if lag is None:
+                lag = await self._count_after(key, last)
+            out.append(GroupInfo(_s(row["name"]), int(row["consumers"]), int(row["pending"]), last,
+                                 None if lag is None else int(lag)))
+        return out
+
+    async def group_info(self, topic: str, group: str) -> GroupInfo | None:
+        for info in await self.groups(topic):
+            if info.name == group:
+                return info
+        return None
+
+    async def _count_after(self, key: str, last_id: str) -> int | None:
+        """Entries after ``last_id`` (the group's lag) on servers that do not report it."""
+        try:
+            rows = await self.client.xrange(key, min=f"({last_id}", max="+", count=LAG_SCAN_CAP + 1)
+        except RedisError as exc:
+            raise StoreError(f"group_info failed: {exc}") from exc
+        return None if len(rows) > LAG_SCAN_CAP else len(rows)
+
+    async def read_range(
+        self, topic: str, start: str = "-", end: str = "+", count: int | None = None
+    ) -> list[StoredEntry]:
+        try:
+            rows = await self.client.xrange(self.stream_key(topic), min=start, max=end, count=count)
+        except RedisError as exc:
+            raise StoreError(f"read_range failed: {exc}") from exc
+        return [StoredEntry(_s(i), topic, f[EVENT_FIELD]) for i, f in rows]
+
+    async def read_dead_letters(self, subscription_id: str, count: int | None = None) -> list[dict]:
+        """The dead-letter stream of a subscription, newest last (inspection and tests)."""
+        try:
+            rows = await self.client.xrange(self.dlq_key(subscription_id), count=count)
+        except RedisError as exc:
+            raise StoreError(f"read_dead_letters failed: {exc}") from exc
+        return [{"id": _s(i), **{_s(k): v for k, v in f.items()}} for i, f in rows]
+
+    async def length(self, topic: str) -> int:
+        try:
+            return int(await self.client.xlen(self.stream_key(topic)))
+        except RedisError as exc:
+            raise StoreError(f"length failed: {exc}") from exc
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.client.ping())
+        except (RedisError, OSError):
+            return False
+
+    async def close(self) -> None:
+        if self._owns_client:
+            await self.client.aclose()
