@@ -1,0 +1,627 @@
+"""The MeshConfig document: checksum, validation, publishing, and the runtime's watcher.
+
+The contract is docs/meshconfig.md; the JSON Schema is ``schema/meshconfig-1.json`` beside this
+module. This module is the single place where both sides check a document: the portal calls
+:func:`seal`, :func:`validate_document` and :func:`publish_document` after compiling; a runtime
+runs a :class:`ConfigWatcher`, which refuses anything :func:`validate_document` refuses.
+
+No Django here: the portal imports this module, never the other way round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import inspect
+import json
+import logging
+import os
+import random
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import jsonschema
+import orjson
+import redis
+import redis.asyncio
+from jsonschema.exceptions import SchemaError, best_match
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from meshruntime.filters import FilterError, validate_filters
+from meshruntime.policy import PolicyError, validate_pattern
+
+__all__ = [
+    "FORMAT",
+    "SCHEMA",
+    "SCHEMA_PATH",
+    "ConfigError",
+    "ConfigWatcher",
+    "canonical_json",
+    "compute_checksum",
+    "load_file",
+    "publish_document",
+    "seal",
+    "validate_document",
+]
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+SCHEMA_PATH = Path(__file__).with_name("schema") / "meshconfig-1.json"
+SCHEMA: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+# Fields that describe a publication rather than the content: the checksum leaves them out, so
+# compiling an unchanged database gives the same checksum, and a rollback keeps its old one.
+UNCHECKED_FIELDS = frozenset({"version", "checksum", "generated_at"})
+
+# Compiled once: building a validator resolves every $ref, which costs more than a small check.
+# Format assertions stay off (the schema uses patterns), so results do not depend on which
+# optional format libraries happen to be installed.
+_VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+_MAX_MESSAGE = 400
+
+
+class ConfigError(ValueError):
+    """A document that must not be applied. The message starts with the failing path."""
+
+
+# --------------------------------------------------------------------------------------------
+# Checksum
+
+
+def canonical_json(obj: Any) -> bytes:
+    """The canonical JSON of ``obj``, exactly as the contract spells it (docs/meshconfig.md).
+
+    ``json`` rather than ``orjson``: the two differ on some floats (``1e+16`` vs ``1e16``) and
+    the checksum must be byte-for-byte the one the contract defines.
+    """
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def compute_checksum(doc: Mapping[str, Any]) -> str:
+    """Hex SHA-256 of the document's canonical JSON without version, checksum and generated_at."""
+    content = {key: value for key, value in doc.items() if key not in UNCHECKED_FIELDS}
+    return hashlib.sha256(canonical_json(content)).hexdigest()
+
+
+def seal(doc: Mapping[str, Any], version: int, *, generated_at: datetime | None = None) -> dict[str, Any]:
+    """A copy of ``doc`` with ``version``, ``generated_at`` (now, UTC) and its ``checksum`` set.
+
+    The header fields come first so that a stored snapshot reads like the contract's example.
+    """
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"version must be a positive integer, got {version!r}")
+    when = (generated_at or datetime.now(UTC)).astimezone(UTC)
+    body = {key: value for key, value in doc.items() if key not in UNCHECKED_FIELDS}
+    body.setdefault("format", FORMAT)
+    checksum = compute_checksum(body)
+    return {
+        "format": body.pop("format"),
+        "version": version,
+        "checksum": checksum,
+        "generated_at": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        **body,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+
+
+def _path(parts: Iterable[str | int]) -> str:
+    """``["topics", 3, "name"]`` -> ``topics[3].name``; the empty path is the document itself."""
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(document)"
+
+
+@lru_cache(maxsize=65_536)
+def _schema_problem(schema_json: str) -> str | None:
+    """Why a topic's data schema is not a valid JSON Schema, or None.
+
+    Cached by the schema's canonical text: the portal validates every compiled document, and
+    from one version to the next almost every topic schema is unchanged, while ``check_schema``
+    costs far more than the cache lookup.
+    """
+    schema = json.loads(schema_json)
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    try:
+        cls.check_schema(schema)
+    except SchemaError as error:
+        where = _path(error.absolute_path)
+        return f"not a valid JSON Schema: {error.message}" + ("" if where == "(document)" else f" at {where}")
+    return None
+
+
+def validate_document(doc: Any) -> dict[str, Any]:
+    """Return ``doc`` if a runtime may apply it; raise :class:`ConfigError` naming the culprit.
+
+    Order: the schema (shape, patterns, enums, ranges), then the checksum, then what a schema
+    cannot say: unique names and ids, cross references, filters, topic data schemas.
+    """
+    if not isinstance(doc, dict):
+        raise ConfigError(f"(document): must be a JSON object, got {type(doc).__name__}")
+    # is_valid first: the fast path stops at nothing, and only a failure pays for collecting
+    # every error so that best_match can pick the most relevant one.
+    if not _VALIDATOR.is_valid(doc):
+        error = best_match(_VALIDATOR.iter_errors(doc))
+        message = error.message
+        if len(message) > _MAX_MESSAGE:  # jsonschema quotes the whole offending value
+            message = message[: _MAX_MESSAGE - 1] + "…"
+        raise ConfigError(f"{_path(error.absolute_path)}: {message}")
+    expected = compute_checksum(doc)
+    if doc["checksum"] != expected:
+        raise ConfigError(
+            f"checksum: {doc['checksum']} does not match the content (its checksum is {expected})"
+        )
+    _check_references(doc)
+    return doc
+
+
+def _unique(items: list[dict[str, Any]], field: str, section: str) -> dict[str, int]:
+    """Index ``items`` by ``field``; a duplicate is an error that names both places."""
+    seen: dict[str, int] = {}
+    for index, item in enumerate(items):
+        value = item[field]
+        if value in seen:
+            raise ConfigError(
+                f"{section}[{index}].{field}: {value!r} is already used by {section}[{seen[value]}]"
+            )
+        seen[value] = index
+    return seen
+
+
+def _check_filters(filters: list[Any], path: str) -> None:
+    try:
+        validate_filters(filters, path)
+    except FilterError as error:
+        raise ConfigError(str(error)) from None
+
+
+def _check_pattern(pattern: str, path: str) -> None:
+    # The schema already has the same regular expression; asking the policy module as well keeps
+    # "what is a pattern" in one place should the evaluator ever grow a rule the regex lacks.
+    try:
+        validate_pattern(pattern)
+    except PolicyError as error:
+        raise ConfigError(f"{path}: {error}") from None
+
+
+def _check_references(doc: dict[str, Any]) -> None:
+    stores = _unique(doc["stores"], "name", "stores")
+    topics = _unique(doc["topics"], "name", "topics")
+    applications = _unique(doc["applications"], "name", "applications")
+    _unique(doc["access_rules"], "id", "access_rules")
+    subscriptions = _unique(doc["subscriptions"], "id", "subscriptions")
+    _unique(doc["routing_rules"], "id", "routing_rules")
+
+    for index, topic in enumerate(doc["topics"]):
+        if topic["store"] not in stores:
+            raise ConfigError(f"topics[{index}].store: no store named {topic['store']!r}")
+        if topic["schema"] is not None:
+            problem = _schema_problem(json.dumps(topic["schema"], sort_keys=True))
+            if problem:
+                raise ConfigError(f"topics[{index}].schema: {problem}")
+
+    # Runtimes find a key by its prefix, so a prefix must lead to exactly one key.
+    prefixes: dict[str, str] = {}
+    for index, application in enumerate(doc["applications"]):
+        for key_index, key in enumerate(application["keys"]):
+            path = f"applications[{index}].keys[{key_index}]"
+            if key["prefix"] in prefixes:
+                owner = prefixes[key["prefix"]]
+                raise ConfigError(f"{path}.prefix: {key['prefix']!r} is already used by {owner}")
+            prefixes[key["prefix"]] = path
+
+    for index, rule in enumerate(doc["access_rules"]):
+        path = f"access_rules[{index}]"
+        principals = rule["principals"]
+        for p_index, name in enumerate([] if principals == "*" else principals):
+            if name != "*" and name not in applications:
+                raise ConfigError(f"{path}.principals[{p_index}]: no application named {name!r}")
+        _check_pattern(rule["topic"], f"{path}.topic")
+        # A topic named by an exact rule need not exist: a rule may be written before its topic,
+        # and a rule about a missing topic grants nothing.
+        if rule["id"].startswith("sub-") and rule["id"] not in subscriptions:
+            raise ConfigError(
+                f"{path}.id: {rule['id']!r} is a subscription's grant, but no subscription has that id"
+            )
+
+    for index, subscription in enumerate(doc["subscriptions"]):
+        path = f"subscriptions[{index}]"
+        if subscription["topic"] not in topics:
+            raise ConfigError(f"{path}.topic: no topic named {subscription['topic']!r}")
+        if subscription["application"] not in applications:
+            raise ConfigError(f"{path}.application: no application named {subscription['application']!r}")
+        delivery = subscription["delivery"]
+        if delivery["backoff_cap_ms"] < delivery["backoff_base_ms"]:
+            raise ConfigError(
+                f"{path}.delivery.backoff_cap_ms: {delivery['backoff_cap_ms']} is less than "
+                f"backoff_base_ms {delivery['backoff_base_ms']}"
+            )
+        _check_filters(subscription["filters"], f"{path}.filters")
+
+    for index, route in enumerate(doc["routing_rules"]):
+        path = f"routing_rules[{index}]"
+        _check_pattern(route["source"], f"{path}.source")
+        for t_index, target in enumerate(route["targets"]):
+            if target not in topics:
+                raise ConfigError(f"{path}.targets[{t_index}]: no topic named {target!r}")
+        _check_filters(route["filters"], f"{path}.filters")
+
+
+def parse_document(data: bytes | str, *, source: str = "document") -> dict[str, Any]:
+    """Parse JSON bytes and validate them; a parse error is a :class:`ConfigError` too."""
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as error:
+        raise ConfigError(f"(document): {source} is not valid JSON: {error}") from None
+    return validate_document(doc)
+
+
+def load_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read, parse and validate a document from a file (a runtime's cache, a fixture, a CLI)."""
+    path = Path(path)
+    return parse_document(path.read_bytes(), source=str(path))
+
+
+# --------------------------------------------------------------------------------------------
+# Publishing (the portal's push task, and tests)
+
+# Atomic, and the pointer only moves forward: two push tasks finishing out of order must not
+# send ``latest`` back to an older version (a runtime would ignore it, but a runtime starting
+# afresh would begin from the older one). The snapshot is always written and the version always
+# announced, so re-publishing the current version is a harmless "push again".
+_PUBLISH_SCRIPT = """
+redis.call('SET', KEYS[1], ARGV[1])
+local latest = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+local version = tonumber(ARGV[2])
+if version > latest then
+  redis.call('SET', KEYS[2], ARGV[2])
+  latest = version
+end
+redis.call('PUBLISH', ARGV[3], ARGV[2])
+return latest
+"""
+
+
+def publish_document(
+    redis_client: redis.Redis, doc: Mapping[str, Any], prefix: str = "mesh:", *, check: bool = True
+) -> int:
+    """Store ``doc`` as ``<prefix>config:<version>``, move ``<prefix>config:latest`` and announce it.
+
+    One server-side script, so the three steps are atomic (what a MULTI would give) and the
+    ``latest`` pointer never moves backwards. ``check`` validates first, so that a bad document
+    reaches no runtime; a caller that has just validated it, or a test that publishes a bad
+    document on purpose, passes ``check=False``. Returns the ``latest`` version afterwards.
+    """
+    if check:
+        validate_document(doc)  # type: ignore[arg-type]
+    version = doc["version"]
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ConfigError(f"version: must be a positive integer to be published, got {version!r}")
+    latest = redis_client.eval(
+        _PUBLISH_SCRIPT,
+        2,
+        f"{prefix}config:{version}",
+        f"{prefix}config:latest",
+        canonical_json(doc),
+        str(version),
+        f"{prefix}config",
+    )
+    return int(latest)
+
+
+# --------------------------------------------------------------------------------------------
+# The runtime's watcher
+
+
+def _redacted(url: str) -> str:
+    """The URL without credentials, for log lines."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves the old file or the new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+OnApply = Callable[[dict[str, Any]], Awaitable[None] | None]
+
+# Connection problems worth waiting out; anything else is a bug and should surface.
+_REDIS_DOWN = (redis.RedisError, OSError)
+
+
+class ConfigWatcher:
+    """Keeps a runtime on the newest valid MeshConfig, and on its last one when Redis is away.
+
+    ``start()`` applies the cached document first (if any), then follows Redis in the
+    background: the ``<prefix>config`` channel says a version exists, and polling
+    ``<prefix>config:latest`` every ``poll_interval`` seconds catches any missed message.
+    A newer version is fetched, validated, handed to ``on_apply`` and only then made current
+    and written to the cache. A document that fails validation, or that ``on_apply`` rejects by
+    raising, is refused: the previous one stays, ``last_error`` says why. ``on_apply`` must
+    therefore build the runtime's new state completely before swapping it in.
+
+    A version refused for its content is never fetched again (a version's content never
+    changes; the portal publishes a fix as a new version). A version ``on_apply`` failed on,
+    or whose snapshot was missing, is retried after a growing delay, since the cause may pass.
+    """
+
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        prefix: str = "mesh:",
+        cache_path: Path | None = None,
+        on_apply: OnApply | None = None,
+        poll_interval: float = 3.0,
+        reconnect_max_delay: float = 30.0,
+    ) -> None:
+        self.redis_url = redis_url
+        self.prefix = prefix
+        self.cache_path = Path(cache_path) if cache_path is not None else None
+        self.poll_interval = poll_interval
+        self.reconnect_max_delay = reconnect_max_delay
+        self._on_apply = on_apply
+        self._current: dict[str, Any] | None = None
+        self._last_error: str | None = None
+        # version -> (monotonic time before which it is not fetched again, failed attempts)
+        self._refused: dict[int, tuple[float, int]] = {}
+        self._redis: redis.asyncio.Redis | None = None
+        self._redis_down = False
+        self._wake = asyncio.Event()
+        self._changed = asyncio.Condition()
+        self._sync_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- state ----------------------------------------------------------------------------------
+
+    @property
+    def current(self) -> dict[str, Any] | None:
+        """The applied document; replaced as a whole, never mutated, so readers need no lock."""
+        return self._current
+
+    @property
+    def version(self) -> int | None:
+        return None if self._current is None else self._current["version"]
+
+    @property
+    def checksum(self) -> str | None:
+        return None if self._current is None else self._current["checksum"]
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the newest refused document (or the cache) was not applied; None after a success."""
+        return self._last_error
+
+    @property
+    def redis_reachable(self) -> bool:
+        return self._redis is not None and not self._redis_down
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float | None = None) -> None:
+        """Wait until ``predicate()`` holds; it is re-checked whenever a document is applied or refused."""
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(predicate), timeout)
+
+    async def wait_for_version(
+        self, version: int | None = None, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Wait until a document (of at least ``version``, if given) is applied; return it."""
+        await self.wait_until(
+            lambda: self._current is not None and (version is None or self._current["version"] >= version),
+            timeout,
+        )
+        assert self._current is not None
+        return self._current
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    # -- life cycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Apply the cache, then follow Redis in the background. Returns without waiting for Redis."""
+        if self._tasks:
+            raise RuntimeError("this ConfigWatcher is already started")
+        if self.cache_path is not None and self.cache_path.exists():
+            await self._apply_cache(self.cache_path)
+        self._redis = redis.asyncio.Redis.from_url(
+            self.redis_url,
+            socket_connect_timeout=2.0,
+            socket_timeout=10.0,
+            health_check_interval=15,
+            # One immediate retry covers a pooled connection that died with a Redis restart;
+            # longer outages are this class's business (backoff, logging once), not the client's.
+            retry=Retry(NoBackoff(), 1),
+        )
+        self._tasks = [
+            asyncio.create_task(self._listen(), name="config-watcher-listen"),
+            asyncio.create_task(self._poll(), name="config-watcher-poll"),
+        ]
+
+    async def stop(self) -> None:
+        """Cancel the background tasks and close the connections; the current document stays."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+
+    async def __aenter__(self) -> ConfigWatcher:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # -- background tasks -----------------------------------------------------------------------
+
+    def _mark_redis(self, error: BaseException | None) -> None:
+        """Log an outage once when it starts and once when it ends, not on every attempt."""
+        if error is not None and not self._redis_down:
+            self._redis_down = True
+            log.warning(
+                "Redis unreachable at %s (%s); keeping config version %s and retrying",
+                _redacted(self.redis_url), error, self.version,
+            )
+        elif error is None and self._redis_down:
+            self._redis_down = False
+            log.info("Redis reachable again at %s", _redacted(self.redis_url))
+
+    async def _listen(self) -> None:
+        """Turn ``<prefix>config`` messages into wake-ups of the poller; reconnect with backoff."""
+        assert self._redis is not None
+        delay = 0.1
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.subscribe(f"{self.prefix}config")
+                self._mark_redis(None)
+                delay = 0.1
+                # Anything published while we were not subscribed was missed: look now.
+                self._wake.set()
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+                    if message is not None and message["type"] == "message":
+                        self._wake.set()
+            except _REDIS_DOWN as error:
+                self._mark_redis(error)
+            finally:
+                with contextlib.suppress(*_REDIS_DOWN):
+                    await pubsub.aclose()
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, self.reconnect_max_delay)
+
+    async def _poll(self) -> None:
+        """Check ``latest`` when woken by a message, and every ``poll_interval`` regardless."""
+        while True:
+            self._wake.clear()
+            try:
+                await self.sync()
+                self._mark_redis(None)
+            except _REDIS_DOWN as error:
+                self._mark_redis(error)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+
+    async def sync(self) -> bool:
+        """Look at ``latest`` once and apply it if it is newer; True if a document was applied.
+
+        Raises Redis errors: the background poller treats them as an outage.
+        """
+        if self._redis is None:
+            raise RuntimeError("start() the ConfigWatcher first")
+        async with self._sync_lock:
+            raw = await self._redis.get(f"{self.prefix}config:latest")
+            if raw is None:
+                return False
+            try:
+                latest = int(raw)
+            except ValueError:
+                await self._refuse(None, f"{self.prefix}config:latest holds {raw[:40]!r}, not a version")
+                return False
+            current = self.version
+            # Forward only: an older ``latest`` (a Redis restored from an old backup) is ignored.
+            if current is not None and latest <= current:
+                return False
+            refused = self._refused.get(latest)
+            if refused is not None and time.monotonic() < refused[0]:
+                return False
+            data = await self._redis.get(f"{self.prefix}config:{latest}")
+            return await self._apply_snapshot(latest, data)
+
+    # -- applying -------------------------------------------------------------------------------
+
+    async def _apply_snapshot(self, version: int, data: bytes | None) -> bool:
+        if data is None:
+            await self._refuse(version, f"{self.prefix}config:{version} does not exist", retry=True)
+            return False
+        try:
+            # Validating 10,000 topics takes a while; off the event loop, deliveries go on.
+            doc = await asyncio.to_thread(parse_document, data, source=f"{self.prefix}config:{version}")
+            if doc["version"] != version:
+                raise ConfigError(f"version: {self.prefix}config:{version} holds version {doc['version']}")
+        except ConfigError as error:
+            await self._refuse(version, str(error))
+            return False
+        if not await self._hand_over(doc, version):
+            return False
+        if self.cache_path is not None:
+            try:
+                await asyncio.to_thread(_write_atomically, self.cache_path, data)
+            except OSError as error:
+                # Applied all the same: the cache only matters for the next start without Redis.
+                self._last_error = (
+                    f"config version {version} applied but not cached in {self.cache_path}: {error}"
+                )
+                log.error("%s", self._last_error)
+        await self._notify()
+        return True
+
+    async def _hand_over(self, doc: dict[str, Any], version: int) -> bool:
+        """Give ``doc`` to ``on_apply`` and make it current if that succeeds."""
+        try:
+            if self._on_apply is not None:
+                result = self._on_apply(doc)
+                if inspect.isawaitable(result):
+                    await result
+        except Exception as error:
+            log.exception("on_apply failed for config version %s", version)
+            await self._refuse(version, f"the runtime could not apply it: {error!r}", retry=True)
+            return False
+        previous = self.version
+        self._current = doc
+        self._last_error = None
+        self._refused.pop(version, None)
+        log.info(
+            "applied config version %s (checksum %s; previous %s)", version, doc["checksum"][:12], previous
+        )
+        return True
+
+    async def _refuse(self, version: int | None, cause: str, *, retry: bool = False) -> None:
+        keeping = "none" if self.version is None else self.version
+        self._last_error = f"config version {version} refused: {cause}; keeping version {keeping}"
+        if version is not None:
+            attempts = self._refused.get(version, (0.0, 0))[1] + 1
+            delay = min(max(self.poll_interval, 1.0) * 2**attempts, 600.0) if retry else float("inf")
+            self._refused[version] = (time.monotonic() + delay, attempts)
+        log.error("%s", self._last_error)
+        await self._notify()
+
+    async def _apply_cache(self, path: Path) -> None:
+        try:
+            doc = await asyncio.to_thread(load_file, path)
+        except (ConfigError, OSError) as error:
+            self._last_error = f"cached config {path} not used: {error}"
+            log.error("%s", self._last_error)
+            return
+        if await self._hand_over(doc, doc["version"]):
+            log.info("started from cached config version %s in %s", doc["version"], path)
+            await self._notify()

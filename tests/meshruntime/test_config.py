@@ -1,0 +1,477 @@
+"""meshruntime.config: checksum, sealing, validation and publishing of the MeshConfig document."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from factories import access_rule, app_key, application, key_for, make_config, subscription, topic
+
+from meshruntime.config import (
+    SCHEMA,
+    ConfigError,
+    canonical_json,
+    compute_checksum,
+    load_file,
+    publish_document,
+    seal,
+    validate_document,
+)
+
+
+def reversed_keys(value: Any) -> Any:
+    """The same JSON value with every object's keys in reverse order."""
+    if isinstance(value, dict):
+        return {key: reversed_keys(value[key]) for key in reversed(list(value))}
+    if isinstance(value, list):
+        return [reversed_keys(item) for item in value]
+    return value
+
+
+def resealed(change: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
+    """The sample document changed by ``change`` and sealed again, so only ``change`` can be wrong."""
+    doc = make_config()
+    change(doc)
+    return seal(doc, doc["version"])
+
+
+# --------------------------------------------------------------------------------------------
+# Checksum and seal
+
+
+def test_canonical_json_is_the_contracts_spelling() -> None:
+    assert canonical_json({"b": [1, {"d": None, "c": True}], "a": "é"}) == (
+        '{"a":"é","b":[1,{"c":true,"d":null}]}'.encode()
+    )
+
+
+def test_checksum_ignores_key_order() -> None:
+    doc = make_config()
+    assert list(reversed_keys(doc)) != list(doc)
+    assert compute_checksum(reversed_keys(doc)) == compute_checksum(doc)
+
+
+def test_checksum_ignores_version_and_generation_time() -> None:
+    doc = make_config()
+    other = {**doc, "version": 99, "generated_at": "2030-01-01T00:00:00Z", "checksum": "f" * 64}
+    assert compute_checksum(other) == compute_checksum(doc)
+
+
+def test_checksum_changes_with_content() -> None:
+    doc = make_config()
+    changed = copy.deepcopy(doc)
+    changed["topics"][0]["retention"]["max_length"] += 1
+    assert compute_checksum(changed) != compute_checksum(doc)
+
+
+def test_checksum_is_sha256_of_the_canonical_content() -> None:
+    doc = make_config()
+    content = {key: value for key, value in doc.items() if key not in ("version", "checksum", "generated_at")}
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert doc["checksum"] == hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def test_seal_sets_the_header_without_touching_its_input() -> None:
+    body = make_config(sealed=False)
+    before = copy.deepcopy(body)
+    sealed = seal(body, 42, generated_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
+    assert body == before
+    assert list(sealed)[:4] == ["format", "version", "checksum", "generated_at"]
+    assert sealed["version"] == 42
+    assert sealed["generated_at"] == "2026-01-02T03:04:05Z"
+    assert sealed["checksum"] == compute_checksum(body)
+    validate_document(sealed)
+
+
+def test_seal_stamps_the_current_time_by_default() -> None:
+    sealed = seal(make_config(sealed=False), 1)
+    stamped = datetime.strptime(sealed["generated_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert abs((datetime.now(UTC) - stamped).total_seconds()) < 5
+
+
+def test_a_rollback_keeps_the_old_checksum_under_a_new_version() -> None:
+    old = make_config(version=3)
+    rollback = seal(old, 9)
+    assert rollback["version"] == 9
+    assert rollback["checksum"] == old["checksum"]
+
+
+@pytest.mark.parametrize("version", [0, -1, True, "3", 1.0])
+def test_seal_refuses_a_version_that_is_not_a_positive_integer(version: Any) -> None:
+    with pytest.raises(ValueError, match="version"):
+        seal(make_config(), version)
+
+
+# --------------------------------------------------------------------------------------------
+# Valid documents
+
+
+def test_the_schema_is_a_valid_draft_2020_12_schema() -> None:
+    import jsonschema
+
+    jsonschema.Draft202012Validator.check_schema(SCHEMA)
+    assert SCHEMA["additionalProperties"] is False
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        pytest.param(make_config(), id="sample"),
+        pytest.param(make_config(bare=True), id="bare"),
+        pytest.param(make_config(bare=True, stores=[]), id="nothing at all"),
+        pytest.param(
+            make_config(
+                topics=[
+                    topic("audit.orders"),
+                    topic(
+                        "orders.created",
+                        lifecycle="deprecated",
+                        sunset="2027-01-31",
+                        retention={"max_age_seconds": None, "max_length": None},
+                    ),
+                ]
+            ),
+            id="deprecated topic, unbounded retention",
+        ),
+        pytest.param(
+            make_config(
+                access_rules=[
+                    access_rule("rule-1", "*", "*", ["publish"]),
+                    access_rule("rule-2", ["*"], "orders.created", ["subscribe"]),
+                ]
+            ),
+            id="everyone as * and [*]",
+        ),
+        pytest.param(
+            make_config(
+                applications=[
+                    application("auditor"),
+                    application("shipping"),
+                    application(
+                        "billing", keys=["Ab3dE9xQ", app_key("Zz000000", expires_at="2027-01-01T00:00:00Z")]
+                    ),
+                ]
+            ),
+            id="two keys, one expiring",
+        ),
+        pytest.param(
+            make_config(
+                subscriptions=[
+                    subscription(
+                        "sub-1",
+                        "orders.created",
+                        "shipping",
+                        state="paused",
+                        delivery={"mode": "structured"},
+                        filters=[{"not": {"prefix": {"source": "/test"}}}],
+                    )
+                ]
+            ),
+            id="paused structured subscription with filters",
+        ),
+    ],
+)
+def test_it_accepts_valid_documents(doc: dict[str, Any]) -> None:
+    assert validate_document(doc) is doc
+
+
+def test_key_for_matches_the_hash_in_the_document() -> None:
+    doc = make_config()
+    billing = next(app for app in doc["applications"] if app["name"] == "billing")
+    (key,) = billing["keys"]
+    plain = key_for("billing")
+    assert plain.startswith(f"mk_{key['prefix']}_") and len(plain) == 3 + 8 + 1 + 40
+    assert hashlib.sha256(plain.encode()).hexdigest() == key["sha256"]
+
+
+# --------------------------------------------------------------------------------------------
+# Every kind of error names its path
+
+
+def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    """A change that sets ``path`` (``topics.1.name``) to ``value``."""
+
+    def change(doc: dict[str, Any]) -> None:
+        *parents, last = [int(part) if part.isdigit() else part for part in path.split(".")]
+        target = doc
+        for part in parents:
+            target = target[part]
+        target[last] = value
+
+    return change
+
+
+def _delete(path: str) -> Callable[[dict[str, Any]], None]:
+    def change(doc: dict[str, Any]) -> None:
+        *parents, last = [int(part) if part.isdigit() else part for part in path.split(".")]
+        target = doc
+        for part in parents:
+            target = target[part]
+        del target[last]
+
+    return change
+
+
+SCHEMA_ERRORS = [
+    # (change, the message starts with, and contains)
+    (_set("format", 2), "format:", "1 was expected"),
+    (_set("surprise", True), "(document):", "'surprise' was unexpected"),
+    (_delete("topics"), "(document):", "'topics' is a required property"),
+    (_set("stores.0.kind", "Redis Cluster"), "stores[0].kind:", "does not match"),
+    (_set("topics.1.name", "Orders.Created"), "topics[1].name:", "does not match"),
+    (_set("topics.1.name", "orders..created"), "topics[1].name:", "does not match"),
+    (_set("topics.1.name", "a" * 250), "topics[1].name:", "is too long"),
+    (_set("topics.1.colour", "red"), "topics[1]:", "'colour' was unexpected"),
+    (_delete("topics.1.retention"), "topics[1]:", "'retention' is a required property"),
+    (_set("topics.1.lifecycle", "retired"), "topics[1].lifecycle:", "is not one of"),
+    (_set("topics.1.sunset", "next week"), "topics[1].sunset:", "does not match"),
+    (_set("topics.1.retention.max_length", 0), "topics[1].retention.max_length:", "minimum"),
+    (_set("topics.1.schema", "a string"), "topics[1].schema:", "is not of type"),
+    (_set("applications.1.name", "bill ing"), "applications[1].name:", "does not match"),
+    (_set("applications.1.keys.0.prefix", "short"), "applications[1].keys[0].prefix:", "does not match"),
+    (_set("applications.1.keys.0.sha256", "A" * 64), "applications[1].keys[0].sha256:", "does not match"),
+    (_set("applications.1.keys.0.secret", "x"), "applications[1].keys[0]:", "'secret' was unexpected"),
+    (
+        _set("applications.1.keys.0.expires_at", "tomorrow"),
+        "applications[1].keys[0].expires_at:",
+        "does not match",
+    ),
+    (_set("access_rules.0.id", "rule-one"), "access_rules[0].id:", "does not match"),
+    (_set("access_rules.0.effect", "maybe"), "access_rules[0].effect:", "is not one of"),
+    (_set("access_rules.0.actions", ["publish", "delete"]), "access_rules[0].actions[1]:", "is not one of"),
+    (_set("access_rules.0.actions", []), "access_rules[0].actions:", "should be non-empty"),
+    (_set("access_rules.0.topic", "orders.*.created"), "access_rules[0].topic:", "does not match"),
+    (_set("access_rules.0.principals", []), "access_rules[0].principals:", ""),
+    (_set("access_rules.0.principals", ["*", "billing"]), "access_rules[0].principals[0]:", "does not match"),
+    (_set("subscriptions.0.id", "subscription-1"), "subscriptions[0].id:", "does not match"),
+    (_set("subscriptions.0.state", "revoked"), "subscriptions[0].state:", "is not one of"),
+    (_set("subscriptions.0.topic", "orders.*"), "subscriptions[0].topic:", "does not match"),
+    (_set("subscriptions.0.delivery.mode", "batch"), "subscriptions[0].delivery.mode:", "is not one of"),
+    (_set("subscriptions.0.delivery.url", "ftp://x/y"), "subscriptions[0].delivery.url:", "does not match"),
+    (_set("subscriptions.0.delivery.timeout_ms", 10), "subscriptions[0].delivery.timeout_ms:", "minimum"),
+    (_set("subscriptions.0.delivery.max_attempts", 0), "subscriptions[0].delivery.max_attempts:", "minimum"),
+    (
+        _set("subscriptions.0.delivery.max_in_flight", 10_000),
+        "subscriptions[0].delivery.max_in_flight:",
+        "maximum",
+    ),
+    (
+        _set("subscriptions.0.delivery.timeout_ms", 5000.5),
+        "subscriptions[0].delivery.timeout_ms:",
+        "is not of type 'integer'",
+    ),
+    (_set("subscriptions.0.secret", ""), "subscriptions[0].secret:", "should be non-empty"),
+    (_set("subscriptions.0.filters", {"exact": {}}), "subscriptions[0].filters:", "is not of type 'array'"),
+    (_set("routing_rules.0.id", "route-x"), "routing_rules[0].id:", "does not match"),
+    (_set("routing_rules.0.targets", []), "routing_rules[0].targets:", "should be non-empty"),
+    (_set("routing_rules.0.targets", ["audit.*"]), "routing_rules[0].targets[0]:", "does not match"),
+    (_set("routing_rules.0.order", "first"), "routing_rules[0].order:", "is not of type 'integer'"),
+    (_set("routing_rules.0.enabled", True), "routing_rules[0]:", "'enabled' was unexpected"),
+]
+
+
+@pytest.mark.parametrize(("change", "starts", "says"), SCHEMA_ERRORS)
+def test_schema_errors_name_their_path(
+    change: Callable[[dict[str, Any]], None], starts: str, says: str
+) -> None:
+    doc = resealed(change)
+    with pytest.raises(ConfigError) as caught:
+        validate_document(doc)
+    message = str(caught.value)
+    assert message.startswith(starts + " "), message
+    assert says in message
+
+
+def _append(section: str, entry: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    return lambda doc: doc[section].append(entry)
+
+
+REFERENCE_ERRORS = [
+    (
+        _append("stores", {"name": "default", "kind": "nats"}),
+        "stores[1].name: 'default' is already used by stores[0]",
+    ),
+    (
+        _append("topics", topic("orders.created")),
+        "topics[3].name: 'orders.created' is already used by topics[1]",
+    ),
+    (
+        _append("applications", application("billing")),
+        "applications[3].name: 'billing' is already used by applications[1]",
+    ),
+    (
+        _append("access_rules", access_rule("rule-2", "*", "*")),
+        "access_rules[4].id: 'rule-2' is already used by access_rules[1]",
+    ),
+    (
+        _append("subscriptions", subscription("sub-1", "orders.shipped", "billing")),
+        "subscriptions[1].id: 'sub-1' is already used by subscriptions[0]",
+    ),
+    (
+        _append(
+            "routing_rules",
+            {"id": "route-1", "source": "*", "filters": [], "targets": ["audit.orders"], "order": 1},
+        ),
+        "routing_rules[1].id: 'route-1' is already used by routing_rules[0]",
+    ),
+    (_set("topics.2.store", "nats-eu"), "topics[2].store: no store named 'nats-eu'"),
+    (
+        _set("subscriptions.0.topic", "orders.cancelled"),
+        "subscriptions[0].topic: no topic named 'orders.cancelled'",
+    ),
+    (
+        _set("subscriptions.0.application", "ghost"),
+        "subscriptions[0].application: no application named 'ghost'",
+    ),
+    (
+        _set("access_rules.0.principals", ["billing", "ghost"]),
+        "access_rules[0].principals[1]: no application named 'ghost'",
+    ),
+    (
+        _append("access_rules", access_rule("sub-9", ["billing"], "orders.created", ["subscribe"])),
+        "access_rules[4].id: 'sub-9' is a subscription's grant, but no subscription has that id",
+    ),
+    (
+        _set("routing_rules.0.targets", ["audit.orders", "audit.payments"]),
+        "routing_rules[0].targets[1]: no topic named 'audit.payments'",
+    ),
+    (
+        _set("applications.2.keys", [app_key(make_config()["applications"][0]["keys"][0]["prefix"])]),
+        "applications[2].keys[0].prefix: ",
+    ),
+    (
+        _set("subscriptions.0.delivery.backoff_cap_ms", 100),
+        "subscriptions[0].delivery.backoff_cap_ms: 100 is less than backoff_base_ms 200",
+    ),
+    (
+        _set("subscriptions.0.filters", [{"exact": {"type": "x"}}, {"sql": "type = 'x'"}]),
+        "subscriptions[0].filters[1]: the sql dialect is not supported",
+    ),
+    (_set("routing_rules.0.filters", [{"any": []}]), "routing_rules[0].filters[0].any: "),
+    (_set("topics.1.schema", {"type": "order"}), "topics[1].schema: not a valid JSON Schema"),
+    (
+        _set("topics.1.schema", {"properties": {"id": {"minLength": -1}}}),
+        "topics[1].schema: not a valid JSON Schema",
+    ),
+]
+
+
+@pytest.mark.parametrize(("change", "starts"), REFERENCE_ERRORS)
+def test_reference_errors_name_their_path(change: Callable[[dict[str, Any]], None], starts: str) -> None:
+    doc = resealed(change)
+    with pytest.raises(ConfigError) as caught:
+        validate_document(doc)
+    assert str(caught.value).startswith(starts), str(caught.value)
+
+
+def test_a_shared_key_prefix_names_the_first_owner() -> None:
+    doc = make_config(
+        applications=[
+            "auditor",
+            "shipping",
+            {"name": "billing", "keys": ["Ab3dE9xQ"]},
+            {"name": "intruder", "keys": ["Ab3dE9xQ"]},
+        ]
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"^applications\[3\]\.keys\[0\]\.prefix: 'Ab3dE9xQ' is already used by "
+        r"applications\[2\]\.keys\[0\]$",
+    ):
+        validate_document(doc)
+
+
+def test_it_refuses_a_checksum_that_does_not_match() -> None:
+    doc = make_config()
+    doc["topics"][0]["retention"]["max_length"] = 5  # changed after sealing
+    with pytest.raises(ConfigError, match=r"^checksum: [0-9a-f]{64} does not match the content"):
+        validate_document(doc)
+
+
+def test_it_refuses_what_is_not_an_object() -> None:
+    with pytest.raises(ConfigError, match=r"^\(document\): must be a JSON object, got list"):
+        validate_document([make_config()])
+
+
+def test_topic_schema_check_follows_the_declared_draft() -> None:
+    # In draft-04 "exclusiveMinimum" is a boolean; in 2020-12 it is a number.
+    draft4 = {"$schema": "http://json-schema.org/draft-04/schema#", "minimum": 1, "exclusiveMinimum": True}
+    validate_document(resealed(_set("topics.1.schema", draft4)))
+    with pytest.raises(ConfigError, match=r"^topics\[1\]\.schema: not a valid JSON Schema"):
+        validate_document(resealed(_set("topics.1.schema", {"minimum": 1, "exclusiveMinimum": True})))
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+
+
+def test_load_file_reads_and_validates(tmp_path) -> None:
+    path = tmp_path / "config.json"
+    doc = make_config(version=4)
+    path.write_bytes(canonical_json(doc))
+    assert load_file(path) == doc
+
+
+def test_load_file_names_the_file_when_it_is_not_json(tmp_path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text('{"format": 1,')
+    with pytest.raises(ConfigError, match=rf"^\(document\): {path} is not valid JSON"):
+        load_file(path)
+
+
+def test_load_file_refuses_a_tampered_document(tmp_path) -> None:
+    doc = make_config()
+    doc["applications"][0]["team"] = "someone-else"
+    path = tmp_path / "config.json"
+    path.write_bytes(canonical_json(doc))
+    with pytest.raises(ConfigError, match="^checksum: "):
+        load_file(path)
+
+
+# --------------------------------------------------------------------------------------------
+# Publishing
+
+
+def _next_message(pubsub, timeout: float = 5.0) -> dict[str, Any] | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        message = pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+        if message is not None:
+            return message
+    return None
+
+
+def test_publish_writes_the_snapshot_then_latest_then_announces(redis_client, key_prefix) -> None:
+    pubsub = redis_client.pubsub()
+    pubsub.subscribe(f"{key_prefix}config")
+    try:
+        doc = make_config(version=7)
+        assert publish_document(redis_client, doc, prefix=key_prefix) == 7
+        assert json.loads(redis_client.get(f"{key_prefix}config:7")) == doc
+        assert redis_client.get(f"{key_prefix}config:latest") == b"7"
+        message = _next_message(pubsub)
+        assert message is not None and message["data"] == b"7"
+    finally:
+        pubsub.close()
+
+
+def test_publish_never_moves_latest_backwards(redis_client, key_prefix) -> None:
+    publish_document(redis_client, make_config(version=8), prefix=key_prefix)
+    assert publish_document(redis_client, make_config(version=5), prefix=key_prefix) == 8
+    assert redis_client.get(f"{key_prefix}config:latest") == b"8"
+    assert redis_client.exists(f"{key_prefix}config:5")
+
+
+def test_publish_refuses_an_invalid_document_unless_told_not_to_check(redis_client, key_prefix) -> None:
+    doc = make_config(version=3)
+    doc["checksum"] = "0" * 64
+    with pytest.raises(ConfigError, match="^checksum: "):
+        publish_document(redis_client, doc, prefix=key_prefix)
+    assert redis_client.get(f"{key_prefix}config:latest") is None
+    assert publish_document(redis_client, doc, prefix=key_prefix, check=False) == 3
