@@ -1,0 +1,93 @@
+"""API of the core app: teams, memberships, the audit log (read-only) and the user's tokens."""
+
+from rest_framework import serializers
+from rest_framework.routers import SimpleRouter
+
+from meshadmin.filtersets import AuditEntryFilterSet, MembershipFilterSet, TeamFilterSet
+from meshadmin.models import APIToken, AuditEntry, Membership, Team
+
+from .serializers import MeshModelSerializer
+from .views import MeshModelViewSet, MeshReadOnlyViewSet
+
+
+class TeamSerializer(MeshModelSerializer):
+    url = serializers.HyperlinkedIdentityField(view_name="api:team-detail")
+
+    class Meta:
+        model = Team
+        fields = ["id", "url", "display", "name", "slug", "description", "created", "updated"]
+
+    def create(self, validated_data):
+        team = super().create(validated_data)
+        team.add_creator(self.context["request"].user)
+        return team
+
+
+class MembershipSerializer(MeshModelSerializer):
+    url = serializers.HyperlinkedIdentityField(view_name="api:membership-detail")
+    username = serializers.CharField(source="user.username", read_only=True)
+
+    class Meta:
+        model = Membership
+        fields = ["id", "url", "display", "team", "user", "username", "role", "created"]
+
+    def get_fields(self):
+        fields = super().get_fields()
+        request = self.context.get("request")
+        if request is not None and "team" in fields:
+            # Only a team's owners manage its memberships.
+            fields["team"].queryset = Team.objects.restrict(request.user, "change")
+        return fields
+
+
+class AuditEntrySerializer(serializers.ModelSerializer):
+    url = serializers.HyperlinkedIdentityField(view_name="api:auditentry-detail")
+    object_type = serializers.SerializerMethodField()
+
+    class Meta:
+        model = AuditEntry
+        fields = ["id", "url", "time", "actor", "actor_name", "request_id", "action", "object_type",
+                  "object_id", "object_repr", "team", "before", "after"]
+
+    def get_object_type(self, obj) -> str:
+        return f"{obj.object_type.app_label}.{obj.object_type.model}"
+
+
+class APITokenSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = APIToken
+        fields = ["id", "prefix", "description", "read_only", "expires", "created", "last_used"]
+
+
+class TeamViewSet(MeshModelViewSet):
+    queryset = Team.objects.order_by("name")
+    serializer_class = TeamSerializer
+    filterset_class = TeamFilterSet
+
+
+class MembershipViewSet(MeshModelViewSet):
+    queryset = Membership.objects.select_related("user", "team").order_by("team__name", "user__username")
+    serializer_class = MembershipSerializer
+    filterset_class = MembershipFilterSet
+
+
+class AuditEntryViewSet(MeshReadOnlyViewSet):
+    queryset = AuditEntry.objects.select_related("object_type")
+    serializer_class = AuditEntrySerializer
+    filterset_class = AuditEntryFilterSet
+
+
+class APITokenViewSet(MeshReadOnlyViewSet):
+    """Your tokens (without their keys); create them in the portal, where the key is shown once."""
+
+    queryset = APIToken.objects.all()
+    serializer_class = APITokenSerializer
+    filterset_class = None
+
+
+router = SimpleRouter()
+router.register("teams", TeamViewSet)
+router.register("memberships", MembershipViewSet)
+router.register("audit", AuditEntryViewSet)
+router.register("tokens", APITokenViewSet)
+urlpatterns = router.urls

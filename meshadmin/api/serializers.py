@@ -1,0 +1,54 @@
+"""Base serializer: related choices restricted to the user, and the model's own validation."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import serializers
+
+from meshadmin.forms import editor_teams
+from meshadmin.querysets import VIEW
+
+
+class MeshModelSerializer(serializers.ModelSerializer):
+    """``validate()`` runs the model's ``full_clean()``, so API and forms obey the same rules.
+
+    Related fields accept only what the requesting user may see; ``team`` fields only the teams
+    in which the user may create things.
+    """
+
+    display = serializers.SerializerMethodField()
+    team_fields = ("team",)
+
+    def get_display(self, obj) -> str:
+        return str(obj)
+
+    def get_fields(self):
+        fields = super().get_fields()
+        request = self.context.get("request")
+        user = getattr(request, "user", None)
+        if user is None:
+            return fields
+        for name, field in fields.items():
+            related = getattr(field, "child_relation", field)
+            queryset = getattr(related, "queryset", None)
+            if queryset is None or field.read_only:
+                continue
+            if name in self.team_fields:
+                related.queryset = editor_teams(user)
+            elif hasattr(queryset, "restrict"):
+                related.queryset = queryset.restrict(user, VIEW)
+        return fields
+
+    def validate(self, attrs):
+        attrs = super().validate(attrs)
+        model = self.Meta.model
+        many_to_many = {f.name for f in model._meta.many_to_many}
+        instance = self.instance or model()
+        for name, value in attrs.items():
+            if name not in many_to_many:
+                setattr(instance, name, value)
+        try:
+            instance.full_clean()
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.message_dict) from None
+        return attrs

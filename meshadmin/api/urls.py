@@ -1,0 +1,9 @@
+"""``/api/v1/``: every app's router, one namespace."""
+
+from django.urls import include, path
+
+app_name = "api"
+urlpatterns = [
+    path("", include("meshadmin.api.core")),
+    path("", include("topics.api.urls")),
+]

@@ -1,0 +1,60 @@
+"""Permission enforcement by restricting querysets (NetBox's utilities/querysets.py).
+
+Pages, bulk actions, the API and websockets all ask ``Model.objects.restrict(user, action)``;
+whatever a user may not see is simply absent, so every path answers 404 for it.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+VIEW, CHANGE, DELETE = "view", "change", "delete"
+ACTIONS = (VIEW, CHANGE, DELETE)
+
+
+class RestrictedQuerySet(models.QuerySet):
+    #: Everyone signed in may see every row (the catalog); otherwise only what ``scope`` allows.
+    visible_to_all: bool = False
+
+    def restrict(self, user, action: str = VIEW) -> RestrictedQuerySet:
+        if action not in ACTIONS:
+            raise ValueError(f"unknown action {action!r}")
+        if user is None or not user.is_authenticated or not user.is_active:
+            return self.none()
+        if user.is_superuser or user.is_staff:
+            return self
+        if action == VIEW and self.visible_to_all:
+            return self
+        return self.scope(user, action)
+
+    def scope(self, user, action: str) -> RestrictedQuerySet:
+        """Rows a non-staff user may act on; models override. Default: none (staff only)."""
+        return self.none()
+
+
+def team_ids(user, roles: tuple[str, ...] | None = None):
+    """A subquery of the ids of the user's teams, optionally only those where they hold ``roles``."""
+    from meshadmin.models import Membership
+
+    memberships = Membership.objects.filter(user=user)
+    if roles is not None:
+        memberships = memberships.filter(role__in=roles)
+    return memberships.values("team_id")
+
+
+class TeamOwnedQuerySet(RestrictedQuerySet):
+    """Rows owned by a team: owners and members change them, viewers only look."""
+
+    team_field = "team"
+
+    def scope(self, user, action: str) -> RestrictedQuerySet:
+        from meshadmin.models import Membership
+
+        roles = None if action == VIEW else Membership.EDITOR_ROLES
+        return self.filter(**{f"{self.team_field}__in": team_ids(user, roles)})
+
+
+class CatalogQuerySet(TeamOwnedQuerySet):
+    """Team-owned rows that every signed-in user may browse."""
+
+    visible_to_all = True

@@ -1,0 +1,3 @@
+"""Websocket routes of every app; each consumer authorises in connect() before accept()."""
+
+websocket_urlpatterns: list = []

@@ -1,0 +1,36 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from meshadmin.views import core, generic
+
+app_patterns = (
+    [
+        path("", core.home, name="home"),
+        *generic.model_urls("team", list_view=core.TeamListView, detail_view=core.TeamView,
+                            edit_view=core.TeamEditView, delete_view=core.TeamDeleteView),
+        *generic.model_urls("membership", list_view=core.MembershipListView, detail_view=core.MembershipView,
+                            edit_view=core.MembershipEditView, delete_view=core.MembershipDeleteView),
+        path("audit/", core.AuditEntryListView.as_view(), name="auditentry_list"),
+        path("audit/<int:pk>/", core.AuditEntryView.as_view(), name="auditentry"),
+        path("tokens/", core.APITokenListView.as_view(), name="apitoken_list"),
+        path("tokens/<int:pk>/delete/", core.APITokenDeleteView.as_view(), name="apitoken_delete"),
+    ],
+    "meshadmin",
+)
+
+urlpatterns = [
+    path("", include(app_patterns)),
+    path("", include("topics.urls")),
+    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("healthz", core.healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+    path("api/v1/", include("meshadmin.api.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+]
+
+# Login is the only page anonymous visitors see (plus health and static files).
+handler404 = "django.views.defaults.page_not_found"
