@@ -8,13 +8,17 @@ from django.urls import reverse
 
 from meshadmin.models import Membership, Team
 from meshadmin.querysets import CatalogQuerySet, RestrictedQuerySet
-from meshruntime.names import TOPIC_NAME_MAX_LENGTH, topic_name_error
+from meshruntime.policy import MAX_TOPIC_LENGTH, PolicyError
+from meshruntime.policy import validate_topic_name as _validate_topic_name
 
 
 def validate_topic_name(value: str) -> None:
-    error = topic_name_error(value)
-    if error:
-        raise ValidationError(error[0].upper() + error[1:] + ".", code="invalid_topic_name")
+    """The runtime's own rule, so the portal never accepts a name the mesh would refuse."""
+    try:
+        _validate_topic_name(value)
+    except PolicyError as exc:
+        message = str(exc)
+        raise ValidationError(message[0].upper() + message[1:] + ".", code="invalid_topic_name") from None
 
 
 def validate_json_schema(value) -> None:
@@ -94,7 +98,7 @@ class Topic(models.Model):
     LIFECYCLE_CHOICES = [(ACTIVE, "Active"), (DEPRECATED, "Deprecated")]
 
     name = models.CharField(
-        max_length=TOPIC_NAME_MAX_LENGTH, unique=True, validators=[validate_topic_name],
+        max_length=MAX_TOPIC_LENGTH, unique=True, validators=[validate_topic_name],
         help_text="Lowercase dot-separated segments, like orders.eu.created.",
     )
     description = models.TextField(blank=True, help_text="Markdown.")

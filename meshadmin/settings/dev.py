@@ -7,3 +7,4 @@ DEBUG = True
 SECRET_KEY = SECRET_KEY or "embedded-mode-only-" + "x" * 40  # noqa: F405 - never used in production
 EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
 DATA_DIR.mkdir(parents=True, exist_ok=True)
+WHITENOISE_AUTOREFRESH = True  # serve static files from the source folders, no collectstatic
