@@ -3,3 +3,10 @@ from django.apps import AppConfig
 
 class SubscriptionsConfig(AppConfig):
     name = "subscriptions"
+
+    def ready(self) -> None:
+        from meshadmin import audit
+
+        from .models import Subscription
+
+        audit.register(Subscription, exclude=("signing_secret",))
