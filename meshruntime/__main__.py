@@ -1,0 +1,159 @@
+"""``meshruntime`` / ``python -m meshruntime``: run one mesh runtime until SIGTERM.
+
+Every flag has an environment variable (shown in ``--help``); flags win. Examples::
+
+    # sidecar of the application "billing", configuration pushed by the portal through Redis
+    python -m meshruntime --application billing --listen 127.0.0.1:8701 \\
+        --store-url redis://127.0.0.1:6379/0 --config-redis-url redis://127.0.0.1:6379/0
+
+    # standalone gateway from a local MeshConfig file (re-read when it changes)
+    python -m meshruntime --gateway --config-file mesh.json --store-url redis://127.0.0.1:6379/0
+
+On SIGTERM (or SIGINT) the runtime stops accepting connections, lets in-flight requests finish
+their appends, and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from .app import Runtime, Settings
+from .publish import Limits
+
+log = logging.getLogger("meshruntime")
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def _listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - an explicit ":PORT" asks for all
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="meshruntime",
+                                description="Meshadmin mesh runtime (sidecar or gateway).")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--application", default=_env("MESH_APPLICATION"),
+                      help="sidecar of this application: only its keys are accepted [MESH_APPLICATION]")
+    mode.add_argument("--gateway", action="store_true", default=_env("MESH_GATEWAY") in ("1", "true", "yes"),
+                      help="gateway mode: any application's key is accepted [MESH_GATEWAY=1]")
+    p.add_argument("--listen", type=_listen, default=_listen(_env("MESH_LISTEN", "127.0.0.1:8700")),
+                   help="HOST:PORT of the publish API, /metrics, /healthz and /readyz (port 0: any free "
+                        "port) [MESH_LISTEN, default 127.0.0.1:8700]")
+    p.add_argument("--store-url", default=_env("MESH_STORE_URL", _env("REDIS_URL")),
+                   help="event store URL (redis://...) [MESH_STORE_URL, else REDIS_URL]")
+    p.add_argument("--config-redis-url", default=_env("MESH_CONFIG_REDIS_URL"),
+                   help="Redis the portal pushes MeshConfig to; also receives tap, journeys and heartbeats "
+                        "[MESH_CONFIG_REDIS_URL]")
+    p.add_argument("--config-file", type=Path, default=_env("MESH_CONFIG_FILE"),
+                   help="a local MeshConfig document (standalone mode; re-read when it changes) "
+                        "[MESH_CONFIG_FILE]")
+    p.add_argument("--config-cache", type=Path, default=_env("MESH_CONFIG_CACHE"),
+                   help="where to keep the last applied document, to start without Redis [MESH_CONFIG_CACHE]")
+    p.add_argument("--prefix", default=_env("MESH_PREFIX", "mesh:"),
+                   help="Redis key prefix [MESH_PREFIX, mesh:]")
+    p.add_argument("--runtime-id", default=_env("MESH_RUNTIME_ID"),
+                   help="this runtime's id [MESH_RUNTIME_ID]")
+    p.add_argument("--max-event-bytes", type=int, default=int(_env("MESH_MAX_EVENT_BYTES", str(1 << 20))),
+                   help="largest event, serialized (413 above) [MESH_MAX_EVENT_BYTES, 1 MiB]")
+    p.add_argument("--max-request-bytes", type=int, default=int(_env("MESH_MAX_REQUEST_BYTES", str(8 << 20))),
+                   help="largest request body (413 above) [MESH_MAX_REQUEST_BYTES, 8 MiB]")
+    p.add_argument("--max-batch-events", type=int, default=int(_env("MESH_MAX_BATCH_EVENTS", "1000")),
+                   help="most events in one request (413 above) [MESH_MAX_BATCH_EVENTS, 1000]")
+    p.add_argument("--journey-sample-rate", type=float,
+                   default=float(_env("MESH_JOURNEY_SAMPLE_RATE", "1.0")),
+                   help="share of events whose journey is recorded, 0..1 [MESH_JOURNEY_SAMPLE_RATE, 1]")
+    p.add_argument("--journey-ttl", type=int, default=int(_env("MESH_JOURNEY_TTL", "86400")),
+                   help="seconds a journey is kept [MESH_JOURNEY_TTL, 86400]")
+    p.add_argument("--otlp-endpoint", default=_env("MESH_OTLP_ENDPOINT", _env("OTEL_EXPORTER_OTLP_ENDPOINT")),
+                   help="OTLP/HTTP endpoint for spans; none by default "
+                        "[MESH_OTLP_ENDPOINT, else OTEL_EXPORTER_OTLP_ENDPOINT]")
+    p.add_argument("--shutdown-timeout", type=float, default=float(_env("MESH_SHUTDOWN_TIMEOUT", "10")),
+                   help="seconds in-flight requests get on SIGTERM [MESH_SHUTDOWN_TIMEOUT, 10]")
+    p.add_argument("--log-level", default=_env("MESH_LOG_LEVEL", "INFO"), help="[MESH_LOG_LEVEL, INFO]")
+    return p
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    if not args.store_url:
+        raise SystemExit("meshruntime: --store-url (or MESH_STORE_URL / REDIS_URL) is required")
+    if args.config_file is None and args.config_redis_url is None:
+        raise SystemExit("meshruntime: give --config-redis-url (pushed by the portal) or --config-file")
+    if not args.application and not args.gateway:
+        raise SystemExit("meshruntime: give --application NAME (sidecar) or --gateway")
+    host, port = args.listen
+    settings = Settings(
+        store_url=args.store_url,
+        application=args.application or None,
+        host=host,
+        port=port,
+        config_redis_url=args.config_redis_url,
+        config_file=args.config_file,
+        config_cache=args.config_cache,
+        prefix=args.prefix,
+        limits=Limits(max_event_bytes=args.max_event_bytes, max_request_bytes=args.max_request_bytes,
+                      max_batch_events=args.max_batch_events),
+        journey_sample_rate=args.journey_sample_rate,
+        journey_ttl_seconds=args.journey_ttl,
+        otlp_endpoint=args.otlp_endpoint,
+        shutdown_timeout=args.shutdown_timeout,
+    )
+    if args.runtime_id:
+        settings.runtime_id = args.runtime_id
+    return settings
+
+
+async def serve(settings: Settings) -> None:
+    runtime = Runtime(settings)
+    await runtime.start()
+    runner = web.AppRunner(runtime.make_app(), handle_signals=False, access_log=None,
+                           shutdown_timeout=settings.shutdown_timeout)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, backlog=2048, reuse_address=True)
+    await site.start()
+    sockets = [s for server in [site._server] if server for s in server.sockets]  # noqa: SLF001
+    host, port = sockets[0].getsockname()[:2] if sockets else (settings.host, settings.port)
+    mode = f"sidecar of {settings.application}" if settings.application else "gateway"
+    # One line a supervisor (or a test) can wait for; it carries the real port when 0 was asked.
+    print(f"meshruntime {settings.runtime_id} ({mode}) listening on http://{host}:{port}", flush=True)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping: no new connections, finishing in-flight requests")
+    await runner.cleanup()  # closes the listener, waits for running handlers (shutdown_timeout)
+    await runtime.stop()  # writes whatever is still queued, closes connections
+    log.info("stopped")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = settings_from_args(args)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; asyncio's loop still works
+        asyncio.run(serve(settings))
+    else:
+        uvloop.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,438 @@
+"""The runtime process: configuration, store, publish API, health and metrics, on one port.
+
+:class:`Runtime` owns everything a running sidecar (or gateway) has; :meth:`Runtime.make_app`
+is the aiohttp application. ``python -m meshruntime`` (see ``__main__``) builds one from flags
+and the environment and runs it until SIGTERM. Tests build one in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from . import eventmesh
+from .appender import AppendCoalescer
+from .cloudevents import EventError, parse_http
+from .config import ConfigWatcher, load_file, validate_document
+from .journey import JourneyRecorder
+from .metrics import CONTENT_TYPE_LATEST, RuntimeMetrics
+from .publish import Limits, Prepared, Publisher, Refusal
+from .state import MeshState
+from .store import RedisStreamsStore, Store, StoreError, open_store
+from .store.redis_streams import make_client
+from .tap import Tap
+from .tracing import Tracing
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Runtime", "Settings"]
+
+SOFTWARE_VERSION = "0.1.0"
+JSON = "application/json"
+
+
+@dataclass
+class Settings:
+    """What a runtime is told at start (flags and environment; see ``__main__``)."""
+
+    store_url: str
+    application: str | None = None  # None: gateway mode, any application's key
+    host: str = "127.0.0.1"
+    port: int = 8700
+    config_redis_url: str | None = None
+    config_file: Path | None = None
+    config_cache: Path | None = None
+    prefix: str = "mesh:"
+    runtime_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
+    limits: Limits = field(default_factory=Limits)
+    journey_sample_rate: float = 1.0
+    journey_ttl_seconds: int = 86_400
+    otlp_endpoint: str | None = None
+    config_poll_interval: float = 3.0
+    config_file_poll_interval: float = 2.0
+    tap_interval: float = 1.0
+    trim_interval: float = 60.0
+    heartbeat_interval: float = 10.0
+    shutdown_timeout: float = 10.0
+    max_in_flight_appends: int = 2
+
+    @property
+    def gateway(self) -> bool:
+        return self.application is None
+
+
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body), content_type=JSON, headers=headers)
+
+
+class Runtime:
+    """One mesh runtime. ``start()`` connects and loads the configuration; ``stop()`` drains."""
+
+    def __init__(self, settings: Settings, *, store: Store | None = None) -> None:
+        self.settings = settings
+        self.metrics = RuntimeMetrics()
+        self.state: MeshState | None = None
+        self.stopping = False
+        self.config_error: str | None = None
+        self.tracing = Tracing(otlp_endpoint=settings.otlp_endpoint,
+                               attributes={"meshruntime.id": settings.runtime_id})
+        self.store: Store = store or open_store(settings.store_url, prefix=settings.prefix,
+                                                journey_ttl_seconds=settings.journey_ttl_seconds)
+        self._owns_store = store is None
+        # Tap and heartbeats go to the mesh Redis (the config Redis), which the portal reads.
+        mesh_url = settings.config_redis_url or settings.store_url
+        if isinstance(self.store, RedisStreamsStore) and mesh_url == settings.store_url:
+            self.mesh_redis = self.store.client
+            self._owns_mesh_redis = False
+        else:
+            self.mesh_redis = make_client(mesh_url)
+            self._owns_mesh_redis = True
+        self.tap = Tap(self.mesh_redis, prefix=settings.prefix, runtime_id=settings.runtime_id,
+                       topics=lambda: self.state.topics if self.state else (),
+                       interval=settings.tap_interval)
+        self.coalescer = AppendCoalescer(
+            self.store, max_in_flight=settings.max_in_flight_appends,
+            observe=self._observe_append, on_error=lambda e: self.metrics.count_store_error("append"))
+        self.journey = JourneyRecorder(settings.runtime_id, sample_rate=settings.journey_sample_rate)
+        self.publisher = Publisher(store=self.store, coalescer=self.coalescer, metrics=self.metrics,
+                                   journey=self.journey, tap=self.tap, limits=settings.limits)
+        self.watcher: ConfigWatcher | None = None
+        self.heartbeater = None
+        self._tasks: list[asyncio.Task] = []
+        self._config_file_mtime: float | None = None
+        self.started_at = None
+
+    # -- configuration ---------------------------------------------------------------------------
+    def apply_config(self, doc: dict[str, Any]) -> MeshState:
+        """Compile a validated document and swap it in (the watcher's ``on_apply``; raising refuses it)."""
+        state = MeshState.build(doc, application=self.settings.application)
+        self.state = state
+        self.config_error = None
+        self.metrics.config_version.set(state.version)
+        self.tap.poke()
+        log.info("config version %s applied (%d topics, %d access rules)",
+                 state.version, len(state.topics), len(state.policy))
+        return state
+
+    def _load_config_file(self) -> None:
+        path = self.settings.config_file
+        assert path is not None
+        mtime = path.stat().st_mtime
+        doc = validate_document(load_file(path))
+        current = self.state
+        if current is None or (doc["version"], doc["checksum"]) != (current.version, current.checksum):
+            self.apply_config(doc)
+        self._config_file_mtime = mtime
+
+    async def _watch_config_file(self) -> None:
+        """Re-read the config file when it changes (standalone mode); a bad file keeps the old config."""
+        path = self.settings.config_file
+        assert path is not None
+        while True:
+            await asyncio.sleep(self.settings.config_file_poll_interval)
+            try:
+                if path.stat().st_mtime != self._config_file_mtime:
+                    self._load_config_file()
+            except Exception as error:  # keep serving on the previous document
+                self.config_error = f"config file {path} not applied: {error}"
+                log.error("%s", self.config_error)
+                with contextlib.suppress(OSError):
+                    self._config_file_mtime = path.stat().st_mtime
+
+    @property
+    def config_version(self) -> int | None:
+        return None if self.state is None else self.state.version
+
+    # -- life cycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        import time
+
+        self.started_at = time.time()
+        settings = self.settings
+        if settings.config_file is not None:
+            self._load_config_file()
+            self._tasks.append(asyncio.create_task(self._watch_config_file(), name="config-file"))
+        if settings.config_redis_url is not None:
+            cache = settings.config_cache
+            self.watcher = ConfigWatcher(settings.config_redis_url, prefix=settings.prefix, cache_path=cache,
+                                         on_apply=self.apply_config,
+                                         poll_interval=settings.config_poll_interval)
+            await self.watcher.start()
+        self.tap.start()
+        self._tasks.append(asyncio.create_task(self._trim_loop(), name="retention-trim"))
+        self._start_heartbeat()
+
+    def _start_heartbeat(self) -> None:
+        try:
+            from .heartbeat import Heartbeater
+        except ImportError:  # written concurrently; the runtime works without it
+            return
+        if self.settings.config_redis_url is None:
+            return
+        self.heartbeater = Heartbeater(
+            self.settings.config_redis_url, prefix=self.settings.prefix, runtime_id=self.settings.runtime_id,
+            application=self.settings.application or "", watcher=self.watcher,
+            counters=self.metrics.counters, interval=self.settings.heartbeat_interval)
+        result = self.heartbeater.start()
+        if asyncio.iscoroutine(result):
+            self._tasks.append(asyncio.create_task(result, name="heartbeat-start"))
+
+    async def wait_ready(self, timeout: float = 10.0) -> None:
+        """Wait until a configuration is applied (tests and the launcher)."""
+        async with asyncio.timeout(timeout):
+            while self.state is None:
+                await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        """Finish queued appends, stop background work, close connections."""
+        self.stopping = True
+        await self.coalescer.drain()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self.heartbeater is not None:
+            with contextlib.suppress(Exception):
+                result = self.heartbeater.stop()
+                if asyncio.iscoroutine(result):
+                    await result
+        if self.watcher is not None:
+            await self.watcher.stop()
+        await self.tap.stop()
+        if self._owns_mesh_redis:
+            await self.mesh_redis.aclose()
+        if self._owns_store:
+            await self.store.close()
+        self.tracing.shutdown()
+
+    async def _trim_loop(self) -> None:
+        """Apply retention to the topics this runtime wrote to.
+
+        Appends trim by length (or by age when a topic has no length limit); a topic with both
+        limits gets its age limit applied here.
+        """
+        while True:
+            await asyncio.sleep(self.settings.trim_interval)
+            state = self.state
+            if state is None:
+                continue
+            for name in list(self.publisher.touched_topics):
+                topic = state.topics.get(name)
+                if topic is None or topic.retention.unlimited:
+                    continue
+                try:
+                    await self.store.trim(name, topic.retention)
+                except StoreError as error:
+                    self.metrics.count_store_error("trim")
+                    log.warning("trim of %s failed: %s", name, error)
+
+    def _observe_append(self, n: int, seconds: float) -> None:
+        self.metrics.batch_size.observe(n)
+        self.metrics.append_latency.observe(seconds)
+
+    # -- HTTP ------------------------------------------------------------------------------------
+    def make_app(self) -> web.Application:
+        limits = self.settings.limits
+        app = web.Application(client_max_size=limits.max_request_bytes + 1)
+        app["runtime"] = self
+        app.router.add_post("/v1/topics/{topic}/events", self.handle_publish)
+        app.router.add_post("/eventmesh/publish/batch", self.handle_eventmesh_batch)
+        app.router.add_post("/eventmesh/publish/{topic}", self.handle_eventmesh_publish)
+        app.router.add_post("/eventmesh/publish", self.handle_eventmesh_code)
+        app.router.add_post("/", self.handle_eventmesh_code)
+        app.router.add_get("/healthz", self.handle_healthz)
+        app.router.add_get("/readyz", self.handle_readyz)
+        app.router.add_get("/metrics", self.handle_metrics)
+        app.router.add_get("/v1/info", self.handle_info)
+        return app
+
+    def _gate(self) -> MeshState:
+        """The state to serve this request with, or a refusal while not ready / stopping."""
+        if self.stopping:
+            raise self.publisher.refuse(Refusal(503, "shutting_down", "this runtime is shutting down"))
+        state = self.state
+        if state is None:
+            raise self.publisher.refuse(Refusal(503, "not_ready", "no configuration applied yet"))
+        return state
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        limit = self.settings.limits.max_request_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise self.publisher.refuse(Refusal(
+                413, "too_large", f"the request body is {request.content_length} bytes; the limit is {limit}",
+                limit=limit))
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise self.publisher.refuse(Refusal(
+                413, "too_large", f"the request body exceeds the limit of {limit} bytes", limit=limit),
+            ) from None
+
+    async def handle_publish(self, request: web.Request) -> web.Response:
+        """``POST /v1/topics/{topic}/events``: CloudEvents in structured, binary or batch mode."""
+        topic = request.match_info["topic"]
+        try:
+            state = self._gate()
+            identity = self.publisher.authenticate(state, request.headers.get("Authorization"))
+            body = await self._read_body(request)
+            try:
+                mode, events = parse_http(request.headers, body)
+            except EventError as error:
+                raise self.publisher.refuse(Refusal(400, "invalid_event", str(error))) from None
+            if mode != "batch" and len(body) > self.settings.limits.max_event_bytes:
+                limit = self.settings.limits.max_event_bytes
+                raise self.publisher.refuse(Refusal(
+                    413, "too_large", f"the event is {len(body)} bytes; the limit is {limit}", limit=limit))
+            if self.tracing.enabled:
+                prepared = await self._traced_publish(request, state, identity, topic, events, mode)
+            else:
+                prepared = await self.publisher.publish(state, identity, topic, events)
+        except Refusal as refusal:
+            return _json(refusal.status, refusal.body())
+        body_out: dict[str, Any] = {"topic": topic, "accepted": len(prepared.events),
+                                    "ids": [e.attributes["id"] for e in prepared.events]}
+        if prepared.routed:
+            body_out["routed"] = prepared.routed
+        if prepared.warnings:
+            body_out["warnings"] = prepared.warnings
+        return _json(202, body_out)
+
+    async def _traced_publish(self, request, state, identity, topic, events, mode) -> Prepared:
+        from opentelemetry.trace import SpanKind, Status, StatusCode
+
+        context = self.tracing.parent_context(request.headers)
+        with self.tracing.tracer.start_as_current_span(
+            f"publish {topic}", context=context, kind=SpanKind.SERVER,
+            attributes={"messaging.system": "meshadmin", "messaging.destination.name": topic,
+                        "messaging.operation": "publish", "messaging.batch.message_count": len(events),
+                        "meshadmin.application": identity.application, "cloudevents.mode": mode},
+        ) as span:
+            traceparent = self.tracing.traceparent(span)
+            for event in events:
+                event.attributes.setdefault("traceparent", traceparent)
+            try:
+                return await self.publisher.publish(state, identity, topic, events)
+            except Refusal as refusal:
+                span.set_status(Status(StatusCode.ERROR, refusal.message))
+                span.set_attribute("meshadmin.refusal", refusal.reason)
+                raise
+
+    # -- EventMesh compatibility -----------------------------------------------------------------
+    def _eventmesh_reply(self, ret_code: int, message: str) -> web.Response:
+        return web.Response(status=200, body=eventmesh.reply(ret_code, message), content_type=JSON)
+
+    def _eventmesh_refusal(self, refusal: Refusal) -> web.Response:
+        return self._eventmesh_reply(eventmesh.ret_code_for(refusal.reason), refusal.message)
+
+    async def _eventmesh_publish(self, state: MeshState, identity, items) -> web.Response:
+        """Check every (topic, event) of an EventMesh request, then append them all at once."""
+        by_topic: dict[str, list] = {}
+        for topic, event in items:
+            by_topic.setdefault(topic, []).append(event)
+        prepared = [self.publisher.prepare(state, identity, topic, events)
+                    for topic, events in by_topic.items()]
+        await self.publisher.commit(prepared)
+        return self._eventmesh_reply(eventmesh.RET_OK, "success")
+
+    async def handle_eventmesh_publish(self, request: web.Request) -> web.Response:
+        """``POST /eventmesh/publish/{topic}``: any JSON body, wrapped as a CloudEvent."""
+        try:
+            state = self._gate()
+            identity = self.publisher.authenticate(state, eventmesh.eventmesh_key(request.headers))
+            body = await self._read_body(request)
+            event = eventmesh.parse_path_publish(request.match_info["topic"], request.headers, body,
+                                                 request.remote)
+            return await self._eventmesh_publish(state, identity, [(event.attributes["subject"], event)])
+        except Refusal as refusal:
+            return self._eventmesh_refusal(refusal)
+        except eventmesh.EventMeshError as error:
+            self.metrics.count_refusal(error.reason)
+            return self._eventmesh_reply(error.ret_code, error.message)
+
+    async def handle_eventmesh_batch(self, request: web.Request) -> web.Response:
+        """``POST /eventmesh/publish/batch``: a JSON array of CloudEvents, topics in ``subject``."""
+        try:
+            state = self._gate()
+            identity = self.publisher.authenticate(state, eventmesh.eventmesh_key(request.headers))
+            body = await self._read_body(request)
+            items = eventmesh.parse_path_batch(request.headers, body)
+            return await self._eventmesh_publish(state, identity, items)
+        except Refusal as refusal:
+            return self._eventmesh_refusal(refusal)
+        except eventmesh.EventMeshError as error:
+            self.metrics.count_refusal(error.reason)
+            return self._eventmesh_reply(error.ret_code, error.message)
+
+    async def handle_eventmesh_code(self, request: web.Request) -> web.Response:
+        """The older form: a ``code`` header (101, 102, 104, 107) and form (or JSON) fields."""
+        try:
+            state = self._gate()
+            body = await self._read_body(request)
+            form = _form_fields(request.content_type, body)
+            identity = self.publisher.authenticate(state, eventmesh.eventmesh_key(request.headers, form))
+            _code, items = eventmesh.parse_code_request(request.headers, form)
+            return await self._eventmesh_publish(state, identity, items)
+        except Refusal as refusal:
+            return self._eventmesh_refusal(refusal)
+        except eventmesh.EventMeshError as error:
+            self.metrics.count_refusal(error.reason)
+            return self._eventmesh_reply(error.ret_code, error.message)
+
+    # -- health and metrics ----------------------------------------------------------------------
+    async def handle_healthz(self, request: web.Request) -> web.Response:
+        return _json(200, {"status": "alive", "runtime": self.settings.runtime_id})
+
+    async def handle_readyz(self, request: web.Request) -> web.Response:
+        store_ok = await self.store.ping()
+        config_ok = self.state is not None
+        ready = store_ok and config_ok and not self.stopping
+        body = {
+            "ready": ready,
+            "config_version": self.config_version,
+            "config_error": self.config_error or (self.watcher.last_error if self.watcher else None),
+            "store": "reachable" if store_ok else "unreachable",
+            "stopping": self.stopping,
+        }
+        return _json(200 if ready else 503, body)
+
+    async def handle_metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def handle_info(self, request: web.Request) -> web.Response:
+        s = self.settings
+        return _json(200, {
+            "runtime": s.runtime_id, "mode": "gateway" if s.gateway else "sidecar",
+            "application": s.application, "config_version": self.config_version,
+            "software_version": SOFTWARE_VERSION, "pid": os.getpid(),
+        })
+
+
+def _form_fields(content_type: str, body: bytes) -> dict[str, str]:
+    """EventMesh clients send form fields; accept a JSON object with the same fields too."""
+    from urllib.parse import parse_qsl
+
+    if not body:
+        return {}
+    if content_type == JSON or body[:1] == b"{":
+        try:
+            value = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise eventmesh.EventMeshError(eventmesh.RET_PROTOCOL_BODY_ERR,
+                                           "the body is not valid JSON") from None
+        if not isinstance(value, dict):
+            raise eventmesh.EventMeshError(eventmesh.RET_PROTOCOL_BODY_ERR, "the body must be a JSON object")
+        return {k: v if isinstance(v, str) else orjson.dumps(v).decode() for k, v in value.items()}
+    try:
+        return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+    except UnicodeDecodeError:
+        raise eventmesh.EventMeshError(eventmesh.RET_PROTOCOL_BODY_ERR, "the form is not UTF-8") from None

@@ -1,0 +1,355 @@
+"""CloudEvents 1.0 over HTTP: parse the three modes, check events, serialize them back.
+
+Pure (no I/O, no runtime state), so that the publish path, the delivery path (webhook push in
+structured or binary mode) and the portal all read and write events the same way.
+
+- Structured mode: the body is one event in the JSON format (``application/cloudevents+json``).
+- Binary mode: context attributes in ``ce-*`` headers (percent-encoded), ``Content-Type`` is
+  ``datacontenttype``, the body is the data, byte for byte.
+- Batch mode: a JSON array of structured events (``application/cloudevents-batch+json``).
+
+An event is stored in the structured JSON format; data that arrived as bytes of a non-JSON,
+non-text media type is kept as ``data_base64``. JSON data that arrived as bytes (binary mode)
+is embedded verbatim, so what a subscriber receives is what the producer sent.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import quote, unquote
+
+import orjson
+
+__all__ = [
+    "BATCH_CONTENT_TYPE",
+    "STRUCTURED_CONTENT_TYPE",
+    "CloudEvent",
+    "EventError",
+    "is_json_media_type",
+    "parse_batch",
+    "parse_binary",
+    "parse_http",
+    "parse_structured",
+]
+
+SPECVERSION = "1.0"
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
+
+REQUIRED = ("id", "source", "specversion", "type")
+# Context attributes the spec defines; anything else is an extension.
+CORE_ATTRIBUTES = frozenset({*REQUIRED, "datacontenttype", "dataschema", "subject", "time"})
+_DATA_KEYS = frozenset({"data", "data_base64"})
+
+_EXTENSION_NAME = re.compile(r"[a-z0-9]+")
+# RFC 3339 date-time (the ``time`` attribute).
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})"
+)
+# Values in ce-* headers: printable ASCII except space, '"' and '%' travels as is (HTTP binding 3.1.3.2).
+_HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"%')
+# JSON values of extensions: the CloudEvents type system has no floats, objects or arrays.
+_EXTENSION_TYPES = (str, bool, int)
+_INT32 = (-(2**31), 2**31 - 1)
+
+
+class EventError(ValueError):
+    """An event (or a request) that is not a valid CloudEvent; the message names the attribute."""
+
+    def __init__(self, message: str, *, index: int | None = None) -> None:
+        self.index = index
+        super().__init__(f"event [{index}]: {message}" if index is not None else message)
+
+
+def is_json_media_type(content_type: str | None) -> bool:
+    """``application/json``, ``text/json`` and any ``+json`` type, with or without parameters."""
+    if not content_type:
+        return False
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media in ("application/json", "text/json") or media.endswith("+json")
+
+
+def _is_text_media_type(content_type: str | None) -> bool:
+    if not content_type:
+        return False
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media.startswith("text/") or media in ("application/xml", "application/x-www-form-urlencoded") \
+        or media.endswith("+xml")
+
+
+class CloudEvent:
+    """One event: its context attributes (extensions included) and its data.
+
+    ``data`` is None (no data), a JSON value, a ``str`` (text data) or ``bytes`` (binary data).
+    ``raw_json`` holds the exact JSON text of the data when it arrived as bytes, so that
+    serializing does not reformat what the producer wrote. Treat instances as immutable:
+    :meth:`with_extension` returns a copy.
+    """
+
+    __slots__ = ("attributes", "data", "raw_json")
+
+    def __init__(self, attributes: dict[str, Any], data: Any = None, raw_json: bytes | None = None) -> None:
+        self.attributes = attributes
+        self.data = data
+        self.raw_json = raw_json
+
+    # -- reading --------------------------------------------------------------------------------
+    @property
+    def id(self) -> str:
+        return self.attributes["id"]
+
+    @property
+    def type(self) -> str:
+        return self.attributes["type"]
+
+    @property
+    def source(self) -> str:
+        return self.attributes["source"]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.attributes.get(name, default)
+
+    @property
+    def extensions(self) -> dict[str, Any]:
+        return {k: v for k, v in self.attributes.items() if k not in CORE_ATTRIBUTES}
+
+    def json_data(self) -> tuple[bool, Any]:
+        """``(True, value)`` when the data is a JSON document, else ``(False, None)``.
+
+        JSON data is data with a JSON media type (or none, in the JSON format), and binary
+        data that parses as JSON: what a topic's schema can be checked against.
+        """
+        data = self.data
+        if data is None:
+            return False, None
+        if isinstance(data, bytes):
+            try:
+                return True, orjson.loads(data)
+            except orjson.JSONDecodeError:
+                return False, None
+        if isinstance(data, str) and not self._data_is_json():
+            try:
+                return True, orjson.loads(data)
+            except orjson.JSONDecodeError:
+                return False, None
+        return True, data
+
+    def _data_is_json(self) -> bool:
+        content_type = self.attributes.get("datacontenttype")
+        return content_type is None or is_json_media_type(content_type)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CloudEvent):
+            return NotImplemented
+        return self.attributes == other.attributes and self.data == other.data
+
+    def __repr__(self) -> str:
+        return f"CloudEvent({self.attributes!r}, data={self.data!r})"
+
+    # -- changing -------------------------------------------------------------------------------
+    def with_extension(self, name: str, value: Any) -> CloudEvent:
+        """A copy with one more (or a replaced) extension attribute; data is shared."""
+        return CloudEvent({**self.attributes, name: value}, self.data, self.raw_json)
+
+    # -- writing --------------------------------------------------------------------------------
+    def to_structured_dict(self) -> dict[str, Any]:
+        """The JSON-format object (data as a JSON value, text, or ``data_base64``)."""
+        out = dict(self.attributes)
+        data = self.data
+        if data is None:
+            return out
+        if isinstance(data, bytes):
+            out["data_base64"] = base64.b64encode(data).decode("ascii")
+        elif self.raw_json is not None:
+            out["data"] = orjson.Fragment(self.raw_json)
+        else:
+            out["data"] = data
+        return out
+
+    def to_structured(self) -> bytes:
+        """The event in the JSON format, as stored and as sent in structured mode."""
+        return orjson.dumps(self.to_structured_dict())
+
+    def to_binary(self) -> tuple[dict[str, str], bytes]:
+        """Headers and body for HTTP binary mode (the webhook push of a ``binary`` subscription)."""
+        headers: dict[str, str] = {}
+        for name, value in self.attributes.items():
+            if name == "datacontenttype":
+                continue
+            text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+            headers[f"ce-{name}"] = quote(text, safe=_HEADER_SAFE)
+        content_type = self.attributes.get("datacontenttype")
+        data = self.data
+        if data is None:
+            body = b""
+        elif isinstance(data, bytes):
+            body = data
+        elif self.raw_json is not None:
+            body = self.raw_json
+        elif isinstance(data, str) and not self._data_is_json():
+            body = data.encode("utf-8")
+        else:
+            body = orjson.dumps(data)
+            content_type = content_type or "application/json"
+        if content_type is not None:
+            headers["content-type"] = content_type
+        return headers, body
+
+    # -- reading from the wire -----------------------------------------------------------------
+    @classmethod
+    def from_structured(cls, obj: Mapping[str, Any] | bytes | str, *, index: int | None = None) -> CloudEvent:
+        """An event from its JSON-format object (or the JSON text of one); checked."""
+        if isinstance(obj, bytes | str):
+            try:
+                obj = orjson.loads(obj)
+            except orjson.JSONDecodeError as error:
+                raise EventError(f"not valid JSON: {error}", index=index) from None
+        if not isinstance(obj, dict):
+            raise EventError(f"an event must be a JSON object, got {type(obj).__name__}", index=index)
+        attributes: dict[str, Any] = {}
+        data = None
+        has_data = has_base64 = False
+        for name, value in obj.items():
+            if name == "data":
+                has_data = value is not None
+                data = value
+            elif name == "data_base64":
+                if value is None:
+                    continue
+                has_base64 = True
+                if not isinstance(value, str):
+                    raise EventError("data_base64 must be a string", index=index)
+                try:
+                    data = base64.b64decode(value, validate=True)
+                except (binascii.Error, ValueError):
+                    raise EventError("data_base64 is not valid base64", index=index) from None
+            elif value is not None:  # the JSON format treats null as absent
+                attributes[name] = value
+        if has_data and has_base64:
+            raise EventError("an event has either data or data_base64, not both", index=index)
+        check_attributes(attributes, index=index)
+        return cls(attributes, data)
+
+
+def check_attributes(attributes: Mapping[str, Any], *, index: int | None = None) -> None:
+    """Raise :class:`EventError` naming the first attribute that CloudEvents 1.0 does not allow."""
+    for name in REQUIRED:
+        value = attributes.get(name)
+        if value is None:
+            raise EventError(f"required attribute {name!r} is missing", index=index)
+        if not isinstance(value, str) or not value:
+            raise EventError(f"attribute {name!r} must be a non-empty string", index=index)
+    if attributes["specversion"] != SPECVERSION:
+        raise EventError(
+            f"specversion {attributes['specversion']!r} is not supported (expected {SPECVERSION!r})",
+            index=index,
+        )
+    for name, value in attributes.items():
+        if name in REQUIRED:
+            continue
+        if name in CORE_ATTRIBUTES:
+            if not isinstance(value, str):
+                raise EventError(f"attribute {name!r} must be a string", index=index)
+            if name == "time" and not _RFC3339.fullmatch(value):
+                raise EventError(f"attribute 'time' must be an RFC 3339 timestamp, got {value!r}",
+                                 index=index)
+            if name == "dataschema" and not value:
+                raise EventError("attribute 'dataschema' must be a non-empty URI", index=index)
+            continue
+        if not _EXTENSION_NAME.fullmatch(name):
+            raise EventError(
+                f"extension attribute name {name!r} must be lowercase ASCII letters and digits", index=index
+            )
+        if not isinstance(value, _EXTENSION_TYPES):
+            raise EventError(
+                f"extension attribute {name!r} must be a string, an integer or a boolean, "
+                f"got {type(value).__name__}",
+                index=index,
+            )
+        if type(value) is int and not _INT32[0] <= value <= _INT32[1]:
+            raise EventError(f"extension attribute {name!r} is outside the 32-bit integer range", index=index)
+
+
+# --------------------------------------------------------------------------------------------
+# HTTP modes
+
+
+def parse_structured(body: bytes) -> CloudEvent:
+    """One event from a structured-mode body."""
+    if not body:
+        raise EventError("the request body is empty; a structured-mode event is a JSON object")
+    return CloudEvent.from_structured(body)
+
+
+def parse_batch(body: bytes) -> list[CloudEvent]:
+    """The events of a batch-mode body (a JSON array of structured events)."""
+    try:
+        items = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise EventError(f"the batch is not valid JSON: {error}") from None
+    if not isinstance(items, list):
+        raise EventError(f"a batch must be a JSON array of events, got {type(items).__name__}")
+    return [CloudEvent.from_structured(item, index=i) for i, item in enumerate(items)]
+
+
+def parse_binary(headers: Iterable[tuple[str, str]], body: bytes, content_type: str | None) -> CloudEvent:
+    """One event from binary mode: ``ce-*`` headers, ``Content-Type`` and the body as data."""
+    attributes: dict[str, Any] = {}
+    for raw_name, value in headers:
+        name = raw_name.lower()
+        if name.startswith("ce-") and len(name) > 3:
+            attr = name[3:]
+            if attr in _DATA_KEYS:
+                raise EventError(f"header {raw_name!r} does not name a context attribute")
+            try:
+                attributes[attr] = unquote(value, errors="strict") if "%" in value else value
+            except UnicodeDecodeError:
+                raise EventError(f"header {raw_name!r} is not percent-encoded UTF-8") from None
+    if content_type:
+        attributes["datacontenttype"] = content_type
+    check_attributes(attributes)
+    if not body:
+        return CloudEvent(attributes)
+    if is_json_media_type(content_type):
+        try:
+            value = orjson.loads(body)
+        except orjson.JSONDecodeError as error:
+            raise EventError(f"data is not valid JSON although its content type is {content_type}: {error}") \
+                from None
+        return CloudEvent(attributes, value, raw_json=body)
+    if _is_text_media_type(content_type):
+        try:
+            return CloudEvent(attributes, body.decode("utf-8"))
+        except UnicodeDecodeError:
+            pass
+    return CloudEvent(attributes, bytes(body))
+
+
+def media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def parse_http(headers: Mapping[str, str], body: bytes) -> tuple[str, list[CloudEvent]]:
+    """The events of an HTTP request in any of the three modes: ``(mode, events)``.
+
+    ``headers`` is a case-insensitive mapping (aiohttp's ``CIMultiDictProxy`` is). The mode is
+    decided by the content type, as the HTTP binding says; ``ce-specversion`` marks binary mode.
+    """
+    content_type = headers.get("Content-Type")
+    media = media_type(content_type)
+    if media == BATCH_CONTENT_TYPE:
+        return "batch", parse_batch(body)
+    if media.startswith("application/cloudevents"):
+        if media != STRUCTURED_CONTENT_TYPE:
+            raise EventError(f"event format {media!r} is not supported; use {STRUCTURED_CONTENT_TYPE}")
+        return "structured", [parse_structured(body)]
+    if "ce-specversion" in headers:
+        return "binary", [parse_binary(headers.items(), body, content_type)]
+    raise EventError(
+        "not a CloudEvent: send application/cloudevents+json (structured), "
+        "application/cloudevents-batch+json (batch), or ce-* headers (binary)"
+    )

@@ -1,0 +1,282 @@
+"""The publish pipeline, independent of how the events arrived (CloudEvents or EventMesh HTTP).
+
+For each request, against one configuration snapshot (:class:`~meshruntime.state.MeshState`):
+
+1. authentication by application key                        -> 401 ``unauthenticated``
+2. the topic exists                                         -> 404 ``unknown_topic``
+3. the access policy lets the application publish there     -> 403 ``forbidden`` (names the rule)
+4. every event fits the size limit                          -> 413 ``too_large``
+5. every event's data matches the topic's JSON Schema       -> 400 ``schema_mismatch`` (names the path)
+6. routing rules add copies for their targets (extension ``meshroute`` = rule id)
+7. one append of the events and their copies, coalesced with other requests' appends
+                                                            -> 503 ``store_unavailable`` on failure
+
+A request is all or nothing: every check runs on every event before anything is appended, so a
+refused request leaves nothing in the store. ``prepare`` does 2-6 and ``commit`` does 7, so that
+an EventMesh batch spanning several topics is checked whole before any of it is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .appender import AppendCoalescer
+from .cloudevents import CloudEvent
+from .journey import JourneyRecorder
+from .metrics import RuntimeMetrics
+from .policy import PolicyError, validate_topic_name
+from .state import AuthError, Identity, MeshState, TopicState
+from .store import AppendEntry, JourneyStep, Store, StoreError
+from .tap import Tap
+from .tracing import new_traceparent
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Limits", "Prepared", "Publisher", "Refusal", "ROUTE_EXTENSION"]
+
+ROUTE_EXTENSION = "meshroute"
+
+
+class Refusal(Exception):
+    """A publish refused for a reason the client can act on. ``reason`` is the metric label."""
+
+    def __init__(self, status: int, reason: str, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.details = details
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.reason, "status": self.status, "message": self.message, **self.details}
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_event_bytes: int = 1024 * 1024  # one event, serialized
+    max_request_bytes: int = 8 * 1024 * 1024  # one request body
+    max_batch_events: int = 1000
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A checked request for one topic, ready to append."""
+
+    identity: Identity
+    topic: TopicState
+    events: list[CloudEvent]
+    entries: list[AppendEntry]
+    # (topic, event, outcome fields) for the live tap, and routed-copy counts by rule
+    copies: list[tuple[str, CloudEvent, str | None]]
+    routed: dict[str, int]
+    journey: list[JourneyStep] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+class Publisher:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        coalescer: AppendCoalescer,
+        metrics: RuntimeMetrics,
+        journey: JourneyRecorder,
+        tap: Tap | None,
+        limits: Limits,
+    ) -> None:
+        self.store = store
+        self.coalescer = coalescer
+        self.metrics = metrics
+        self.journey = journey
+        self.tap = tap
+        self.limits = limits
+        self.touched_topics: set[str] = set()
+        self._background: set[asyncio.Task] = set()
+
+    # -- checks ---------------------------------------------------------------------------------
+    def authenticate(self, state: MeshState, authorization: str | None) -> Identity:
+        """The identity behind an ``Authorization: Bearer <key>`` header (or a bare key)."""
+        key = authorization
+        if key and key[:7].lower() == "bearer ":
+            key = key[7:].strip()
+        try:
+            return state.authenticate(key)
+        except AuthError as error:
+            raise self.refuse(Refusal(401, "unauthenticated", str(error))) from None
+
+    def refuse(self, refusal: Refusal, n: int = 1) -> Refusal:
+        self.metrics.count_refusal(refusal.reason, n)
+        return refusal
+
+    def prepare(
+        self, state: MeshState, identity: Identity, topic_name: str, events: list[CloudEvent]
+    ) -> Prepared:
+        """Run every check on every event and build what to append; raises :class:`Refusal`."""
+        n = len(events)
+        application = identity.application
+        topic = state.topics.get(topic_name)
+        if topic is None:
+            message = f"unknown topic {topic_name!r}"
+            try:
+                validate_topic_name(topic_name)
+            except PolicyError as problem:
+                message += f" ({problem})"
+            refusal = Refusal(404, "unknown_topic", message, topic=topic_name)
+            self._denied(events, topic_name, application, refusal)
+            raise self.refuse(refusal, n)
+        if not state.may_publish(application, topic_name):
+            decision = state.explain_publish(application, topic_name)
+            rule = decision.deciding_rule
+            if rule is None:
+                message = (f"application {application!r} may not publish to {topic_name!r}: "
+                           "no access rule allows it (default deny)")
+            else:
+                message = (f"application {application!r} may not publish to {topic_name!r}: "
+                           f"denied by rule {rule['id']} ({rule['effect']} {rule['topic']})")
+            refusal = Refusal(403, "forbidden", message, topic=topic_name,
+                              rule=None if rule is None else rule["id"])
+            self._denied(events, topic_name, application, refusal)
+            raise self.refuse(refusal, n)
+        if n > self.limits.max_batch_events:
+            refusal = Refusal(413, "too_many", f"a request carries at most {self.limits.max_batch_events} "
+                              f"events; this one has {n}", limit=self.limits.max_batch_events)
+            raise self.refuse(refusal, n)
+
+        schema = topic.schema
+        routes = topic.routes
+        max_bytes = self.limits.max_event_bytes
+        retention = topic.retention
+        entries: list[AppendEntry] = []
+        copies: list[tuple[str, CloudEvent, str | None]] = []
+        routed: dict[str, int] = {}
+        journey: list[JourneyStep] = []
+        journey_on = self.journey.enabled
+        now_ms = int(time.time() * 1000)
+        for index, event in enumerate(events):
+            attributes = event.attributes
+            if schema is not None:
+                is_json, value = event.json_data()
+                if not is_json:
+                    refusal = Refusal(400, "schema_mismatch",
+                                      f"topic {topic_name!r} requires JSON data matching its schema; "
+                                      f"event {attributes['id']!r} has "
+                                      f"{'no data' if event.data is None else 'data that is not JSON'}",
+                                      topic=topic_name, index=index, event_id=attributes["id"], path="data")
+                    self._denied(events, topic_name, application, refusal)
+                    raise self.refuse(refusal, n)
+                problem = schema.check(value)
+                if problem is not None:
+                    refusal = Refusal(400, "schema_mismatch",
+                                      f"event {attributes['id']!r} does not match the schema of topic "
+                                      f"{topic_name!r} at {problem.path}: {problem.message}",
+                                      topic=topic_name, index=index, event_id=attributes["id"],
+                                      path=problem.path, pointer=problem.pointer)
+                    self._denied(events, topic_name, application, refusal)
+                    raise self.refuse(refusal, n)
+            if "traceparent" not in attributes:
+                attributes["traceparent"] = new_traceparent()
+            body = event.to_structured()
+            if len(body) > max_bytes:
+                refusal = Refusal(413, "too_large",
+                                  f"event {attributes['id']!r} is {len(body)} bytes; "
+                                  f"the limit is {max_bytes}",
+                                  index=index, event_id=attributes["id"], limit=max_bytes)
+                raise self.refuse(refusal, n)
+            first = len(copies)
+            entries.append(AppendEntry(topic_name, body, retention))
+            copies.append((topic_name, event, None))
+            sampled = journey_on and self.journey.sampled(attributes["id"])
+            if sampled:
+                journey.append(self.journey.step(attributes["id"], "accepted", now_ms, topic=topic_name,
+                                                 application=application))
+            for route in routes:
+                if not route.matches(attributes):
+                    continue
+                copy = event.with_extension(ROUTE_EXTENSION, route.id)
+                copy_body = copy.to_structured()
+                for target in route.targets:
+                    target_state = state.topics[target]
+                    entries.append(AppendEntry(target, copy_body, target_state.retention))
+                    copies.append((target, copy, route.id))
+                    routed[route.id] = routed.get(route.id, 0) + 1
+                    if sampled:
+                        journey.append(self.journey.step(attributes["id"], "routed", now_ms,
+                                                         rule=route.id, source=topic_name, target=target))
+            if sampled:
+                for target, _copy, rule in copies[first:]:
+                    journey.append(self.journey.step(attributes["id"], "stored", now_ms, topic=target,
+                                                     **({"rule": rule} if rule else {})))
+        warnings = []
+        if topic.lifecycle == "deprecated":
+            warnings.append(f"topic {topic_name!r} is deprecated"
+                            + (f"; its sunset is {topic.sunset}" if topic.sunset else ""))
+        return Prepared(identity, topic, events, entries, copies, routed, journey, warnings)
+
+    # -- append ---------------------------------------------------------------------------------
+    async def commit(self, prepared: Sequence[Prepared]) -> None:
+        """Append every prepared request in one coalesced write; raises :class:`Refusal` (503)."""
+        if len(prepared) == 1:
+            entries, journey = prepared[0].entries, prepared[0].journey
+        else:
+            entries = [e for p in prepared for e in p.entries]
+            journey = [s for p in prepared for s in p.journey]
+        try:
+            stream_ids = await self.coalescer.append(entries, journey)
+        except StoreError as error:
+            log.error("append failed: %s", error)
+            n = sum(len(p.events) for p in prepared)
+            raise self.refuse(Refusal(503, "store_unavailable",
+                                      "the event store did not take the events; nothing was stored, "
+                                      "retry later"), n) from None
+        offset = 0
+        tap = self.tap
+        watched = tap.watched if tap is not None else ()
+        metrics = self.metrics
+        for p in prepared:
+            topic = p.topic.name
+            metrics.count_published(topic, p.identity.application, len(p.events))
+            for rule, count in p.routed.items():
+                metrics.count_routed(rule, count)
+            if topic not in self.touched_topics:
+                self.touched_topics.add(topic)
+            if watched:
+                for (target, event, rule), stream_id in zip(p.copies, stream_ids[offset:], strict=False):
+                    if target in watched:
+                        tap.offer(target, event, "stored", application=p.identity.application,
+                                  stream_id=stream_id, **({"rule": rule} if rule else {}))
+            offset += len(p.entries)
+
+    async def publish(
+        self, state: MeshState, identity: Identity, topic: str, events: list[CloudEvent]
+    ) -> Prepared:
+        prepared = self.prepare(state, identity, topic, events)
+        await self.commit([prepared])
+        return prepared
+
+    # -- refusals -------------------------------------------------------------------------------
+    def _denied(self, events: list[CloudEvent], topic: str, application: str, refusal: Refusal) -> None:
+        """Journey ``denied`` steps and tap copies for refused events (best effort, off the path)."""
+        steps = [
+            self.journey.step(e.attributes["id"], "denied", topic=topic, application=application,
+                              reason=refusal.reason, status=refusal.status, message=refusal.message)
+            for e in events if self.journey.enabled and self.journey.sampled(e.attributes["id"])
+        ]
+        if self.tap is not None and topic in self.tap.watched:
+            for event in events:
+                self.tap.offer(topic, event, "denied", application=application, reason=refusal.reason)
+        if steps:
+            task = asyncio.get_running_loop().create_task(self._record(steps))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _record(self, steps: list[JourneyStep]) -> None:
+        try:
+            await self.store.record_journey(steps)
+        except StoreError as error:
+            self.metrics.count_store_error("journey")
+            log.warning("journey write failed: %s", error)
