@@ -23,6 +23,7 @@ from meshruntime.config import (
     seal,
     validate_document,
 )
+from meshruntime.schema import UnsupportedSchema, compile_checker
 
 
 def reversed_keys(value: Any) -> Any:
@@ -475,3 +476,157 @@ def test_publish_refuses_an_invalid_document_unless_told_not_to_check(redis_clie
         publish_document(redis_client, doc, prefix=key_prefix)
     assert redis_client.get(f"{key_prefix}config:latest") is None
     assert publish_document(redis_client, doc, prefix=key_prefix, check=False) == 3
+
+
+# --------------------------------------------------------------------------------------------
+# The compiled fast check never says yes where jsonschema says no
+
+
+FAST_CHECK = compile_checker(SCHEMA)
+
+
+def _jsonschema_says(doc: Any) -> bool:
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(SCHEMA).is_valid(doc)
+
+
+@pytest.mark.parametrize(("change", "starts", "says"), SCHEMA_ERRORS)
+def test_fast_check_refuses_each_schema_error(change, starts: str, says: str) -> None:
+    doc = resealed(change)
+    assert not _jsonschema_says(doc)
+    assert not FAST_CHECK(doc)
+
+
+def test_fast_check_accepts_what_jsonschema_accepts() -> None:
+    for doc in (make_config(), make_config(bare=True), make_config(bare=True, stores=[])):
+        assert _jsonschema_says(doc) and FAST_CHECK(doc)
+
+
+_ODD_VALUES: list[Any] = [
+    None,
+    True,
+    False,
+    0,
+    1,
+    -1,
+    1.0,
+    2.5,
+    2**40,
+    "",
+    "x",
+    "*",
+    "orders.*",
+    "Ab3dE9xQ",
+    "a" * 300,
+    "2027-01-31",
+    "2027-01-31T00:00:00Z",
+    "allow",
+    "publish",
+    "binary",
+    "active",
+    "sub-3",
+    "rule-3",
+    "route-3",
+    "https://x",
+    ["*"],
+    [],
+    ["x"],
+    ["x", "x"],
+    ["publish"],
+    {},
+    {"x": 1},
+    {"exact": {"a": "b"}},
+]
+
+
+def _nodes(value: Any, path: tuple = ()) -> list[tuple]:
+    found = [path]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found += _nodes(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += _nodes(item, (*path, index))
+    return found
+
+
+def test_fast_check_is_never_more_lenient_than_jsonschema_on_random_mutations() -> None:
+    """Thousands of seeded mutations of the sample: replace, delete or add a member anywhere."""
+    import random
+
+    rng = random.Random(20261128)
+    sample = make_config()
+    paths = [path for path in _nodes(sample) if path]
+    disagreements = []
+    for _ in range(3000):
+        doc = copy.deepcopy(sample)
+        for _ in range(rng.choice((1, 1, 2))):
+            *parents, last = rng.choice(paths)
+            try:
+                target = doc
+                for part in parents:
+                    target = target[part]
+                kind = rng.random()
+                if kind < 0.7:
+                    target[last] = copy.deepcopy(rng.choice(_ODD_VALUES))
+                elif kind < 0.85:
+                    del target[last]
+                elif isinstance(target, dict):
+                    target["extra"] = 1
+            except (KeyError, IndexError, TypeError):
+                continue  # an earlier mutation removed or replaced that place
+        fast, reference = FAST_CHECK(doc), _jsonschema_says(doc)
+        assert not fast or reference, f"fast check accepted what jsonschema refuses: {doc}"
+        if fast != reference:
+            disagreements.append(doc)
+    # Stricter is allowed (jsonschema then decides), but only for integral floats like 1.0.
+    for doc in disagreements:
+        assert any(isinstance(node, float) for node in _values(doc)), doc
+
+
+def _values(value: Any) -> list[Any]:
+    if isinstance(value, dict):
+        return [value, *(v for item in value.values() for v in _values(item))]
+    if isinstance(value, list):
+        return [value, *(v for item in value for v in _values(item))]
+    return [value]
+
+
+def test_an_integral_float_is_decided_by_jsonschema() -> None:
+    # The fast check says no to 5000.0 as an integer; jsonschema says yes, and has the last word.
+    doc = resealed(_set("subscriptions.0.delivery.timeout_ms", 5000.0))
+    assert not FAST_CHECK(doc)
+    assert validate_document(doc) is doc
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"oneOf": [{}, {}]},
+        {"not": {}},
+        {"if": {}, "then": {}},
+        {"properties": {"a": {"format": "email"}}},
+        {"$ref": "https://example.com/other.json"},
+    ],
+)
+def test_the_compiler_refuses_keywords_it_cannot_check_safely(schema: dict[str, Any]) -> None:
+    with pytest.raises(UnsupportedSchema):
+        compile_checker(schema)
+
+
+def test_the_compiler_follows_recursive_refs() -> None:
+    check = compile_checker(
+        {
+            "$ref": "#/$defs/node",
+            "$defs": {
+                "node": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {"children": {"type": "array", "items": {"$ref": "#/$defs/node"}}},
+                }
+            },
+        }
+    )
+    assert check({"children": [{"children": []}, {}]})
+    assert not check({"children": [{"children": [{"leaf": 1}]}]})
