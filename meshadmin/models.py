@@ -115,7 +115,10 @@ class AuditEntry(models.Model):
     object_type = models.ForeignKey("contenttypes.ContentType", on_delete=models.PROTECT, related_name="+")
     object_id = models.CharField(max_length=64, db_index=True)
     object_repr = models.CharField(max_length=250)
-    team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # No database constraint: the entry that records a team's deletion (or a cascade from it)
+    # still names the team, and the log outlives what it describes.
+    team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False,
+                             related_name="+")
     before = models.JSONField(null=True, blank=True)
     after = models.JSONField(null=True, blank=True)
 

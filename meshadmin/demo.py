@@ -1,0 +1,82 @@
+"""``make demo``: the whole mesh on one machine, on the embedded defaults.
+
+Starts the private Redis, migrates SQLite, loads the demo data, then runs the portal, a Celery
+worker and beat, the heartbeat ingester, one runtime per demo application, a demo subscriber and
+a demo producer under one supervisor (honcho). Ctrl-C stops all of it, then the private Redis.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from honcho.manager import Manager
+from honcho.printer import Printer
+
+from meshadmin.embedded import default_data_dir, ensure_redis, stop_redis
+
+PORTAL_PORT = int(os.environ.get("MESHADMIN_PORT", "8000"))
+SUBSCRIBER_PORT = int(os.environ.get("MESHADMIN_DEMO_SUBSCRIBER_PORT", "8100"))
+RUNTIME_BASE_PORT = int(os.environ.get("MESHADMIN_DEMO_RUNTIME_PORT", "8200"))
+#: Demo applications that get a sidecar runtime, in port order from RUNTIME_BASE_PORT.
+RUNTIMES = ["checkout", "billing", "shipping-service"]
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _manage(*args: str, env: dict) -> None:
+    subprocess.run([sys.executable, "manage.py", *args], check=True, env=env)  # noqa: S603
+
+
+def processes(data_dir: Path, redis_url: str) -> dict[str, str]:
+    py = sys.executable
+    procs = {
+        "web": f"{py} -m uvicorn meshadmin.asgi:application --host 127.0.0.1 --port {PORTAL_PORT} "
+               f"--no-access-log",
+        "worker": f"{py} -m celery -A meshadmin worker -l INFO --concurrency 2",
+        "beat": f"{py} -m celery -A meshadmin beat -l INFO -s {data_dir / 'celerybeat-schedule'}",
+    }
+    for offset, application in enumerate(RUNTIMES):
+        procs[f"runtime-{application}"] = (
+            f"{py} -m meshruntime --application {application} --listen 127.0.0.1:{RUNTIME_BASE_PORT + offset} "
+            f"--store-url {redis_url} --config-redis-url {redis_url} "
+            f"--config-cache {data_dir / f'runtime-{application}.json'}"
+        )
+    return procs
+
+
+def main() -> int:
+    root = Path(__file__).resolve().parent.parent
+    os.chdir(root)
+    data_dir = default_data_dir()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for port in (PORTAL_PORT, SUBSCRIBER_PORT):
+        if not _port_free(port):
+            print(f"Port {port} is in use: stop what runs there, or set MESHADMIN_PORT / "
+                  f"MESHADMIN_DEMO_SUBSCRIBER_PORT.", file=sys.stderr)
+            return 1
+    redis_url = os.environ.get("REDIS_URL") or ensure_redis(data_dir / "redis")
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "meshadmin.settings.dev", "REDIS_URL": redis_url,
+           "MESHADMIN_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
+    try:
+        _manage("migrate", "--no-input", "-v", "0", env=env)
+        _manage("seed_demo", f"--subscriber-url=http://127.0.0.1:{SUBSCRIBER_PORT}/hooks", env=env)
+        print(f"\n  Meshadmin runs at http://127.0.0.1:{PORTAL_PORT}/  (Ctrl-C stops everything)\n", flush=True)
+        manager = Manager(Printer(sys.stdout))
+        for name, command in processes(data_dir, redis_url).items():
+            manager.add_process(name, command, env=env, cwd=str(root))
+        manager.loop()
+        return manager.returncode or 0
+    finally:
+        if "REDIS_URL" not in os.environ:
+            stop_redis(data_dir / "redis")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

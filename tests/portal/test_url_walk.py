@@ -1,0 +1,99 @@
+"""Walk every URL pattern of the pages and the API as anonymous and as an outsider.
+
+New apps' URLs are walked without touching this file: patterns come from the resolver, the
+objects from ``world`` (one of each model, owned by Payments, where carol is an outsider).
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.apps import apps
+from django.urls import URLPattern, URLResolver, get_resolver
+
+from meshadmin.models import APIToken, AuditEntry
+
+from .conftest import client_for
+
+pytestmark = pytest.mark.django_db
+
+PUBLIC = {"/login/", "/healthz"}
+_PARAM = re.compile(r"<(?:(\w+):)?(\w+)>")
+
+
+def _walk(patterns, prefix=""):
+    for entry in patterns:
+        if isinstance(entry, URLResolver):
+            if str(entry.pattern).startswith("admin/"):
+                continue  # Django's admin has its own, tested, staff-only gate
+            yield from _walk(entry.url_patterns, prefix + str(entry.pattern))
+        elif isinstance(entry, URLPattern):
+            yield prefix + str(entry.pattern)
+
+
+def _concrete(route: str, pk: int) -> str | None:
+    route = route.lstrip("^").rstrip("$").replace("\\.", ".")
+    if "(?P<" in route or "(" in route:
+        return None  # DRF's format-suffix variants: the plain route is walked
+    return "/" + _PARAM.sub(lambda m: str(pk) if m.group(1) in ("int", None) else "x", route)
+
+
+@pytest.fixture
+def world(payments, logistics, store, personas):
+    """One object of every model with a team, owned by Payments; the largest pk is used in URLs."""
+    from topics.models import Topic
+
+    Topic.objects.create(name="payments.secret", team=payments, store=store)
+    token = APIToken(user=personas["alice"], description="alice-private-token")
+    token.generate()
+    token.save()
+    return {"markers": ["alice-private-token", token.prefix, token.digest]}
+
+
+def _urls():
+    return sorted({route for route in _walk(get_resolver().url_patterns)})
+
+
+def test_anonymous_requests_get_the_login_page_or_401_everywhere(world, client):
+    before = AuditEntry.objects.count()
+    for route in _urls():
+        url = _concrete(route, 1)
+        if url is None or url in PUBLIC or url.startswith("/static/"):
+            continue
+        for method in ("get", "post", "put", "patch", "delete"):
+            response = getattr(client, method)(url)
+            if url.startswith("/api/"):
+                assert response.status_code == 401, (method, url, response.status_code)
+            else:
+                assert response.status_code == 302 and response["Location"].startswith("/login/"), \
+                    (method, url, response.status_code)
+    assert AuditEntry.objects.count() == before
+
+
+def test_an_outsider_changes_nothing_and_sees_no_secret(world, personas):
+    """carol (Logistics) tries every verb on every URL with the ids of Payments' objects."""
+    carol = client_for(personas["carol"])
+    before = AuditEntry.objects.count()
+    max_pk = max((m.objects.order_by("-pk").values_list("pk", flat=True).first() or 0)
+                 for m in apps.get_models() if m._meta.app_label in {"meshadmin", "topics", "governance",
+                                                                    "subscriptions", "tracing"})
+    walked = 0
+    for route in _urls():
+        for pk in range(1, max_pk + 1):
+            url = _concrete(route, pk)
+            if url is None or url.startswith("/static/") or url == "/logout/":
+                continue
+            response = carol.get(url)
+            walked += 1
+            body = response.content.decode(errors="replace")
+            for marker in world["markers"]:
+                assert marker not in body, (url, marker)
+            if "<" not in route:
+                continue  # collection URLs: POST creates for carol's own team, tested elsewhere
+            for method in ("post", "put", "patch", "delete"):
+                response = getattr(carol, method)(url, {}, content_type="application/json")
+                assert response.status_code in (400, 403, 404, 405), (method, url, response.status_code)
+    changed = AuditEntry.objects.filter(pk__gt=before).exclude(actor_name="carol", team__isnull=True)
+    assert not changed.exclude(team=personas["carol"].memberships.get().team).exists(), list(changed)
+    assert walked > 50
