@@ -20,7 +20,8 @@ test: $(VENV)/.installed
 	$(PY) -m ruff check .
 	$(PY) manage.py makemigrations --check --dry-run
 	DJANGO_SETTINGS_MODULE=meshadmin.settings.production SECRET_KEY=check-deploy-$$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n') \
-		ALLOWED_HOSTS=mesh.example.com $(PY) manage.py check --deploy --fail-level WARNING
+		ALLOWED_HOSTS=mesh.example.com DATABASE_URL=postgres://check@127.0.0.1/check REDIS_URL=redis://127.0.0.1:1/0 \
+		$(PY) manage.py check --deploy --fail-level WARNING
 	$(PY) -m pytest
 
 benchmarks: $(VENV)/.installed

@@ -8,6 +8,8 @@ from .querysets import VIEW
 
 def editor_teams(user):
     """Teams in which ``user`` may create and change things (owner or member; all for staff)."""
+    if not user.is_authenticated:
+        return Team.objects.none()
     if user.is_staff or user.is_superuser:
         return Team.objects.all()
     return Team.objects.filter(memberships__user=user, memberships__role__in=Membership.EDITOR_ROLES)

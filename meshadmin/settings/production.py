@@ -1,7 +1,12 @@
 """Production: every secret from the environment, HTTPS only; ``check --deploy`` stays clean."""
 
-from .base import *  # noqa: F403
 from .env import env_bool, env_int, env_required
+
+# Production names its services; it never falls back to SQLite or a private Redis.
+env_required("DATABASE_URL")
+env_required("REDIS_URL")
+
+from .base import *  # noqa: E402, F403
 
 DEBUG = False
 SECRET_KEY = env_required("SECRET_KEY")
