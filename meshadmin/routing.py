@@ -1,3 +1,9 @@
 """Websocket routes of every app; each consumer authorises in connect() before accept()."""
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from governance.consumers import RuntimeConsumer
+
+websocket_urlpatterns: list = [
+    path("ws/runtimes/", RuntimeConsumer.as_asgi()),
+]

@@ -8,6 +8,9 @@ from typing import Any
 
 from django.template.loader import render_to_string
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
+
+EMPTY = mark_safe('<span class="text-body-tertiary">—</span>')  # noqa: S308 - a constant
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ class Column:
                 " ", '<span class="badge text-bg-light border">{}</span>', ((v,) for v in value)
             )
         if value is None or value == "":
-            return format_html('<span class="text-body-tertiary">—</span>')
+            return EMPTY
         if isinstance(value, bool):
             return format_html('<span class="badge text-bg-{}">{}</span>',
                                "success" if value else "secondary", "yes" if value else "no")

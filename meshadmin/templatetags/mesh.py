@@ -5,7 +5,6 @@ import json
 import markdown as markdown_lib
 import nh3
 from django import template
-from django.urls import NoReverseMatch, reverse
 from django.utils.safestring import mark_safe
 
 register = template.Library()
@@ -45,12 +44,3 @@ def page_link(context, number) -> str:
     query = context["request"].GET.copy()
     query["page"] = number
     return query.urlencode()
-
-
-@register.simple_tag
-def object_url(obj, suffix: str = "") -> str:
-    meta = obj._meta
-    try:
-        return reverse(f"{meta.app_label}:{meta.model_name}{suffix}", args=[obj.pk])
-    except NoReverseMatch:
-        return ""

@@ -14,7 +14,7 @@ from django.db import transaction
 from django.db.models import ProtectedError
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import path, reverse
+from django.urls import NoReverseMatch, path, reverse
 from django.utils.functional import cached_property
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views import View
@@ -40,6 +40,14 @@ def safe_return_url(request, default: str) -> str:
     if candidate and url_has_allowed_host_and_scheme(candidate, allowed_hosts={request.get_host()}):
         return candidate
     return default
+
+
+def object_url(obj, suffix: str) -> str | None:
+    """The URL of one of the object's pages, or None when its model has no such page."""
+    try:
+        return reverse(f"{obj._meta.app_label}:{obj._meta.model_name}{suffix}", args=[obj.pk])
+    except NoReverseMatch:
+        return None
 
 
 def object_attrs(obj) -> list[tuple[str, object]]:
@@ -145,9 +153,9 @@ class ObjectDetailView(BaseObjectView):
             "object": obj,
             "tab": self.tab,
             "can_change": can_change,
-            "edit_url": reverse(url_name(self.queryset, "_edit"), args=[obj.pk]) if can_change else None,
-            "delete_url": reverse(url_name(self.queryset, "_delete"), args=[obj.pk]) if can_change else None,
-            "history_url": reverse(url_name(self.queryset, "_history"), args=[obj.pk]),
+            "edit_url": object_url(obj, "_edit") if can_change else None,
+            "delete_url": object_url(obj, "_delete") if can_change else None,
+            "history_url": object_url(obj, "_history"),
             "object_attrs": object_attrs(obj),
             **self.extra_context(request, obj),
         }

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.django_db
 
 PUBLIC = {"/login/", "/healthz"}
 _PARAM = re.compile(r"<(?:(\w+):)?(\w+)>")
+_REGEX_GROUP = re.compile(r"\(\?P<(\w+)>[^)]*\)")
 
 
 def _walk(patterns, prefix=""):
@@ -27,14 +28,18 @@ def _walk(patterns, prefix=""):
         if isinstance(entry, URLResolver):
             if str(entry.pattern).startswith("admin/"):
                 continue  # Django's admin has its own, tested, staff-only gate
-            yield from _walk(entry.url_patterns, prefix + str(entry.pattern))
+            yield from _walk(entry.url_patterns, prefix + _plain(str(entry.pattern)))
         elif isinstance(entry, URLPattern):
-            yield prefix + str(entry.pattern)
+            yield prefix + _plain(str(entry.pattern))
+
+
+def _plain(piece: str) -> str:
+    """A regex route piece (DRF's routers) in the ``<name>`` form of path routes."""
+    return _REGEX_GROUP.sub(r"<\1>", piece.lstrip("^").rstrip("$"))
 
 
 def _concrete(route: str, pk: int) -> str | None:
-    route = route.lstrip("^").rstrip("$").replace("\\.", ".")
-    if "(?P<" in route or "(" in route:
+    if "<format>" in route or "(" in route:
         return None  # DRF's format-suffix variants: the plain route is walked
     return "/" + _PARAM.sub(lambda m: str(pk) if m.group(1) in ("int", None) else "x", route)
 
