@@ -23,6 +23,7 @@ app_patterns = (
 urlpatterns = [
     path("", include(app_patterns)),
     path("", include("topics.urls")),
+    path("", include("governance.urls_runtime")),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("healthz", core.healthz, name="healthz"),

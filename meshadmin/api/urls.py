@@ -6,4 +6,5 @@ app_name = "api"
 urlpatterns = [
     path("", include("meshadmin.api.core")),
     path("", include("topics.api.urls")),
+    path("", include("governance.runtime_api")),
 ]

@@ -1,0 +1,494 @@
+"""Pushing the MeshConfig: from a committed change to a published, recorded version.
+
+The path (ARCHITECTURE.md, docs/meshconfig.md)::
+
+    save/delete of a model that feeds the document
+      └─ post_save/post_delete/m2m_changed receiver: notes the change on a callback that
+         ``transaction.on_commit`` runs once per transaction
+           └─ after commit: the change goes to ``<prefix>push:changes``, and a Celery task is
+              enqueued only if none is pending (``<prefix>push:pending``, SET NX with expiry)
+                └─ governance.tasks.push_config → :func:`push`: under ``<prefix>push:lock``,
+                   clear the pending marker, compile, and if the content changed record a
+                   ConfigVersion (who, what, diff) and publish it to Redis.
+
+Why no change is ever lost: the task clears the pending marker *before* it reads the database.
+A change committed before that moment is in the snapshot it compiles; a change whose commit
+callback runs after it finds no marker and enqueues a new task. Bursts coalesce because every
+change committed while a task waits (``MESH_PUSH_DELAY_MS``) or waits for the lock rides along
+with it. A lost task (crashed worker, emptied broker), a bulk update that sends no signal, a key
+that expired: the periodic reconcile (governance.tasks.reconcile_config) runs the same
+:func:`push`, and repairs a Redis that lost the snapshots.
+
+Redis keys of the portal's own, beside the contract's ``config:*``: ``push:pending``,
+``push:lock``, ``push:changes`` (a capped list of JSON change records) and ``push:status``
+(the outcome of the last attempt, shown on the config versions page).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models.signals import m2m_changed, post_delete, post_save
+from django.utils import timezone
+
+from meshruntime.config import ConfigError, compute_checksum, publish_document, seal, validate_document
+
+log = logging.getLogger(__name__)
+
+PENDING_TTL_SECONDS = 60  # a lost task blocks new ones at most this long (and reconcile runs anyway)
+LOCK_TTL_MS = 120_000  # far above a compile of the largest mesh; only a crashed holder waits it out
+MAX_CHANGES = 1000  # change records kept for the next version; a burst beyond is summarised
+KEEP_SNAPSHOTS = 50  # config:<version> snapshots kept in Redis (every version stays in the database)
+
+_RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+# --------------------------------------------------------------------------------------------
+# Redis
+
+
+@lru_cache(maxsize=4)
+def _client_for(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=10.0, health_check_interval=30)
+
+
+def redis_client() -> redis.Redis:
+    return _client_for(settings.REDIS_URL)
+
+
+def prefix() -> str:
+    return settings.MESH_KEY_PREFIX
+
+
+def key(name: str) -> str:
+    return f"{prefix()}{name}"
+
+
+def channel_group() -> str:
+    """The Channels group of the runtimes page: one per key prefix (so tests stay apart)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", prefix()) + "runtimes"
+
+
+# --------------------------------------------------------------------------------------------
+# Signal receivers and the commit hook
+
+
+def _current_actor():
+    from meshadmin.audit import _context  # the audit log's own ContextVar: one notion of "who"
+
+    ctx = _context.get()
+    return ctx.actor if ctx is not None else None
+
+
+class PendingPush:
+    """The commit callback of one transaction: it carries the changes made in it.
+
+    One per transaction, however many rows change: the receivers find it among the connection's
+    pending callbacks. If a savepoint that registered it rolls back, Django drops it with its
+    changes, and the next change registers a new one.
+    """
+
+    def __init__(self) -> None:
+        self.changes: list[dict[str, Any]] = []
+
+    def __call__(self) -> None:
+        mark_dirty(self.changes)
+
+
+def _pending_push() -> PendingPush:
+    if connection.in_atomic_block:
+        for _savepoints, func, _robust in reversed(connection.run_on_commit):
+            if isinstance(func, PendingPush):
+                return func
+    pending = PendingPush()
+    if connection.in_atomic_block:
+        transaction.on_commit(pending, robust=True)
+    return pending
+
+
+def _note(instance, action: str) -> None:
+    actor = _current_actor()
+    change = {
+        "action": action,
+        "type": instance._meta.verbose_name,
+        "object": str(instance)[:200],
+        "actor": actor.get_username() if actor is not None else "system",
+        "actor_id": actor.pk if actor is not None else None,
+        "at": timezone.now().isoformat(),
+    }
+    pending = _pending_push()
+    pending.changes.append(change)
+    if not connection.in_atomic_block:
+        pending()  # autocommit: the change is already committed
+
+
+def _on_save(sender, instance, created, raw=False, **kwargs) -> None:
+    if not raw:
+        _note(instance, "create" if created else "update")
+
+
+def _on_delete(sender, instance, **kwargs) -> None:
+    _note(instance, "delete")
+
+
+def _on_m2m(sender, instance, action, reverse, **kwargs) -> None:
+    if action in ("post_add", "post_remove", "post_clear"):
+        _note(instance, "update")
+
+
+def feed_models() -> list:
+    """The models whose rows end up in the document (Team: its slug names applications' teams)."""
+    from governance.models import AccessRule, Application, ApplicationKey, RoutingRule
+    from meshadmin.models import Team
+    from subscriptions.models import Subscription
+    from topics.models import EventStore, Topic
+
+    return [EventStore, Topic, Team, Application, ApplicationKey, AccessRule, RoutingRule, Subscription]
+
+
+def connect() -> None:
+    """Connect the receivers (called once, when governance.models is imported)."""
+    from governance.models import ConfigVersion, RoutingRule
+    from meshadmin import audit
+
+    for model in feed_models():
+        uid = f"meshconfig_push_{model._meta.label_lower}"
+        post_save.connect(_on_save, sender=model, dispatch_uid=f"{uid}_save")
+        post_delete.connect(_on_delete, sender=model, dispatch_uid=f"{uid}_delete")
+    m2m_changed.connect(_on_m2m, sender=RoutingRule.targets.through, dispatch_uid="meshconfig_push_route_targets")
+    # Versions are audited (a rollback names its operator); the documents are too big for the log.
+    audit.register(ConfigVersion, exclude=("document", "diff", "changes"))
+
+
+def mark_dirty(changes: list[dict[str, Any]] | None = None) -> bool:
+    """Record committed ``changes`` and make sure a push task is on its way; True if enqueued.
+
+    Costs one round trip to Redis, and a message to the broker only when no task is pending.
+    A Redis outage is logged, not raised: the change is committed, and reconcile picks it up.
+    """
+    try:
+        pipe = redis_client().pipeline(transaction=False)
+        if changes:
+            pipe.rpush(key("push:changes"), *(json.dumps(change) for change in changes))
+            pipe.ltrim(key("push:changes"), -MAX_CHANGES, -1)
+        pipe.set(key("push:pending"), str(time.time()), nx=True, ex=PENDING_TTL_SECONDS)
+        first = pipe.execute()[-1]
+    except redis.RedisError as error:
+        log.warning("mesh config push not enqueued (%s); the periodic reconcile will push", error)
+        return False
+    if not first:
+        return False
+    return enqueue_push()
+
+
+def enqueue_push() -> bool:
+    from kombu.exceptions import OperationalError
+
+    from governance.tasks import push_config
+
+    delay = settings.MESH_PUSH_DELAY_MS / 1000
+    try:
+        # Stale messages are dropped rather than run hours later by some worker (they would be
+        # harmless, being idempotent, but useless).
+        push_config.apply_async(countdown=delay, expires=delay + 300, queue=settings.MESH_PUSH_QUEUE)
+    except OperationalError as error:
+        log.warning("mesh config push not enqueued (%s); the periodic reconcile will push", error)
+        redis_client().delete(key("push:pending"))
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# The lock
+
+
+class PushBusy(Exception):
+    """Another push holds the lock."""
+
+
+@contextmanager
+def push_lock(wait: float = 0.0) -> Iterator[None]:
+    """Hold ``<prefix>push:lock``; wait up to ``wait`` seconds for it, else raise :class:`PushBusy`."""
+    client = redis_client()
+    token = secrets.token_hex(16)
+    deadline = time.monotonic() + wait
+    while not client.set(key("push:lock"), token, nx=True, px=LOCK_TTL_MS):
+        if time.monotonic() >= deadline:
+            raise PushBusy("another push is in progress")
+        time.sleep(0.05)
+    try:
+        yield
+    finally:
+        client.eval(_RELEASE_SCRIPT, 1, key("push:lock"), token)
+
+
+# --------------------------------------------------------------------------------------------
+# Push
+
+
+@dataclass
+class PushResult:
+    outcome: str  # "published", "unchanged", "republished", "failed"
+    version: int | None = None
+    error: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"outcome": self.outcome, "version": self.version, "error": self.error}
+
+
+# The last document this process recorded, so that the next diff need not load it back.
+_last_document: dict[str, Any] | None = None
+
+
+def _previous_document(latest) -> dict[str, Any] | None:
+    if latest is None:
+        return None
+    if _last_document is not None and _last_document["version"] == latest.version:
+        return _last_document
+    from governance.models import ConfigVersion
+
+    return ConfigVersion.objects.values_list("document", flat=True).get(pk=latest.pk)
+
+
+def _take_changes() -> list[dict[str, Any]]:
+    """Clear the pending marker and take the recorded changes, atomically (see the module doc)."""
+    pipe = redis_client().pipeline(transaction=True)
+    pipe.delete(key("push:pending"))
+    pipe.lrange(key("push:changes"), 0, -1)
+    pipe.delete(key("push:changes"))
+    _, raw, _ = pipe.execute()
+    return [json.loads(item) for item in raw]
+
+
+def _give_back(changes: list[dict[str, Any]]) -> None:
+    if changes:
+        redis_client().lpush(key("push:changes"), *(json.dumps(change) for change in reversed(changes)))
+
+
+def _record_status(kind: str, result: PushResult) -> PushResult:
+    status = {**result.as_dict(), "kind": kind, "at": timezone.now().isoformat()}
+    try:
+        redis_client().set(key("push:status"), json.dumps(status))
+    except redis.RedisError as error:
+        log.warning("push outcome not recorded in Redis: %s", error)
+    return result
+
+
+def last_status() -> dict[str, Any] | None:
+    raw = redis_client().get(key("push:status"))
+    return json.loads(raw) if raw else None
+
+
+def latest_version():
+    from governance.models import ConfigVersion
+
+    return ConfigVersion.objects.defer("document", "diff", "changes").order_by("-version").first()
+
+
+def _next_version(latest) -> int:
+    # Never below what Redis announced: runtimes ignore versions older than the one they hold,
+    # so a database restored from a backup must not restart the numbering under them.
+    raw = redis_client().get(key("config:latest"))
+    announced = int(raw) if raw and raw.isdigit() else 0
+    return max(latest.version if latest else 0, announced) + 1
+
+
+def _actors(changes: list[dict[str, Any]], user) -> tuple[Any, str]:
+    if user is not None:
+        return user, user.get_username()
+    names = sorted({change["actor"] for change in changes})
+    ids = {change.get("actor_id") for change in changes}
+    created_by = None
+    if len(ids) == 1 and None not in ids:
+        from django.contrib.auth import get_user_model
+
+        created_by = get_user_model().objects.filter(pk=ids.pop()).first()
+    return created_by, ", ".join(names) or "system"
+
+
+def _record_and_publish(doc, *, kind, source_checksum, previous, changes=(), user=None, reason="",
+                        rollback_of=None):
+    """Create the ConfigVersion row first, then publish: a crash in between leaves a version
+    that reconcile publishes, never a published version without its row."""
+    global _last_document
+    from governance.diff import diff_documents, summarize
+    from governance.models import ConfigVersion
+
+    created_by, actor_name = _actors(list(changes), user)
+    diff = diff_documents(previous, doc)
+    version = ConfigVersion.objects.create(
+        version=doc["version"], checksum=doc["checksum"], source_checksum=source_checksum, document=doc,
+        kind=kind, created_by=created_by, actor_name=actor_name[:250],
+        reason=(reason or summarize(diff))[:500], changes=list(changes)[-MAX_CHANGES:], diff=diff,
+        rollback_of=rollback_of,
+    )
+    _last_document = doc
+    publish(version, doc)
+    return version
+
+
+def publish(version, doc: dict[str, Any] | None = None) -> None:
+    """Write ``version`` to Redis (snapshot, latest, announcement) and stamp ``published_at``."""
+    from governance.models import ConfigVersion
+
+    doc = doc if doc is not None else ConfigVersion.objects.values_list("document", flat=True).get(pk=version.pk)
+    client = redis_client()
+    publish_document(client, doc, prefix(), check=False)  # validated when it was recorded
+    if version.version > KEEP_SNAPSHOTS:
+        client.delete(key(f"config:{version.version - KEEP_SNAPSHOTS}"))
+    now = timezone.now()
+    ConfigVersion.objects.filter(pk=version.pk).update(published_at=now)
+    version.published_at = now
+    broadcast_version(version)
+
+
+def ensure_published(latest) -> bool:
+    """Re-publish ``latest`` if Redis does not hold it (emptied, restarted without persistence,
+    or the publish after recording failed). True if it had to."""
+    client = redis_client()
+    raw = client.get(key("config:latest"))
+    announced = int(raw) if raw and raw.isdigit() else 0
+    if announced > latest.version or (announced == latest.version and client.exists(key(f"config:{announced}"))):
+        return False
+    log.warning("Redis holds config version %s, the database %s: re-publishing", announced or "none",
+                latest.version)
+    publish(latest)
+    return True
+
+
+def compile_snapshot() -> dict[str, Any]:
+    """Compile from one consistent snapshot of the database (REPEATABLE READ on PostgreSQL;
+    SQLite's transactions are serializable already)."""
+    from governance.compiler import compile_mesh_config
+
+    outermost = not connection.in_atomic_block
+    with transaction.atomic():
+        if outermost and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        return compile_mesh_config()
+
+
+def push(kind: str = "push", *, force: bool = False, user=None, reason: str = "", wait: float = 0.0) -> PushResult:
+    """Compile the database and publish a new version if its content changed.
+
+    ``force`` ("push now") compares with the latest version's content rather than with the
+    compile it answered, so it also replaces a rollback with the database's state; when even the
+    content is unchanged it announces the latest version again. Raises :class:`PushBusy` when
+    the lock stays taken for ``wait`` seconds.
+    """
+    from governance.models import ConfigVersion
+
+    with push_lock(wait):
+        changes = _take_changes()
+        try:
+            body = compile_snapshot()
+            checksum = compute_checksum(body)
+            latest = latest_version()
+            baseline = None if latest is None else (latest.checksum if force else latest.source_checksum)
+            if checksum == baseline:
+                if force:
+                    publish(latest)
+                    return _record_status(kind, PushResult("republished", latest.version))
+                repaired = ensure_published(latest)
+                return _record_status(kind, PushResult("republished" if repaired else "unchanged",
+                                                       latest.version))
+            doc = seal(body, _next_version(latest))
+            validate_document(doc)
+        except ConfigError as error:
+            _give_back(changes)
+            log.error("mesh config not published: %s", error)
+            return _record_status(kind, PushResult("failed", error=str(error)))
+        except BaseException:
+            _give_back(changes)
+            raise
+        if kind == ConfigVersion.PUSH and not changes:
+            kind = ConfigVersion.RECONCILE  # a change that came without a signal, or a key that expired
+        elif kind == ConfigVersion.RECONCILE and changes:
+            kind = ConfigVersion.PUSH
+        version = _record_and_publish(doc, kind=kind, source_checksum=checksum,
+                                      previous=_previous_document(latest), changes=changes, user=user,
+                                      reason=reason)
+        log.info("published mesh config version %s (%s)", version.version, version.reason)
+        return _record_status(kind, PushResult("published", version.version))
+
+
+def rollback(target, *, user=None, wait: float = 10.0) -> PushResult:
+    """Publish ``target``'s content again under a new version number.
+
+    The new version answers the same database compile as the latest one, so the automatic push
+    leaves it in place until the database changes again (or someone pushes now).
+    """
+    from governance.models import ConfigVersion
+
+    with push_lock(wait):
+        latest = latest_version()
+        document = ConfigVersion.objects.values_list("document", flat=True).get(pk=target.pk)
+        doc = seal(document, _next_version(latest))
+        try:
+            validate_document(doc)
+        except ConfigError as error:
+            return _record_status(ConfigVersion.ROLLBACK, PushResult("failed", error=str(error)))
+        version = _record_and_publish(
+            doc, kind=ConfigVersion.ROLLBACK, source_checksum=latest.source_checksum if latest else doc["checksum"],
+            previous=_previous_document(latest), user=user, reason=f"Rollback to version {target.version}",
+            rollback_of=target,
+        )
+        return _record_status(ConfigVersion.ROLLBACK, PushResult("published", version.version))
+
+
+# --------------------------------------------------------------------------------------------
+# Live updates
+
+
+def broadcast(message: dict[str, Any]) -> None:
+    """Send ``message`` to the runtimes pages; a channel layer problem never fails a push."""
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(channel_group(), message)
+    except (redis.RedisError, OSError) as error:
+        log.warning("live update not sent: %s", error)
+
+
+def version_summary(version) -> dict[str, Any] | None:
+    if version is None:
+        return None
+    published = version.published_at
+    return {"id": version.pk, "version": version.version, "checksum": version.checksum, "kind": version.kind,
+            "actor": version.actor_name, "reason": version.reason,
+            "published_at": published.astimezone(UTC).isoformat() if published else None,
+            "url": version.get_absolute_url()}
+
+
+def broadcast_version(version) -> None:
+    """A new version: every runtime's convergence changes with it, so all of them go along."""
+    from governance.models import Runtime
+    from governance.registry import serialize
+
+    broadcast({"type": "config.version", "latest": version_summary(version),
+               "runtimes": serialize(Runtime.objects.all(), version)})
+
+
+def utc(dt: datetime | None) -> str | None:
+    return dt.astimezone(UTC).isoformat().replace("+00:00", "Z") if dt else None

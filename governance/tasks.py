@@ -1,0 +1,40 @@
+"""Celery tasks of the config push (governance.push explains the protocol).
+
+Both take nothing and are idempotent: each compiles the database as it is when it runs and
+publishes only a changed content. Their outcome is recorded in ``<prefix>push:status`` (shown on
+the config versions page) and, when they publish, as a ConfigVersion.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from meshadmin.celery import app
+
+from . import push
+
+log = logging.getLogger(__name__)
+
+LOCK_RETRY_SECONDS = 0.2
+
+
+@app.task(bind=True, name="governance.tasks.push_config", acks_late=True, max_retries=None, ignore_result=True)
+def push_config(self) -> dict:
+    """Compile and publish after committed changes. If another push holds the lock, run again
+    shortly: changes committed during that push may not be in what it compiled."""
+    try:
+        return push.push("push").as_dict()
+    except push.PushBusy:
+        raise self.retry(countdown=LOCK_RETRY_SECONDS) from None
+
+
+@app.task(name="governance.tasks.reconcile_config", ignore_result=True)
+def reconcile_config() -> dict:
+    """Periodic (CELERY_BEAT_SCHEDULE): repair a lost push, an unsignalled change (bulk update,
+    expired key) and a Redis that lost the snapshots. Skipped while another push runs, which
+    leaves things consistent too; the next beat comes soon."""
+    try:
+        return push.push("reconcile").as_dict()
+    except push.PushBusy:
+        log.info("reconcile skipped: a push is in progress")
+        return {"outcome": "skipped"}
