@@ -1,0 +1,61 @@
+"""Journey steps of deliveries, written in one pipelined round trip per event-loop turn.
+
+Every attempt adds a step; writing each on its own would double the Redis round trips of a
+delivery. Steps are best effort (a lost step is a gap in a trace, never a lost event).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from meshruntime.journey import JourneyRecorder
+from meshruntime.store import JourneyStep, Store
+
+log = logging.getLogger(__name__)
+
+__all__ = ["JourneyWriter"]
+
+
+class JourneyWriter:
+    def __init__(self, store: Store, recorder: JourneyRecorder | None,
+                 on_error: Callable[[Exception], None] | None = None) -> None:
+        self.store = store
+        self.recorder = recorder
+        self._on_error = on_error
+        self._buffer: list[JourneyStep] = []
+        self._flushing: asyncio.Task | None = None
+        self._scheduled = False
+
+    def add(self, event_id: str | None, step: str, **fields: Any) -> None:
+        recorder = self.recorder
+        if recorder is None or event_id is None or not recorder.sampled(event_id):
+            return
+        self._buffer.append(recorder.step(event_id, step, **fields))
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._spawn)
+
+    def _spawn(self) -> None:
+        self._scheduled = False
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.get_running_loop().create_task(self._flush())
+        # else: the running flush picks the new steps up when it loops
+
+    async def _flush(self) -> None:
+        while self._buffer:
+            steps, self._buffer = self._buffer, []
+            try:
+                await self.store.record_journey(steps)
+            except Exception as error:  # best effort, see the module docstring
+                if self._on_error is not None:
+                    self._on_error(error)
+                log.debug("journey write failed: %s", error)
+
+    async def drain(self) -> None:
+        if self._buffer:
+            self._spawn()
+        if self._flushing is not None:
+            await asyncio.gather(self._flushing, return_exceptions=True)

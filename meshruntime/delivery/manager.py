@@ -1,0 +1,201 @@
+"""The delivery engine of one runtime: a worker per subscription, kept in step with the config.
+
+``apply_config(doc)`` is called with every applied MeshConfig document (it raises only for a
+document it cannot use, so that the watcher refuses it). The manager then, in the background:
+
+- starts a worker, and creates the consumer group, for each new subscription of the runtime's
+  application (every subscription in gateway mode), paused or active as the document says;
+- passes changed settings to running workers (they apply from the next attempt);
+- pauses and resumes workers; a paused subscription keeps its group, hence its position;
+- stops the workers of revoked subscriptions (absent from the document) and removes their
+  consumer groups and redelivery streams once their attempts under way have finished.
+
+Several runtimes of one application share each subscription's consumer group: Redis hands each
+event to one of them, and a runtime that dies leaves its events pending until a live one takes
+them over after the visibility timeout. ``max_in_flight`` bounds each runtime's concurrency per
+subscription; with one runtime, 1 delivers in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry
+
+from meshruntime.journey import JourneyRecorder
+from meshruntime.store import Store
+
+from .journal import JourneyWriter
+from .metrics import DeliveryMetrics
+from .spec import SubscriptionSpec, group_start_id, specs_from_config
+from .streams import RedeliveryStream, TopicStream
+from .webhook import WebhookClient
+from .worker import DeliverySettings, SubscriptionWorker
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DeliveryManager"]
+
+
+class DeliveryManager:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        consumer: str,
+        application: str | None,
+        registry: CollectorRegistry | None = None,
+        journey: JourneyRecorder | None = None,
+        settings: DeliverySettings | None = None,
+        client: aioredis.Redis | None = None,
+        prefix: str | None = None,
+        user_agent: str = "meshruntime",
+    ) -> None:
+        """``consumer`` names this runtime in every consumer group (its runtime id: unique among
+        live runtimes). ``application`` None is gateway mode. ``client``/``prefix`` default to the
+        Redis Streams store's own, which the redelivery streams and leases need."""
+        client = client if client is not None else getattr(store, "client", None)
+        if client is None:
+            raise ValueError("webhook delivery needs the Redis Streams store (or a Redis client)")
+        self.store = store
+        self.client = client
+        self.prefix = prefix if prefix is not None else getattr(store, "prefix", "mesh:")
+        self.consumer = consumer
+        self.application = application
+        self.settings = settings or DeliverySettings()
+        self.metrics = DeliveryMetrics(registry)
+        self.http = WebhookClient(user_agent=user_agent)
+        self.journal = JourneyWriter(store, journey)
+        self.workers: dict[str, SubscriptionWorker] = {}
+        self._retiring: dict[str, asyncio.Task] = {}
+        self._desired: tuple[dict[str, SubscriptionSpec], str] | None = None
+        self._generation = 0  # bumped by apply_config
+        self._applied = 0  # the generation the workers reflect
+        self._changed = asyncio.Condition()
+        self._dirty = asyncio.Event()
+        self._reconciler: asyncio.Task | None = None
+
+    # -- configuration ---------------------------------------------------------------------------
+    def apply_config(self, doc: Mapping[str, Any]) -> None:
+        """Take a validated document; the workers follow in the background (see :meth:`reconciled`).
+
+        Synchronous and quick, so that it can sit in the runtime's ``on_apply``; raises only when a
+        subscription cannot be compiled, so that the document is refused as a whole.
+        """
+        specs = specs_from_config(doc, self.application)
+        self._desired = (specs, group_start_id(doc, int(time.time() * 1000)))
+        self._generation += 1
+        self._dirty.set()
+
+    async def reconciled(self, timeout: float | None = 10.0) -> None:
+        """Wait until the workers reflect the last document and their consumer groups exist."""
+        async with asyncio.timeout(timeout):
+            async with self._changed:
+                await self._changed.wait_for(lambda: self._applied >= self._generation)
+            for worker in list(self.workers.values()):
+                await worker.ready.wait()
+
+    # -- life cycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.http.start()
+        if self._reconciler is None:
+            self._reconciler = asyncio.create_task(self._reconcile_forever(), name="delivery-reconcile")
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Stop every worker gracefully (attempts under way finish), within ``timeout`` seconds."""
+        if self._reconciler is not None:
+            self._reconciler.cancel()
+            await asyncio.gather(self._reconciler, return_exceptions=True)
+            self._reconciler = None
+        stops = [asyncio.create_task(w.stop()) for w in self.workers.values()]
+        stops.extend(self._retiring.values())
+        if stops:
+            done, not_done = await asyncio.wait(stops, timeout=timeout)
+            for task in not_done:
+                task.cancel()
+            if not_done:
+                log.warning("delivery: %d subscriptions did not stop within %s s", len(not_done), timeout)
+                await asyncio.gather(*not_done, return_exceptions=True)
+        self.workers.clear()
+        await self.journal.drain()
+        await self.http.close()
+
+    # -- reconciliation --------------------------------------------------------------------------
+    async def _reconcile_forever(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            generation = self._generation
+            try:
+                await self._reconcile()
+            except Exception:  # never leave the engine stuck on one bad change
+                log.exception("delivery: applying the configuration failed")
+            async with self._changed:
+                self._applied = generation
+                self._changed.notify_all()
+
+    async def _reconcile(self) -> None:
+        assert self._desired is not None
+        specs, start_id = self._desired
+        for sub_id in [s for s in self.workers if s not in specs]:
+            log.info("subscription %s revoked: stopping its delivery and removing its group", sub_id)
+            self._retire(sub_id, remove=True)
+        for sub_id, spec in specs.items():
+            worker = self.workers.get(sub_id)
+            if worker is not None and worker.spec.topic != spec.topic:
+                self._retire(sub_id, remove=True)
+                worker = None
+            if worker is not None:
+                worker.update(spec)
+                continue
+            retiring = self._retiring.get(sub_id)
+            if retiring is not None:  # revoked and approved again: let the old one finish first
+                await asyncio.gather(retiring, return_exceptions=True)
+            worker = self._make_worker(spec, start_id)
+            self.workers[sub_id] = worker
+            worker.start()
+            log.info("subscription %s: delivering %s to %s (%s)", sub_id, spec.topic, spec.url,
+                     "active" if spec.active else "paused")
+
+    def _make_worker(self, spec: SubscriptionSpec, start_id: str) -> SubscriptionWorker:
+        topic = TopicStream(self.store, self.client, f"{self.prefix}topic:{spec.topic}", spec.topic, spec.id,
+                            self.consumer)
+        redeliver = RedeliveryStream(self.client, f"{self.prefix}redeliver:{spec.id}", spec.topic, spec.id,
+                                     self.consumer)
+        return SubscriptionWorker(
+            spec, topic=topic, redeliver=redeliver, start_id=start_id, dlq_key=f"{self.prefix}dlq:{spec.id}",
+            http=self.http, journal=self.journal, metrics=self.metrics.subscription(spec.id),
+            settings=self.settings,
+        )
+
+    def _retire(self, sub_id: str, *, remove: bool) -> None:
+        worker = self.workers.pop(sub_id)
+
+        async def retire() -> None:
+            try:
+                await worker.stop(remove=remove)
+            finally:
+                self._retiring.pop(sub_id, None)
+                if sub_id not in self.workers:
+                    self.metrics.forget(sub_id)
+
+        self._retiring[sub_id] = asyncio.create_task(retire(), name=f"delivery-{sub_id}-retire")
+
+    # -- reporting -------------------------------------------------------------------------------
+    def counters(self) -> dict[str, float]:
+        """Totals for the heartbeat."""
+        totals = self.metrics.totals()
+        totals["subscriptions"] = len(self.workers)
+        totals["in_flight"] = sum(w.in_flight for w in self.workers.values())
+        return totals
+
+    async def wait_idle(self, timeout: float | None = 10.0) -> None:
+        """Wait until no worker holds an event (tests)."""
+        async with asyncio.timeout(timeout):
+            while any(w.held for w in self.workers.values()):
+                await asyncio.sleep(0.01)

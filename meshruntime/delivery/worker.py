@@ -1,0 +1,493 @@
+"""One subscription's delivery loop: read, filter, push, retry, acknowledge or dead-letter.
+
+A worker holds at most ``max_in_flight`` events at once (1 delivers strictly in order, retries
+included). It takes events, oldest first, from: what it acquired by recovery or takeover (its
+own pending entries after a restart or a pause, entries a dead runtime left pending for longer
+than the visibility timeout), the subscription's redelivery stream, and the topic.
+
+Pausing or stopping never cuts an HTTP attempt short: the loop stops taking events, attempts
+under way finish (within the subscription's timeout), and events waiting for a retry are left
+pending in the store, to be picked up when the subscription resumes (or by another runtime).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import orjson
+
+from meshruntime.cloudevents import CloudEvent
+from meshruntime.store import StoredEntry, StoreError
+
+from .journal import JourneyWriter
+from .metrics import SubscriptionMetrics
+from .retry import Verdict, retry_wait_seconds
+from .spec import SubscriptionSpec
+from .streams import Acquired, DeliveryStream, RedeliveryStream, TopicStream
+from .webhook import STRUCTURED_CONTENT_TYPE, WebhookClient
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DeliverySettings", "SubscriptionWorker"]
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverySettings:
+    """Knobs of the engine (not of a subscription: those come from the MeshConfig document)."""
+
+    # Pending entries idle this long belong to a runtime presumed dead and are taken over.
+    # Live runtimes renew their entries every third of it, so only a dead (or frozen) one loses them.
+    visibility_timeout_s: float = 30.0
+    block_ms: int = 1000  # a read waits this long for new events (and a pause/stop waits for a read)
+    redeliver_poll_s: float = 1.0  # how often a busy worker looks at its redelivery stream
+    claim_batch: int = 100
+    backlog_limit: int = 1000  # acquired entries kept in memory before taking more
+    metrics_interval_s: float = 5.0  # lag and pending gauges
+
+    @property
+    def lease_interval_s(self) -> float:
+        return max(0.05, self.visibility_timeout_s / 3)
+
+
+@dataclass(slots=True)
+class Delivery:
+    stream: DeliveryStream
+    entry: StoredEntry
+    attempts: int  # attempts already made (or under way when a runtime died)
+    recorded: int  # the attempt count the store has for this entry (its delivery count)
+    missing: bool = False  # the event is gone from the stream (trimmed before delivery)
+    key: tuple[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.key = (self.stream.kind, self.entry.id)
+
+
+def _stream_time_ms(entry_id: str) -> int:
+    return int(entry_id.partition("-")[0])
+
+
+class SubscriptionWorker:
+    def __init__(
+        self,
+        spec: SubscriptionSpec,
+        *,
+        topic: TopicStream,
+        redeliver: RedeliveryStream,
+        start_id: str,
+        dlq_key: str,
+        http: WebhookClient,
+        journal: JourneyWriter,
+        metrics: SubscriptionMetrics,
+        settings: DeliverySettings,
+        user_agent: str = "meshruntime",
+    ) -> None:
+        self.spec = spec
+        self.topic = topic
+        self.redeliver = redeliver
+        self.start_id = start_id
+        self.dlq_key = dlq_key
+        self.http = http
+        self.journal = journal
+        self.metrics = metrics
+        self.settings = settings
+        self.ready = asyncio.Event()  # the consumer groups exist
+        self._streams: tuple[DeliveryStream, ...] = (topic, redeliver)
+        self._held: dict[tuple[str, str], Delivery] = {}
+        self._backlog: deque[Delivery] = deque()
+        self._acks: dict[str, list[str]] = {}
+        self._acking: set[tuple[str, str]] = set()
+        self._ack_task: asyncio.Task | None = None
+        self._ack_scheduled = False
+        self._in_flight = 0
+        self._deliveries: set[asyncio.Task] = set()
+        self._wake = asyncio.Event()
+        self._halt = asyncio.Event()  # set while paused or stopping: cuts retry waits short
+        self._stopping = False
+        self._recover_after: dict[str, str | None] = {}
+        self._next_redeliver_read = 0.0
+        self._runner: asyncio.Task | None = None
+        self._maintainer: asyncio.Task | None = None
+        self._store_down_since: float | None = None
+        self._rng = random.Random()
+
+    # -- control (called by the manager) ---------------------------------------------------------
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    def start(self) -> None:
+        if not self.spec.active:
+            self._halt.set()
+        name = self.spec.id
+        self._runner = asyncio.create_task(self._run(), name=f"delivery-{name}")
+        self._maintainer = asyncio.create_task(self._maintain(), name=f"delivery-{name}-leases")
+
+    def update(self, spec: SubscriptionSpec) -> None:
+        """Apply a changed subscription: the next attempt uses its URL, secret, mode and limits."""
+        was_active = self.spec.active
+        self.spec = spec
+        if was_active and not spec.active:
+            log.info("subscription %s paused: finishing %d attempts under way", spec.id, self._in_flight)
+            self._halt.set()
+        elif spec.active and not was_active:
+            log.info("subscription %s resumed", spec.id)
+            self._halt.clear()
+            self._recover_after = {}  # what the pause left pending is taken up again first
+        self._wake.set()
+
+    async def stop(self, *, remove: bool = False) -> None:
+        """Stop gracefully: no new events, attempts under way finish, then (``remove``) the
+        subscription's groups and its redelivery stream are deleted (it was revoked)."""
+        self._stopping = True
+        self._halt.set()
+        self._wake.set()
+        if self._runner is not None:
+            await asyncio.gather(self._runner, return_exceptions=True)
+        if self._deliveries:
+            await asyncio.gather(*list(self._deliveries), return_exceptions=True)
+        if self._maintainer is not None:
+            self._maintainer.cancel()
+            await asyncio.gather(self._maintainer, return_exceptions=True)
+        await self._drain_acks()
+        if remove:
+            for stream in self._streams:
+                for attempt in range(3):
+                    try:
+                        await stream.remove()
+                        break
+                    except StoreError as error:
+                        log.warning("removing %s of revoked subscription %s failed (%s)%s", stream.kind,
+                                    self.spec.id, error, "; retrying" if attempt < 2 else "")
+                        await asyncio.sleep(0.2 * (attempt + 1))
+
+    def _kick(self) -> None:
+        self._wake.set()
+
+    # -- the loop --------------------------------------------------------------------------------
+    async def _run(self) -> None:
+        await self._setup()
+        while not self._stopping:
+            self._wake.clear()
+            spec = self.spec
+            if not spec.active:
+                await self._wake.wait()
+                continue
+            free = spec.max_in_flight - self._in_flight
+            if free <= 0:
+                await self._wake.wait()
+                continue
+            try:
+                await self._take(free)
+                self._store_up()
+            except StoreError as error:
+                if "NOGROUP" in str(error):  # removed under us (an older config elsewhere?): recreate
+                    await self._setup()
+                    continue
+                await self._store_down(error)
+
+    async def _take(self, free: int) -> None:
+        """Start up to ``free`` deliveries from the first source that has something."""
+        if not self._backlog:
+            await self._recover_own(free)
+        if self._backlog:
+            while free > 0 and self._backlog:
+                self._start(self._backlog.popleft())
+                free -= 1
+            return
+        now = time.monotonic()
+        if now >= self._next_redeliver_read:
+            self._next_redeliver_read = now + self.settings.redeliver_poll_s
+            entries = await self.redeliver.read_new(free, None)
+            if entries:
+                self._start_new(self.redeliver, entries)
+                return
+        entries = await self.topic.read_new(free, self.settings.block_ms)
+        if not entries:
+            self._next_redeliver_read = 0.0  # idle: the redelivery stream is looked at every block
+        self._start_new(self.topic, entries)
+
+    def _start_new(self, stream: DeliveryStream, entries: list[StoredEntry]) -> None:
+        if self._halt.is_set():
+            # paused (or stopping) while the read waited: they stay pending, and are taken up
+            # first on resume (or by another runtime after the visibility timeout)
+            return
+        for entry in entries:
+            self._start(Delivery(stream, entry, 0, 1))
+
+    async def _setup(self) -> None:
+        """Create the consumer groups, retrying while the store is away."""
+        while not self._stopping:
+            try:
+                await self.topic.ensure_group(self.start_id)
+                await self.redeliver.ensure_group("0")
+                self.ready.set()
+                self._store_up()
+                return
+            except StoreError as error:
+                await self._store_down(error)
+
+    async def _store_down(self, error: Exception) -> None:
+        now = time.monotonic()
+        if self._store_down_since is None:
+            self._store_down_since = now
+            log.warning("subscription %s: event store unavailable (%s); retrying", self.spec.id, error)
+        waited = now - self._store_down_since
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._halt_or_stop(), min(2.0, 0.05 + waited / 4) * self._rng.uniform(0.5, 1))
+
+    async def _halt_or_stop(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            await self._wake.wait()
+
+    def _store_up(self) -> None:
+        if self._store_down_since is not None:
+            log.info("subscription %s: event store reachable again", self.spec.id)
+            self._store_down_since = None
+
+    async def _recover_own(self, free: int) -> None:
+        """Take up this consumer's own pending entries, a page at a time, before anything new."""
+        for stream in self._streams:
+            after = self._recover_after.get(stream.kind, "0")
+            if after is None:
+                continue
+            acquired, next_after = await stream.read_own_pending(after, max(free, self.settings.claim_batch))
+            self._recover_after[stream.kind] = next_after
+            self._acquire(stream, acquired)
+            if self._backlog:
+                return
+
+    def _acquire(self, stream: DeliveryStream, acquired: Acquired) -> None:
+        for entry, attempts in acquired.entries:
+            key = (stream.kind, entry.id)
+            if key in self._held or key in self._acking:
+                continue
+            delivery = Delivery(stream, entry, attempts, attempts + 1)
+            self._held[key] = delivery
+            self._backlog.append(delivery)
+        for entry_id, attempts in acquired.missing:
+            key = (stream.kind, entry_id)
+            if key in self._held or key in self._acking:
+                continue
+            delivery = Delivery(stream, StoredEntry(entry_id, stream.topic, b""), attempts, attempts + 1,
+                                missing=True)
+            self._held[key] = delivery
+            self._backlog.append(delivery)
+
+    def _start(self, delivery: Delivery) -> None:
+        self._held[delivery.key] = delivery
+        self._in_flight += 1
+        task = asyncio.create_task(self._deliver(delivery))
+        self._deliveries.add(task)
+        task.add_done_callback(self._deliveries.discard)
+
+    # -- one event -------------------------------------------------------------------------------
+    async def _deliver(self, delivery: Delivery) -> None:
+        try:
+            await self._deliver_one(delivery)
+        except Exception:  # a bug: log it, leave the event pending (another attempt after a claim)
+            log.exception("subscription %s: delivery of %s failed", self.spec.id, delivery.entry.id)
+        finally:
+            self._held.pop(delivery.key, None)
+            self._in_flight -= 1
+            self._wake.set()
+
+    async def _deliver_one(self, d: Delivery) -> None:
+        metrics = self.metrics
+        if d.missing:
+            await self._dead_letter(d, None, "expired: the event was removed by the topic's retention "
+                                    "before it could be delivered", None)
+            return
+        try:
+            attributes = orjson.loads(d.entry.event)
+            event_id = attributes["id"]
+            if not isinstance(event_id, str):
+                raise TypeError("id is not a string")
+        except (orjson.JSONDecodeError, TypeError, KeyError) as error:
+            await self._dead_letter(d, None, f"invalid: the stored event is not a CloudEvent ({error})", None)
+            return
+        spec = self.spec
+        if not spec.matches(attributes):
+            metrics.filtered.inc()
+            self._ack(d)
+            return
+        if d.attempts >= spec.max_attempts:  # exhausted before a crash; dead-letter what we know
+            await self._dead_letter(d, event_id, f"exhausted: {d.attempts} attempts made, the last one's "
+                                    "result unknown (the runtime making it stopped)", None)
+            return
+        request: tuple[str, dict[str, str], bytes] | None = None
+        while True:
+            spec = self.spec  # a config change applies from the next attempt
+            if request is None or request[0] != spec.mode:
+                request = _request(spec.mode, d.entry.event, attributes)
+            n = d.attempts + 1
+            if d.recorded < n:
+                with contextlib.suppress(StoreError):  # best effort: the lease is renewed anyway
+                    await d.stream.touch([d.entry.id], attempts=n)
+                    d.recorded = n
+            headers = dict(request[1])
+            headers["Mesh-Subscription"] = spec.id
+            headers["Mesh-Delivery-Attempt"] = str(n)
+            headers["Mesh-Delivery-Id"] = f"{spec.id}/{d.stream.kind}/{d.entry.id}"
+            result = await self.http.post(spec.url, headers, request[2], secret=spec.secret,
+                                          timeout_s=spec.timeout_s)
+            d.attempts = n
+            verdict = result.verdict
+            outcome = verdict.value
+            if verdict is Verdict.RETRY and n >= spec.max_attempts:
+                outcome = "exhausted"
+            self.journal.add(event_id, "attempt", subscription=spec.id, attempt=n, status=result.status,
+                             latency_ms=round(result.latency_s * 1000, 3), error=result.error, outcome=outcome)
+            if verdict is Verdict.DELIVERED:
+                self._ack(d)
+                metrics.delivered.inc()
+                if d.stream.kind == "topic":
+                    metrics.latency.observe(max(0.0, time.time() - _stream_time_ms(d.entry.id) / 1000))
+                self.journal.add(event_id, "acked", subscription=spec.id, attempts=n, status=result.status)
+                return
+            if verdict is Verdict.REJECTED:
+                await self._dead_letter(d, event_id, f"rejected: {result.error}", result.status)
+                return
+            if n >= spec.max_attempts:
+                await self._dead_letter(d, event_id, f"exhausted: {n} attempts, the last: {result.error}",
+                                        result.status)
+                return
+            metrics.retries.inc()
+            wait = retry_wait_seconds(n, spec.backoff_base_ms, spec.backoff_cap_ms, result.retry_after, self._rng)
+            if await self._halted_within(wait):
+                return  # paused or stopping: stays pending, with its attempts recorded
+
+    async def _halted_within(self, seconds: float) -> bool:
+        try:
+            await asyncio.wait_for(self._halt.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _dead_letter(self, d: Delivery, event_id: str | None, reason: str, status: int | None) -> None:
+        """Move the event to the dead-letter stream (and ack it, atomically); retried while the
+        store is away, unless the worker is halted, in which case the event stays pending."""
+        delay = 0.1
+        while True:
+            try:
+                await d.stream.dead_letter(self.dlq_key, d.entry, reason, status, d.attempts)
+                break
+            except StoreError as error:
+                log.warning("subscription %s: dead-lettering %s failed: %s", self.spec.id, d.entry.id, error)
+                if await self._halted_within(delay):
+                    return
+                delay = min(delay * 2, 5.0)
+        code = reason.split(":", 1)[0]
+        self.metrics.dead_lettered(code)
+        self.journal.add(event_id, "dead_lettered", subscription=self.spec.id, reason=reason, status=status,
+                         attempts=d.attempts)
+        log.info("subscription %s: event %s dead-lettered after %d attempts: %s", self.spec.id,
+                 event_id or d.entry.id, d.attempts, reason)
+
+    # -- acknowledgements, batched per event-loop turn -------------------------------------------
+    def _ack(self, d: Delivery) -> None:
+        self._acks.setdefault(d.stream.kind, []).append(d.entry.id)
+        self._acking.add(d.key)
+        if not self._ack_scheduled:
+            self._ack_scheduled = True
+            asyncio.get_running_loop().call_soon(self._spawn_ack_flush)
+
+    def _spawn_ack_flush(self) -> None:
+        self._ack_scheduled = False
+        if self._ack_task is None or self._ack_task.done():
+            self._ack_task = asyncio.create_task(self._flush_acks())
+
+    async def _flush_acks(self) -> None:
+        failures = 0
+        while self._acks:
+            batches, self._acks = self._acks, {}
+            for stream in self._streams:
+                ids = batches.get(stream.kind)
+                if not ids:
+                    continue
+                try:
+                    await stream.ack(ids)
+                except StoreError as error:
+                    failures += 1
+                    if failures > 20:  # left pending: taken over after the visibility timeout
+                        log.warning("subscription %s: %d acks lost (%s); those events will be "
+                                    "delivered again", self.spec.id, len(ids), error)
+                    else:
+                        self._acks.setdefault(stream.kind, []).extend(ids)
+                        await asyncio.sleep(min(0.05 * 2 ** failures, 2.0))
+                        continue
+                self._acking.difference_update((stream.kind, i) for i in ids)
+
+    async def _drain_acks(self) -> None:
+        if self._acks:
+            self._spawn_ack_flush()
+        if self._ack_task is not None:
+            await asyncio.gather(self._ack_task, return_exceptions=True)
+
+    # -- leases, takeover, gauges ----------------------------------------------------------------
+    async def _maintain(self) -> None:
+        """Every third of the visibility timeout: renew the lease on what this worker holds, and
+        (while active) take over entries that a dead runtime left pending; now and then, gauges."""
+        settings = self.settings
+        next_gauges = 0.0
+        while True:
+            await asyncio.sleep(settings.lease_interval_s)
+            try:
+                await self._renew_leases()
+                if self.spec.active and not self._stopping:
+                    await self._claim_stale()
+                if time.monotonic() >= next_gauges:
+                    next_gauges = time.monotonic() + settings.metrics_interval_s
+                    await self._update_gauges()
+            except StoreError as error:
+                log.debug("subscription %s: maintenance failed: %s", self.spec.id, error)
+
+    async def _renew_leases(self) -> None:
+        by_stream: dict[str, list[str]] = {}
+        for kind, entry_id in list(self._held):
+            by_stream.setdefault(kind, []).append(entry_id)
+        for stream in self._streams:
+            ids = by_stream.get(stream.kind)
+            for start in range(0, len(ids or ()), 500):
+                await stream.touch(ids[start:start + 500])
+
+    async def _claim_stale(self) -> None:
+        min_idle_ms = int(self.settings.visibility_timeout_s * 1000)
+        for stream in self._streams:
+            more = True
+            while more and len(self._backlog) < self.settings.backlog_limit and not self._stopping:
+                acquired, more = await stream.claim_stale(min_idle_ms, self.settings.claim_batch)
+                if acquired.entries or acquired.missing:
+                    log.info("subscription %s: took over %d events left pending by a stopped runtime",
+                             self.spec.id, len(acquired.entries) + len(acquired.missing))
+                    self._acquire(stream, acquired)
+                    self._wake.set()
+
+    async def _update_gauges(self) -> None:
+        info = await self.topic.info()
+        redeliver = await self.redeliver.info()
+        if info is None:
+            return
+        pending = info.pending + (redeliver.pending if redeliver else 0)
+        self.metrics.pending.set(pending)
+        if info.lag is not None:
+            self.metrics.lag.set(info.lag + (redeliver.lag or 0 if redeliver else 0))
+
+
+def _request(mode: str, stored: bytes, attributes: dict) -> tuple[str, dict[str, str], bytes]:
+    """Headers and body of the push, without the per-attempt headers."""
+    if mode == "structured":
+        # the stored form is the structured form: sent byte for byte
+        return mode, {"Content-Type": STRUCTURED_CONTENT_TYPE}, stored
+    headers, body = CloudEvent.from_structured(attributes).to_binary()
+    return mode, headers, body

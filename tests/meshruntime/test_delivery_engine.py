@@ -1,0 +1,535 @@
+"""The delivery engine against the real Redis and a real HTTP receiver, in one process.
+
+Events are appended to the store directly (the publish path has its own tests); the engine
+reads them through its consumer groups and pushes them to a :class:`Receiver` on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+from factories import make_config, subscription
+
+from meshruntime.delivery import DeliveryManager, DeliverySettings, verify
+from meshruntime.delivery.receiver import Received, Receiver
+from meshruntime.journey import JourneyRecorder
+from meshruntime.store import AppendEntry, open_store
+
+TOPIC = "orders.created"
+FAST = DeliverySettings(visibility_timeout_s=1.0, block_ms=100, redeliver_poll_s=0.1, metrics_interval_s=0.2)
+
+
+def event(i: int, *, type_: str = "com.example.order.created", **extra: Any) -> bytes:
+    return orjson.dumps({"specversion": "1.0", "id": f"e{i}", "source": "/shop", "type": type_,
+                         "datacontenttype": "application/json", "data": {"order_id": f"o{i}"}, **extra})
+
+
+def sub(id: str = "sub-1", url: str = "http://127.0.0.1:9/", *, app: str = "shipping", topic: str = TOPIC,
+        filters: list | None = None, state: str = "active", **delivery: Any) -> dict[str, Any]:
+    settings = {"url": url, "timeout_ms": 2000, "max_attempts": 4, "backoff_base_ms": 20,
+                "backoff_cap_ms": 200, "max_in_flight": 8, **delivery}
+    return subscription(id, topic, app, delivery=settings, filters=filters or [], state=state)
+
+
+def config(*subs: dict[str, Any], version: int = 1) -> dict[str, Any]:
+    return make_config(bare=True, version=version, topics=[TOPIC, "orders.shipped"],
+                       applications=["shipping", "billing"], subscriptions=list(subs))
+
+
+SECRET = "whsec-sub-1-0123456789abcdef"  # the factory's secret for sub-1
+
+
+@pytest.fixture
+async def store(redis_url, key_prefix, redis_client):  # redis_client removes the prefix's keys after
+    store = open_store(redis_url, prefix=key_prefix, journey_ttl_seconds=60)
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def receiver():
+    receiver = await Receiver(secret=SECRET).start()
+    yield receiver
+    await receiver.stop()
+
+
+@pytest.fixture
+async def managers(store):
+    """Build managers (runtimes' delivery engines) that are stopped after the test."""
+    made: list[DeliveryManager] = []
+
+    async def make(doc: dict[str, Any] | None = None, *, consumer: str = "rt-a", application: str | None = "shipping",
+                   settings: DeliverySettings = FAST, journey: bool = True) -> DeliveryManager:
+        manager = DeliveryManager(store, consumer=consumer, application=application, settings=settings,
+                                  journey=JourneyRecorder(consumer) if journey else None, user_agent=consumer)
+        made.append(manager)
+        await manager.start()
+        if doc is not None:
+            manager.apply_config(doc)
+            await manager.reconciled()
+        return manager
+
+    yield make
+    for manager in made:
+        await manager.stop(timeout=5)
+
+
+async def publish(store, n: int, start: int = 0, topic: str = TOPIC, **extra: Any) -> list[str]:
+    return await store.append_many([AppendEntry(topic, event(i, **extra)) for i in range(start, start + n)])
+
+
+def statuses(sequence: list[int]) -> Callable:
+    """A respond hook answering each event with the given statuses in turn, then 200."""
+    seen: dict[str, int] = {}
+
+    async def respond(received: Received, request: web.Request):
+        count = seen.get(received.event_id, 0)
+        seen[received.event_id] = count + 1
+        if count < len(sequence):
+            return web.Response(status=sequence[count])
+        return None
+
+    return respond
+
+
+async def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(interval)
+
+
+async def group(redis_client, key_prefix: str, sub_id: str = "sub-1", topic: str = TOPIC) -> dict | None:
+    for row in redis_client.xinfo_groups(f"{key_prefix}topic:{topic}"):
+        if row["name"].decode() == sub_id:
+            return row
+    return None
+
+
+def dead_letters(redis_client, key_prefix: str, sub_id: str = "sub-1") -> list[dict[str, str]]:
+    return [{k.decode(): v.decode() for k, v in fields.items() if k != b"event"} | {"event": fields[b"event"]}
+            for _id, fields in redis_client.xrange(f"{key_prefix}dlq:{sub_id}")]
+
+
+def journey(redis_client, key_prefix: str, event_id: str) -> list[dict]:
+    return [orjson.loads(s) for s in redis_client.lrange(f"{key_prefix}journey:{event_id}", 0, -1)]
+
+
+def sample(manager: DeliveryManager, name: str, **labels: str) -> float:
+    value = manager.metrics.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+# -- the happy path ----------------------------------------------------------------------------
+
+
+async def test_it_pushes_binary_mode_signed_and_acknowledges(store, receiver, managers, redis_client, key_prefix):
+    manager = await managers(config(sub(url=receiver.url)))
+    await publish(store, 3)
+    await receiver.wait_for(lambda r: len(r.ids()) == 3)
+    first = receiver.received[0]
+    assert first.mode == "binary"
+    assert first.headers["ce-id"] == "e0" and first.headers["ce-type"] == "com.example.order.created"
+    assert first.headers["Content-Type"] == "application/json"
+    assert orjson.loads(first.body) == {"order_id": "o0"}
+    assert first.subscription == "sub-1" and first.attempt == 1
+    verify(SECRET, first.headers["Mesh-Signature"], first.body)
+    assert receiver.bad_signatures == 0
+    await wait_until(lambda: redis_client.xpending(f"{key_prefix}topic:{TOPIC}", "sub-1")["pending"] == 0)
+    assert sample(manager, "meshruntime_deliveries_total", subscription="sub-1", outcome="delivered") == 3
+    assert sample(manager, "meshruntime_delivery_latency_seconds_count", subscription="sub-1") == 3
+    await manager.journal.drain()
+    steps = journey(redis_client, key_prefix, "e0")
+    assert [s["step"] for s in steps] == ["attempt", "acked"]
+    assert steps[0]["status"] == 200 and steps[0]["subscription"] == "sub-1" and steps[0]["latency_ms"] >= 0
+
+
+async def test_structured_mode_sends_the_stored_event_byte_for_byte(store, receiver, managers):
+    await managers(config(sub(url=receiver.url, mode="structured")))
+    await publish(store, 1)
+    await receiver.wait_for(lambda r: len(r.ids()) == 1)
+    got = receiver.received[0]
+    assert got.mode == "structured"
+    assert got.headers["Content-Type"] == "application/cloudevents+json"
+    assert got.body == event(0)
+    verify(SECRET, got.headers["Mesh-Signature"], got.body)
+
+
+async def test_filters_decide_what_is_delivered_and_the_rest_is_acknowledged(
+        store, receiver, managers, redis_client, key_prefix):
+    manager = await managers(config(sub(url=receiver.url, filters=[{"prefix": {"type": "com.example.order."}}])))
+    await store.append_many([AppendEntry(TOPIC, event(1)), AppendEntry(TOPIC, event(2, type_="com.other")),
+                             AppendEntry(TOPIC, event(3))])
+    await receiver.wait_for(lambda r: len(r.ids()) == 2)
+    await wait_until(lambda: sample(manager, "meshruntime_deliveries_total", subscription="sub-1",
+                                    outcome="filtered") == 1)
+    await wait_until(lambda: redis_client.xpending(f"{key_prefix}topic:{TOPIC}", "sub-1")["pending"] == 0)
+    assert receiver.ids() == ["e1", "e3"]
+
+
+async def test_each_application_delivers_only_its_own_subscriptions_and_a_gateway_all(
+        store, receiver, managers, redis_client, key_prefix):
+    doc = config(sub("sub-1", receiver.url), sub("sub-2", receiver.url, app="billing"))
+    sidecar = await managers(doc, consumer="rt-shipping", application="shipping")
+    assert set(sidecar.workers) == {"sub-1"}
+    gateway = await managers(doc, consumer="rt-gw", application=None)
+    assert set(gateway.workers) == {"sub-1", "sub-2"}
+
+
+# -- retries and dead letters ------------------------------------------------------------------
+
+
+async def test_5xx_and_408_are_retried_until_the_subscriber_answers_2xx(
+        store, receiver, managers, redis_client, key_prefix):
+    receiver.respond = statuses([500, 503, 408])
+    manager = await managers(config(sub(url=receiver.url, max_attempts=5)))
+    await publish(store, 2)
+    await receiver.wait_for(lambda r: len(r.ids()) == 2)
+    assert [status for event_id, status in receiver.answered if event_id == "e0"] == [500, 503, 408, 200]
+    assert [r.attempt for r in receiver.received if r.event_id == "e0"] == [1, 2, 3, 4]
+    assert sample(manager, "meshruntime_delivery_retries_total", subscription="sub-1") == 6
+    await wait_until(lambda: redis_client.xpending(f"{key_prefix}topic:{TOPIC}", "sub-1")["pending"] == 0)
+    assert dead_letters(redis_client, key_prefix) == []
+    await manager.journal.drain()
+    steps = journey(redis_client, key_prefix, "e0")
+    assert [(s["step"], s.get("status"), s.get("outcome")) for s in steps] == [
+        ("attempt", 500, "retry"), ("attempt", 503, "retry"), ("attempt", 408, "retry"),
+        ("attempt", 200, "delivered"), ("acked", 200, None)]
+
+
+async def test_a_4xx_is_dead_lettered_at_once(store, receiver, managers, redis_client, key_prefix):
+    receiver.respond = statuses([400])
+    manager = await managers(config(sub(url=receiver.url, max_attempts=5)))
+    await publish(store, 1)
+    await wait_until(lambda: len(dead_letters(redis_client, key_prefix)) == 1)
+    (letter,) = dead_letters(redis_client, key_prefix)
+    assert letter["status"] == "400" and letter["attempts"] == "1"
+    assert letter["reason"].startswith("rejected: HTTP 400")
+    assert letter["event"] == event(0)
+    assert receiver.answered == [("e0", 400)]
+    assert redis_client.xpending(f"{key_prefix}topic:{TOPIC}", "sub-1")["pending"] == 0
+    await wait_until(lambda: sample(manager, "meshruntime_dead_letters_total", subscription="sub-1",
+                                    reason="rejected") == 1)
+    await manager.journal.drain()
+    assert [s["step"] for s in journey(redis_client, key_prefix, "e0")] == ["attempt", "dead_lettered"]
+
+
+async def test_redirects_are_not_followed_but_dead_lettered(store, receiver, managers, redis_client, key_prefix):
+    async def moved(received, request):
+        return web.Response(status=301, headers={"Location": "http://127.0.0.1:9/elsewhere"})
+
+    receiver.respond = moved
+    await managers(config(sub(url=receiver.url)))
+    await publish(store, 1)
+    await wait_until(lambda: len(dead_letters(redis_client, key_prefix)) == 1)
+    assert "redirects are not followed" in dead_letters(redis_client, key_prefix)[0]["reason"]
+
+
+async def test_an_unreachable_subscriber_is_retried_then_dead_lettered(store, managers, redis_client, key_prefix):
+    manager = await managers(config(sub(url="http://127.0.0.1:9/hook", max_attempts=3)))
+    await publish(store, 1)
+    await wait_until(lambda: len(dead_letters(redis_client, key_prefix)) == 1)
+    (letter,) = dead_letters(redis_client, key_prefix)
+    assert letter["attempts"] == "3" and letter["status"] == ""
+    assert letter["reason"].startswith("exhausted: 3 attempts, the last: ClientConnectorError")
+    assert sample(manager, "meshruntime_delivery_retries_total", subscription="sub-1") == 2
+    await wait_until(lambda: sample(manager, "meshruntime_deliveries_total", subscription="sub-1",
+                                    outcome="dead_lettered") == 1)
+
+
+async def test_a_timeout_is_retried(store, receiver, managers):
+    async def slow_first(received, request):
+        if received.attempt == 1:
+            await asyncio.sleep(1)
+        return None
+
+    receiver.respond = slow_first
+    await managers(config(sub(url=receiver.url, timeout_ms=100)))
+    await publish(store, 1)
+    await receiver.wait_for(lambda r: any(a == 2 for a in [x.attempt for x in r.received]), timeout=5)
+    await receiver.wait_for(lambda r: ("e0", 200) in r.answered and len(r.received) == 2, timeout=5)
+
+
+async def test_429_waits_for_retry_after_but_never_longer_than_the_backoff_cap(store, receiver, managers):
+    async def busy_once(received, request):
+        if received.attempt == 1:
+            return web.Response(status=429, headers={"Retry-After": "1" if received.event_id == "e0" else "3600"})
+        return None
+
+    receiver.respond = busy_once
+    await managers(config(sub(url=receiver.url, backoff_base_ms=10, backoff_cap_ms=1500, max_in_flight=2)))
+    await publish(store, 2)
+    await receiver.wait_for(lambda r: len(r.ids()) == 2, timeout=6)
+    times = {(r.event_id, r.attempt): r.at for r in receiver.received}
+    assert 0.95 <= times[("e0", 2)] - times[("e0", 1)] < 1.45  # Retry-After: 1 honoured (backoff ~10 ms)
+    assert 1.45 <= times[("e1", 2)] - times[("e1", 1)] < 2.5  # an hour asked, the 1.5 s cap applied
+
+
+async def test_exhausted_attempts_dead_letter_with_the_last_status(store, receiver, managers, redis_client, key_prefix):
+    receiver.respond = statuses([502, 502, 502, 502])
+    await managers(config(sub(url=receiver.url, max_attempts=3)))
+    await publish(store, 1)
+    await wait_until(lambda: len(dead_letters(redis_client, key_prefix)) == 1)
+    (letter,) = dead_letters(redis_client, key_prefix)
+    assert (letter["status"], letter["attempts"]) == ("502", "3")
+    assert letter["reason"].startswith("exhausted: 3 attempts, the last: HTTP 502")
+    assert len(receiver.received) == 3
+
+
+# -- concurrency and order ---------------------------------------------------------------------
+
+
+async def test_max_in_flight_one_delivers_in_order_even_through_retries(store, receiver, managers):
+    seen: set[str] = set()
+
+    async def flaky(received, request):  # every third event fails its first attempt
+        if int(received.event_id[1:]) % 3 == 0 and received.event_id not in seen:
+            seen.add(received.event_id)
+            return web.Response(status=503)
+        return None
+
+    receiver.respond = flaky
+    await managers(config(sub(url=receiver.url, max_in_flight=1, backoff_base_ms=5, backoff_cap_ms=20)))
+    await publish(store, 30)
+    await receiver.wait_for(lambda r: len(r.ids()) == 30)
+    assert receiver.ids() == [f"e{i}" for i in range(30)]
+    assert receiver.max_concurrent == 1
+
+
+async def test_max_in_flight_bounds_concurrent_requests(store, receiver, managers):
+    async def slow(received, request):
+        await asyncio.sleep(0.05)
+
+    receiver.respond = slow
+    await managers(config(sub(url=receiver.url, max_in_flight=4)))
+    await publish(store, 40)
+    await receiver.wait_for(lambda r: len(r.ids()) == 40)
+    assert receiver.max_concurrent == 4
+
+
+# -- live configuration ------------------------------------------------------------------------
+
+
+async def test_a_new_subscription_starts_delivering_when_its_config_arrives(store, receiver, managers):
+    manager = await managers(config())
+    assert manager.workers == {}
+    manager.apply_config(config(sub(url=receiver.url), version=2))
+    await manager.reconciled()
+    await publish(store, 2)
+    await receiver.wait_for(lambda r: len(r.ids()) == 2)
+
+
+async def test_pausing_keeps_the_position_and_lets_the_attempt_under_way_finish(
+        store, receiver, managers, redis_client, key_prefix):
+    gate = asyncio.Event()
+
+    async def held(received, request):
+        if received.event_id == "e0":
+            await gate.wait()
+        return None
+
+    receiver.respond = held
+    manager = await managers(config(sub(url=receiver.url, max_in_flight=1)))
+    await publish(store, 1)
+    await wait_until(lambda: receiver.concurrent == 1)  # e0 is mid-request
+    manager.apply_config(config(sub(url=receiver.url, max_in_flight=1, state="paused"), version=2))
+    await manager.reconciled()
+    await publish(store, 3, start=1)
+    gate.set()  # the attempt under way completes and is acknowledged
+    await receiver.wait_for(lambda r: r.ids() == ["e0"])
+    await wait_until(lambda: redis_client.xpending(f"{key_prefix}topic:{TOPIC}", "sub-1")["pending"] == 0)
+    await asyncio.sleep(0.5)  # a paused subscription must stay quiet: nothing else may arrive
+    assert receiver.ids() == ["e0"]
+    manager.apply_config(config(sub(url=receiver.url, max_in_flight=1), version=3))
+    await receiver.wait_for(lambda r: r.ids() == ["e0", "e1", "e2", "e3"])
+
+
+async def test_pausing_during_a_retry_wait_leaves_the_event_pending_for_the_resume(
+        store, receiver, managers, redis_client, key_prefix):
+    receiver.respond = statuses([503])
+    manager = await managers(config(sub(url=receiver.url, backoff_base_ms=60_000, backoff_cap_ms=60_000)))
+    await publish(store, 1)
+    await receiver.wait_for(lambda r: r.answered == [("e0", 503)])
+    manager.apply_config(config(sub(url=receiver.url, state="paused", backoff_base_ms=60_000,
+                                    backoff_cap_ms=60_000), version=2))
+    await manager.reconciled()
+    await wait_until(lambda: manager.workers["sub-1"].held == 0)
+    assert redis_client.xpending(f"{key_prefix}topic:{TOPIC}", "sub-1")["pending"] == 1
+    manager.apply_config(config(sub(url=receiver.url), version=3))  # resumed, with a short backoff
+    await receiver.wait_for(lambda r: r.ids() == ["e0"])
+    assert [r.attempt for r in receiver.received] == [1, 2]  # the attempt count survived the pause
+
+
+async def test_revoking_removes_the_group_after_the_attempt_under_way(
+        store, receiver, managers, redis_client, key_prefix):
+    gate = asyncio.Event()
+
+    async def held(received, request):
+        await gate.wait()
+
+    receiver.respond = held
+    manager = await managers(config(sub(url=receiver.url)))
+    await publish(store, 1)
+    await wait_until(lambda: receiver.concurrent == 1)
+    manager.apply_config(config(version=2))
+    await manager.reconciled()
+    assert await group(redis_client, key_prefix) is not None  # still delivering e0
+    gate.set()
+    await receiver.wait_for(lambda r: r.answered == [("e0", 200)])
+    await wait_until(lambda: redis_client.xinfo_groups(f"{key_prefix}topic:{TOPIC}") == [])
+    assert not redis_client.exists(f"{key_prefix}redeliver:sub-1")
+    assert manager.metrics.registry.get_sample_value(
+        "meshruntime_deliveries_total", {"subscription": "sub-1", "outcome": "delivered"}) is None
+
+
+async def test_a_new_subscription_gets_what_was_published_after_its_document_was_compiled(
+        store, receiver, managers):
+    # the sample document is compiled before these events: the group starts there, not at "now"
+    await publish(store, 2)
+    await managers(config(sub(url=receiver.url)))
+    await receiver.wait_for(lambda r: len(r.ids()) == 2)
+
+
+# -- takeover, leases, redelivery --------------------------------------------------------------
+
+
+async def test_events_a_dead_runtime_left_pending_are_taken_over_after_the_visibility_timeout(
+        store, receiver, managers, redis_client, key_prefix):
+    key = f"{key_prefix}topic:{TOPIC}"
+    redis_client.xgroup_create(key, "sub-1", id="0", mkstream=True)
+    await publish(store, 5)
+    # a runtime read them and died: five entries pending for "rt-dead"
+    assert len(redis_client.xreadgroup("sub-1", "rt-dead", {key: ">"}, count=5)[0][1]) == 5
+    started = time.monotonic()
+    await managers(config(sub(url=receiver.url)), consumer="rt-live")
+    await receiver.wait_for(lambda r: sorted(r.ids()) == [f"e{i}" for i in range(5)], timeout=10)
+    assert time.monotonic() - started >= FAST.visibility_timeout_s
+    assert {c["name"]: c["pending"] for c in redis_client.xinfo_consumers(key, "sub-1")}.get(b"rt-dead", 0) == 0
+
+
+async def test_a_second_runtime_never_takes_over_an_event_still_being_delivered(
+        store, receiver, managers):
+    # the attempt lasts 3 visibility timeouts; the lease renewals keep the other runtime off it
+    async def slow(received, request):
+        await asyncio.sleep(3 * FAST.visibility_timeout_s)
+
+    receiver.respond = slow
+    doc = config(sub(url=receiver.url, timeout_ms=10_000))
+    await managers(doc, consumer="rt-a")
+    await publish(store, 1)
+    await wait_until(lambda: receiver.concurrent == 1)
+    await managers(doc, consumer="rt-b")
+    await receiver.wait_for(lambda r: len(r.answered) == 1, timeout=10)
+    await asyncio.sleep(2 * FAST.visibility_timeout_s)
+    assert receiver.answered == [("e0", 200)]
+
+
+async def test_attempt_counts_survive_a_takeover(store, receiver, managers, redis_client, key_prefix):
+    key = f"{key_prefix}topic:{TOPIC}"
+    manager = await managers(config(sub(url=receiver.url, max_attempts=4, state="paused")), consumer="rt-live")
+    ids = await publish(store, 2)
+    redis_client.xreadgroup("sub-1", "rt-dead", {key: ">"}, count=2)
+    # the dead runtime had made 4 attempts on e0 (the maximum) and 1 on e1
+    redis_client.xclaim(key, "sub-1", "rt-dead", 0, [ids[0]], retrycount=4, justid=True)
+    redis_client.xclaim(key, "sub-1", "rt-dead", 0, [ids[1]], retrycount=1, justid=True)
+    receiver.respond = statuses([500, 500, 500, 500])
+    manager.apply_config(config(sub(url=receiver.url, max_attempts=4), version=3))
+    await wait_until(lambda: len(dead_letters(redis_client, key_prefix)) == 2, timeout=10)
+    letters = {orjson.loads(d["event"])["id"]: d for d in dead_letters(redis_client, key_prefix)}
+    assert letters["e0"]["attempts"] == "4" and letters["e0"]["reason"].startswith("exhausted: 4 attempts made")
+    assert letters["e1"]["attempts"] == "4"
+    assert [r.attempt for r in receiver.received if r.event_id == "e1"] == [2, 3, 4]
+    assert [r for r in receiver.received if r.event_id == "e0"] == []
+
+
+async def test_own_pending_events_are_resumed_at_once_after_a_restart_under_the_same_name(
+        store, receiver, managers, redis_client, key_prefix):
+    key = f"{key_prefix}topic:{TOPIC}"
+    slow = DeliverySettings(visibility_timeout_s=60, block_ms=100, redeliver_poll_s=0.1)
+    manager = await managers(config(sub(url=receiver.url, state="paused")), consumer="rt-a", settings=slow)
+    await publish(store, 3)
+    redis_client.xreadgroup("sub-1", "rt-a", {key: ">"}, count=3)  # read, then the process died
+    manager.apply_config(config(sub(url=receiver.url), version=2))
+    await receiver.wait_for(lambda r: len(r.ids()) == 3, timeout=3)  # no 60 s visibility wait
+
+
+async def test_redelivery_reaches_only_its_subscription(store, receiver, managers, redis_client, key_prefix):
+    other = await Receiver(secret="whsec-sub-2-0123456789abcdef").start()
+    try:
+        await managers(config(sub("sub-1", receiver.url), sub("sub-2", other.url)), application=None)
+        redis_client.xadd(f"{key_prefix}redeliver:sub-1", {"event": event(7), "dlq_id": "1-0"})
+        await receiver.wait_for(lambda r: r.ids() == ["e7"])
+        got = receiver.received[0]
+        assert got.headers["Mesh-Delivery-Id"].startswith("sub-1/redeliver/")
+        await wait_until(lambda: redis_client.xpending(f"{key_prefix}redeliver:sub-1", "sub-1")["pending"] == 0)
+        await asyncio.sleep(0.3)
+        assert other.received == []
+    finally:
+        await other.stop()
+
+
+async def test_a_redelivered_event_that_fails_again_is_dead_lettered_again(
+        store, receiver, managers, redis_client, key_prefix):
+    receiver.respond = statuses([404])
+    await managers(config(sub(url=receiver.url)))
+    redis_client.xadd(f"{key_prefix}redeliver:sub-1", {"event": event(7)})
+    await wait_until(lambda: len(dead_letters(redis_client, key_prefix)) == 1)
+    assert dead_letters(redis_client, key_prefix)[0]["status"] == "404"
+    assert redis_client.xpending(f"{key_prefix}redeliver:sub-1", "sub-1")["pending"] == 0
+
+
+async def test_two_runtimes_share_the_work(store, receiver, managers):
+    async def slow(received, request):
+        await asyncio.sleep(0.005)
+
+    receiver.respond = slow
+    doc = config(sub(url=receiver.url, max_in_flight=4))
+    await managers(doc, consumer="rt-a")
+    await managers(doc, consumer="rt-b")
+    await publish(store, 200)
+    await receiver.wait_for(lambda r: len(set(r.ids())) == 200, timeout=20)
+    assert len(receiver.ids()) == 200  # no duplicates without a crash
+    by_runtime = {}
+    for received in receiver.received:
+        by_runtime[received.headers["User-Agent"]] = by_runtime.get(received.headers["User-Agent"], 0) + 1
+    assert set(by_runtime) == {"rt-a", "rt-b"}, by_runtime
+
+
+# -- shutdown and gauges -----------------------------------------------------------------------
+
+
+async def test_stop_lets_attempts_under_way_finish_and_acknowledges_them(
+        store, receiver, managers, redis_client, key_prefix):
+    async def slow(received, request):
+        await asyncio.sleep(0.3)
+
+    receiver.respond = slow
+    manager = await managers(config(sub(url=receiver.url, max_in_flight=5)))
+    await publish(store, 5)
+    await wait_until(lambda: receiver.concurrent == 5)
+    await manager.stop()
+    assert len(receiver.ids()) == 5
+    assert redis_client.xpending(f"{key_prefix}topic:{TOPIC}", "sub-1")["pending"] == 0
+
+
+async def test_lag_and_pending_gauges(store, receiver, managers):
+    gate = asyncio.Event()
+
+    async def held(received, request):
+        await gate.wait()
+
+    receiver.respond = held
+    manager = await managers(config(sub(url=receiver.url, max_in_flight=2)))
+    await publish(store, 10)
+    await wait_until(lambda: sample(manager, "meshruntime_consumer_pending", subscription="sub-1") == 2
+                     and sample(manager, "meshruntime_consumer_lag", subscription="sub-1") == 8)
+    gate.set()
+    await wait_until(lambda: sample(manager, "meshruntime_consumer_pending", subscription="sub-1") == 0
+                     and sample(manager, "meshruntime_consumer_lag", subscription="sub-1") == 0)
