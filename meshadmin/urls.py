@@ -23,6 +23,8 @@ app_patterns = (
 urlpatterns = [
     path("", include(app_patterns)),
     path("", include("topics.urls")),
+    path("", include("governance.urls")),
+    path("", include("subscriptions.urls")),
     path("", include("governance.urls_runtime")),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),

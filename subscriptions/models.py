@@ -1,27 +1,128 @@
-"""Subscriptions: an application's standing request to receive a topic's events by webhook."""
+"""Subscriptions: an application's standing request to receive a topic's events by webhook.
+
+The workflow lives here, so that pages and the API share it::
+
+    requested ──approve──► active ◄──resume── paused
+        │                    │ └────pause────►  │
+        └──reject──► rejected └──revoke──► revoked ◄──revoke──┘
+
+Who may do what (``Subscription.sides``): the editors (owners and members) of the
+application's team are its *application side*, those of the topic's team its *topic side*;
+staff are both. The application side requests; the topic side approves or rejects; either
+side pauses, resumes and revokes. Anything else raises :class:`TransitionRefused` with a
+message for people: :class:`NotPermitted` (HTTP 403) for the wrong side,
+:class:`IllegalTransition` (HTTP 409) for the wrong state.
+"""
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import secrets
+from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.core.validators import MaxValueValidator, MinValueValidator, URLValidator
-from django.db import models
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models, transaction
 from django.db.models import Q
 from django.urls import reverse
+from django.utils import timezone
 
-from meshadmin.querysets import RestrictedQuerySet, team_ids
+from meshadmin.querysets import VIEW, RestrictedQuerySet, team_ids
+from meshruntime.filters import FilterError, validate_filters
+
+APPLICATION_SIDE, TOPIC_SIDE = "application", "topic"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*")
+
+
+def validate_webhook_url(value: str) -> None:
+    """An http or https URL with a host, and without credentials.
+
+    Unlike Django's URLValidator, a host without a dot (``http://billing:8080/hooks``, a
+    service name inside a cluster) is accepted: webhooks are mostly internal. Credentials are
+    refused because the URL is shown on pages and kept in the audit log; deliveries are signed
+    with the subscription's secret instead.
+    """
+    if any(c.isspace() for c in value):
+        raise ValidationError("A webhook URL contains no spaces.")
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        raise ValidationError(f"Not a valid URL: {exc}.") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValidationError("A webhook URL starts with http:// or https://.")
+    if parts.username is not None or parts.password is not None:
+        raise ValidationError(
+            "Put no credentials in a webhook URL: it is shown on pages and kept in the audit log. "
+            "Verify deliveries with the subscription's signing secret instead."
+        )
+    host = parts.hostname or ""
+    if not host:
+        raise ValidationError("A webhook URL names a host, like https://billing.internal/hooks.")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not _HOSTNAME.fullmatch(host):
+            raise ValidationError(f"{host!r} is not a valid host name.") from None
+    if port == 0:
+        raise ValidationError("Port 0 is not a valid port.")
+
+
+class TransitionRefused(Exception):
+    """A workflow step that may not happen. ``status`` is what pages and the API answer."""
+
+    status = 409
+
+
+class IllegalTransition(TransitionRefused):
+    """The subscription is not in a state the step starts from."""
+
+    status = 409
+
+
+class NotPermitted(TransitionRefused):
+    """The user is not on a side that may take this step."""
+
+    status = 403
+
+
+@dataclass(frozen=True)
+class Transition:
+    name: str
+    done: str  # the past participle, for messages
+    sources: tuple[str, ...]
+    target: str
+    sides: frozenset[str]
 
 
 class SubscriptionQuerySet(RestrictedQuerySet):
-    """Visible to, and acted on by, the subscribing application's team and the topic's team."""
+    """Both teams see a subscription; only the application's team changes or deletes it.
+
+    Delivery settings (URL, filters, retries) belong to the subscriber, so ``change`` and
+    ``delete`` are for the application team's editors. The workflow steps that the topic's
+    team takes (approve, reject, pause, resume, revoke) are checked by ``Subscription.sides``.
+    """
 
     def scope(self, user, action: str):
         from meshadmin.models import Membership
 
-        roles = None if action == "view" else Membership.EDITOR_ROLES
-        teams = team_ids(user, roles)
-        return self.filter(Q(application__team__in=teams) | Q(topic__team__in=teams))
+        if action == VIEW:
+            teams = team_ids(user)
+            return self.filter(Q(application__team__in=teams) | Q(topic__team__in=teams))
+        return self.filter(application__team__in=team_ids(user, Membership.EDITOR_ROLES))
+
+    def awaiting_review_by(self, user) -> SubscriptionQuerySet:
+        """Requests this user may approve or reject: to topics of teams they edit (all for staff)."""
+        from meshadmin.models import Membership
+
+        requested = self.filter(state=Subscription.REQUESTED)
+        if user.is_staff or user.is_superuser:
+            return requested
+        return requested.filter(topic__team__in=team_ids(user, Membership.EDITOR_ROLES))
 
 
 def new_signing_secret() -> str:
@@ -34,15 +135,26 @@ class Subscription(models.Model):
                      (REVOKED, "Revoked"), (REJECTED, "Rejected")]
     #: States in which the subscription is part of the mesh configuration.
     LIVE_STATES = (ACTIVE, PAUSED)
+    #: States that count for "one open subscription per topic and application".
+    OPEN_STATES = (REQUESTED, ACTIVE, PAUSED)
     BINARY, STRUCTURED = "binary", "structured"
     MODE_CHOICES = [(BINARY, "CloudEvents binary mode"), (STRUCTURED, "CloudEvents structured mode")]
+
+    EITHER_SIDE = frozenset({APPLICATION_SIDE, TOPIC_SIDE})
+    TRANSITIONS = {t.name: t for t in (
+        Transition("approve", "approved", (REQUESTED,), ACTIVE, frozenset({TOPIC_SIDE})),
+        Transition("reject", "rejected", (REQUESTED,), REJECTED, frozenset({TOPIC_SIDE})),
+        Transition("pause", "paused", (ACTIVE,), PAUSED, EITHER_SIDE),
+        Transition("resume", "resumed", (PAUSED,), ACTIVE, EITHER_SIDE),
+        Transition("revoke", "revoked", (ACTIVE, PAUSED), REVOKED, EITHER_SIDE),
+    )}
 
     topic = models.ForeignKey("topics.Topic", on_delete=models.PROTECT, related_name="subscriptions")
     application = models.ForeignKey("governance.Application", on_delete=models.PROTECT,
                                     related_name="subscriptions")
     state = models.CharField(max_length=10, choices=STATE_CHOICES, default=REQUESTED, editable=False)
     webhook_url = models.CharField(
-        max_length=500, validators=[URLValidator(schemes=["http", "https"])],
+        max_length=500, validators=[validate_webhook_url],
         help_text="Where the runtime POSTs each event (http or https).",
     )
     delivery_mode = models.CharField(max_length=10, choices=MODE_CHOICES, default=BINARY)
@@ -93,3 +205,114 @@ class Subscription(models.Model):
     @property
     def subscription_id(self) -> str:
         return f"sub-{self.pk}"
+
+    @staticmethod
+    def can_create(user) -> bool:
+        """Editors of any team may request (the form offers only their teams' applications)."""
+        from meshadmin.models import Membership
+
+        return user.is_staff or Membership.objects.filter(user=user, role__in=Membership.EDITOR_ROLES).exists()
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        try:
+            validate_filters(self.filters)
+        except FilterError as exc:
+            errors["filters"] = f"{exc.path}: {exc.problem}."
+        if self.backoff_cap_ms is not None and self.backoff_base_ms is not None \
+                and self.backoff_cap_ms < self.backoff_base_ms:
+            errors["backoff_cap_ms"] = "The backoff cap must be at least the backoff base."
+        # The database constraint names ``state``, which forms exclude from validation; say it here.
+        if self.state in self.OPEN_STATES and self.topic_id and self.application_id:
+            others = Subscription.objects.filter(topic_id=self.topic_id, application_id=self.application_id,
+                                                 state__in=self.OPEN_STATES).exclude(pk=self.pk)
+            if others.exists():
+                errors["topic"] = (f"{self.application} already has an open subscription to {self.topic}: "
+                                   "change that one, or revoke it first.")
+        if errors:
+            raise ValidationError(errors)
+
+    # Workflow
+
+    def sides(self, user) -> frozenset[str]:
+        """The sides ``user`` acts for: editors of the application's and of the topic's team."""
+        from meshadmin.models import Membership
+
+        if not user.is_authenticated or not user.is_active:
+            return frozenset()
+        if user.is_staff or user.is_superuser:
+            return self.EITHER_SIDE
+        teams = set(Membership.objects.filter(
+            user=user, role__in=Membership.EDITOR_ROLES,
+            team_id__in=[self.application.team_id, self.topic.team_id],
+        ).values_list("team_id", flat=True))
+        sides = set()
+        if self.application.team_id in teams:
+            sides.add(APPLICATION_SIDE)
+        if self.topic.team_id in teams:
+            sides.add(TOPIC_SIDE)
+        return frozenset(sides)
+
+    def available_transitions(self, user) -> list[str]:
+        """The steps ``user`` may take now, for buttons."""
+        sides = self.sides(user)
+        return [t.name for t in self.TRANSITIONS.values() if self.state in t.sources and t.sides & sides]
+
+    def _side_names(self, transition: Transition) -> str:
+        teams = []
+        if TOPIC_SIDE in transition.sides:
+            teams.append(f"{self.topic.team} (the topic's team)")
+        if APPLICATION_SIDE in transition.sides and self.application.team_id != self.topic.team_id:
+            teams.insert(0, f"{self.application.team} (the application's team)")
+        return " or ".join(teams)
+
+    def transition(self, name: str, *, by, comment: str = "") -> None:
+        """Take the workflow step ``name`` as user ``by``, or raise :class:`TransitionRefused`.
+
+        The row is locked while the step is checked and saved, so two reviewers clicking at
+        once cannot both succeed. The audit log records the change through its signals.
+        """
+        step = self.TRANSITIONS.get(name)
+        if step is None:
+            raise IllegalTransition(f"There is no step {name!r}; steps are {', '.join(self.TRANSITIONS)}.")
+        if not step.sides & self.sides(by):
+            raise NotPermitted(f"Only the owners and members of {self._side_names(step)} may {name} "
+                               "this subscription.")
+        if name == "reject" and not comment.strip():
+            raise ValidationError({"comment": "Say why you reject the request: the requesting team reads it."})
+        with transaction.atomic():
+            current = Subscription.objects.select_for_update().only("state").get(pk=self.pk)
+            self.state = current.state
+            if self.state not in step.sources:
+                raise IllegalTransition(self._illegal_message(step))
+            self.state = step.target
+            fields = ["state", "updated"]
+            if name in ("approve", "reject"):
+                self.reviewer_comment = comment.strip()
+                self.reviewed_by = by
+                self.reviewed_at = timezone.now()
+                fields += ["reviewer_comment", "reviewed_by", "reviewed_at"]
+            self.save(update_fields=fields)
+
+    def _illegal_message(self, step: Transition) -> str:
+        if self.state == step.target:
+            return f"This subscription is already {self.get_state_display().lower()}."
+        sources = " or ".join(step.sources)
+        article = "an" if sources[0] in "aeiou" else "a"
+        return (f"This subscription is {self.state}: only {article} {sources} subscription can be "
+                f"{step.done}.")
+
+    def approve(self, *, by, comment: str = "") -> None:
+        self.transition("approve", by=by, comment=comment)
+
+    def reject(self, *, by, comment: str) -> None:
+        self.transition("reject", by=by, comment=comment)
+
+    def pause(self, *, by) -> None:
+        self.transition("pause", by=by)
+
+    def resume(self, *, by) -> None:
+        self.transition("resume", by=by)
+
+    def revoke(self, *, by) -> None:
+        self.transition("revoke", by=by)

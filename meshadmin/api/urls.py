@@ -6,5 +6,7 @@ app_name = "api"
 urlpatterns = [
     path("", include("meshadmin.api.core")),
     path("", include("topics.api.urls")),
+    path("", include("governance.api.urls")),
+    path("", include("subscriptions.api.urls")),
     path("", include("governance.runtime_api")),
 ]

@@ -74,6 +74,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "meshadmin.context_processors.navigation",
+                "meshadmin.context_processors.inbox",
             ],
         },
     },

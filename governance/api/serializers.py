@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import serializers
+
+from meshadmin.api.serializers import MeshModelSerializer
+from meshadmin.querysets import CHANGE
+from meshruntime.policy import ACTIONS, PolicyError, validate_topic_name
+
+from .. import rules
+from ..models import AccessRule, Application, ApplicationKey, RoutingRule
+
+
+def _raise(exc: DjangoValidationError):
+    raise serializers.ValidationError(exc.message_dict) from None
+
+
+class ApplicationSerializer(MeshModelSerializer):
+    url = serializers.HyperlinkedIdentityField(view_name="api:application-detail")
+
+    class Meta:
+        model = Application
+        fields = ["id", "url", "display", "name", "team", "description", "contact", "created", "updated"]
+
+
+class ApplicationKeySerializer(MeshModelSerializer):
+    """A key without its secret. The answer to a creation alone carries ``key``, the plain key:
+    copy it then, it is never shown again."""
+
+    url = serializers.HyperlinkedIdentityField(view_name="api:applicationkey-detail")
+    is_active = serializers.BooleanField(read_only=True)
+
+    class Meta:
+        model = ApplicationKey
+        fields = ["id", "url", "display", "application", "description", "prefix", "expires", "revoked",
+                  "is_active", "created_by", "created"]
+        read_only_fields = ["prefix", "revoked", "created_by"]
+
+    def get_fields(self):
+        fields = super().get_fields()
+        request = self.context.get("request")
+        if isinstance(self.instance, ApplicationKey):
+            fields["application"].read_only = True  # a key stays with its application
+        elif request is not None:
+            fields["application"].queryset = Application.objects.restrict(request.user, CHANGE)
+        return fields
+
+    def create(self, validated_data):
+        key = ApplicationKey(created_by=self.context["request"].user, **validated_data)
+        plain = key.generate()
+        key.save()
+        key.plain_key = plain
+        return key
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        plain = getattr(instance, "plain_key", None)
+        if plain is not None:
+            data["key"] = plain
+        return data
+
+
+class AccessRuleSerializer(MeshModelSerializer):
+    url = serializers.HyperlinkedIdentityField(view_name="api:accessrule-detail")
+    rule_id = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = AccessRule
+        fields = ["id", "url", "display", "rule_id", "team", "principal_kind", "principal_application",
+                  "principal_team", "topic_pattern", "publish", "subscribe", "effect", "description",
+                  "created", "updated"]
+
+    def validate(self, attrs):
+        attrs = super().validate(attrs)
+        current = self.instance
+        team = attrs.get("team", getattr(current, "team", None))
+        pattern = attrs.get("topic_pattern", getattr(current, "topic_pattern", ""))
+        try:
+            rules.check_access_rule_authority(self.context["request"].user, team, pattern)
+        except DjangoValidationError as exc:
+            _raise(exc)
+        return attrs
+
+
+class RoutingRuleSerializer(MeshModelSerializer):
+    url = serializers.HyperlinkedIdentityField(view_name="api:routingrule-detail")
+    rule_id = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = RoutingRule
+        fields = ["id", "url", "display", "rule_id", "team", "source_pattern", "filters", "targets", "enabled",
+                  "order", "description", "created", "updated"]
+
+    def validate(self, attrs):
+        current = self.instance
+        if "filters" in attrs and attrs["filters"] is None:
+            attrs["filters"] = []
+        attrs = super().validate(attrs)
+        targets = attrs.get("targets", list(current.targets.all()) if current else [])
+        user = self.context["request"].user
+        try:
+            rules.check_filters(attrs.get("filters", getattr(current, "filters", [])))
+            rules.check_routing_targets(user, attrs.get("team", getattr(current, "team", None)), targets)
+            rules.check_routing_cycle(
+                attrs.get("source_pattern", getattr(current, "source_pattern", "")), targets,
+                attrs.get("enabled", getattr(current, "enabled", True)), exclude_pk=getattr(current, "pk", None))
+        except DjangoValidationError as exc:
+            _raise(exc)
+        return attrs
+
+
+class SimulationQuerySerializer(serializers.Serializer):
+    application = serializers.SlugRelatedField(slug_field="name", queryset=Application.objects.all())
+    topic = serializers.CharField(max_length=249, help_text="A topic name; it need not exist yet.")
+    action = serializers.ChoiceField(choices=ACTIONS)
+
+    def validate_topic(self, value: str) -> str:
+        try:
+            validate_topic_name(value)
+        except PolicyError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+        return value
+
+
+class RuleSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    principals = serializers.JSONField(help_text='Application names, or "*" for everyone.')
+    topic = serializers.CharField()
+    actions = serializers.ListField(child=serializers.CharField())
+    effect = serializers.CharField()
+    description = serializers.CharField(allow_blank=True)
+    url = serializers.CharField(allow_null=True, help_text="The page of the rule or subscription.")
+
+
+class SimulationSerializer(serializers.Serializer):
+    application = serializers.CharField()
+    topic = serializers.CharField()
+    action = serializers.CharField()
+    allowed = serializers.BooleanField()
+    reason = serializers.CharField()
+    deciding_rule = RuleSerializer(allow_null=True)
+    matched = RuleSerializer(many=True)

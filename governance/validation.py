@@ -1,0 +1,113 @@
+"""Validation warnings: configurations that are legal but probably not what anyone wants.
+
+- a subscription whose application a deny rule keeps from subscribing to its topic;
+- a routing rule that targets a deprecated topic;
+- a subscription to a deprecated topic whose sunset has passed;
+- a team with no owner (nobody can manage its members).
+
+Each check takes a queryset, so an object's page asks about that object alone and the
+Validation page about everything the user may see; the queries do not grow with the rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db.models import Exists, Model, OuterRef, QuerySet
+from django.utils import timezone
+
+from meshadmin.models import Membership, Team
+from meshruntime.policy import Policy
+
+from .models import RoutingRule
+from .rules import current_policy
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str  # subscription_denied, route_to_deprecated, subscription_past_sunset, team_without_owner
+    obj: Model
+    message: str
+
+    @property
+    def title(self) -> str:
+        return TITLES[self.code]
+
+
+TITLES = {
+    "subscription_denied": "Subscription denied by a rule",
+    "route_to_deprecated": "Routing into a deprecated topic",
+    "subscription_past_sunset": "Subscription to a topic past its sunset",
+    "team_without_owner": "Team without an owner",
+}
+
+
+def subscription_findings(subscriptions: QuerySet, policy: Policy | None = None) -> list[Finding]:
+    from subscriptions.models import Subscription
+
+    open_ones = list(subscriptions.filter(state__in=Subscription.OPEN_STATES)
+                     .select_related("application", "topic").order_by("pk"))
+    if not open_ones:
+        return []
+    policy = policy or current_policy()
+    today = timezone.localdate()
+    findings = []
+    for sub in open_ones:
+        decision = policy.explain(sub.application.name, sub.topic.name, "subscribe")
+        rule = decision.deciding_rule
+        if not decision.allowed and rule is not None:
+            findings.append(Finding("subscription_denied", sub, (
+                f"{sub.application} may not subscribe to {sub.topic}: rule {rule['id']} denies it "
+                f"({rule['topic']}). Nothing will be delivered until the rule changes.")))
+        topic = sub.topic
+        if topic.lifecycle == topic.DEPRECATED and topic.sunset and topic.sunset < today:
+            findings.append(Finding("subscription_past_sunset", sub, (
+                f"{topic} is deprecated and its sunset ({topic.sunset:%Y-%m-%d}) has passed: "
+                f"move {sub.application} to its successor and revoke this subscription.")))
+    return findings
+
+
+def routing_findings(rules: QuerySet[RoutingRule]) -> list[Finding]:
+    from topics.models import Topic
+
+    findings = []
+    for rule in rules.prefetch_related("targets").order_by("order", "pk"):
+        deprecated = sorted(t.name for t in rule.targets.all() if t.lifecycle == Topic.DEPRECATED)
+        if deprecated:
+            findings.append(Finding("route_to_deprecated", rule, (
+                f"{rule.rule_id} routes events into deprecated {'topics' if len(deprecated) > 1 else 'topic'} "
+                f"{', '.join(deprecated)}.")))
+    return findings
+
+
+def team_findings(teams: QuerySet[Team]) -> list[Finding]:
+    owners = Membership.objects.filter(team=OuterRef("pk"), role=Membership.OWNER)
+    return [
+        Finding("team_without_owner", team, f"{team} has no owner: nobody but staff can manage its members.")
+        for team in teams.filter(~Exists(owners)).order_by("name")
+    ]
+
+
+def all_findings(user) -> list[Finding]:
+    """Every warning about what ``user`` may see."""
+    from subscriptions.models import Subscription
+
+    return [
+        *subscription_findings(Subscription.objects.restrict(user)),
+        *routing_findings(RoutingRule.objects.restrict(user)),
+        *team_findings(Team.objects.restrict(user)),
+    ]
+
+
+def findings_for(obj: Model, policy: Policy | None = None) -> list[Finding]:
+    """The warnings about one object (a subscription, a routing rule or a team)."""
+    from subscriptions.models import Subscription
+
+    one = type(obj).objects.filter(pk=obj.pk)
+    if isinstance(obj, Subscription):
+        return subscription_findings(one, policy)
+    if isinstance(obj, RoutingRule):
+        return routing_findings(one)
+    if isinstance(obj, Team):
+        return team_findings(one)
+    return []
