@@ -7,13 +7,14 @@ from django.db.models import Count, Q
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views import View
+from django.utils.html import format_html
 from django.views.decorators.cache import never_cache
 
 from meshadmin.filtersets import AuditEntryFilterSet, MembershipFilterSet, TeamFilterSet
 from meshadmin.forms import APITokenForm, MembershipForm, TeamForm
 from meshadmin.models import APIToken, AuditEntry, Membership, Team
 from meshadmin.querysets import CHANGE
-from meshadmin.tables import Column
+from meshadmin.tables import Column, audit_action_badge
 from topics.models import Topic
 
 from . import generic
@@ -113,9 +114,10 @@ class AuditEntryListView(generic.ObjectListView):
     columns = [
         Column("time", linkify=False, accessor=lambda e: e.time.strftime("%Y-%m-%d %H:%M:%S")),
         Column("actor_name", "Actor"),
-        Column("action", template="meshadmin/cells/audit_action.html"),
+        Column("action", html=audit_action_badge, order_by="action"),
         Column("object_type", "Type", accessor=lambda e: e.object_type.name, order_by="object_type__model"),
-        Column("object_repr", "Object", template="meshadmin/cells/audit_object.html"),
+        Column("object_repr", "Object", html=lambda e: format_html('<a href="{}">{}</a>', e.get_absolute_url(),
+                                                                     e.object_repr)),
         Column("team", order_by="team__name"),
     ]
     bulk_delete = False
