@@ -81,7 +81,7 @@ class Command(BaseCommand):
         tags = {name: Tag.objects.get_or_create(name=name)[0] for name in ("pii", "eu", "core", "finance", "ops")}
         for team, domains in DOMAINS.items():
             for domain in domains:
-                for event in EVENTS[: 4 + rng.randrange(3)]:
+                for event in EVENTS[: 5 + rng.randrange(2)]:
                     name = f"{domain}.{event}"
                     topic, created = Topic.objects.get_or_create(name=name, defaults={
                         "team": teams[team], "store": store,
@@ -137,5 +137,4 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(
             f"Demo data ready: {Topic.objects.count()} topics, {Team.objects.count()} teams, "
             f"{Application.objects.count()} applications."))
-        self.stdout.write(f"Log in at http://127.0.0.1:8000/ as admin (staff), alice, bob, dave, carol or erin; "
-                          f"password: {DEMO_PASSWORD}")
+        self.stdout.write(f"Log in as admin (staff), alice, bob, dave, carol or erin; password: {DEMO_PASSWORD}")
