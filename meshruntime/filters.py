@@ -143,13 +143,11 @@ def _validate_attributes(argument: Any, path: str) -> None:
         if not _ATTRIBUTE_NAME.fullmatch(name):
             raise FilterError(path, f'attribute name "{name}" must be lowercase letters and digits')
         if len(name) > _MAX_ATTRIBUTE_NAME:
-            raise FilterError(
-                path, f'attribute name "{name}" must be at most {_MAX_ATTRIBUTE_NAME} characters'
-            )
+            problem = f'attribute name "{name}" must be at most {_MAX_ATTRIBUTE_NAME} characters'
+            raise FilterError(path, problem)
         if name in _RESERVED_NAMES:
-            raise FilterError(
-                path, f'"{name}" is the event payload, not an attribute; filters match attributes only'
-            )
+            problem = f'"{name}" is the event payload, not an attribute; filters match attributes only'
+            raise FilterError(path, problem)
         if not isinstance(value, str):
             raise FilterError(f"{path}.{name}", f"value must be a string, got {_type_name(value)}")
         if not value:

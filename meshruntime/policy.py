@@ -17,15 +17,16 @@ most specific matching deny, else the most specific matching allow, else none (d
 Specificity: exact name, then longer prefix, then ``*``; on a tie a rule naming the application
 beats an everyone rule, then the smaller id wins.
 
-Cost: ``from_rules`` indexes rules per action and principal, with exact names in a dict and
-prefixes in a trie over dot-separated segments, so a decision costs a few dict lookups per
-topic segment whatever the number of rules. Decisions are cached per policy; a policy never
+Cost: ``from_rules`` indexes rules per action and principal by pattern, so a decision costs
+at most one dict probe per topic segment (plus one) for the application and as many for
+everyone, whatever the number of rules. Decisions are also cached per policy; a policy never
 changes (a new configuration builds a new one), so the cache never needs invalidating.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -175,9 +176,7 @@ def _normalise(rule: Any) -> _Rule:
         raise PolicyError(f'rule {rule_id}: "actions" must be a non-empty list of "publish" and "subscribe"')
     for action in actions:
         if action not in ACTIONS:
-            raise PolicyError(
-                f'rule {rule_id}: "actions" holds {action!r}; expected "publish" or "subscribe"'
-            )
+            raise PolicyError(f'rule {rule_id}: "actions" holds {action!r}; expected "publish" or "subscribe"')
     effect = rule.get("effect")
     if effect not in EFFECTS:
         raise PolicyError(f'rule {rule_id}: "effect" must be "allow" or "deny", got {effect!r}')
@@ -196,7 +195,7 @@ def _normalise(rule: Any) -> _Rule:
         data=data,
         id=rule_id,
         principals=principals,
-        pattern=pattern,
+        pattern=str(pattern),  # an exact str, as sys.intern() wants
         actions=tuple(dict.fromkeys(actions)),
         deny=effect == "deny",
     )
@@ -204,100 +203,55 @@ def _normalise(rule: Any) -> _Rule:
 
 # --------------------------------------------------------------------------------------------
 # Index
+#
+# Each bucket (one principal, or everyone, for one action) is a flat dict keyed by pattern:
+# exact names, ``<prefix>.*`` and ``*``. A topic is turned once into the patterns that could
+# cover it, most specific first (``orders.eu.created`` -> itself, ``orders.eu.*``, ``orders.*``,
+# ``*``). A flat dict does what a trie over segments would, with fewer objects to chase; keys
+# are interned so that a probe that hits compares by identity.
+#
+# For decide(), each pattern's bits are folded together with those of every less specific
+# pattern of the same bucket that covers it, so the first pattern found answers for the
+# bucket: a lookup is at most one probe per topic segment, plus one, per bucket, whatever the
+# number of rules.
 
 
-class _Entry:
-    """The rules at one place of the index, and a bitmask of their effects for ``decide``."""
+@lru_cache(maxsize=16_384)
+def _covering_patterns(topic: str) -> tuple[str, ...]:
+    """Every pattern that covers ``topic``, most specific first (a pure function of the topic).
 
-    __slots__ = ("mask", "rules")
-
-    def __init__(self) -> None:
-        self.mask = 0
-        self.rules: list[_Rule] = []
-
-    def add(self, rule: _Rule) -> None:
-        self.mask |= _DENY if rule.deny else _ALLOW
-        self.rules.append(rule)
-
-
-class _TrieNode:
-    """One dot-segment of a prefix pattern; ``entry`` holds the rules for ``<path>.*``."""
-
-    __slots__ = ("children", "entry")
-
-    def __init__(self) -> None:
-        self.children: dict[str, _TrieNode] = {}
-        self.entry: _Entry | None = None
+    Given a pattern instead (``orders.*``), it returns the patterns that cover that pattern.
+    """
+    segments = topic.split(".")
+    prefixes = [".".join(segments[:length]) + ".*" for length in range(len(segments) - 1, 0, -1)]
+    # dict.fromkeys drops the repeats that a pattern (or a malformed topic) produces.
+    return tuple(sys.intern(pattern) for pattern in dict.fromkeys([str(topic), *prefixes, "*"]))
 
 
 class _Bucket:
-    """The rules of one principal (or of everyone) for one action."""
+    """The rules of one principal (or of everyone) for one action, by pattern."""
 
-    __slots__ = ("exact", "star", "trie")
+    __slots__ = ("masks", "rules")
 
     def __init__(self) -> None:
-        self.exact: dict[str, _Entry] = {}
-        self.trie: _TrieNode | None = None
-        self.star: _Entry | None = None
+        self.masks: dict[str, int] = {}  # pattern -> _ALLOW | _DENY bits of its own rules
+        self.rules: dict[str, list[_Rule]] = {}  # pattern -> rules, for explain()
 
     def add(self, rule: _Rule) -> None:
-        pattern = rule.pattern
-        if pattern == "*":
-            if self.star is None:
-                self.star = _Entry()
-            self.star.add(rule)
-        elif pattern.endswith(".*"):
-            if self.trie is None:
-                self.trie = _TrieNode()
-            node = self.trie
-            for segment in pattern[:-2].split("."):
-                child = node.children.get(segment)
-                if child is None:
-                    child = node.children[segment] = _TrieNode()
-                node = child
-            if node.entry is None:
-                node.entry = _Entry()
-            node.entry.add(rule)
-        else:
-            entry = self.exact.get(pattern)
-            if entry is None:
-                entry = self.exact[pattern] = _Entry()
-            entry.add(rule)
+        pattern = sys.intern(rule.pattern)
+        self.masks[pattern] = self.masks.get(pattern, 0) | (_DENY if rule.deny else _ALLOW)
+        self.rules.setdefault(pattern, []).append(rule)
 
-    def entries(self, topic: str) -> Iterable[_Entry]:
-        """Every entry whose pattern covers ``topic``."""
-        entry = self.exact.get(topic)
-        if entry is not None:
-            yield entry
-        node = self.trie
-        if node is not None:
-            # A prefix pattern must leave at least one segment: ``orders.*`` does not cover ``orders``.
-            for segment in topic.split(".")[:-1]:
-                node = node.children.get(segment)
-                if node is None:
-                    break
-                if node.entry is not None:
-                    yield node.entry
-        if self.star is not None:
-            yield self.star
-
-    def mask(self, topic: str) -> int:
-        """OR of the effects of every rule here that covers ``topic`` (the hot path)."""
-        mask = 0
-        entry = self.exact.get(topic)
-        if entry is not None:
-            mask = entry.mask
-        if self.star is not None:
-            mask |= self.star.mask
-        node = self.trie
-        if node is not None:
-            for segment in topic.split(".")[:-1]:
-                node = node.children.get(segment)
-                if node is None:
-                    break
-                if node.entry is not None:
-                    mask |= node.entry.mask
-        return mask
+    def folded(self) -> dict[str, int]:
+        """pattern -> bits of every rule here whose pattern covers it (see above)."""
+        masks = self.masks
+        folded = {}
+        for pattern in masks:
+            bits = 0
+            for covering in _covering_patterns(pattern):
+                bits |= masks.get(covering, 0)
+            folded[pattern] = bits
+        return folded
 
 
 class _ActionIndex:
@@ -307,13 +261,23 @@ class _ActionIndex:
         self.applications: dict[str, _Bucket] = {}
         self.everyone = _Bucket()
 
-    def buckets(self, application: str) -> tuple[_Bucket, ...]:
-        own = self.applications.get(application)
-        return (self.everyone,) if own is None else (own, self.everyone)
+    def add(self, rule: _Rule) -> None:
+        if rule.principals is None:
+            self.everyone.add(rule)
+            return
+        for application in rule.principals:
+            bucket = self.applications.get(application)
+            if bucket is None:
+                bucket = self.applications[application] = _Bucket()
+            bucket.add(rule)
 
 
 # --------------------------------------------------------------------------------------------
 # Policy
+
+
+def _unknown_action(action: object) -> PolicyError:
+    return PolicyError(f'unknown action {action!r}; expected "publish" or "subscribe"')
 
 
 @dataclass(frozen=True)
@@ -341,22 +305,24 @@ class Policy:
         self._index = {action: _ActionIndex() for action in ACTIONS}
         for rule in self._rules:
             for action in rule.actions:
-                index = self._index[action]
-                if rule.principals is None:
-                    index.everyone.add(rule)
-                    continue
-                for application in rule.principals:
-                    bucket = index.applications.get(application)
-                    if bucket is None:
-                        bucket = index.applications[application] = _Bucket()
-                    bucket.add(rule)
-        # Per instance, so that a new configuration starts with an empty cache.
-        self._cached_decide = lru_cache(maxsize=cache_size)(self._decide) if cache_size > 0 else self._decide
+                self._index[action].add(rule)
+        # The hot path reads plain dicts: action -> (application -> bits, everyone's bits).
+        self._tables = {
+            action: (
+                {application: bucket.folded() for application, bucket in index.applications.items()},
+                index.everyone.folded(),
+            )
+            for action, index in self._index.items()
+        }
+        # Decisions by action, application and topic: nested dicts rather than one dict keyed
+        # by a tuple, so that a hit allocates nothing. Per instance, so a new configuration
+        # starts empty; emptied when full, since a bound matters more here than recency.
+        self._cache_size = cache_size
+        self._cached = 0
+        self._cache: dict[str, dict[str, dict[str, bool]]] = {action: {} for action in ACTIONS}
 
     @classmethod
-    def from_rules(
-        cls, rules: Iterable[Mapping[str, Any]], *, cache_size: int = DEFAULT_CACHE_SIZE
-    ) -> Policy:
+    def from_rules(cls, rules: Iterable[Mapping[str, Any]], *, cache_size: int = DEFAULT_CACHE_SIZE) -> Policy:
         """Validate ``rules`` (MeshConfig ``access_rules``) and index them.
 
         Raises :class:`PolicyError` naming the rule and the field at the first invalid rule, or
@@ -384,33 +350,64 @@ class Policy:
     def __len__(self) -> int:
         return len(self._rules)
 
+    @property
+    def cached_decisions(self) -> int:
+        """How many decisions the cache holds now (never more than ``cache_size``)."""
+        return self._cached
+
     def _action_index(self, action: str) -> _ActionIndex:
         index = self._index.get(action)
         if index is None:
-            raise PolicyError(f'unknown action {action!r}; expected "publish" or "subscribe"')
+            raise _unknown_action(action)
         return index
-
-    def _decide(self, application: str, topic: str, action: str) -> bool:
-        index = self._action_index(action)
-        own = index.applications.get(application)
-        mask = index.everyone.mask(topic)
-        if own is not None and not mask & _DENY:
-            mask |= own.mask(topic)
-        return mask == _ALLOW
 
     def decide(self, application: str, topic: str, action: str) -> bool:
         """Whether ``application`` may do ``action`` ("publish" or "subscribe") on ``topic``."""
-        return self._cached_decide(application, topic, action)
+        try:
+            return self._cache[action][application][topic]
+        except KeyError:
+            pass
+        allowed = self.decide_uncached(application, topic, action)
+        if self._cache_size > 0:
+            if self._cached >= self._cache_size:
+                for by_application in self._cache.values():
+                    by_application.clear()
+                self._cached = 0
+            self._cache[action].setdefault(application, {})[topic] = allowed
+            self._cached += 1
+        return allowed
+
+    def decide_uncached(self, application: str, topic: str, action: str) -> bool:
+        """:meth:`decide` answered by the index alone, for one-off questions and measurements."""
+        tables = self._tables.get(action)
+        if tables is None:
+            raise _unknown_action(action)
+        applications, everyone = tables
+        patterns = _covering_patterns(topic)
+        bits = 0
+        for pattern in patterns:
+            found = everyone.get(pattern)
+            if found is not None:
+                bits = found
+                break
+        own = applications.get(application)
+        if own is not None:
+            for pattern in patterns:
+                found = own.get(pattern)
+                if found is not None:
+                    bits |= found
+                    break
+        return bits == _ALLOW  # some allow and no deny
 
     def explain(self, application: str, topic: str, action: str) -> Decision:
         """The decision with every matching rule, by precedence, and the one that decided."""
+        index = self._action_index(action)
+        buckets = [index.everyone]
+        if application in index.applications:
+            buckets.append(index.applications[application])
+        patterns = _covering_patterns(topic)
         matched = sorted(
-            (
-                rule
-                for bucket in self._action_index(action).buckets(application)
-                for entry in bucket.entries(topic)
-                for rule in entry.rules
-            ),
+            (rule for bucket in buckets for pattern in patterns for rule in bucket.rules.get(pattern, ())),
             key=lambda rule: rule.precedence,
         )
         if not matched:
@@ -423,4 +420,4 @@ class Policy:
 
     def who_may(self, topic: str, action: str, applications: Iterable[str]) -> list[str]:
         """Those of ``applications`` allowed to do ``action`` on ``topic``, in the order given."""
-        return [application for application in applications if self._decide(application, topic, action)]
+        return [application for application in applications if self.decide_uncached(application, topic, action)]

@@ -147,6 +147,8 @@ def test_prefix_and_suffix_work_on_canonical_strings():
 # --------------------------------------------------------------------------------------------
 # Validation
 
+ALL_DIALECTS = "exact, prefix, suffix, all, any, not"
+
 
 @pytest.mark.parametrize(
     ("filters", "message"),
@@ -155,15 +157,10 @@ def test_prefix_and_suffix_work_on_canonical_strings():
         ("exact", "filters: must be a list of filters, got str"),
         ([["exact"]], "filters[0]: a filter must be an object with one dialect, got list"),
         ([None], "filters[0]: a filter must be an object with one dialect, got null"),
-        (
-            [{}],
-            "filters[0]: a filter must name exactly one dialect (exact, prefix, suffix, all, any, not), "
-            "got none",
-        ),
+        ([{}], f"filters[0]: a filter must name exactly one dialect ({ALL_DIALECTS}), got none"),
         (
             [{"exact": {"type": "x"}, "prefix": {"type": "x"}}],
-            "filters[0]: a filter must name exactly one dialect (exact, prefix, suffix, all, any, not), "
-            "got exact, prefix",
+            f"filters[0]: a filter must name exactly one dialect ({ALL_DIALECTS}), got exact, prefix",
         ),
         (
             [{"exact": {"id": "1"}}, {"sql": "type = 'x'"}],

@@ -72,9 +72,7 @@ def test_an_allow_rule_grants_nothing_on_other_topics():
 
 
 def test_deny_beats_allow_for_the_same_topic():
-    policy = Policy.from_rules(
-        [rule("rule-1", "orders.created"), rule("rule-2", "orders.created", effect="deny")]
-    )
+    policy = Policy.from_rules([rule("rule-1", "orders.created"), rule("rule-2", "orders.created", effect="deny")])
     assert not policy.decide("billing", "orders.created", "publish")
     assert deciding_id(policy.explain("billing", "orders.created", "publish")) == "rule-2"
 
@@ -170,13 +168,24 @@ def test_a_new_policy_does_not_reuse_the_old_ones_decisions():
     assert allow.decide("billing", "orders.created", "publish")
 
 
-@pytest.mark.parametrize("cache_size", [0, 1, 2])
+@pytest.mark.parametrize("cache_size", [0, 1, 2, 100])
 def test_decisions_do_not_depend_on_the_cache(cache_size):
     rules = [rule("rule-1", "orders.*"), rule("rule-2", "orders.eu.*", effect="deny")]
     policy = Policy.from_rules(rules, cache_size=cache_size)
     queries = [("billing", "orders.us.created"), ("billing", "orders.eu.created"), ("shipping", "orders.x")]
     for _ in range(3):
         assert [policy.decide(app, topic, "publish") for app, topic in queries] == [True, False, False]
+        assert [policy.decide_uncached(app, topic, "publish") for app, topic in queries] == [True, False, False]
+
+
+def test_the_decision_cache_stays_within_its_bound():
+    policy = Policy.from_rules([rule("rule-1", "orders.*")], cache_size=5)
+    for n in range(23):
+        policy.decide(f"app-{n % 4}", f"orders.t{n}", ("publish", "subscribe")[n % 2])
+        assert 1 <= policy.cached_decisions <= 5
+    uncached = Policy.from_rules([rule("rule-1", "orders.*")], cache_size=0)
+    assert uncached.decide("billing", "orders.created", "publish")
+    assert uncached.cached_decisions == 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -199,9 +208,7 @@ def test_explain_names_the_most_specific_deny():
 
 
 def test_explain_prefers_an_exact_allow_over_a_prefix_allow_over_star():
-    policy = Policy.from_rules(
-        [rule("rule-1", "*"), rule("rule-2", "orders.*"), rule("rule-3", "orders.created")]
-    )
+    policy = Policy.from_rules([rule("rule-1", "*"), rule("rule-2", "orders.*"), rule("rule-3", "orders.created")])
     decision = policy.explain("billing", "orders.created", "publish")
     assert decision.allowed
     assert [r["id"] for r in decision.matched] == ["rule-3", "rule-2", "rule-1"]
@@ -253,9 +260,7 @@ def test_a_decision_is_immutable():
 # Patterns and rule validation
 
 
-@pytest.mark.parametrize(
-    "pattern", ["*", "orders", "orders.*", "orders.eu-west_1.created", "a.b.c.*", "x" * 249]
-)
+@pytest.mark.parametrize("pattern", ["*", "orders", "orders.*", "orders.eu-west_1.created", "a.b.c.*", "x" * 249])
 def test_valid_patterns_are_accepted(pattern):
     validate_pattern(pattern)
 
@@ -424,9 +429,7 @@ def naive_explain(rules: list[dict[str, Any]], app: str, topic: str, action: str
     matching = [
         r
         for r in rules
-        if action in r["actions"]
-        and (for_everyone(r) or app in r["principals"])
-        and naive_covers(r["topic"], topic)
+        if action in r["actions"] and (for_everyone(r) or app in r["principals"]) and naive_covers(r["topic"], topic)
     ]
 
     def precedence(r: dict[str, Any]) -> tuple[Any, ...]:
@@ -445,6 +448,7 @@ def test_the_index_decides_like_a_naive_scan(rules, query_list):
         allowed, matched_ids = naive_explain(rules, app, topic, action)
         decision = policy.explain(app, topic, action)
         assert policy.decide(app, topic, action) is allowed
+        assert policy.decide_uncached(app, topic, action) is allowed
         assert decision.allowed is allowed
         assert [r["id"] for r in decision.matched] == matched_ids
         assert deciding_id(decision) == (matched_ids[0] if matched_ids else None)
@@ -485,6 +489,4 @@ def test_who_may_agrees_with_decide(rules, query):
     _, topic, action = query
     policy = Policy.from_rules(rules)
     candidates = [*APPS, "nobody"]
-    assert policy.who_may(topic, action, candidates) == [
-        app for app in candidates if policy.decide(app, topic, action)
-    ]
+    assert policy.who_may(topic, action, candidates) == [app for app in candidates if policy.decide(app, topic, action)]
