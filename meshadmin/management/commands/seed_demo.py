@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -83,6 +84,7 @@ class Command(BaseCommand):
             for domain in domains:
                 for event in EVENTS[: 5 + rng.randrange(2)]:
                     name = f"{domain}.{event}"
+                    topic_tags = rng.sample(list(tags.values()), k=rng.randrange(3))  # drawn every run
                     topic, created = Topic.objects.get_or_create(name=name, defaults={
                         "team": teams[team], "store": store,
                         "description": f"A {domain.rstrip('s')} was **{event}**. Owned by {TEAMS[team][0]}.",
@@ -90,7 +92,7 @@ class Command(BaseCommand):
                         "data_schema": ORDER_SCHEMA if domain == "orders" else None,
                     })
                     if created:
-                        topic.tags.set(rng.sample(list(tags.values()), k=rng.randrange(3)))
+                        topic.tags.set(topic_tags)
         Topic.objects.filter(name="orders.failed").update(lifecycle=Topic.DEPRECATED, sunset="2027-03-31")
         Topic.objects.get_or_create(name="audit.orders", defaults={
             "team": teams["payments"], "store": store, "description": "Every order event, copied by a route."})
@@ -104,7 +106,7 @@ class Command(BaseCommand):
                 keys[name] = key.generate()
                 key.save()
         if keys:
-            keys_path = settings.DATA_DIR / "demo-keys.json"
+            keys_path = Path(keys_file)
             existing = json.loads(keys_path.read_text()) if keys_path.exists() else {}
             keys_path.write_text(json.dumps({**existing, **keys}, indent=2))
             keys_path.chmod(0o600)
