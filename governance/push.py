@@ -106,15 +106,17 @@ class PendingPush:
 
     def __init__(self) -> None:
         self.changes: list[dict[str, Any]] = []
+        self.spent = False
 
     def __call__(self) -> None:
+        self.spent = True
         mark_dirty(self.changes)
 
 
 def _pending_push() -> PendingPush:
     if connection.in_atomic_block:
         for _savepoints, func, _robust in reversed(connection.run_on_commit):
-            if isinstance(func, PendingPush):
+            if isinstance(func, PendingPush) and not func.spent:
                 return func
     pending = PendingPush()
     if connection.in_atomic_block:

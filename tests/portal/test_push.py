@@ -1,0 +1,275 @@
+"""The push protocol against the real Redis: commit hook, coalescing, versions, reconcile, rollback.
+
+These call governance.push directly (and look at the broker's queue); the whole path through a
+real Celery worker is tests/portal/test_push_e2e.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from celery.exceptions import Retry
+from django.contrib.auth.models import User
+from django.contrib.contenttypes.models import ContentType
+from django.db import transaction
+
+from governance import push
+from governance.compiler import compile_mesh_config
+from governance.models import AccessRule, ConfigVersion
+from governance.tasks import push_config, reconcile_config
+from meshadmin.audit import audit_context
+from meshadmin.models import AuditEntry
+from meshruntime.config import compute_checksum, parse_document
+from subscriptions.models import Subscription
+from topics.models import Topic
+
+from .test_compiler import build_mesh
+
+pytestmark = pytest.mark.django_db
+
+BROKER_PREFIX = "meshadmin-celery:"
+
+
+@pytest.fixture
+def mesh_redis(settings, key_prefix, redis_client):
+    """This test's own key prefix and task queue on the shared Redis."""
+    settings.MESH_KEY_PREFIX = key_prefix
+    settings.MESH_PUSH_QUEUE = f"{key_prefix}push"
+    yield redis_client
+    for key in redis_client.scan_iter(match=f"{BROKER_PREFIX}*{key_prefix}*"):
+        redis_client.delete(key)
+
+
+def queued_tasks(client, settings) -> int:
+    return client.llen(f"{BROKER_PREFIX}{settings.MESH_PUSH_QUEUE}")
+
+
+def published(client, prefix: str) -> dict:
+    latest = int(client.get(f"{prefix}config:latest"))
+    return parse_document(client.get(f"{prefix}config:{latest}"))
+
+
+def reset_push_state(client, settings) -> None:
+    prefix = settings.MESH_KEY_PREFIX
+    client.delete(f"{prefix}push:pending", f"{prefix}push:changes", f"{BROKER_PREFIX}{settings.MESH_PUSH_QUEUE}")
+
+
+@pytest.fixture
+def mesh(db, mesh_redis, settings, payments, logistics):
+    return build_mesh()
+
+
+# The commit hook, with real commits
+
+
+@pytest.fixture
+def committed_mesh(transactional_db, mesh_redis, settings):
+    """The mesh, committed; its own push requests cleared, as if a push had just run."""
+    built = build_mesh()
+    reset_push_state(mesh_redis, settings)
+    return built
+
+
+def test_a_transaction_enqueues_one_task_however_many_rows_change(committed_mesh, mesh_redis, settings):
+    alice = User.objects.create_user("alice")
+    with audit_context(user=alice), transaction.atomic():
+        for rule in AccessRule.objects.all():
+            rule.description = "reviewed"
+            rule.save()
+        Topic.objects.create(name="orders.cancelled", team=committed_mesh.payments, store=committed_mesh.store)
+        # Nothing before the commit.
+        assert not mesh_redis.exists(f"{settings.MESH_KEY_PREFIX}push:pending")
+    changes = [json.loads(c) for c in mesh_redis.lrange(f"{settings.MESH_KEY_PREFIX}push:changes", 0, -1)]
+    assert [(c["action"], c["type"], c["actor"]) for c in changes] == \
+        [("update", "access rule", "alice")] * 3 + [("create", "topic", "alice")]
+    assert mesh_redis.exists(f"{settings.MESH_KEY_PREFIX}push:pending")
+    assert queued_tasks(mesh_redis, settings) == 1
+
+
+def test_changes_while_a_task_is_pending_enqueue_nothing_more(committed_mesh, mesh_redis, settings):
+    for i in range(5):
+        Topic.objects.create(name=f"burst.t{i}", team=committed_mesh.payments, store=committed_mesh.store)
+    assert queued_tasks(mesh_redis, settings) == 1
+    assert mesh_redis.llen(f"{settings.MESH_KEY_PREFIX}push:changes") == 5
+
+
+def test_a_change_after_a_push_has_started_enqueues_a_new_task(committed_mesh, mesh_redis, settings):
+    Topic.objects.create(name="before.push", team=committed_mesh.payments, store=committed_mesh.store)
+    push._take_changes()  # what a push does before it reads the database
+    Topic.objects.create(name="after.push", team=committed_mesh.payments, store=committed_mesh.store)
+    assert queued_tasks(mesh_redis, settings) == 2
+
+
+def test_a_rolled_back_transaction_enqueues_nothing(committed_mesh, mesh_redis, settings):
+    with pytest.raises(RuntimeError), transaction.atomic():
+        Topic.objects.create(name="never.committed", team=committed_mesh.payments, store=committed_mesh.store)
+        raise RuntimeError
+    with transaction.atomic():
+        with pytest.raises(RuntimeError), transaction.atomic():  # a savepoint rolled back ...
+            Topic.objects.create(name="never.either", team=committed_mesh.payments, store=committed_mesh.store)
+            raise RuntimeError
+        assert queued_tasks(mesh_redis, settings) == 0
+        Topic.objects.create(name="but.this", team=committed_mesh.payments, store=committed_mesh.store)
+    # ... does not take the next change of the same transaction with it.
+    assert queued_tasks(mesh_redis, settings) == 1
+    changes = [json.loads(c)["object"] for c in mesh_redis.lrange(f"{settings.MESH_KEY_PREFIX}push:changes", 0, -1)]
+    assert changes == ["but.this"]
+
+
+def test_saving_an_unrelated_model_enqueues_nothing(committed_mesh, mesh_redis, settings):
+    AuditEntry.objects.create(action="create", object_type=ContentType.objects.get_for_model(Topic),
+                              object_id="1", object_repr="x")
+    User.objects.create_user("someone")
+    assert queued_tasks(mesh_redis, settings) == 0
+
+
+# Push
+
+
+def test_push_records_a_version_and_publishes_it(mesh, mesh_redis, settings):
+    result = push.push()
+    assert result.outcome == "published" and result.version == 1
+    version = ConfigVersion.objects.get()
+    doc = published(mesh_redis, settings.MESH_KEY_PREFIX)
+    assert doc["version"] == version.version == 1
+    assert doc["checksum"] == version.checksum == version.source_checksum == compute_checksum(compile_mesh_config())
+    assert version.document == doc and version.published_at is not None
+    assert version.diff["topics"]["added"] == ["audit.orders", "orders.created", "orders.shipped"]
+    assert version.kind == ConfigVersion.RECONCILE  # no recorded change led to it
+    assert push.last_status()["outcome"] == "published"
+
+
+def test_an_unchanged_database_makes_no_new_version(mesh, mesh_redis):
+    push.push()
+    assert push.push().as_dict() == {"outcome": "unchanged", "version": 1, "error": ""}
+    Topic.objects.filter(name="orders.created").update(description="words the document does not carry")
+    assert push.push().outcome == "unchanged"
+    assert ConfigVersion.objects.count() == 1
+
+
+def test_a_version_says_who_changed_what(committed_mesh, mesh_redis):
+    mesh = committed_mesh
+    alice, bob = User.objects.create_user("alice"), User.objects.create_user("bob")
+    push.push()
+    rule = mesh.rules["billing-publish"]
+    with audit_context(user=alice):
+        rule.subscribe = True
+        rule.save()
+    with audit_context(user=bob):
+        Topic.objects.create(name="orders.cancelled", team=mesh.payments, store=mesh.store)
+    assert push.push().outcome == "published"
+    version = ConfigVersion.objects.get(version=2)
+    assert version.kind == ConfigVersion.PUSH
+    assert version.actor_name == "alice, bob" and version.created_by is None
+    assert [(c["actor"], c["action"], c["type"]) for c in version.changes] == \
+        [("alice", "update", "access rule"), ("bob", "create", "topic")]
+    assert version.reason == f"topics: 1 added (orders.cancelled); access rules: 1 changed ({rule.rule_id})"
+
+
+def test_an_invalid_document_is_not_published_and_the_error_is_kept(committed_mesh, mesh_redis, settings):
+    mesh = committed_mesh
+    push.push()
+    sub = mesh.subs["active"]
+    # No form lets this through (Subscription.clean refuses it); a bulk update does, without a signal.
+    Subscription.objects.filter(pk=sub.pk).update(filters=[{"sql": "1 = 1"}])
+    mesh.topics["orders.created"].save()  # some other change is pending with it
+    result = push.push()
+    assert result.outcome == "failed" and result.error.startswith("subscriptions[0].filters")
+    assert ConfigVersion.objects.count() == 1
+    assert int(mesh_redis.get(f"{settings.MESH_KEY_PREFIX}config:latest")) == 1
+    assert push.last_status()["error"] == result.error
+    # The change is kept for the version that will carry it.
+    assert mesh_redis.llen(f"{settings.MESH_KEY_PREFIX}push:changes") == 1
+    Subscription.objects.filter(pk=sub.pk).update(filters=[])
+    assert push.push().outcome == "published"
+    assert len(ConfigVersion.objects.get(version=2).changes) == 1
+
+
+def test_versions_never_go_below_what_redis_announced(mesh, mesh_redis, settings):
+    mesh_redis.set(f"{settings.MESH_KEY_PREFIX}config:latest", 41)
+    assert push.push().version == 42
+
+
+# Reconcile
+
+
+def test_reconcile_repairs_an_emptied_redis(mesh, mesh_redis, settings):
+    push.push()
+    for key in mesh_redis.scan_iter(match=f"{settings.MESH_KEY_PREFIX}*"):
+        mesh_redis.delete(key)
+    assert reconcile_config() == {"outcome": "republished", "version": 1, "error": ""}
+    assert published(mesh_redis, settings.MESH_KEY_PREFIX)["version"] == 1
+    assert reconcile_config()["outcome"] == "unchanged"
+
+
+def test_reconcile_publishes_a_change_that_sent_no_signal(mesh, mesh_redis):
+    push.push()
+    AccessRule.objects.filter(pk=mesh.rules["nobody-audit"].pk).update(effect=AccessRule.ALLOW)  # no signal
+    assert reconcile_config()["outcome"] == "published"
+    version = ConfigVersion.objects.get(version=2)
+    assert version.kind == ConfigVersion.RECONCILE and version.actor_name == "system"
+    assert version.diff["access_rules"]["changed"][0]["fields"] == {"effect": {"before": "deny", "after": "allow"}}
+
+
+def test_reconcile_is_skipped_while_a_push_runs_and_the_task_retries(mesh, mesh_redis):
+    with push.push_lock():
+        assert reconcile_config() == {"outcome": "skipped"}
+        with pytest.raises(Retry):
+            push_config.apply(throw=True)
+    assert ConfigVersion.objects.count() == 0
+
+
+# Rollback and push now
+
+
+def _change_rule(mesh, **fields):
+    AccessRule.objects.filter(pk=mesh.rules["billing-publish"].pk).update(**fields)
+
+
+def test_rollback_publishes_old_content_under_a_new_version(mesh, mesh_redis, settings, sam):
+    v1 = ConfigVersion.objects.get(version=push.push().version)
+    _change_rule(mesh, subscribe=True)
+    push.push()
+    with audit_context(user=sam):
+        result = push.rollback(v1, user=sam)
+    assert result.outcome == "published" and result.version == 3
+    v3 = ConfigVersion.objects.get(version=3)
+    assert (v3.kind, v3.rollback_of, v3.checksum, v3.created_by) == (ConfigVersion.ROLLBACK, v1, v1.checksum, sam)
+    assert v3.reason == "Rollback to version 1"
+    assert v3.diff["access_rules"]["changed"][0]["fields"]["actions"]["after"] == ["publish"]
+    doc = published(mesh_redis, settings.MESH_KEY_PREFIX)
+    assert (doc["version"], doc["checksum"]) == (3, v1.checksum)
+    entry = AuditEntry.objects.get(object_type__model="configversion", object_id=str(v3.pk))
+    assert entry.actor == sam and "document" not in entry.after
+
+    # The database did not change: neither a push nor reconcile undoes the rollback ...
+    assert push.push().outcome == "unchanged"
+    assert reconcile_config()["outcome"] == "unchanged"
+    # ... until it changes again.
+    _change_rule(mesh, description="again")
+    assert push.push().version == 4
+
+
+def test_push_now_replaces_a_rollback_with_the_database_state(mesh, mesh_redis, sam):
+    v1 = ConfigVersion.objects.get(version=push.push().version)
+    _change_rule(mesh, subscribe=True)
+    v2 = ConfigVersion.objects.get(version=push.push().version)
+    push.rollback(v1, user=sam)
+    result = push.push(ConfigVersion.MANUAL, force=True, user=sam)
+    assert result.version == 4
+    assert ConfigVersion.objects.get(version=4).checksum == v2.checksum
+    # Pushing again announces version 4 again rather than making a new one.
+    assert push.push(ConfigVersion.MANUAL, force=True, user=sam).as_dict() == \
+        {"outcome": "republished", "version": 4, "error": ""}
+
+
+def test_old_snapshots_leave_redis_but_every_version_stays(mesh, mesh_redis, settings, monkeypatch):
+    monkeypatch.setattr(push, "KEEP_SNAPSHOTS", 2)
+    for order in range(4):
+        RoutingRuleOrder = mesh.routes["audit"].__class__
+        RoutingRuleOrder.objects.filter(pk=mesh.routes["audit"].pk).update(order=order)
+        push.push()
+    prefix = settings.MESH_KEY_PREFIX
+    assert [bool(mesh_redis.exists(f"{prefix}config:{v}")) for v in (1, 2, 3, 4)] == [False, False, True, True]
+    assert ConfigVersion.objects.count() == 4
