@@ -45,6 +45,8 @@ __all__ = [
     "SCHEMA_PATH",
     "ConfigError",
     "ConfigWatcher",
+    "async_redis_client",
+    "cancel_and_wait",
     "canonical_json",
     "compute_checksum",
     "load_file",
@@ -172,9 +174,7 @@ def validate_document(doc: Any) -> dict[str, Any]:
         raise ConfigError(f"{_path(error.absolute_path)}: {message}")
     expected = compute_checksum(doc)
     if doc["checksum"] != expected:
-        raise ConfigError(
-            f"checksum: {doc['checksum']} does not match the content (its checksum is {expected})"
-        )
+        raise ConfigError(f"checksum: {doc['checksum']} does not match the content (its checksum is {expected})")
     _check_references(doc)
     return doc
 
@@ -185,9 +185,7 @@ def _unique(items: list[dict[str, Any]], field: str, section: str) -> dict[str, 
     for index, item in enumerate(items):
         value = item[field]
         if value in seen:
-            raise ConfigError(
-                f"{section}[{index}].{field}: {value!r} is already used by {section}[{seen[value]}]"
-            )
+            raise ConfigError(f"{section}[{index}].{field}: {value!r} is already used by {section}[{seen[value]}]")
         seen[value] = index
     return seen
 
@@ -244,9 +242,7 @@ def _check_references(doc: dict[str, Any]) -> None:
         # A topic named by an exact rule need not exist: a rule may be written before its topic,
         # and a rule about a missing topic grants nothing.
         if rule["id"].startswith("sub-") and rule["id"] not in subscriptions:
-            raise ConfigError(
-                f"{path}.id: {rule['id']!r} is a subscription's grant, but no subscription has that id"
-            )
+            raise ConfigError(f"{path}.id: {rule['id']!r} is a subscription's grant, but no subscription has that id")
 
     for index, subscription in enumerate(doc["subscriptions"]):
         path = f"subscriptions[{index}]"
@@ -361,6 +357,35 @@ def _write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
+# Bounds every Redis command of the watcher and the heartbeater (see async_redis_client).
+COMMAND_TIMEOUT = 10.0
+
+
+def async_redis_client(url: str, **kwargs: Any) -> redis.asyncio.Redis:
+    """An asyncio Redis client for the runtime's background work.
+
+    No ``socket_timeout``: with it, redis-py wraps every send in ``asyncio.wait_for``, and on
+    Python 3.11 ``wait_for`` swallows a cancellation that arrives as the send completes, so a
+    task could not be stopped (seen here: a GET loop kept running after ``cancel()``). Callers
+    bound each command with ``asyncio.timeout(COMMAND_TIMEOUT)`` instead, which does not.
+    One immediate retry covers a pooled connection that died with a Redis restart; longer
+    outages are the caller's business (backoff, logging once), not the client's.
+    """
+    return redis.asyncio.Redis.from_url(
+        url, socket_connect_timeout=2.0, socket_timeout=None, retry=Retry(NoBackoff(), 1), **kwargs
+    )
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Cancel ``tasks`` and wait until they have ended, cancelling again any that swallowed it
+    (a library's ``asyncio.wait_for`` on Python 3.11 can)."""
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _done, pending = await asyncio.wait(pending, timeout=0.5)
+
+
 OnApply = Callable[[dict[str, Any]], Awaitable[None] | None]
 
 # Connection problems worth waiting out; anything else is a bug and should surface.
@@ -439,9 +464,7 @@ class ConfigWatcher:
         async with self._changed:
             await asyncio.wait_for(self._changed.wait_for(predicate), timeout)
 
-    async def wait_for_version(
-        self, version: int | None = None, timeout: float | None = None
-    ) -> dict[str, Any]:
+    async def wait_for_version(self, version: int | None = None, timeout: float | None = None) -> dict[str, Any]:
         """Wait until a document (of at least ``version``, if given) is applied; return it."""
         await self.wait_until(
             lambda: self._current is not None and (version is None or self._current["version"] >= version),
@@ -462,15 +485,7 @@ class ConfigWatcher:
             raise RuntimeError("this ConfigWatcher is already started")
         if self.cache_path is not None and self.cache_path.exists():
             await self._apply_cache(self.cache_path)
-        self._redis = redis.asyncio.Redis.from_url(
-            self.redis_url,
-            socket_connect_timeout=2.0,
-            socket_timeout=10.0,
-            health_check_interval=15,
-            # One immediate retry covers a pooled connection that died with a Redis restart;
-            # longer outages are this class's business (backoff, logging once), not the client's.
-            retry=Retry(NoBackoff(), 1),
-        )
+        self._redis = async_redis_client(self.redis_url, health_check_interval=15)
         self._tasks = [
             asyncio.create_task(self._listen(), name="config-watcher-listen"),
             asyncio.create_task(self._poll(), name="config-watcher-poll"),
@@ -479,9 +494,7 @@ class ConfigWatcher:
     async def stop(self) -> None:
         """Cancel the background tasks and close the connections; the current document stays."""
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(tasks)
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
@@ -516,7 +529,8 @@ class ConfigWatcher:
         while True:
             pubsub = self._redis.pubsub()
             try:
-                await pubsub.subscribe(f"{self.prefix}config")
+                async with asyncio.timeout(COMMAND_TIMEOUT):
+                    await pubsub.subscribe(f"{self.prefix}config")
                 self._mark_redis(None)
                 delay = 0.1
                 # Anything published while we were not subscribed was missed: look now.
@@ -543,7 +557,8 @@ class ConfigWatcher:
             except _REDIS_DOWN as error:
                 self._mark_redis(error)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                async with asyncio.timeout(self.poll_interval):
+                    await self._wake.wait()
 
     async def sync(self) -> bool:
         """Look at ``latest`` once and apply it if it is newer; True if a document was applied.
@@ -553,7 +568,8 @@ class ConfigWatcher:
         if self._redis is None:
             raise RuntimeError("start() the ConfigWatcher first")
         async with self._sync_lock:
-            raw = await self._redis.get(f"{self.prefix}config:latest")
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                raw = await self._redis.get(f"{self.prefix}config:latest")
             if raw is None:
                 return False
             try:
@@ -568,7 +584,8 @@ class ConfigWatcher:
             refused = self._refused.get(latest)
             if refused is not None and time.monotonic() < refused[0]:
                 return False
-            data = await self._redis.get(f"{self.prefix}config:{latest}")
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                data = await self._redis.get(f"{self.prefix}config:{latest}")
             return await self._apply_snapshot(latest, data)
 
     # -- applying -------------------------------------------------------------------------------
@@ -592,9 +609,7 @@ class ConfigWatcher:
                 await asyncio.to_thread(_write_atomically, self.cache_path, data)
             except OSError as error:
                 # Applied all the same: the cache only matters for the next start without Redis.
-                self._last_error = (
-                    f"config version {version} applied but not cached in {self.cache_path}: {error}"
-                )
+                self._last_error = f"config version {version} applied but not cached in {self.cache_path}: {error}"
                 log.error("%s", self._last_error)
         await self._notify()
         return True
@@ -614,9 +629,7 @@ class ConfigWatcher:
         self._current = doc
         self._last_error = None
         self._refused.pop(version, None)
-        log.info(
-            "applied config version %s (checksum %s; previous %s)", version, doc["checksum"][:12], previous
-        )
+        log.info("applied config version %s (checksum %s; previous %s)", version, doc["checksum"][:12], previous)
         return True
 
     async def _refuse(self, version: int | None, cause: str, *, retry: bool = False) -> None:

