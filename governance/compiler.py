@@ -19,6 +19,7 @@ from typing import Any
 
 from django.utils import timezone
 
+from governance.rules import compiled_access_rules
 from meshruntime.config import FORMAT
 
 _KEY_PREFIX = re.compile(r"^[A-Za-z0-9]{8}$")
@@ -79,16 +80,6 @@ def compile_applications(now: datetime) -> list[dict[str, Any]]:
     ]
 
 
-def compile_access_rules() -> list[dict[str, Any]]:
-    """The access rules and the subscribe grants of approved subscriptions, as the contract's
-    rule dicts: governance.rules owns that conversion (the simulator uses it too)."""
-    try:
-        from governance.rules import compiled_access_rules
-    except ImportError:  # written concurrently (issue 3); until it lands the mesh denies by default
-        return []
-    return sorted(compiled_access_rules(), key=lambda rule: rule["id"])
-
-
 def compile_subscriptions() -> list[dict[str, Any]]:
     """Active and paused subscriptions (a paused one keeps its position in the store)."""
     from subscriptions.models import Subscription
@@ -141,7 +132,8 @@ def compile_mesh_config(now: datetime | None = None) -> dict[str, Any]:
         "stores": compile_stores(),
         "topics": compile_topics(),
         "applications": compile_applications(now),
-        "access_rules": compile_access_rules(),
+        # The one conversion of rules and approved subscriptions (the simulator uses it too).
+        "access_rules": compiled_access_rules(),
         "subscriptions": compile_subscriptions(),
         "routing_rules": compile_routing_rules(),
     }
