@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "[MESH_OTLP_ENDPOINT, else OTEL_EXPORTER_OTLP_ENDPOINT]")
     p.add_argument("--shutdown-timeout", type=float, default=float(_env("MESH_SHUTDOWN_TIMEOUT", "10")),
                    help="seconds in-flight requests get on SIGTERM [MESH_SHUTDOWN_TIMEOUT, 10]")
+    p.add_argument("--visibility-timeout", type=float, default=float(_env("MESH_VISIBILITY_TIMEOUT", "30")),
+                   help="seconds after which deliveries a runtime left pending are taken over by another "
+                        "runtime of the application [MESH_VISIBILITY_TIMEOUT, 30]")
     p.add_argument("--log-level", default=_env("MESH_LOG_LEVEL", "INFO"), help="[MESH_LOG_LEVEL, INFO]")
     return p
 
@@ -111,6 +114,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         journey_ttl_seconds=args.journey_ttl,
         otlp_endpoint=args.otlp_endpoint,
         shutdown_timeout=args.shutdown_timeout,
+        visibility_timeout=args.visibility_timeout,
     )
     if args.runtime_id:
         settings.runtime_id = args.runtime_id

@@ -24,6 +24,7 @@ from . import eventmesh
 from .appender import AppendCoalescer
 from .cloudevents import EventError, parse_http
 from .config import ConfigWatcher, load_file, validate_document
+from .delivery import DeliveryManager, DeliverySettings
 from .journey import JourneyRecorder
 from .metrics import CONTENT_TYPE_LATEST, RuntimeMetrics
 from .publish import Limits, Prepared, Publisher, Refusal
@@ -65,6 +66,8 @@ class Settings:
     heartbeat_interval: float = 10.0
     shutdown_timeout: float = 10.0
     max_in_flight_appends: int = 2
+    # pending deliveries idle this long are taken over from a runtime presumed dead
+    visibility_timeout: float = 30.0
 
     @property
     def gateway(self) -> bool:
@@ -106,6 +109,10 @@ class Runtime:
         self.journey = JourneyRecorder(settings.runtime_id, sample_rate=settings.journey_sample_rate)
         self.publisher = Publisher(store=self.store, coalescer=self.coalescer, metrics=self.metrics,
                                    journey=self.journey, tap=self.tap, limits=settings.limits)
+        self.delivery = DeliveryManager(
+            self.store, consumer=settings.runtime_id, application=settings.application,
+            registry=self.metrics.registry, journey=self.journey, user_agent=f"meshruntime/{SOFTWARE_VERSION}",
+            settings=DeliverySettings(visibility_timeout_s=settings.visibility_timeout))
         self.watcher: ConfigWatcher | None = None
         self.heartbeater = None
         self._tasks: list[asyncio.Task] = []
@@ -116,6 +123,7 @@ class Runtime:
     def apply_config(self, doc: dict[str, Any]) -> MeshState:
         """Compile a validated document and swap it in (the watcher's ``on_apply``; raising refuses it)."""
         state = MeshState.build(doc, application=self.settings.application)
+        self.delivery.apply_config(doc)  # raises (refusing the document) before anything is swapped
         self.state = state
         self.config_error = None
         self.metrics.config_version.set(state.version)
@@ -169,6 +177,7 @@ class Runtime:
                                          poll_interval=settings.config_poll_interval)
             await self.watcher.start()
         self.tap.start()
+        await self.delivery.start()  # delivers the subscriptions of whatever config is applied, now or later
         self._tasks.append(asyncio.create_task(self._trim_loop(), name="retention-trim"))
         self._start_heartbeat()
 
@@ -182,7 +191,8 @@ class Runtime:
         self.heartbeater = Heartbeater(
             self.settings.config_redis_url, prefix=self.settings.prefix, runtime_id=self.settings.runtime_id,
             application=self.settings.application or "", watcher=self.watcher,
-            counters=self.metrics.counters, interval=self.settings.heartbeat_interval)
+            counters=lambda: {**self.metrics.counters(), **self.delivery.counters()},
+            interval=self.settings.heartbeat_interval)
         result = self.heartbeater.start()
         if asyncio.iscoroutine(result):
             self._tasks.append(asyncio.create_task(result, name="heartbeat-start"))
@@ -197,6 +207,8 @@ class Runtime:
         """Finish queued appends, stop background work, close connections."""
         self.stopping = True
         await self.coalescer.drain()
+        # attempts under way finish; events waiting for a retry stay pending for the next runtime
+        await self.delivery.stop(timeout=self.settings.shutdown_timeout)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
