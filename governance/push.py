@@ -44,7 +44,7 @@ from django.db import connection, transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.utils import timezone
 
-from meshruntime.config import ConfigError, compute_checksum, publish_document, seal, validate_document
+from meshruntime.config import ConfigError, publish_document, seal, validate_document
 
 log = logging.getLogger(__name__)
 
@@ -401,8 +401,9 @@ def push(kind: str = "push", *, force: bool = False, user=None, reason: str = ""
         changes = _take_changes()
         try:
             body = compile_snapshot()
-            checksum = compute_checksum(body)
             latest = latest_version()
+            doc = seal(body, _next_version(latest))  # sealing computes the checksum once
+            checksum = doc["checksum"]
             baseline = None if latest is None else (latest.checksum if force else latest.source_checksum)
             if checksum == baseline:
                 if force:
@@ -411,7 +412,6 @@ def push(kind: str = "push", *, force: bool = False, user=None, reason: str = ""
                 repaired = ensure_published(latest)
                 return _record_status(kind, PushResult("republished" if repaired else "unchanged",
                                                        latest.version))
-            doc = seal(body, _next_version(latest))
             validate_document(doc)
         except ConfigError as error:
             _give_back(changes)
