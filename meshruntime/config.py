@@ -421,7 +421,7 @@ class ConfigWatcher:
         self.redis_url = redis_url
         self.prefix = prefix
         self.cache_path = Path(cache_path) if cache_path is not None else None
-        self.poll_interval = poll_interval
+        self.poll_interval = poll_interval  # read before each wait, so it may be changed live
         self.reconnect_max_delay = reconnect_max_delay
         self._on_apply = on_apply
         self._current: dict[str, Any] | None = None
@@ -434,6 +434,9 @@ class ConfigWatcher:
         self._changed = asyncio.Condition()
         self._sync_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
+        self._subscribed = False
+        # How many times ``latest`` was read: lets tests and diagnostics see that polling runs.
+        self.checks = 0
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -459,10 +462,16 @@ class ConfigWatcher:
     def redis_reachable(self) -> bool:
         return self._redis is not None and not self._redis_down
 
+    @property
+    def subscribed(self) -> bool:
+        """Whether the watcher listens on ``<prefix>config`` right now."""
+        return self._subscribed
+
     async def wait_until(self, predicate: Callable[[], bool], timeout: float | None = None) -> None:
         """Wait until ``predicate()`` holds; it is re-checked whenever a document is applied or refused."""
-        async with self._changed:
-            await asyncio.wait_for(self._changed.wait_for(predicate), timeout)
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation.
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(predicate)
 
     async def wait_for_version(self, version: int | None = None, timeout: float | None = None) -> dict[str, Any]:
         """Wait until a document (of at least ``version``, if given) is applied; return it."""
@@ -532,6 +541,7 @@ class ConfigWatcher:
                 async with asyncio.timeout(COMMAND_TIMEOUT):
                     await pubsub.subscribe(f"{self.prefix}config")
                 self._mark_redis(None)
+                self._subscribed = True
                 delay = 0.1
                 # Anything published while we were not subscribed was missed: look now.
                 self._wake.set()
@@ -542,6 +552,7 @@ class ConfigWatcher:
             except _REDIS_DOWN as error:
                 self._mark_redis(error)
             finally:
+                self._subscribed = False
                 with contextlib.suppress(*_REDIS_DOWN):
                     await pubsub.aclose()
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
@@ -570,6 +581,7 @@ class ConfigWatcher:
         async with self._sync_lock:
             async with asyncio.timeout(COMMAND_TIMEOUT):
                 raw = await self._redis.get(f"{self.prefix}config:latest")
+            self.checks += 1
             if raw is None:
                 return False
             try:

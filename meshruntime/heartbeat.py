@@ -87,6 +87,11 @@ class Heartbeater:
         self._task: asyncio.Task[None] | None = None
         self._failing = False
 
+    @property
+    def redis_reachable(self) -> bool:
+        """False from a failed beat until the next one that reaches Redis."""
+        return not self._failing
+
     def fields(self) -> dict[str, str]:
         """One heartbeat's fields (stream values are strings; empty means none)."""
         error = ""

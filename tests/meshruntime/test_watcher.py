@@ -25,9 +25,18 @@ from meshruntime.heartbeat import Heartbeater, default_runtime_id
 TIMEOUT = 10.0
 
 
-async def eventually(
-    condition: Callable[[], bool], timeout: float = TIMEOUT, what: str = "condition"
-) -> None:
+async def quiet(watcher: ConfigWatcher) -> None:
+    """Wait until the watcher is subscribed and has looked at ``latest`` since, twice.
+
+    Subscribing wakes the poller once; two reads of ``latest`` that began after we saw the
+    subscription mean that wake-up is spent, so what happens next is due to what the test does.
+    """
+    await eventually(lambda: watcher.subscribed, what="the subscription")
+    seen = watcher.checks
+    await eventually(lambda: watcher.checks >= seen + 2, what="the poller to settle")
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = TIMEOUT, what: str = "condition") -> None:
     """Wait until ``condition()`` holds, checking often; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not condition():
@@ -86,14 +95,15 @@ async def watch(redis_url: str, key_prefix: str, redis_client) -> AsyncIterator[
 async def test_it_applies_a_published_version_through_the_channel(watch, redis_client, key_prefix) -> None:
     applied = Applied()
     publish_document(redis_client, make_config(version=1), prefix=key_prefix)
-    # Polling so slow that only the channel can explain a prompt update.
-    watcher = await watch(on_apply=applied, poll_interval=600)
+    watcher = await watch(on_apply=applied, poll_interval=0.05)
     await watcher.wait_for_version(1, timeout=TIMEOUT)
-    await eventually(lambda: watcher.redis_reachable, what="the subscription")
+    await quiet(watcher)
+    # From the next wait on, polling is so slow that only the channel can explain an update.
+    watcher.poll_interval = 600
+    seen = watcher.checks
+    await eventually(lambda: watcher.checks > seen, what="the last short wait to end")
 
-    second = make_config(
-        version=2, topics=["audit.orders", "orders.created", "orders.shipped", "orders.paid"]
-    )
+    second = make_config(version=2, topics=["audit.orders", "orders.created", "orders.shipped", "orders.paid"])
     publish_document(redis_client, second, prefix=key_prefix)
     current = await watcher.wait_for_version(2, timeout=TIMEOUT)
 
@@ -105,6 +115,7 @@ async def test_it_applies_a_published_version_through_the_channel(watch, redis_c
 
 async def test_a_missed_message_is_recovered_by_polling(watch, redis_client, key_prefix) -> None:
     watcher = await watch(poll_interval=0.2)
+    await quiet(watcher)
     doc = make_config(version=4)
     # What a lost PUBLISH leaves behind: the snapshot and the pointer, and no message.
     redis_client.set(f"{key_prefix}config:4", canonical_json(doc))
@@ -123,9 +134,7 @@ async def test_it_jumps_to_the_newest_version(watch, redis_client, key_prefix) -
 
 async def test_a_rollback_is_a_newer_version_with_older_content(watch, redis_client, key_prefix) -> None:
     first = make_config(version=1)
-    second = make_config(
-        version=2, topics=["audit.orders", "orders.created", "orders.shipped", "orders.paid"]
-    )
+    second = make_config(version=2, topics=["audit.orders", "orders.created", "orders.shipped", "orders.paid"])
     watcher = await watch()
     publish_document(redis_client, first, prefix=key_prefix)
     await watcher.wait_for_version(1, timeout=TIMEOUT)
@@ -143,9 +152,7 @@ async def test_versions_only_move_forward(watch, redis_client, key_prefix) -> No
     publish_document(redis_client, make_config(version=5), prefix=key_prefix)
     await watcher.wait_for_version(5, timeout=TIMEOUT)
     # A Redis restored from an old backup: the pointer names an older version.
-    redis_client.set(
-        f"{key_prefix}config:3", canonical_json(make_config(version=3, topics=["x.y"], bare=True))
-    )
+    redis_client.set(f"{key_prefix}config:3", canonical_json(make_config(version=3, topics=["x.y"], bare=True)))
     redis_client.set(f"{key_prefix}config:latest", "3")
     assert await watcher.sync() is False
     assert watcher.version == 5 and watcher.last_error is None
@@ -164,9 +171,7 @@ async def _refused(watcher: ConfigWatcher, version: int) -> str:
     return watcher.last_error
 
 
-async def test_a_bad_checksum_is_refused_and_the_previous_version_stays(
-    watch, redis_client, key_prefix
-) -> None:
+async def test_a_bad_checksum_is_refused_and_the_previous_version_stays(watch, redis_client, key_prefix) -> None:
     applied = Applied()
     watcher = await watch(on_apply=applied)
     first = make_config(version=1)
@@ -190,9 +195,7 @@ async def test_a_bad_checksum_is_refused_and_the_previous_version_stays(
     assert applied.versions == [1, 3]
 
 
-async def test_a_document_failing_the_schema_is_refused_with_its_path(
-    watch, redis_client, key_prefix
-) -> None:
+async def test_a_document_failing_the_schema_is_refused_with_its_path(watch, redis_client, key_prefix) -> None:
     watcher = await watch()
     publish_document(redis_client, make_config(version=1), prefix=key_prefix)
     await watcher.wait_for_version(1, timeout=TIMEOUT)
@@ -279,9 +282,7 @@ async def test_it_caches_the_applied_document_atomically(watch, redis_client, ke
     assert [path.name for path in cache.parent.iterdir()] == ["meshconfig.json"]  # no temp file left
 
 
-async def test_a_refused_document_does_not_replace_the_cache(
-    watch, redis_client, key_prefix, tmp_path
-) -> None:
+async def test_a_refused_document_does_not_replace_the_cache(watch, redis_client, key_prefix, tmp_path) -> None:
     cache = tmp_path / "meshconfig.json"
     watcher = await watch(cache_path=cache)
     publish_document(redis_client, make_config(version=1), prefix=key_prefix)
@@ -293,9 +294,7 @@ async def test_a_refused_document_does_not_replace_the_cache(
     assert load_file(cache)["version"] == 1
 
 
-async def test_a_restart_without_redis_starts_from_the_cache(
-    watch, redis_client, key_prefix, tmp_path
-) -> None:
+async def test_a_restart_without_redis_starts_from_the_cache(watch, redis_client, key_prefix, tmp_path) -> None:
     cache = tmp_path / "meshconfig.json"
     first = await watch(cache_path=cache)
     doc = make_config(version=9)
@@ -308,7 +307,7 @@ async def test_a_restart_without_redis_starts_from_the_cache(
     second = await watch(url=closed, cache_path=cache, on_apply=applied)
     # Applied before start() returned: a runtime can serve at once.
     assert second.current == doc and applied.versions == [9]
-    await eventually(lambda: second._redis_down, what="the watcher to notice Redis is away")
+    await eventually(lambda: not second.redis_reachable, what="the watcher to notice Redis is away")
     assert second.version == 9 and second.last_error is None
 
 
@@ -382,7 +381,7 @@ def private_redis(tmp_path) -> Iterator[PrivateRedis]:
 async def test_it_waits_for_redis_to_come_up_and_then_applies(watch, private_redis, key_prefix) -> None:
     applied = Applied()
     watcher = await watch(url=private_redis.url, on_apply=applied, poll_interval=600)
-    await eventually(lambda: watcher._redis_down, what="the watcher to notice Redis is away")
+    await eventually(lambda: not watcher.redis_reachable, what="the watcher to notice Redis is away")
 
     private_redis.start()
     client = redis.Redis.from_url(private_redis.url)
@@ -393,7 +392,7 @@ async def test_it_waits_for_redis_to_come_up_and_then_applies(watch, private_red
 
     # Redis restarts empty; the watcher reconnects and takes the next version.
     private_redis.stop()
-    await eventually(lambda: watcher._redis_down, what="the watcher to notice the restart")
+    await eventually(lambda: not watcher.redis_reachable, what="the watcher to notice the restart")
     private_redis.start()
     publish_document(redis.Redis.from_url(private_redis.url), make_config(version=2), prefix=key_prefix)
     await watcher.wait_for_version(2, timeout=TIMEOUT)
@@ -427,9 +426,7 @@ async def heartbeaters() -> AsyncIterator[list[Heartbeater]]:
         await heartbeater.stop()
 
 
-async def test_heartbeats_carry_the_applied_version(
-    watch, redis_url, redis_client, key_prefix, heartbeaters
-) -> None:
+async def test_heartbeats_carry_the_applied_version(watch, redis_url, redis_client, key_prefix, heartbeaters) -> None:
     watcher = await watch()
     doc = make_config(version=3)
     publish_document(redis_client, doc, prefix=key_prefix)
@@ -476,9 +473,7 @@ async def test_heartbeats_carry_the_applied_version(
     bad["checksum"] = "f" * 64
     publish_document(redis_client, bad, prefix=key_prefix, check=False)
     await _refused(watcher, 4)
-    await eventually(
-        lambda: _beats(redis_client, key_prefix)[-1]["error"] != "", what="a beat with the error"
-    )
+    await eventually(lambda: _beats(redis_client, key_prefix)[-1]["error"] != "", what="a beat with the error")
     beat = _beats(redis_client, key_prefix)[-1]
     assert "config version 4 refused: checksum:" in beat["error"]
     assert beat["config_version"] == "3"
@@ -514,15 +509,13 @@ async def test_heartbeats_survive_redis_being_away(private_redis, key_prefix, he
     heartbeater = Heartbeater(private_redis.url, prefix=key_prefix, runtime_id="rt-9", interval=0.05)
     heartbeaters.append(heartbeater)
     await heartbeater.start()
-    await eventually(lambda: heartbeater._failing, what="a failed beat")
+    await eventually(lambda: not heartbeater.redis_reachable, what="a failed beat")
     assert heartbeater._task is not None and not heartbeater._task.done()
 
     private_redis.start()
     client = redis.Redis.from_url(private_redis.url)
-    await eventually(
-        lambda: len(client.xrange(f"{key_prefix}runtimes")) >= 1, what="a beat after Redis came up"
-    )
-    assert not heartbeater._failing
+    await eventually(lambda: len(client.xrange(f"{key_prefix}runtimes")) >= 1, what="a beat after Redis came up")
+    assert heartbeater.redis_reachable
 
 
 def test_default_runtime_ids_name_the_host_and_process_and_differ() -> None:
