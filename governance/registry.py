@@ -149,13 +149,17 @@ class HeartbeatIngester:
                 raise
 
     def read(self) -> list[tuple[bytes, dict]]:
-        cursor = "0" if self._backlog else ">"
-        reply = self.client.xreadgroup(GROUP, self.consumer, {self.stream: cursor}, count=self.batch,
-                                       block=None if self._backlog else self.block_ms)
-        entries = reply[0][1] if reply else []
-        if self._backlog and len(entries) < self.batch:
-            self._backlog = False
-        return entries
+        """Our own unacknowledged entries first (after a restart), then new ones, waiting up to
+        ``block_ms`` for them."""
+        if self._backlog:
+            reply = self.client.xreadgroup(GROUP, self.consumer, {self.stream: "0"}, count=self.batch)
+            entries = reply[0][1] if reply else []
+            self._backlog = len(entries) == self.batch
+            if entries:
+                return entries
+        reply = self.client.xreadgroup(GROUP, self.consumer, {self.stream: ">"}, count=self.batch,
+                                       block=self.block_ms)
+        return reply[0][1] if reply else []
 
     def step(self) -> list[Runtime]:
         """Read one batch, store it, acknowledge it, broadcast it; return the stored rows."""
