@@ -21,16 +21,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MESHCONFIG_SCHEMA_PATH", "Check", "UnsupportedSchema", "compile_checker", "load_schema"]
+__all__ = [
+    "DATA_SCHEMA_SUBSET_PATH",
+    "MESHCONFIG_SCHEMA_PATH",
+    "Check",
+    "UnsupportedSchema",
+    "compile_checker",
+    "load_schema",
+]
 
 MESHCONFIG_SCHEMA_PATH = Path(__file__).with_name("meshconfig-1.json")
+DATA_SCHEMA_SUBSET_PATH = Path(__file__).with_name("data-schema-subset.json")
 
 Check = Callable[[Any], bool]
 
 # Keywords that never constrain an instance.
-_ANNOTATIONS = frozenset(
-    {"$schema", "$id", "$defs", "$comment", "title", "description", "default", "examples"}
-)
+_ANNOTATIONS = frozenset({"$schema", "$id", "$defs", "$comment", "title", "description", "default", "examples"})
 
 
 class UnsupportedSchema(ValueError):
@@ -171,6 +177,10 @@ class _Compiler:
             fail_if(f"{number}{var} < {self.constant(node['minimum'])}")
         if "maximum" in node:
             fail_if(f"{number}{var} > {self.constant(node['maximum'])}")
+        if "exclusiveMinimum" in node:
+            fail_if(f"{number}{var} <= {self.constant(node['exclusiveMinimum'])}")
+        if "exclusiveMaximum" in node:
+            fail_if(f"{number}{var} >= {self.constant(node['exclusiveMaximum'])}")
 
         if {"required", "properties", "additionalProperties"} & node.keys():
             obj = guard("object")
@@ -246,6 +256,8 @@ _KEYWORDS = frozenset(
         "maxLength",
         "minimum",
         "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
         "required",
         "properties",
         "additionalProperties",

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from factories import access_rule, app_key, application, key_for, make_config, subscription, topic
+from factories import ORDER_SCHEMA, access_rule, app_key, application, key_for, make_config, subscription, topic
 
 from meshruntime.config import (
     SCHEMA,
@@ -154,9 +154,7 @@ def test_the_schema_is_a_valid_draft_2020_12_schema() -> None:
                 applications=[
                     application("auditor"),
                     application("shipping"),
-                    application(
-                        "billing", keys=["Ab3dE9xQ", app_key("Zz000000", expires_at="2027-01-01T00:00:00Z")]
-                    ),
+                    application("billing", keys=["Ab3dE9xQ", app_key("Zz000000", expires_at="2027-01-01T00:00:00Z")]),
                 ]
             ),
             id="two keys, one expiring",
@@ -278,9 +276,7 @@ SCHEMA_ERRORS = [
 
 
 @pytest.mark.parametrize(("change", "starts", "says"), SCHEMA_ERRORS)
-def test_schema_errors_name_their_path(
-    change: Callable[[dict[str, Any]], None], starts: str, says: str
-) -> None:
+def test_schema_errors_name_their_path(change: Callable[[dict[str, Any]], None], starts: str, says: str) -> None:
     doc = resealed(change)
     with pytest.raises(ConfigError) as caught:
         validate_document(doc)
@@ -630,3 +626,169 @@ def test_the_compiler_follows_recursive_refs() -> None:
     )
     assert check({"children": [{"children": []}, {}]})
     assert not check({"children": [{"children": [{"leaf": 1}]}]})
+
+
+# --------------------------------------------------------------------------------------------
+# Topic data schemas: the fast subset never passes what the metaschema refuses
+
+
+def _metaschema_says(schema: Any) -> bool:
+    import jsonschema
+
+    cls = jsonschema.Draft202012Validator
+    return cls(cls.META_SCHEMA, format_checker=cls.FORMAT_CHECKER).is_valid(schema)
+
+
+def test_ordinary_data_schemas_take_the_fast_path() -> None:
+    from meshruntime.config import _plainly_valid
+
+    for schema in (
+        ORDER_SCHEMA,
+        True,
+        {},
+        {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": ["object", "null"]},
+        {
+            "type": "object",
+            "properties": {
+                "sku": {"type": "string", "pattern": "^[A-Z]{3}-\\d+$"},
+                "qty": {"type": "integer", "minimum": 1, "multipleOf": 1},
+            },
+            "required": ["sku"],
+            "additionalProperties": False,
+            "$defs": {"money": {"type": "number", "exclusiveMinimum": 0}},
+        },
+        {"oneOf": [{"$ref": "#/$defs/a"}, {"not": {"enum": [1, "x", None]}}], "$defs": {"a": {"const": 3}}},
+    ):
+        assert _plainly_valid(schema), schema
+        assert _metaschema_says(schema)
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "order"},
+        {"pattern": "(unclosed"},
+        {"properties": {"a": {"pattern": "[z-a]"}}},
+        {"minLength": -1},
+        {"multipleOf": 0},
+        {"required": ["a", "a"]},
+        {"items": [{"type": "string"}]},
+    ],
+)
+def test_invalid_data_schemas_are_refused_either_way(schema: dict[str, Any]) -> None:
+    from meshruntime.config import _plainly_valid
+
+    assert not _plainly_valid(schema)
+    assert not _metaschema_says(schema)
+    with pytest.raises(ConfigError, match=r"^topics\[1\]\.schema: not a valid JSON Schema"):
+        validate_document(resealed(_set("topics.1.schema", schema)))
+
+
+_SCHEMA_KEYWORDS = [
+    "$schema",
+    "$ref",
+    "$defs",
+    "$id",
+    "$comment",
+    "title",
+    "description",
+    "default",
+    "examples",
+    "type",
+    "enum",
+    "const",
+    "format",
+    "pattern",
+    "minLength",
+    "maxLength",
+    "minItems",
+    "maxItems",
+    "minProperties",
+    "maxProperties",
+    "uniqueItems",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "multipleOf",
+    "required",
+    "properties",
+    "additionalProperties",
+    "items",
+    "not",
+    "allOf",
+    "anyOf",
+    "oneOf",
+    "prefixItems",
+    "if",
+    "contentEncoding",
+    "readOnly",
+    "deprecated",
+]
+_SCHEMA_VALUES: list[Any] = [
+    None,
+    True,
+    False,
+    0,
+    1,
+    -1,
+    0.5,
+    -0.5,
+    2.0,
+    "",
+    "string",
+    "object",
+    "integer",
+    "^a+$",
+    "(",
+    "[z-a]",
+    "#/$defs/x",
+    "#bad ref",
+    "https://json-schema.org/draft/2020-12/schema",
+    "http://json-schema.org/draft-04/schema#",
+    [],
+    ["a"],
+    ["a", "a"],
+    ["string", "null"],
+    ["string", "string"],
+    [{}],
+    [True, {"type": "x"}],
+    {},
+    {"a": {}},
+    {"a": {"type": "nope"}},
+    {"a": True},
+    {"type": "string"},
+    {"minimum": "1"},
+]
+
+
+def _random_schema(rng, depth: int = 0) -> Any:
+    if depth > 3 or rng.random() < 0.15:
+        return rng.choice([True, False, {}, {"type": "string"}, copy.deepcopy(rng.choice(_SCHEMA_VALUES))])
+    schema: dict[str, Any] = {}
+    for _ in range(rng.randint(1, 4)):
+        keyword = rng.choice(_SCHEMA_KEYWORDS)
+        if keyword in ("properties", "$defs") and rng.random() < 0.7:
+            schema[keyword] = {f"p{i}": _random_schema(rng, depth + 1) for i in range(rng.randint(0, 3))}
+        elif keyword in ("allOf", "anyOf", "oneOf") and rng.random() < 0.7:
+            schema[keyword] = [_random_schema(rng, depth + 1) for _ in range(rng.randint(0, 3))]
+        elif keyword in ("items", "not", "additionalProperties") and rng.random() < 0.7:
+            schema[keyword] = _random_schema(rng, depth + 1)
+        else:
+            schema[keyword] = copy.deepcopy(rng.choice(_SCHEMA_VALUES))
+    return schema
+
+
+def test_the_fast_subset_is_never_more_lenient_than_the_metaschema() -> None:
+    import random
+
+    from meshruntime.config import _plainly_valid
+
+    rng = random.Random(1128)
+    fast_yes = 0
+    for _ in range(3000):
+        schema = _random_schema(rng)
+        if _plainly_valid(schema):
+            fast_yes += 1
+            assert _metaschema_says(schema), schema
+    assert fast_yes > 100  # the sample reaches the fast path often enough to mean something
