@@ -42,6 +42,7 @@ class AppendCoalescer:
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._tasks: set[asyncio.Task] = set()
 
     @property
     def pending(self) -> int:
@@ -57,8 +58,8 @@ class AppendCoalescer:
         self._idle.clear()
         if self._in_flight < self.max_in_flight:
             self._start_write()
-        # shield: a client that disconnects must not cancel a write that others share
-        return await asyncio.shield(future)
+        # A cancelled waiter only cancels its own future; the shared write goes on regardless.
+        return await future
 
     def _start_write(self) -> None:
         queue = self._queue
@@ -75,7 +76,9 @@ class AppendCoalescer:
                 cut = len(queue)
             batch, self._queue = queue[:cut], queue[cut:]
         self._in_flight += 1
-        asyncio.get_running_loop().create_task(self._write(batch))
+        task = asyncio.get_running_loop().create_task(self._write(batch))
+        self._tasks.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self._tasks.discard)
 
     async def _write(self, batch) -> None:
         try:

@@ -66,6 +66,7 @@ class Tap:
         self._flush_scheduled = False
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
+        self._flushes: set[asyncio.Task] = set()
         self.sent = 0
 
     # -- which topics are watched ---------------------------------------------------------------
@@ -115,7 +116,9 @@ class Tap:
             asyncio.get_running_loop().call_soon(self._spawn_flush)
 
     def _spawn_flush(self) -> None:
-        asyncio.get_running_loop().create_task(self._flush())
+        task = asyncio.get_running_loop().create_task(self._flush())
+        self._flushes.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self._flushes.discard)
 
     async def _flush(self) -> None:
         self._flush_scheduled = False

@@ -24,8 +24,16 @@ _propagator = TraceContextTextMapPropagator()
 
 
 def new_traceparent() -> str:
-    """A fresh, sampled W3C traceparent (version 00)."""
-    return f"00-{random.getrandbits(128) or 1:032x}-{random.getrandbits(64) or 1:016x}-01"
+    """A fresh, sampled W3C traceparent (version 00). Not for secrets: ids need only be unique."""
+    digits = random.randbytes(24).hex()
+    # all-zero ids are invalid; 2**-64 odds, but the spec says never
+    if digits[:32] == _ZERO_TRACE or digits[32:] == _ZERO_SPAN:
+        return new_traceparent()
+    return f"00-{digits[:32]}-{digits[32:]}-01"
+
+
+_ZERO_TRACE = "0" * 32
+_ZERO_SPAN = "0" * 16
 
 
 class Tracing:

@@ -25,6 +25,7 @@ from .base import (
     StoredEntry,
     StoreError,
 )
+from .resp import RespPool, bulk
 
 EVENT_FIELD = b"event"
 # Lag is counted by scanning when the server cannot report it (Redis 6.2); beyond this many
@@ -41,6 +42,9 @@ def make_client(url: str, **kwargs) -> aioredis.Redis:
         kwargs.setdefault("socket_keepalive", True)
     kwargs.setdefault("health_check_interval", 30)
     return aioredis.Redis.from_url(url, **kwargs)
+
+
+_bulk = bulk
 
 
 def _s(value: bytes | str) -> str:
@@ -64,18 +68,21 @@ class RedisStreamsStore:
         journey_ttl_seconds: int = 86_400,
         dlq_max_length: int = 100_000,
         owns_client: bool = False,
+        url: str | None = None,
     ) -> None:
         self.client = client
+        # The append path's own connections (see resp.py); without a URL, redis-py's pipeline.
+        self._resp = RespPool(url) if url is not None else None
         self.prefix = prefix
         self.journey_ttl_ms = journey_ttl_seconds * 1000
         self.dlq_max_length = dlq_max_length
         self._owns_client = owns_client
         self._claim_cursors: dict[tuple[str, str], str] = {}
-        self._has_lag: bool | None = None
+        self._prefixes: dict[tuple[str, int | None], bytes] = {}
 
     @classmethod
     def from_url(cls, url: str, **kwargs) -> RedisStreamsStore:
-        return cls(make_client(url), owns_client=True, **kwargs)
+        return cls(make_client(url), owns_client=True, url=url, **kwargs)
 
     # keys ---------------------------------------------------------------------------------
     def stream_key(self, topic: str) -> str:
@@ -88,26 +95,81 @@ class RedisStreamsStore:
         return f"{self.prefix}journey:{event_id}"
 
     # publish ------------------------------------------------------------------------------
-    def _add_xadd(self, pipe, entry: AppendEntry, now_ms: int) -> None:
-        retention = entry.retention
-        maxlen = minid = None
-        if retention.max_length is not None:
-            maxlen = retention.max_length
-        elif retention.max_age_seconds is not None:
-            # MINID and MAXLEN cannot share one XADD; age alone is applied here, and both
-            # together by trim(), which the runtime runs periodically.
-            minid = now_ms - retention.max_age_seconds * 1000
-        pipe.xadd(self.stream_key(entry.topic), {EVENT_FIELD: entry.event}, maxlen=maxlen, minid=minid,
-                  approximate=True)
+    # The append is the hot path: its commands are packed into RESP here, from per-topic
+    # prefixes computed once, and written on one pooled connection. redis-py's pipeline would
+    # encode every argument of every command again (several microseconds each), which at
+    # thousands of events per second is most of the cost of an append.
+    def _xadd_prefix(self, topic: str, retention: Retention, now_ms: int) -> bytes:
+        if retention.max_length is None and retention.max_age_seconds is not None:
+            # MINID and MAXLEN cannot share one XADD; age alone is applied here, both by trim(),
+            # which the runtime runs periodically. MINID moves with time: not cached.
+            minid = str(now_ms - retention.max_age_seconds * 1000).encode()
+            return b"*8\r\n$4\r\nXADD\r\n" + _bulk(self.stream_key(topic).encode()) + \
+                b"$5\r\nMINID\r\n$1\r\n~\r\n" + _bulk(minid) + b"$1\r\n*\r\n$5\r\nevent\r\n"
+        cache_key = (topic, retention.max_length)
+        prefix = self._prefixes.get(cache_key)
+        if prefix is None:
+            key = _bulk(self.stream_key(topic).encode())
+            if retention.max_length is None:
+                prefix = b"*5\r\n$4\r\nXADD\r\n" + key + b"$1\r\n*\r\n$5\r\nevent\r\n"
+            else:
+                prefix = b"*8\r\n$4\r\nXADD\r\n" + key + b"$6\r\nMAXLEN\r\n$1\r\n~\r\n" + \
+                    _bulk(str(retention.max_length).encode()) + b"$1\r\n*\r\n$5\r\nevent\r\n"
+            if len(self._prefixes) > 10_000:
+                self._prefixes.clear()
+            self._prefixes[cache_key] = prefix
+        return prefix
 
-    def _add_journey(self, pipe, steps: Sequence[JourneyStep]) -> None:
+    def _pack_journey(self, parts: list[bytes], steps: Sequence[JourneyStep]) -> int:
+        """Append RPUSH + PEXPIRE per event to ``parts``; returns the number of commands."""
         by_event: dict[str, list[bytes]] = {}
         for step in steps:
             by_event.setdefault(step.event_id, []).append(step.step)
+        ttl = _bulk(str(self.journey_ttl_ms).encode())
         for event_id, values in by_event.items():
-            key = self.journey_key(event_id)
-            pipe.rpush(key, *values)
-            pipe.pexpire(key, self.journey_ttl_ms)
+            key = _bulk(self.journey_key(event_id).encode())
+            parts.append(b"*%d\r\n$5\r\nRPUSH\r\n" % (len(values) + 2))
+            parts.append(key)
+            parts.extend(_bulk(v) for v in values)
+            parts.append(b"*3\r\n$7\r\nPEXPIRE\r\n")
+            parts.append(key)
+            parts.append(ttl)
+        return 2 * len(by_event)
+
+    async def _round_trip(self, packed: bytes, replies: int) -> list:
+        """Send packed commands on one connection and read every reply (errors as values)."""
+        if self._resp is not None:
+            return await self._resp.request(packed, replies)
+        return await self._redis_py_round_trip(packed, replies)
+
+    async def _redis_py_round_trip(self, packed: bytes, replies: int) -> list:
+        """Send packed commands on one of redis-py's pooled connections and read every reply.
+
+        A connection that fails is dropped (never returned to the pool half-read). A failure
+        while sending on a pooled connection (Redis restarted) is retried once on a new one;
+        a failure after that is the caller's, since the commands may have run.
+        """
+        pool = self.client.connection_pool
+        for attempt in (1, 2):
+            connection = await pool.get_connection()
+            sent = False
+            try:
+                await connection.send_packed_command(packed, check_health=False)
+                sent = True
+                out = []
+                for _ in range(replies):
+                    try:
+                        out.append(await connection.read_response())
+                    except ResponseError as error:
+                        out.append(error)
+                return out
+            except BaseException as error:
+                await connection.disconnect()
+                if sent or attempt == 2 or not isinstance(error, RedisError | OSError):
+                    raise
+            finally:
+                await pool.release(connection)
+        raise AssertionError("unreachable")
 
     async def append_many(
         self, entries: Sequence[AppendEntry], *, journey: Sequence[JourneyStep] = ()
@@ -115,13 +177,14 @@ class RedisStreamsStore:
         if not entries and not journey:
             return []
         now_ms = int(time.time() * 1000)
-        pipe = self.client.pipeline(transaction=False)
+        parts: list[bytes] = []
         for entry in entries:
-            self._add_xadd(pipe, entry, now_ms)
-        self._add_journey(pipe, journey)
+            parts.append(self._xadd_prefix(entry.topic, entry.retention, now_ms))
+            parts.append(_bulk(entry.event))
+        commands = len(entries) + self._pack_journey(parts, journey)
         try:
-            results = await pipe.execute(raise_on_error=False)
-        except RedisError as exc:
+            results = await self._round_trip(b"".join(parts), commands)
+        except (RedisError, OSError) as exc:
             raise StoreError(f"append failed: {exc}") from exc
         ids = []
         for result in results[: len(entries)]:
@@ -133,11 +196,11 @@ class RedisStreamsStore:
     async def record_journey(self, steps: Sequence[JourneyStep]) -> None:
         if not steps:
             return
-        pipe = self.client.pipeline(transaction=False)
-        self._add_journey(pipe, steps)
+        parts: list[bytes] = []
+        commands = self._pack_journey(parts, steps)
         try:
-            await pipe.execute()
-        except RedisError as exc:
+            await self._round_trip(b"".join(parts), commands)
+        except (RedisError, OSError) as exc:
             raise StoreError(f"journey write failed: {exc}") from exc
 
     # consumer groups ----------------------------------------------------------------------
@@ -344,5 +407,7 @@ class RedisStreamsStore:
             return False
 
     async def close(self) -> None:
+        if self._resp is not None:
+            await self._resp.close()
         if self._owns_client:
             await self.client.aclose()

@@ -7,6 +7,7 @@ import time
 
 import orjson
 import pytest
+import redis.asyncio as aioredis
 
 from meshruntime.store import (
     AppendEntry,
@@ -149,3 +150,34 @@ async def test_it_reports_failures_as_store_errors():
 def test_open_store_refuses_unknown_engines():
     with pytest.raises(ValueError, match="nats"):
         open_store("nats://localhost:4222")
+
+
+async def test_a_store_built_on_a_client_appends_through_redis_py(redis_url, key_prefix, redis_client):
+    client = aioredis.Redis.from_url(redis_url)
+    store = RedisStreamsStore(client, prefix=key_prefix, owns_client=True)
+    step = orjson.dumps({"step": "stored"})
+    ids = await store.append_many([AppendEntry("t.py", event(i), Retention(max_length=100)) for i in range(3)],
+                                  journey=[JourneyStep("e9", step)])
+    assert [e.id for e in await store.read_range("t.py")] == ids
+    assert redis_client.lrange(f"{key_prefix}journey:e9", 0, -1) == [step]
+    await store.close()
+
+
+async def test_the_append_connection_survives_a_server_side_disconnect(store, redis_client, key_prefix):
+    await store.append_many([AppendEntry("t.kill", event(1))])
+    # Redis drops every client connection of ours, as a restart would
+    killed = 0
+    for client in redis_client.client_list():
+        if client.get("cmd") in ("xadd", "pexpire", "rpush"):
+            killed += redis_client.client_kill_filter(_id=client["id"])
+    assert killed >= 1
+    ids = await store.append_many([AppendEntry("t.kill", event(2))])
+    assert len(ids) == 1 and await store.length("t.kill") == 2
+
+
+async def test_errors_of_single_commands_fail_the_append(store, redis_client, key_prefix):
+    redis_client.set(f"{key_prefix}topic:t.wrong", "not a stream")
+    with pytest.raises(StoreError, match="WRONGTYPE"):
+        await store.append_many([AppendEntry("t.wrong", event(1))])
+    # the connection stays usable: every reply was read
+    assert await store.append_many([AppendEntry("t.fine", event(1))])

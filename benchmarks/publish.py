@@ -1,0 +1,250 @@
+"""Publish throughput of the runtime against raw Redis, measured in one run.
+
+(a) reference: redis-py pipelined XADD of N structured CloudEvents from one asyncio process;
+(b) the runtime's batch publish of the same events (batches of 100, 8 keep-alive connections);
+(c) single-event publishes over 64 keep-alive connections.
+
+The runtime is the real ``python -m meshruntime`` process (defaults: journeys on for every
+event), configured from a MeshConfig file. The load generator is a minimal HTTP/1.1 client on
+asyncio streams, so that it measures the runtime rather than a client library.
+
+    .venv/bin/python benchmarks/publish.py [-n 50000] [--redis-url redis://...]
+
+Targets: b/a >= 0.6 and c/a >= 0.25. Ratios are printed last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import secrets
+import string
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+import redis
+import redis.asyncio as aioredis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from meshruntime.config import seal  # noqa: E402
+
+TOPIC = "bench.events"
+
+
+def make_key() -> tuple[str, dict]:
+    alphabet = string.ascii_letters + string.digits
+    prefix = "".join(secrets.choice(alphabet) for _ in range(8))
+    key = f"mk_{prefix}_{secrets.token_urlsafe(30)[:40]}"
+    return key, {"prefix": prefix, "sha256": hashlib.sha256(key.encode()).hexdigest(), "expires_at": None}
+
+
+def make_config(key_entry: dict) -> dict:
+    doc = {
+        "format": 1,
+        "stores": [{"name": "default", "kind": "redis"}],
+        "topics": [{"name": TOPIC, "store": "default", "lifecycle": "active", "sunset": None, "schema": None,
+                    "retention": {"max_age_seconds": None, "max_length": 10_000_000}}],
+        "applications": [{"name": "bench", "team": "perf", "keys": [key_entry]}],
+        "access_rules": [{"id": "rule-1", "principals": ["bench"], "topic": "bench.*", "actions": ["publish"],
+                          "effect": "allow", "description": ""}],
+        "subscriptions": [],
+        "routing_rules": [],
+    }
+    return seal(doc, 1)
+
+
+def make_events(n: int, run: str) -> list[dict]:
+    return [
+        {"specversion": "1.0", "id": f"{run}-{i}", "source": "/bench/producer", "type": "com.example.bench",
+         "time": "2026-11-28T14:30:00Z", "datacontenttype": "application/json",
+         "data": {"order_id": f"o-{i}", "amount": i % 1000 / 10, "currency": "EUR", "items": [1, 2, 3]}}
+        for i in range(n)
+    ]
+
+
+# -- (a) raw redis-py ----------------------------------------------------------------------------
+async def raw_xadd(redis_url: str, key: str, bodies: list[bytes], chunk: int) -> float:
+    client = aioredis.Redis.from_url(redis_url)
+    started = time.perf_counter()
+    for start in range(0, len(bodies), chunk):
+        pipe = client.pipeline(transaction=False)
+        for body in bodies[start:start + chunk]:
+            pipe.xadd(key, {"event": body}, maxlen=10_000_000, approximate=True)
+        await pipe.execute()
+    elapsed = time.perf_counter() - started
+    await client.aclose()
+    return elapsed
+
+
+# -- HTTP load generator -------------------------------------------------------------------------
+def http_request(path: str, body: bytes, content_type: str, key: str) -> bytes:
+    head = (f"POST {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {key}\r\n"
+            f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n")
+    return head.encode() + body
+
+
+async def worker(host: str, port: int, requests: list[bytes], failures: list[str]) -> None:
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        for request in requests:
+            writer.write(request)
+            status_line = await reader.readline()
+            length = 0
+            while True:
+                line = await reader.readline()
+                if line in (b"\r\n", b""):
+                    break
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            body = await reader.readexactly(length)
+            if b" 202 " not in status_line:
+                failures.append(status_line.decode().strip() + " " + body[:200].decode("utf-8", "replace"))
+    finally:
+        writer.close()
+
+
+async def run_http(host: str, port: int, requests: list[bytes], connections: int) -> float:
+    per_connection = [requests[i::connections] for i in range(connections)]
+    failures: list[str] = []
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(host, port, chunk, failures) for chunk in per_connection))
+    elapsed = time.perf_counter() - started
+    if failures:
+        raise SystemExit(f"{len(failures)} requests failed, first: {failures[0]}")
+    return elapsed
+
+
+# -- the runtime process -------------------------------------------------------------------------
+def start_runtime(redis_url: str, prefix: str, config_path: Path) -> tuple[subprocess.Popen, str, int]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "meshruntime", "--gateway", "--listen", "127.0.0.1:0", "--store-url", redis_url,
+         "--config-file", str(config_path), "--prefix", prefix, "--log-level", "WARNING"],
+        stdout=subprocess.PIPE, env=env, cwd=ROOT, text=True,
+    )
+    line = process.stdout.readline()
+    if "listening on http://" not in line:
+        process.kill()
+        raise SystemExit(f"the runtime did not start: {line!r}")
+    address = line.rsplit("http://", 1)[1].strip()
+    host, port = address.rsplit(":", 1)
+    return process, host, int(port)
+
+
+def wait_ready(host: str, port: int, timeout: float = 15.0) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://{host}:{port}/readyz", timeout=1) as response:  # noqa: S310
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit("the runtime did not become ready")
+        time.sleep(0.05)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux), to tell cost from waiting on a busy machine."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return float("nan")
+
+
+def default_redis_url() -> str:
+    if os.environ.get("REDIS_URL"):
+        return os.environ["REDIS_URL"]
+    from meshadmin.embedded import default_data_dir, ensure_redis
+
+    return ensure_redis(default_data_dir() / "bench-redis")
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    redis_url = args.redis_url or default_redis_url()
+    prefix = f"bench-{uuid.uuid4().hex[:8]}:"
+    stream = f"{prefix}topic:{TOPIC}"
+    sync = redis.Redis.from_url(redis_url)
+    key, key_entry = make_key()
+    n = args.events
+    with tempfile.TemporaryDirectory() as tmp:
+        config_path = Path(tmp) / "mesh.json"
+        config_path.write_text(json.dumps(make_config(key_entry)))
+        process, host, port = start_runtime(redis_url, prefix, config_path)
+        try:
+            wait_ready(host, port)
+            # warm-up: connections, caches, the stream's first node
+            warm = make_events(2000, "warm")
+            await run_http(host, port, [http_request(f"/v1/topics/{TOPIC}/events", orjson.dumps(e),
+                                                     "application/cloudevents+json", key) for e in warm], 16)
+
+            events_a = make_events(n, "a")
+            bodies = [orjson.dumps(e) for e in events_a]
+            seconds_a = await raw_xadd(redis_url, f"{prefix}raw", bodies, args.pipeline)
+
+            events_b = make_events(n, "b")
+            batches = [http_request(f"/v1/topics/{TOPIC}/events", orjson.dumps(events_b[i:i + 100]),
+                                    "application/cloudevents-batch+json", key) for i in range(0, n, 100)]
+            cpu = cpu_seconds(process.pid)
+            seconds_b = await run_http(host, port, batches, 8)
+            cpu_b = cpu_seconds(process.pid) - cpu
+
+            events_c = make_events(n, "c")
+            singles = [http_request(f"/v1/topics/{TOPIC}/events", orjson.dumps(e),
+                                    "application/cloudevents+json", key) for e in events_c]
+            cpu = cpu_seconds(process.pid)
+            seconds_c = await run_http(host, port, singles, 64)
+            cpu_c = cpu_seconds(process.pid) - cpu
+
+            stored = sync.xlen(stream)
+            expected = n * 2 + len(warm)
+            if stored != expected:
+                raise SystemExit(f"the topic holds {stored} events, expected {expected}")
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+            for k in sync.scan_iter(match=f"{prefix}*", count=1000):
+                sync.delete(k)
+            sync.close()
+
+    rate_a, rate_b, rate_c = n / seconds_a, n / seconds_b, n / seconds_c
+    print(f"events: {n} per run, {len(bodies[0])} bytes each")
+    print(f"(a) redis-py pipelined XADD (pipelines of {args.pipeline}): {rate_a:12,.0f} events/s")
+    print(f"(b) runtime batch publish (100/request, 8 connections): {rate_b:12,.0f} events/s")
+    print(f"(c) runtime single-event publish (64 connections):       {rate_c:12,.0f} events/s")
+    print(f"runtime CPU per event: (b) {cpu_b / n * 1e6:.0f} us, (c) {cpu_c / n * 1e6:.0f} us; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(f"b/a = {rate_b / rate_a:.2f} (target >= 0.60)")
+    print(f"c/a = {rate_c / rate_a:.2f} (target >= 0.25)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-n", "--events", type=int, default=50_000, help="events per run (default 50000)")
+    parser.add_argument("--pipeline", type=int, default=100, help="XADDs per pipeline in (a) (default 100)")
+    parser.add_argument("--redis-url", help="Redis to use (default REDIS_URL, else a private one)")
+    args = parser.parse_args()
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main_async(args))
+    else:
+        uvloop.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()
