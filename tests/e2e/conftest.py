@@ -26,8 +26,10 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """One Chromium per module: Playwright's sync API keeps an event loop running in this thread
+    while it is open, which would break later tests that call ``async_to_sync``."""
     from playwright.sync_api import sync_playwright
 
     if not os.path.exists(CHROMIUM):
