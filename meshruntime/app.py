@@ -25,6 +25,7 @@ from .appender import AppendCoalescer
 from .cloudevents import EventError, parse_http
 from .config import ConfigWatcher, load_file, validate_document
 from .delivery import DeliveryManager, DeliverySettings
+from .heartbeat import Heartbeater
 from .journey import JourneyRecorder
 from .metrics import CONTENT_TYPE_LATEST, RuntimeMetrics
 from .publish import Limits, Prepared, Publisher, Refusal
@@ -36,10 +37,11 @@ from .tracing import Tracing
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Runtime", "Settings"]
+__all__ = ["RUNTIME_KEY", "Runtime", "Settings"]
 
 SOFTWARE_VERSION = "0.1.0"
 JSON = "application/json"
+RUNTIME_KEY: web.AppKey[Runtime] = web.AppKey("runtime")
 
 
 @dataclass
@@ -114,7 +116,7 @@ class Runtime:
             registry=self.metrics.registry, journey=self.journey, user_agent=f"meshruntime/{SOFTWARE_VERSION}",
             settings=DeliverySettings(visibility_timeout_s=settings.visibility_timeout))
         self.watcher: ConfigWatcher | None = None
-        self.heartbeater = None
+        self.heartbeater: Heartbeater | None = None
         self._tasks: list[asyncio.Task] = []
         self._config_file_mtime: float | None = None
         self.started_at = None
@@ -179,23 +181,30 @@ class Runtime:
         self.tap.start()
         await self.delivery.start()  # delivers the subscriptions of whatever config is applied, now or later
         self._tasks.append(asyncio.create_task(self._trim_loop(), name="retention-trim"))
-        self._start_heartbeat()
+        await self._start_heartbeat()
 
-    def _start_heartbeat(self) -> None:
-        try:
-            from .heartbeat import Heartbeater
-        except ImportError:  # written concurrently; the runtime works without it
-            return
-        if self.settings.config_redis_url is None:
-            return
+    async def _start_heartbeat(self) -> None:
+        """Beat to the mesh Redis; the runtime itself stands in for the watcher (it knows the applied
+        version and checksum whether they came from Redis or from a file)."""
         self.heartbeater = Heartbeater(
-            self.settings.config_redis_url, prefix=self.settings.prefix, runtime_id=self.settings.runtime_id,
-            application=self.settings.application or "", watcher=self.watcher,
+            self.settings.config_redis_url or self.settings.store_url, prefix=self.settings.prefix,
+            runtime_id=self.settings.runtime_id, application=self.settings.application, watcher=self,
             counters=lambda: {**self.metrics.counters(), **self.delivery.counters()},
             interval=self.settings.heartbeat_interval)
-        result = self.heartbeater.start()
-        if asyncio.iscoroutine(result):
-            self._tasks.append(asyncio.create_task(result, name="heartbeat-start"))
+        await self.heartbeater.start()
+
+    # What the heartbeat reports (the ConfigWatcher's interface).
+    @property
+    def version(self) -> int | None:
+        return self.config_version
+
+    @property
+    def checksum(self) -> str | None:
+        return None if self.state is None else self.state.checksum
+
+    @property
+    def last_error(self) -> str | None:
+        return self.config_error or (self.watcher.last_error if self.watcher is not None else None)
 
     async def wait_ready(self, timeout: float = 10.0) -> None:
         """Wait until a configuration is applied (tests and the launcher)."""
@@ -214,10 +223,7 @@ class Runtime:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         if self.heartbeater is not None:
-            with contextlib.suppress(Exception):
-                result = self.heartbeater.stop()
-                if asyncio.iscoroutine(result):
-                    await result
+            await self.heartbeater.stop()
         if self.watcher is not None:
             await self.watcher.stop()
         await self.tap.stop()
@@ -256,7 +262,7 @@ class Runtime:
     def make_app(self) -> web.Application:
         limits = self.settings.limits
         app = web.Application(client_max_size=limits.max_request_bytes + 1)
-        app["runtime"] = self
+        app[RUNTIME_KEY] = self
         app.router.add_post("/v1/topics/{topic}/events", self.handle_publish)
         app.router.add_post("/eventmesh/publish/batch", self.handle_eventmesh_batch)
         app.router.add_post("/eventmesh/publish/{topic}", self.handle_eventmesh_publish)
@@ -411,7 +417,7 @@ class Runtime:
         body = {
             "ready": ready,
             "config_version": self.config_version,
-            "config_error": self.config_error or (self.watcher.last_error if self.watcher else None),
+            "config_error": self.last_error,
             "store": "reachable" if store_ok else "unreachable",
             "stopping": self.stopping,
         }
