@@ -494,6 +494,7 @@ class ConfigWatcher:
 
     @property
     def redis_reachable(self) -> bool:
+        """False from a failed Redis command or subscription until the next one that succeeds."""
         return self._redis is not None and not self._redis_down
 
     @property
@@ -585,6 +586,9 @@ class ConfigWatcher:
                         self._wake.set()
             except _REDIS_DOWN as error:
                 self._mark_redis(error)
+            except Exception:
+                # A bug, not an outage: say so loudly; polling still keeps the runtime current.
+                log.exception("config channel listener failed; resubscribing")
             finally:
                 self._subscribed = False
                 with contextlib.suppress(*_REDIS_DOWN):
@@ -601,6 +605,11 @@ class ConfigWatcher:
                 self._mark_redis(None)
             except _REDIS_DOWN as error:
                 self._mark_redis(error)
+            except Exception as error:
+                # A bug, not an outage. Reported where the portal shows it (the heartbeat's
+                # error) rather than letting the poller die silently; retried next interval.
+                log.exception("config check failed")
+                self._last_error = f"config check failed: {error!r}"
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.poll_interval):
                     await self._wake.wait()
@@ -621,7 +630,7 @@ class ConfigWatcher:
             try:
                 latest = int(raw)
             except ValueError:
-                await self._refuse(None, f"{self.prefix}config:latest holds {raw[:40]!r}, not a version")
+                await self._refuse(None, f"{self.prefix}config:latest holds {raw[:40]!r}, not a version number")
                 return False
             current = self.version
             # Forward only: an older ``latest`` (a Redis restored from an old backup) is ignored.
@@ -674,18 +683,22 @@ class ConfigWatcher:
         previous = self.version
         self._current = doc
         self._last_error = None
-        self._refused.pop(version, None)
+        self._refused = {key: value for key, value in self._refused.items() if key > version}
         log.info("applied config version %s (checksum %s; previous %s)", version, doc["checksum"][:12], previous)
         return True
 
     async def _refuse(self, version: int | None, cause: str, *, retry: bool = False) -> None:
+        """Keep the current document, record why ``version`` (None: the pointer) was not applied."""
         keeping = "none" if self.version is None else self.version
-        self._last_error = f"config version {version} refused: {cause}; keeping version {keeping}"
+        what = "config pointer" if version is None else f"config version {version}"
+        message = f"{what} refused: {cause}; keeping version {keeping}"
         if version is not None:
             attempts = self._refused.get(version, (0.0, 0))[1] + 1
             delay = min(max(self.poll_interval, 1.0) * 2**attempts, 600.0) if retry else float("inf")
             self._refused[version] = (time.monotonic() + delay, attempts)
-        log.error("%s", self._last_error)
+        if message != self._last_error:  # a pointer that stays bad is logged once, not every poll
+            log.error("%s", message)
+        self._last_error = message
         await self._notify()
 
     async def _apply_cache(self, path: Path) -> None:

@@ -217,6 +217,16 @@ async def test_a_snapshot_that_is_not_json_is_refused(watch, redis_client, key_p
     assert watcher.current is None
 
 
+async def test_a_pointer_that_is_not_a_version_is_reported(watch, redis_client, key_prefix) -> None:
+    watcher = await watch()
+    redis_client.set(f"{key_prefix}config:latest", "seventeen")
+    await watcher.wait_until(lambda: watcher.last_error is not None, timeout=TIMEOUT)
+    assert watcher.last_error == (
+        f"config pointer refused: {key_prefix}config:latest holds b'seventeen', not a version number; "
+        "keeping version none"
+    )
+
+
 async def test_a_snapshot_holding_another_version_is_refused(watch, redis_client, key_prefix) -> None:
     watcher = await watch()
     redis_client.set(f"{key_prefix}config:2", canonical_json(make_config(version=1)))
@@ -515,7 +525,8 @@ async def test_heartbeats_survive_redis_being_away(private_redis, key_prefix, he
     private_redis.start()
     client = redis.Redis.from_url(private_redis.url)
     await eventually(lambda: len(client.xrange(f"{key_prefix}runtimes")) >= 1, what="a beat after Redis came up")
-    assert heartbeater.redis_reachable
+    # The entry is visible before the heartbeater has read Redis's reply, hence a wait.
+    await eventually(lambda: heartbeater.redis_reachable, what="the heartbeater to see Redis back")
 
 
 def test_default_runtime_ids_name_the_host_and_process_and_differ() -> None:
