@@ -216,6 +216,7 @@ class Runtime:
         """Finish queued appends, stop background work, close connections."""
         self.stopping = True
         await self.coalescer.drain()
+        await self.publisher.drain_background()
         # attempts under way finish; events waiting for a retry stay pending for the next runtime
         await self.delivery.stop(timeout=self.settings.shutdown_timeout)
         for task in self._tasks:

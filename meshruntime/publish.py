@@ -102,8 +102,10 @@ class Publisher:
     def authenticate(self, state: MeshState, authorization: str | None) -> Identity:
         """The identity behind an ``Authorization: Bearer <key>`` header (or a bare key)."""
         key = authorization
-        if key and key[:7].lower() == "bearer ":
-            key = key[7:].strip()
+        if key:
+            scheme, _, token = key.partition(" ")
+            if scheme.lower() == "bearer":
+                key = token.strip()
         try:
             return state.authenticate(key)
         except AuthError as error:
@@ -273,6 +275,11 @@ class Publisher:
             task = asyncio.get_running_loop().create_task(self._record(steps))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
+
+    async def drain_background(self) -> None:
+        """Wait for the journey writes of refused requests (shutdown, tests)."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
 
     async def _record(self, steps: list[JourneyStep]) -> None:
         try:

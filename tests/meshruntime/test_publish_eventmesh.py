@@ -1,0 +1,181 @@
+"""Apache EventMesh HTTP publish requests, sent as EventMesh's HTTP clients send them.
+
+Replies are HTTP 200 with ``{"retCode", "retMsg"}``; 0 is success, and refusals carry
+EventMesh's codes (22 access, 7 body, 8 size, 23 over limit, 2 bad request code).
+"""
+
+from __future__ import annotations
+
+import uuid
+from urllib.parse import urlencode
+
+import orjson
+import pytest
+from factories import key_for
+from runtime_harness import event, running_runtime
+
+from meshruntime.publish import Limits
+
+# The identity headers an EventMesh client sends with every request.
+IDENTITY = {"env": "prod", "idc": "FT", "ip": "10.0.0.7", "pid": "4242", "sys": "1234", "username": "billing"}
+
+
+@pytest.fixture
+async def h(redis_url, key_prefix, redis_client):
+    async with running_runtime(redis_url, key_prefix, limits=Limits(max_batch_events=5)) as harness:
+        yield harness
+
+
+async def reply(response) -> dict:
+    assert response.status == 200
+    assert response.content_type == "application/json"
+    return await response.json()
+
+
+def cloudevent(i: int, topic: str = "orders.shipped", **extra) -> dict:
+    return {"specversion": "1.0", "id": f"em-{i}", "source": "/eventmesh/client", "type": "order.shipped",
+            "subject": topic, "datacontenttype": "application/json", "data": {"order_id": f"o-{i}"}, **extra}
+
+
+def code_form(code: int, app: str = "billing", **fields) -> dict:
+    """Headers and form body of the older request form (SendAsyncMessageProcessor and friends)."""
+    headers = {"code": str(code), "language": "JAVA", "version": "V1", "protocoltype": "cloudevents",
+               "protocolversion": "1.0", "protocoldesc": "http", **IDENTITY, "passwd": key_for(app),
+               "Content-Type": "application/x-www-form-urlencoded"}
+    return {"headers": headers, "data": urlencode({"producergroup": "billing-producers", **fields})}
+
+
+# -- the path form ----------------------------------------------------------------------------------
+
+async def test_the_path_form_wraps_any_json_body_as_a_cloudevent(h):
+    body = {"order_id": "o-1", "lines": [1, 2]}
+    response = await h.client.post("/eventmesh/publish/orders.shipped", data=orjson.dumps(body),
+                                   headers={**IDENTITY, "producergroup": "billing-producers",
+                                            "passwd": key_for("billing"), "Content-Type": "application/json"})
+    assert await reply(response) == {"retCode": 0, "retMsg": "success"}
+    [stored] = h.stored("orders.shipped")
+    uuid.UUID(stored["id"])  # a fresh id
+    assert stored["subject"] == "orders.shipped" and stored["type"] == "http_request"
+    assert stored["source"].startswith("/eventmesh/") and stored["data"] == body
+    assert stored["producergroup"] == "billing-producers" and stored["idc"] == "FT" and stored["pid"] == "4242"
+    assert "passwd" not in stored and "token" not in stored  # secrets are never stored
+    # routing and journeys apply as to any publish
+    assert [e["meshroute"] for e in h.stored("audit.orders")] == ["route-1"]
+    assert [s["step"] for s in h.journey(stored["id"])][0] == "accepted"
+
+
+async def test_the_path_form_takes_a_bearer_key_and_source_and_type_headers(h):
+    response = await h.client.post("/eventmesh/publish/orders.shipped", data=b'{"a": 1}',
+                                   headers={"Authorization": f"Bearer {key_for('billing')}",
+                                            "source": "/legacy/app", "type": "legacy.event"})
+    assert (await reply(response))["retCode"] == 0
+    [stored] = h.stored("orders.shipped")
+    assert (stored["source"], stored["type"], stored["producergroup"]) == \
+        ("/legacy/app", "legacy.event", "em-http-producer")
+
+
+async def test_the_path_batch_form_publishes_to_each_events_subject(h):
+    events = [cloudevent(1), cloudevent(2, topic="orders.created", data={"order_id": "o-2"})]
+    response = await h.client.post("/eventmesh/publish/batch", data=orjson.dumps(events),
+                                   headers={**IDENTITY, "passwd": key_for("billing")})
+    assert (await reply(response))["retCode"] == 0
+    assert [e["id"] for e in h.stored("orders.shipped")] == ["em-1"]
+    assert [e["id"] for e in h.stored("orders.created")] == ["em-2"]
+
+
+# -- the code form ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("code", [104, 101])
+async def test_a_single_send_by_request_code(h, code):
+    request = code_form(code, content=orjson.dumps(cloudevent(1)).decode())
+    body = await reply(await h.client.post("/eventmesh/publish", **request))
+    assert body["retCode"] == 0 and body["retMsg"] == "success"
+    [stored] = h.stored("orders.shipped")
+    assert stored["id"] == "em-1" and stored["data"] == {"order_id": "o-1"}
+    assert stored["producergroup"] == "billing-producers" and stored["env"] == "prod"
+    assert stored["username"] == "billing" and "passwd" not in stored
+
+
+async def test_the_code_form_is_accepted_on_the_root_path_and_as_json(h):
+    request = code_form(104)
+    request["headers"]["Content-Type"] = "application/json"
+    request["data"] = orjson.dumps({"producergroup": "p", "content": cloudevent(1)})
+    assert (await reply(await h.client.post("/", **request)))["retCode"] == 0
+    assert [e["id"] for e in h.stored("orders.shipped")] == ["em-1"]
+
+
+async def test_a_batch_by_request_code_102(h):
+    contents = orjson.dumps([cloudevent(1), cloudevent(2), cloudevent(3, topic="orders.created")]).decode()
+    body = await reply(await h.client.post("/eventmesh/publish", **code_form(102, contents=contents)))
+    assert body["retCode"] == 0
+    assert [e["id"] for e in h.stored("orders.shipped")] == ["em-1", "em-2"]
+    assert [e["id"] for e in h.stored("orders.created")] == ["em-3"]
+
+
+async def test_a_batch_v2_by_request_code_107(h):
+    msg = orjson.dumps(cloudevent(1, subject=None)).decode()
+    request = code_form(107, msg=msg, topic="orders.shipped", bizseqno="123")
+    assert (await reply(await h.client.post("/eventmesh/publish", **request)))["retCode"] == 0
+    assert [e["id"] for e in h.stored("orders.shipped")] == ["em-1"]
+
+
+# -- refusals in EventMesh's codes ---------------------------------------------------------------------
+
+async def test_refusals_answer_eventmesh_codes_and_store_nothing(h):
+    async def code_of(**request) -> tuple[int, str]:
+        body = await reply(await h.client.post("/eventmesh/publish", **request))
+        return body["retCode"], body["retMsg"]
+
+    content = orjson.dumps(cloudevent(1)).decode()
+    # access: a wrong key, an application without a publish rule, a deny rule, an unknown topic
+    bad_key = code_form(104, content=content)
+    bad_key["headers"]["passwd"] = "mk_nope"
+    assert (await code_of(**bad_key))[0] == 22
+    assert (await code_of(**code_form(104, app="shipping", content=content)))[0] == 22
+    code, message = await code_of(**code_form(104, content=orjson.dumps(cloudevent(1, topic="audit.orders")).decode()))
+    assert code == 22 and "rule-3" in message
+    code, message = await code_of(**code_form(104, content=orjson.dumps(cloudevent(1, topic="no.such")).decode()))
+    assert code == 22 and "unknown topic" in message
+    # body: the topic's schema, a broken CloudEvent, a missing field
+    code, message = await code_of(**code_form(
+        104, content=orjson.dumps(cloudevent(1, topic="orders.created", data={"order_id": 5})).decode()))
+    assert code == 7 and "data.order_id" in message
+    assert (await code_of(**code_form(104, content='{"id": "x"}')))[0] == 7
+    assert (await code_of(**code_form(104)))[0] == 7
+    # over the limit of events in one request (5 here)
+    contents = orjson.dumps([cloudevent(i) for i in range(6)]).decode()
+    assert (await code_of(**code_form(102, contents=contents)))[0] == 23
+    # not a publish, or no code at all
+    assert (await code_of(**code_form(206, content=content)))[0] == 2
+    no_code = code_form(104, content=content)
+    del no_code["headers"]["code"]
+    assert (await code_of(**no_code))[0] == 2
+    other_protocol = code_form(104, content=content)
+    other_protocol["headers"]["protocoltype"] = "eventmeshmessage"
+    assert (await code_of(**other_protocol))[0] == 6
+    for name in ("orders.shipped", "orders.created", "audit.orders"):
+        assert h.stored(name) == []
+
+
+async def test_a_body_over_the_size_limit_answers_8(redis_url, key_prefix, redis_client):
+    async with running_runtime(redis_url, key_prefix, limits=Limits(max_event_bytes=500)) as h:
+        response = await h.client.post("/eventmesh/publish/orders.shipped",
+                                       data=orjson.dumps({"blob": "x" * 1000}),
+                                       headers={"passwd": key_for("billing")})
+        body = await reply(response)
+        assert body["retCode"] == 8 and "the limit is 500" in body["retMsg"]
+        response = await h.client.post("/eventmesh/publish/orders.shipped", data=b"",
+                                       headers={"passwd": key_for("billing")})
+        assert (await reply(response))["retCode"] == 7
+        assert h.stored("orders.shipped") == []
+
+
+async def test_a_batch_is_checked_whole_before_anything_is_stored(h):
+    contents = orjson.dumps([cloudevent(1), cloudevent(2, topic="audit.orders")]).decode()
+    body = await reply(await h.client.post("/eventmesh/publish", **code_form(102, contents=contents)))
+    assert body["retCode"] == 22
+    assert h.stored("orders.shipped") == [] and h.stored("audit.orders") == []
+
+
+async def test_the_cloudevents_api_is_unaffected(h):
+    assert (await h.publish("orders.shipped", event(1))).status == 202
