@@ -119,6 +119,7 @@ class Runtime:
         self.heartbeater: Heartbeater | None = None
         self._tasks: list[asyncio.Task] = []
         self._config_file_mtime: float | None = None
+        self._config_changed = asyncio.Event()  # set (and replaced) on every applied document
         self.started_at = None
 
     # -- configuration ---------------------------------------------------------------------------
@@ -130,6 +131,8 @@ class Runtime:
         self.config_error = None
         self.metrics.config_version.set(state.version)
         self.tap.poke()
+        changed, self._config_changed = self._config_changed, asyncio.Event()
+        changed.set()
         log.info("config version %s applied (%d topics, %d access rules)",
                  state.version, len(state.topics), len(state.policy))
         return state
@@ -206,11 +209,12 @@ class Runtime:
     def last_error(self) -> str | None:
         return self.config_error or (self.watcher.last_error if self.watcher is not None else None)
 
-    async def wait_ready(self, timeout: float = 10.0) -> None:
-        """Wait until a configuration is applied (tests and the launcher)."""
+    async def wait_for_config(self, version: int | None = None, timeout: float = 10.0) -> MeshState:
+        """Wait until a configuration (of at least ``version``) is applied; return its state."""
         async with asyncio.timeout(timeout):
-            while self.state is None:
-                await asyncio.sleep(0.01)
+            while self.state is None or (version is not None and self.state.version < version):
+                await self._config_changed.wait()
+        return self.state
 
     async def stop(self) -> None:
         """Finish queued appends, stop background work, close connections."""

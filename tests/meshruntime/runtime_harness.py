@@ -61,11 +61,13 @@ def event(i: int = 1, **overrides: Any) -> dict[str, Any]:
 @contextlib.asynccontextmanager
 async def running_runtime(
     redis_url: str, prefix: str, *, doc: dict[str, Any] | None = None, application: str | None = None,
-    limits: Limits | None = None, **settings: Any,
+    limits: Limits | None = None, apply: bool = True, store: Any = None, **settings: Any,
 ) -> AsyncIterator[Harness]:
+    """A started runtime; ``apply=False`` leaves the configuration to its watcher or file."""
     runtime = Runtime(Settings(store_url=redis_url, application=application, prefix=prefix,
-                               runtime_id="test-runtime", limits=limits or Limits(), **settings))
-    runtime.apply_config(doc or make_config())
+                               runtime_id="test-runtime", limits=limits or Limits(), **settings), store=store)
+    if apply:
+        runtime.apply_config(doc or make_config())
     await runtime.start()
     server = TestServer(runtime.make_app(), host="127.0.0.1", port=0)
     client = TestClient(server)

@@ -1,0 +1,138 @@
+"""A new configuration takes effect while events flow: no restart, no failed in-flight request.
+
+Configurations go the real way: ``publish_document`` to Redis, the runtime's ConfigWatcher
+picks them up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+from factories import access_rule, make_config
+from runtime_harness import event, running_runtime
+
+from meshruntime.config import publish_document
+from meshruntime.store import RedisStreamsStore
+
+DENY_SHIPPED = access_rule("rule-8", ["billing"], "orders.shipped", ["publish"], effect="deny")
+
+
+def v2_with_deny() -> dict:
+    base = make_config()
+    return make_config(version=2, access_rules=[*base["access_rules"], DENY_SHIPPED])
+
+
+def v3_without_orders_created() -> dict:
+    rules = [r for r in v2_with_deny()["access_rules"] if not r["id"].startswith("sub-")]
+    return make_config(version=3, topics=["audit.orders", "orders.shipped"], access_rules=rules,
+                       subscriptions=[], grant_subscriptions=False)
+
+
+async def test_rules_and_topics_change_under_load_without_a_failed_request(redis_url, key_prefix, redis_client):
+    publish_document(redis_client, make_config(), key_prefix)
+    async with running_runtime(redis_url, key_prefix, apply=False, config_redis_url=redis_url,
+                               config_poll_interval=0.2) as h:
+        await h.runtime.wait_for_config(1)
+        outcomes: dict[str, list[str]] = {"202": [], "403": [], "404": [], "other": []}
+        stop = asyncio.Event()
+
+        async def producer(worker: int) -> None:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                topic = "orders.shipped" if i % 2 else "orders.created"
+                ev = event(worker * 1_000_000 + i)
+                response = await h.publish(topic, ev)
+                key = str(response.status) if response.status in (202, 403, 404) else "other"
+                outcomes[key].append(ev["id"])
+                await response.read()
+
+        async def counted(n: int) -> None:
+            async with asyncio.timeout(20):
+                while len(outcomes["202"]) + len(outcomes["403"]) + len(outcomes["404"]) < n:
+                    await asyncio.sleep(0.005)
+
+        workers = [asyncio.create_task(producer(w)) for w in range(8)]
+        await counted(50)
+        publish_document(redis_client, v2_with_deny(), key_prefix)
+        await h.runtime.wait_for_config(2)
+        before = len(outcomes["403"])
+        await counted(len(outcomes["202"]) + 100)
+        assert len(outcomes["403"]) > before  # the deny rule now refuses orders.shipped
+        publish_document(redis_client, v3_without_orders_created(), key_prefix)
+        await h.runtime.wait_for_config(3)
+        await counted(len(outcomes["202"]) + len(outcomes["403"]) + len(outcomes["404"]) + 100)
+        stop.set()
+        await asyncio.gather(*workers)
+
+        assert outcomes["other"] == []  # nothing failed
+        assert outcomes["404"]  # orders.created is gone
+        stored = {e["id"] for name in ("orders.shipped", "orders.created") for e in h.stored(name)}
+        assert stored == set(outcomes["202"])  # every accepted event is stored, nothing refused is
+        # after the last change, only refusals
+        assert (await h.publish("orders.shipped", event(1))).status == 403
+        assert (await h.publish("orders.created", event(2))).status == 404
+
+
+class GatedStore(RedisStreamsStore):
+    """Holds every append until the gate opens: a request stays in flight as long as a test needs."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = asyncio.Event()
+        self.waiting = asyncio.Event()
+
+    async def append_many(self, entries, *, journey=()):
+        self.waiting.set()
+        await self.gate.wait()
+        return await super().append_many(entries, journey=journey)
+
+
+async def test_a_request_in_flight_finishes_under_the_configuration_it_started_with(
+    redis_url, key_prefix, redis_client
+):
+    store = GatedStore.from_url(redis_url, prefix=key_prefix)
+    async with running_runtime(redis_url, key_prefix, store=store) as h:
+        in_flight = asyncio.create_task(h.publish("orders.created", event(1)))
+        await store.waiting.wait()
+        # the topic disappears and billing is denied everything while the append waits
+        h.runtime.apply_config(make_config(
+            version=2, topics=["audit.orders", "orders.shipped"], subscriptions=[], grant_subscriptions=False,
+            access_rules=[access_rule("rule-9", "*", "*", ["publish"], effect="deny")]))
+        assert (await h.publish("orders.shipped", event(3))).status == 403
+        store.gate.set()
+        response = await in_flight
+        assert response.status == 202, await response.text()
+        assert [e["id"] for e in h.stored("orders.created")] == ["evt-1"]
+        after = await h.publish("orders.created", event(2))
+        assert after.status == 404
+    await store.close()
+
+
+async def test_a_refused_document_keeps_the_previous_one(redis_url, key_prefix, redis_client):
+    publish_document(redis_client, make_config(), key_prefix)
+    async with running_runtime(redis_url, key_prefix, apply=False, config_redis_url=redis_url,
+                               config_poll_interval=0.2) as h:
+        await h.runtime.wait_for_config(1)
+        broken = make_config(version=2)
+        broken["checksum"] = "0" * 64
+        publish_document(redis_client, broken, key_prefix, check=False)
+        async with asyncio.timeout(10):
+            await h.runtime.watcher.wait_until(lambda: h.runtime.watcher.last_error is not None)
+        assert h.runtime.config_version == 1
+        ready = await (await h.client.get("/readyz")).json()
+        assert ready["config_version"] == 1 and "checksum" in ready["config_error"]
+        assert (await h.publish("orders.shipped", event(1))).status == 202
+
+
+async def test_a_config_file_is_re_read_when_it_changes(redis_url, key_prefix, redis_client, tmp_path):
+    path = tmp_path / "mesh.json"
+    path.write_bytes(orjson.dumps(make_config()))
+    async with running_runtime(redis_url, key_prefix, apply=False, config_file=path,
+                               config_file_poll_interval=0.05) as h:
+        assert h.runtime.config_version == 1
+        assert (await h.publish("orders.shipped", event(1))).status == 202
+        path.write_bytes(orjson.dumps(v2_with_deny()))
+        await h.runtime.wait_for_config(2)
+        assert (await h.publish("orders.shipped", event(2))).status == 403

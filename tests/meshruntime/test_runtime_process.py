@@ -1,0 +1,138 @@
+"""The real ``python -m meshruntime`` process: flags, readiness, publishing, SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+from factories import key_for, make_config
+from runtime_harness import event
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class RuntimeProcess:
+    def __init__(self, args: list[str]) -> None:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "meshruntime", *args], cwd=ROOT, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        line = self.process.stdout.readline()  # the process prints one line once it listens
+        if "listening on http://" not in line:
+            self.process.kill()
+            raise AssertionError(f"no 'listening' line: {line!r}; stderr: {self.process.stderr.read()}")
+        self.url = line.rsplit("listening on ", 1)[1].strip()
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+
+@pytest.fixture
+def config_file(tmp_path) -> Path:
+    path = tmp_path / "mesh.json"
+    path.write_bytes(orjson.dumps(make_config()))
+    return path
+
+
+@pytest.fixture
+def runtime(redis_url, key_prefix, redis_client, config_file):
+    process = RuntimeProcess(["--application", "billing", "--listen", "127.0.0.1:0", "--store-url", redis_url,
+                              "--config-file", str(config_file), "--prefix", key_prefix, "--log-level", "WARNING"])
+    yield process
+    if process.process.poll() is None:
+        process.process.kill()
+        process.process.wait()
+
+
+async def wait_ready(session: aiohttp.ClientSession, url: str) -> dict:
+    async with asyncio.timeout(20):
+        while True:
+            async with session.get(f"{url}/readyz") as response:
+                if response.status == 200:
+                    return await response.json()
+            await asyncio.sleep(0.05)
+
+
+def stored_ids(redis_client, key_prefix: str, topic: str) -> list[str]:
+    return [orjson.loads(f[b"event"])["id"] for _i, f in redis_client.xrange(f"{key_prefix}topic:{topic}")]
+
+
+async def test_the_process_serves_publishes_health_and_metrics(runtime, redis_client, key_prefix):
+    async with aiohttp.ClientSession() as session:
+        ready = await wait_ready(session, runtime.url)
+        assert ready["config_version"] == 1 and ready["store"] == "reachable"
+        async with session.get(f"{runtime.url}/v1/info") as response:
+            info = await response.json()
+            assert info["mode"] == "sidecar" and info["application"] == "billing"
+        async with session.post(f"{runtime.url}/v1/topics/orders.shipped/events", data=orjson.dumps(event(1)),
+                                headers={"Authorization": f"Bearer {key_for('billing')}",
+                                         "Content-Type": "application/cloudevents+json"}) as response:
+            assert response.status == 202
+        # a sidecar of billing refuses shipping's key
+        async with session.post(f"{runtime.url}/v1/topics/orders.shipped/events", data=orjson.dumps(event(2)),
+                                headers={"Authorization": f"Bearer {key_for('shipping')}",
+                                         "Content-Type": "application/cloudevents+json"}) as response:
+            assert response.status == 401
+        async with session.get(f"{runtime.url}/metrics") as response:
+            text = await response.text()
+            assert 'meshruntime_events_published_total{application="billing",topic="orders.shipped"} 1.0' in text
+    assert stored_ids(redis_client, key_prefix, "orders.shipped") == ["evt-1"]
+    assert runtime.stop() == 0
+
+
+async def test_sigterm_finishes_in_flight_publishes_and_exits_cleanly(runtime, redis_client, key_prefix):
+    accepted: list[str] = []
+    failed_before_acceptance = 0
+    headers = {"Authorization": f"Bearer {key_for('billing')}", "Content-Type": "application/cloudevents+json"}
+
+    async with aiohttp.ClientSession() as session:
+        await wait_ready(session, runtime.url)
+        first_answer = asyncio.Event()
+
+        async def one(i: int) -> None:
+            nonlocal failed_before_acceptance
+            try:
+                async with session.post(f"{runtime.url}/v1/topics/orders.shipped/events",
+                                        data=orjson.dumps(event(i)), headers=headers) as response:
+                    first_answer.set()
+                    if response.status == 202:
+                        accepted.append(f"evt-{i}")
+                    else:
+                        assert response.status == 503, await response.text()  # "shutting down"
+                        failed_before_acceptance += 1
+            except aiohttp.ClientError:
+                failed_before_acceptance += 1  # the listener was already closed: never accepted
+
+        tasks = [asyncio.create_task(one(i)) for i in range(400)]
+        await first_answer.wait()
+        runtime.process.send_signal(signal.SIGTERM)
+        await asyncio.gather(*tasks)
+
+    assert runtime.process.wait(30) == 0
+    assert accepted, "no publish finished"
+    assert len(accepted) + failed_before_acceptance == 400
+    # every publish that was answered 202 is in the store, and nothing else
+    assert sorted(stored_ids(redis_client, key_prefix, "orders.shipped")) == sorted(accepted)
+
+
+def test_it_explains_missing_settings(redis_url):
+    result = subprocess.run([sys.executable, "-m", "meshruntime", "--gateway", "--store-url", redis_url],
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode != 0 and "--config-redis-url" in result.stderr
+    help_text = subprocess.run([sys.executable, "-m", "meshruntime", "--help"], cwd=ROOT,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                               timeout=60).stdout
+    for flag in ("--application", "--gateway", "--listen", "--store-url", "--config-redis-url", "--config-file",
+                 "MESH_STORE_URL", "--max-event-bytes", "--journey-sample-rate", "--otlp-endpoint"):
+        assert flag in help_text
