@@ -283,6 +283,21 @@ def _give_back(changes: list[dict[str, Any]]) -> None:
         redis_client().lpush(key("push:changes"), *(json.dumps(change) for change in reversed(changes)))
 
 
+def _attach_late_changes(latest, changes: list[dict[str, Any]]) -> None:
+    """Give the latest version the changes it holds but whose records came after it.
+
+    A change's record reaches Redis after its commit, so a push may compile a change and the
+    next push find its record; that push compiles nothing new, and the record belongs to the
+    version before. Changes made after that version, that changed nothing, are dropped.
+    """
+    from governance.models import ConfigVersion
+
+    late = [c for c in changes if datetime.fromisoformat(c["at"]) <= latest.created]
+    if late:
+        recorded = ConfigVersion.objects.values_list("changes", flat=True).get(pk=latest.pk)
+        ConfigVersion.objects.filter(pk=latest.pk).update(changes=(recorded + late)[-MAX_CHANGES:])
+
+
 def _record_status(kind: str, result: PushResult) -> PushResult:
     status = {**result.as_dict(), "kind": kind, "at": timezone.now().isoformat()}
     try:
@@ -406,6 +421,7 @@ def push(kind: str = "push", *, force: bool = False, user=None, reason: str = ""
             checksum = doc["checksum"]
             baseline = None if latest is None else (latest.checksum if force else latest.source_checksum)
             if checksum == baseline:
+                _attach_late_changes(latest, changes)
                 if force:
                     publish(latest)
                     return _record_status(kind, PushResult("republished", latest.version))

@@ -87,11 +87,21 @@ def test_a_transaction_enqueues_one_task_however_many_rows_change(committed_mesh
     assert queued_tasks(mesh_redis, settings) == 1
 
 
-def test_changes_while_a_task_is_pending_enqueue_nothing_more(committed_mesh, mesh_redis, settings):
-    for i in range(5):
-        Topic.objects.create(name=f"burst.t{i}", team=committed_mesh.payments, store=committed_mesh.store)
+def test_five_hundred_commits_while_a_task_is_pending_make_one_task_and_one_version(committed_mesh, mesh_redis,
+                                                                                   settings):
+    push.push()
+    rule = AccessRule.objects.get(pk=committed_mesh.rules["billing-publish"].pk)
+    for i in range(500):
+        rule.description = f"change {i}"
+        rule.save()  # each its own commit
     assert queued_tasks(mesh_redis, settings) == 1
-    assert mesh_redis.llen(f"{settings.MESH_KEY_PREFIX}push:changes") == 5
+    assert mesh_redis.llen(f"{settings.MESH_KEY_PREFIX}push:changes") == 500
+    assert push.push().version == 2  # what the one task does
+    version = ConfigVersion.objects.get(version=2)
+    assert len(version.changes) == 500 and version.changes[-1]["object"] == str(rule)
+    compiled = {r["id"]: r for r in version.document["access_rules"]}
+    assert compiled[rule.rule_id]["description"] == "change 499"
+    assert compute_checksum(compile_mesh_config()) == version.checksum
 
 
 def test_a_change_after_a_push_has_started_enqueues_a_new_task(committed_mesh, mesh_redis, settings):

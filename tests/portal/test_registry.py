@@ -119,6 +119,7 @@ def test_beats_sent_before_the_first_ingester_started_are_read(mesh_redis):  # n
     assert Runtime.objects.filter(runtime_id="early-1").exists()
 
 
+@pytest.mark.django_db(transaction=True)  # run() manages its connection as a long-lived process does
 def test_the_ingester_recreates_its_group_when_redis_lost_the_stream(ingester, mesh_redis):  # noqa: F811
     mesh_redis.delete(stream_key())
     ingester.stopped = False
@@ -137,6 +138,16 @@ def test_the_ingester_recreates_its_group_when_redis_lost_the_stream(ingester, m
 
 
 # The websocket
+
+
+@pytest.fixture
+async def close_thread_connections():
+    """The async tests reach the database from a worker thread; close its connection after,
+    or PostgreSQL refuses to drop the test database."""
+    yield
+    from django.db import connections
+
+    await sync_to_async(connections.close_all)()
 
 
 class Socket:
@@ -173,14 +184,15 @@ class Socket:
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_the_socket_refuses_anonymous_visitors(mesh_redis):  # noqa: F811
+async def test_the_socket_refuses_anonymous_visitors(mesh_redis, close_thread_connections):  # noqa: F811
     socket = Socket()
     reply = await socket.connect()
     assert reply == {"type": "websocket.close", "code": 4403}
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_the_socket_sends_the_registry_then_every_change_as_the_api_shows_it(mesh_redis):  # noqa: F811
+async def test_the_socket_sends_the_registry_then_every_change_as_the_api_shows_it(mesh_redis,  # noqa: F811
+                                                                                   close_thread_connections):
     from django.contrib.auth.models import User
 
     carol = await sync_to_async(User.objects.create_user)("carol")  # no team at all: still may look
