@@ -8,7 +8,9 @@ import json
 import pytest
 from django.contrib.auth.models import AnonymousUser
 from django.core import mail
+from django.db import connection
 from django.test import RequestFactory
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from meshadmin.context_processors import inbox
@@ -279,6 +281,22 @@ class TestInbox:
         assert 'data-testid="inbox-approve"' in html and 'data-testid="inbox-reject"' in html
         carol = client_for(personas["carol"]).get(reverse("subscriptions:inbox")).content.decode()
         assert carol.count('data-testid="inbox-row"') == 1 and outgoing.subscription_id in carol
+
+    def test_the_inbox_runs_a_constant_number_of_queries(self, payments, logistics, store, personas,
+                                                         django_assert_num_queries):
+        def add(count):
+            for _ in range(count):
+                make_subscription(make_app(logistics), make_topic(payments, store), requested_by=personas["carol"])
+
+        client = client_for(personas["alice"])
+        add(3)
+        client.get(reverse("subscriptions:inbox"))
+        with CaptureQueriesContext(connection) as few:
+            client.get(reverse("subscriptions:inbox"))
+        add(27)
+        with django_assert_num_queries(len(few)):
+            html = client.get(reverse("subscriptions:inbox")).content.decode()
+        assert html.count('data-testid="inbox-row"') == 30 and html.count("by carol") == 30
 
     def test_viewers_have_nothing_to_review(self, payments, logistics, store, personas):
         make_subscription(make_app(logistics), make_topic(payments, store))
