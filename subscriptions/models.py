@@ -253,9 +253,9 @@ class Subscription(models.Model):
             sides.add(TOPIC_SIDE)
         return frozenset(sides)
 
-    def available_transitions(self, user) -> list[str]:
-        """The steps ``user`` may take now, for buttons."""
-        sides = self.sides(user)
+    def available_transitions(self, user, sides: frozenset[str] | None = None) -> list[str]:
+        """The steps ``user`` may take now, for buttons (``sides``: if already known)."""
+        sides = self.sides(user) if sides is None else sides
         return [t.name for t in self.TRANSITIONS.values() if self.state in t.sources and t.sides & sides]
 
     def _side_names(self, transition: Transition) -> str:

@@ -35,7 +35,7 @@ class SubscriptionView(generic.ObjectDetailView):
 
     def extra_context(self, request, obj) -> dict:
         sides = obj.sides(request.user)
-        steps = obj.available_transitions(request.user)
+        steps = obj.available_transitions(request.user, sides)
         return {
             "steps": [step for step in steps if step not in ("approve", "reject")],
             "may_review": "approve" in steps,
