@@ -19,6 +19,7 @@ subscription; with one runtime, 1 delivers in order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -26,6 +27,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
+from redis.exceptions import RedisError
 
 from meshruntime.journey import JourneyRecorder
 from meshruntime.store import Store
@@ -33,6 +35,7 @@ from meshruntime.store import Store
 from .journal import JourneyWriter
 from .metrics import DeliveryMetrics
 from .spec import SubscriptionSpec, group_start_id, specs_from_config
+from .status import StatusReport, status_key
 from .streams import RedeliveryStream, TopicStream
 from .webhook import WebhookClient
 from .worker import DeliverySettings, SubscriptionWorker
@@ -79,6 +82,8 @@ class DeliveryManager:
         self._changed = asyncio.Condition()
         self._dirty = asyncio.Event()
         self._reconciler: asyncio.Task | None = None
+        self._reporter: asyncio.Task | None = None
+        self._closing = asyncio.Event()  # stops the reporter (not cancel(): see worker.py)
 
     # -- configuration ---------------------------------------------------------------------------
     def apply_config(self, doc: Mapping[str, Any]) -> None:
@@ -105,6 +110,7 @@ class DeliveryManager:
         await self.http.start()
         if self._reconciler is None:
             self._reconciler = asyncio.create_task(self._reconcile_forever(), name="delivery-reconcile")
+            self._reporter = asyncio.create_task(self._report_forever(), name="delivery-status")
 
     async def stop(self, timeout: float = 30.0) -> None:
         """Stop every worker gracefully (attempts under way finish), within ``timeout`` seconds."""
@@ -121,6 +127,11 @@ class DeliveryManager:
             if not_done:
                 log.warning("delivery: %d subscriptions did not stop within %s s", len(not_done), timeout)
                 await asyncio.gather(*not_done, return_exceptions=True)
+        if self._reporter is not None:
+            self._closing.set()
+            await asyncio.gather(self._reporter, return_exceptions=True)
+            self._reporter = None
+        await self.write_status(list(self.workers.values()))
         self.workers.clear()
         await self.journal.drain()
         await self.http.close()
@@ -179,6 +190,11 @@ class DeliveryManager:
         async def retire() -> None:
             try:
                 await worker.stop(remove=remove)
+                if remove:
+                    with contextlib.suppress(RedisError, OSError):
+                        await self.client.delete(status_key(self.prefix, sub_id))
+                else:
+                    await self.write_status([worker])
             finally:
                 self._retiring.pop(sub_id, None)
                 if sub_id not in self.workers:
@@ -187,6 +203,31 @@ class DeliveryManager:
         self._retiring[sub_id] = asyncio.create_task(retire(), name=f"delivery-{sub_id}-retire")
 
     # -- reporting -------------------------------------------------------------------------------
+    async def _report_forever(self) -> None:
+        while not self._closing.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), self.settings.status_interval_s)
+                return
+            await self.write_status(list(self.workers.values()))
+
+    async def write_status(self, workers: list[SubscriptionWorker]) -> None:
+        """Write the workers' status updates in one round trip (see :mod:`.status`)."""
+        taken: list[tuple[SubscriptionWorker, StatusReport]] = []
+        pipe = self.client.pipeline(transaction=False)
+        for worker in workers:
+            if not worker.report.empty():
+                report = worker.take_report()
+                report.write(pipe, self.prefix, worker.spec.id)
+                taken.append((worker, report))
+        if not taken:
+            return
+        try:
+            await pipe.execute()
+        except (RedisError, OSError) as error:
+            log.debug("delivery status not written: %s", error)
+            for worker, report in taken:  # carried by the next write
+                worker.report.merge(report)
+
     def counters(self) -> dict[str, float]:
         """Totals for the heartbeat."""
         totals = self.metrics.totals()

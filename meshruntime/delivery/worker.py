@@ -29,6 +29,7 @@ from .journal import JourneyWriter
 from .metrics import SubscriptionMetrics
 from .retry import Verdict, retry_wait_seconds
 from .spec import SubscriptionSpec
+from .status import StatusReport
 from .streams import Acquired, DeliveryStream, RedeliveryStream, TopicStream
 from .webhook import STRUCTURED_CONTENT_TYPE, WebhookClient
 
@@ -49,6 +50,7 @@ class DeliverySettings:
     claim_batch: int = 100
     backlog_limit: int = 1000  # acquired entries kept in memory before taking more
     metrics_interval_s: float = 5.0  # lag and pending gauges
+    status_interval_s: float = 2.0  # the status record the portal reads (see .status)
 
     @property
     def lease_interval_s(self) -> float:
@@ -97,6 +99,7 @@ class SubscriptionWorker:
         self.metrics = metrics
         self.settings = settings
         self.ready = asyncio.Event()  # the consumer groups exist
+        self.report = StatusReport()  # taken and written by the manager every few seconds
         self._streams: tuple[DeliveryStream, ...] = (topic, redeliver)
         self._held: dict[tuple[str, str], Delivery] = {}
         self._backlog: deque[Delivery] = deque()
@@ -109,6 +112,9 @@ class SubscriptionWorker:
         self._wake = asyncio.Event()
         self._halt = asyncio.Event()  # set while paused or stopping: cuts retry waits short
         self._stopping = False
+        # Tasks here are stopped by this event, never by cancel(): redis-py (8.1) often swallows
+        # a cancellation that arrives during a command, and the task would carry on.
+        self._stopped = asyncio.Event()
         self._recover_after: dict[str, str | None] = {}
         self._next_redeliver_read = 0.0
         self._runner: asyncio.Task | None = None
@@ -149,6 +155,7 @@ class SubscriptionWorker:
         """Stop gracefully: no new events, attempts under way finish, then (``remove``) the
         subscription's groups and its redelivery stream are deleted (it was revoked)."""
         self._stopping = True
+        self._stopped.set()
         self._halt.set()
         self._wake.set()
         if self._runner is not None:
@@ -156,7 +163,6 @@ class SubscriptionWorker:
         if self._deliveries:
             await asyncio.gather(*list(self._deliveries), return_exceptions=True)
         if self._maintainer is not None:
-            self._maintainer.cancel()
             await asyncio.gather(self._maintainer, return_exceptions=True)
         await self._drain_acks()
         if remove:
@@ -170,8 +176,9 @@ class SubscriptionWorker:
                                     self.spec.id, error, "; retrying" if attempt < 2 else "")
                         await asyncio.sleep(0.2 * (attempt + 1))
 
-    def _kick(self) -> None:
-        self._wake.set()
+    def take_report(self) -> StatusReport:
+        report, self.report = self.report, StatusReport()
+        return report
 
     # -- the loop --------------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -209,6 +216,7 @@ class SubscriptionWorker:
             self._next_redeliver_read = now + self.settings.redeliver_poll_s
             entries = await self.redeliver.read_new(free, None)
             if entries:
+                self._next_redeliver_read = 0.0  # there may be more: read on until it is empty
                 self._start_new(self.redeliver, entries)
                 return
         entries = await self.topic.read_new(free, self.settings.block_ms)
@@ -319,6 +327,7 @@ class SubscriptionWorker:
         spec = self.spec
         if not spec.matches(attributes):
             metrics.filtered.inc()
+            self.report.filtered += 1
             self._ack(d)
             return
         if d.attempts >= spec.max_attempts:  # exhausted before a crash; dead-letter what we know
@@ -351,6 +360,7 @@ class SubscriptionWorker:
             if verdict is Verdict.DELIVERED:
                 self._ack(d)
                 metrics.delivered.inc()
+                self.report.count_delivered()
                 if d.stream.kind == "topic":
                     metrics.latency.observe(max(0.0, time.time() - _stream_time_ms(d.entry.id) / 1000))
                 self.journal.add(event_id, "acked", subscription=spec.id, attempts=n, status=result.status)
@@ -363,6 +373,8 @@ class SubscriptionWorker:
                                         result.status)
                 return
             metrics.retries.inc()
+            self.report.retries += 1
+            self.report.error(result.error, result.status)
             wait = retry_wait_seconds(n, spec.backoff_base_ms, spec.backoff_cap_ms, result.retry_after, self._rng)
             if await self._halted_within(wait):
                 return  # paused or stopping: stays pending, with its attempts recorded
@@ -389,6 +401,8 @@ class SubscriptionWorker:
                 delay = min(delay * 2, 5.0)
         code = reason.split(":", 1)[0]
         self.metrics.dead_lettered(code)
+        self.report.dead_lettered += 1
+        self.report.error(reason, status)
         self.journal.add(event_id, "dead_lettered", subscription=self.spec.id, reason=reason, status=status,
                          attempts=d.attempts)
         log.info("subscription %s: event %s dead-lettered after %d attempts: %s", self.spec.id,
@@ -440,8 +454,10 @@ class SubscriptionWorker:
         (while active) take over entries that a dead runtime left pending; now and then, gauges."""
         settings = self.settings
         next_gauges = 0.0
-        while True:
-            await asyncio.sleep(settings.lease_interval_s)
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), settings.lease_interval_s)
+                return
             try:
                 await self._renew_leases()
                 if self.spec.active and not self._stopping:

@@ -17,6 +17,7 @@ from aiohttp import web
 from factories import make_config, subscription
 
 from meshruntime.delivery import DeliveryManager, DeliverySettings, verify
+from meshruntime.delivery.operations import DeliveryOperations
 from meshruntime.delivery.receiver import Received, Receiver
 from meshruntime.journey import JourneyRecorder
 from meshruntime.store import AppendEntry, open_store
@@ -533,3 +534,105 @@ async def test_lag_and_pending_gauges(store, receiver, managers):
     gate.set()
     await wait_until(lambda: sample(manager, "meshruntime_consumer_pending", subscription="sub-1") == 0
                      and sample(manager, "meshruntime_consumer_lag", subscription="sub-1") == 0)
+
+
+# -- operator actions (the portal's side: meshruntime.delivery.operations) -------------------
+
+
+@pytest.fixture
+def ops(redis_client, key_prefix) -> DeliveryOperations:
+    return DeliveryOperations(redis_client, key_prefix)
+
+
+async def test_dead_letters_are_listed_newest_first_with_their_reason(store, receiver, managers, ops):
+    receiver.respond = statuses([422, 422, 422])
+    await managers(config(sub(url=receiver.url, max_in_flight=1)))
+    await publish(store, 3)
+    await wait_until(lambda: len(ops.dead_letters("sub-1")) == 3)
+    letters = ops.dead_letters("sub-1")
+    assert [d.event_id for d in letters] == ["e2", "e1", "e0"]
+    assert letters[0].status == 422 and letters[0].attempts == 1 and letters[0].reason_code == "rejected"
+    assert letters[0].attributes["type"] == "com.example.order.created" and "data" not in letters[0].attributes
+    assert [d.event_id for d in ops.dead_letters("sub-1", count=1, before=letters[0].id)] == ["e1"]
+    assert ops.dead_letter("sub-1", letters[1].id).event_id == "e1"
+    assert ops.dead_letter("sub-1", "1-1") is None
+
+
+async def test_redeliver_one_puts_back_that_event_only(store, receiver, managers, ops):
+    receiver.respond = statuses([400])
+    await managers(config(sub(url=receiver.url, max_in_flight=1)))
+    await publish(store, 2)
+    await wait_until(lambda: len(ops.dead_letters("sub-1")) == 2)
+    e1 = next(d for d in ops.dead_letters("sub-1") if d.event_id == "e1")
+    assert ops.redeliver("sub-1", [e1.id], by="alice") == 1
+    assert ops.redeliver("sub-1", [e1.id], by="bob") == 0  # already put back: not twice
+    await receiver.wait_for(lambda r: r.ids() == ["e1"])
+    assert [d.event_id for d in ops.dead_letters("sub-1")] == ["e0"]
+
+
+async def test_redeliver_all_for_one_subscription_leaves_the_others_alone(
+        store, receiver, managers, ops, redis_client, key_prefix):
+    other = await Receiver(secret="whsec-sub-2-0123456789abcdef").start()
+    try:
+        receiver.respond = statuses([400])
+        await managers(config(sub("sub-1", receiver.url), sub("sub-2", other.url)), application=None)
+        await publish(store, 600)
+        await wait_until(lambda: len(ops.dead_letters("sub-1", count=1000)) == 600 and len(other.ids()) == 600,
+                         timeout=20)
+        assert ops.redeliver("sub-1", None, by="alice") == 600
+        await receiver.wait_for(lambda r: len(r.ids()) == 600, timeout=20)
+        assert sorted(receiver.ids(), key=lambda i: int(i[1:])) == [f"e{i}" for i in range(600)]
+        assert ops.dead_letters("sub-1") == []
+        assert len(other.ids()) == 600  # sub-2 saw each event once, and none again
+        fields = redis_client.xrange(f"{key_prefix}redeliver:sub-1", count=1)[0][1]
+        assert fields[b"by"] == b"alice" and fields[b"dlq_id"]
+    finally:
+        await other.stop()
+
+
+async def test_skip_to_now_drops_the_backlog_and_keeps_delivering_new_events(
+        store, receiver, managers, ops, redis_client, key_prefix):
+    manager = await managers(config(sub(url=receiver.url, state="paused")))
+    await publish(store, 50)
+    state = ops.state("sub-1", TOPIC)
+    assert state.group_exists and state.lag == 50 and state.pending == 0
+    result = ops.skip_to_now("sub-1", TOPIC)
+    assert result.skipped == 50 and result.acknowledged == 0
+    assert ops.state("sub-1", TOPIC).lag == 0
+    manager.apply_config(config(sub(url=receiver.url), version=2))
+    await publish(store, 2, start=100)
+    await receiver.wait_for(lambda r: r.ids() == ["e100", "e101"])
+
+
+async def test_skip_to_now_acknowledges_what_is_pending(store, receiver, managers, ops, redis_client, key_prefix):
+    key = f"{key_prefix}topic:{TOPIC}"
+    await managers(config(sub(url=receiver.url, state="paused")))
+    await store.append_many([AppendEntry(TOPIC, event(i)) for i in range(3)])
+    redis_client.xreadgroup("sub-1", "rt-dead", {key: ">"}, count=3)
+    assert ops.skip_to_now("sub-1", TOPIC).acknowledged == 3
+    assert redis_client.xpending(key, "sub-1")["pending"] == 0
+
+
+async def test_the_state_shows_totals_rate_and_last_error(store, receiver, managers, ops):
+    async def answer(received, request):
+        return web.Response(status=400, text="no such order") if received.event_id == "e3" else None
+
+    receiver.respond = answer
+    manager = await managers(config(sub(url=receiver.url)))
+    await publish(store, 5)
+    await receiver.wait_for(lambda r: len(r.answered) == 5)
+    await wait_until(lambda: ops.state("sub-1", TOPIC).dead_letters == 1)
+    await manager.write_status(list(manager.workers.values()))
+    state = ops.state("sub-1", TOPIC)
+    assert (state.delivered, state.dead_lettered, state.dead_letters) == (4, 1, 1)
+    assert state.rate_per_second > 0
+    assert state.last_error.startswith("rejected: HTTP 400: no such order") and state.last_error_status == 400
+    assert state.last_error_at is not None and state.last_delivered_at is not None
+    assert state.lag == 0 and state.pending == 0 and state.consumers == 1
+
+
+def test_the_state_of_a_subscription_without_a_group(ops):
+    state = ops.state("sub-9", TOPIC)
+    assert not state.group_exists and state.lag is None and state.dead_letters == 0 and state.delivered == 0
+    assert ops.skip_to_now("sub-9", TOPIC).acknowledged == 0
+

@@ -1,0 +1,248 @@
+"""Operator actions on a subscription's delivery, and what it looks like: the portal's side.
+
+Synchronous (redis-py), Django-free, so that the portal (subscriptions/delivery.py) and the fault
+tests do exactly the same thing. Keys are those of docs/meshconfig.md:
+
+- state: the consumer group on ``<prefix>topic:<topic>`` (lag, pending), the dead-letter stream
+  ``<prefix>dlq:<id>`` (length), the runtimes' status record ``<prefix>delivery:<id>``
+  (see :mod:`.status`);
+- redeliver: dead letters move to ``<prefix>redeliver:<id>``, which only this subscription's
+  runtimes read, and leave the dead-letter stream, in one atomic script per batch (two operators
+  pressing "redeliver all" at once put each event back once);
+- skip to now: the group moves to the end of the topic and its pending entries are acknowledged,
+  so nothing older is delivered (attempts already under way in a runtime finish).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import orjson
+import redis
+
+from .status import minute_key, status_key
+
+__all__ = ["DeadLetter", "DeliveryOperations", "DeliveryState", "SkipResult"]
+
+LAG_SCAN_CAP = 10_000
+_PAGE = 500
+
+# KEYS: dlq, redeliver. ARGV: by, id... Returns how many were put back (a missing id is skipped).
+_REDELIVER = """
+local moved = 0
+for i = 2, #ARGV do
+  local rows = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])
+  if #rows > 0 then
+    local fields = rows[1][2]
+    local event = nil
+    for j = 1, #fields, 2 do
+      if fields[j] == 'event' then event = fields[j + 1] end
+    end
+    if event then
+      redis.call('XADD', KEYS[2], '*', 'event', event, 'dlq_id', ARGV[i], 'by', ARGV[1])
+    end
+    redis.call('XDEL', KEYS[1], ARGV[i])
+    moved = moved + 1
+  end
+end
+return moved
+"""
+
+
+def _s(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _ms_to_datetime(ms: int | str | None) -> datetime | None:
+    if ms in (None, "", b""):
+        return None
+    return datetime.fromtimestamp(int(ms) / 1000, UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    id: str
+    event: bytes
+    reason: str
+    status: int | None
+    attempts: int
+    source_id: str
+    at: datetime | None
+
+    @property
+    def attributes(self) -> dict:
+        """The event's attributes (data left out), or {} when the event is gone or unreadable."""
+        try:
+            value = orjson.loads(self.event)
+        except orjson.JSONDecodeError:
+            return {}
+        if not isinstance(value, dict):
+            return {}
+        return {k: v for k, v in value.items() if k not in ("data", "data_base64")}
+
+    @property
+    def event_id(self) -> str:
+        return str(self.attributes.get("id", ""))
+
+    @property
+    def reason_code(self) -> str:
+        return self.reason.split(":", 1)[0]
+
+    @classmethod
+    def from_row(cls, entry_id: bytes | str, fields: dict) -> DeadLetter:
+        status = _s(fields.get(b"status"))
+        return cls(
+            id=_s(entry_id), event=fields.get(b"event", b""), reason=_s(fields.get(b"reason")),
+            status=int(status) if status.isdigit() else None,
+            attempts=int(_s(fields.get(b"attempts")) or 0), source_id=_s(fields.get(b"source_id")),
+            at=_ms_to_datetime(_s(fields.get(b"at")) or None),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryState:
+    group_exists: bool
+    lag: int | None  # None: more than LAG_SCAN_CAP, or unknown
+    pending: int
+    consumers: int
+    dead_letters: int
+    redelivery_waiting: int  # put back, not yet delivered
+    delivered: int
+    dead_lettered: int
+    filtered: int
+    retries: int
+    rate_per_second: float  # over the last minute and the current one
+    last_error: str
+    last_error_status: int | None
+    last_error_at: datetime | None
+    last_delivered_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class SkipResult:
+    skipped: int | None  # events never delivered (the lag), None when too many to count
+    acknowledged: int  # pending entries acknowledged without delivery
+
+
+class DeliveryOperations:
+    def __init__(self, client: redis.Redis, prefix: str = "mesh:") -> None:
+        self.client = client
+        self.prefix = prefix
+        self._redeliver = client.register_script(_REDELIVER)
+
+    def topic_key(self, topic: str) -> str:
+        return f"{self.prefix}topic:{topic}"
+
+    def dlq_key(self, subscription_id: str) -> str:
+        return f"{self.prefix}dlq:{subscription_id}"
+
+    def redeliver_key(self, subscription_id: str) -> str:
+        return f"{self.prefix}redeliver:{subscription_id}"
+
+    # -- reading ---------------------------------------------------------------------------------
+    def _group(self, key: str, group: str) -> dict | None:
+        try:
+            rows = self.client.xinfo_groups(key)
+        except redis.ResponseError:  # no such stream
+            return None
+        for row in rows:
+            if _s(row["name"]) == group:
+                return row
+        return None
+
+    def _lag(self, key: str, row: dict) -> int | None:
+        lag = row.get("lag")
+        if lag is not None:
+            return int(lag)
+        # Redis 6.2 does not report lag: count what follows the last delivered id, within reason
+        last = _s(row["last-delivered-id"])
+        rows = self.client.xrange(key, min=f"({last}", max="+", count=LAG_SCAN_CAP + 1)
+        return None if len(rows) > LAG_SCAN_CAP else len(rows)
+
+    def state(self, subscription_id: str, topic: str) -> DeliveryState:
+        key = self.topic_key(topic)
+        row = self._group(key, subscription_id)
+        redeliver = self._group(self.redeliver_key(subscription_id), subscription_id)
+        minute = int(time.time() // 60)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xlen(self.dlq_key(subscription_id))
+        pipe.hgetall(status_key(self.prefix, subscription_id))
+        pipe.mget(minute_key(self.prefix, subscription_id, minute - 1),
+                  minute_key(self.prefix, subscription_id, minute))
+        pipe.xlen(self.redeliver_key(subscription_id))
+        dlq_length, status, minutes, redeliver_length = pipe.execute()
+        waiting = 0
+        if redeliver is not None:
+            waiting = int(redeliver["pending"]) + (self._lag(self.redeliver_key(subscription_id), redeliver) or 0)
+        elif redeliver_length:
+            waiting = int(redeliver_length)
+        status = {_s(k): _s(v) for k, v in status.items()}
+        recent = sum(int(m) for m in minutes if m is not None)
+        elapsed = 60 + time.time() % 60
+        error_status = status.get("last_error_status", "")
+        return DeliveryState(
+            group_exists=row is not None,
+            lag=self._lag(key, row) if row is not None else None,
+            pending=int(row["pending"]) if row is not None else 0,
+            consumers=int(row["consumers"]) if row is not None else 0,
+            dead_letters=int(dlq_length),
+            redelivery_waiting=waiting,
+            delivered=int(status.get("delivered", 0)),
+            dead_lettered=int(status.get("dead_lettered", 0)),
+            filtered=int(status.get("filtered", 0)),
+            retries=int(status.get("retries", 0)),
+            rate_per_second=recent / elapsed,
+            last_error=status.get("last_error", ""),
+            last_error_status=int(error_status) if error_status.isdigit() else None,
+            last_error_at=_ms_to_datetime(status.get("last_error_at")),
+            last_delivered_at=_ms_to_datetime(status.get("last_delivered_at")),
+        )
+
+    def dead_letters(self, subscription_id: str, *, count: int = 50, before: str | None = None) -> list[DeadLetter]:
+        """Newest first; ``before`` (an id) gives the next page."""
+        rows = self.client.xrevrange(self.dlq_key(subscription_id), max=f"({before}" if before else "+",
+                                     min="-", count=count)
+        return [DeadLetter.from_row(entry_id, fields) for entry_id, fields in rows]
+
+    def dead_letter(self, subscription_id: str, dlq_id: str) -> DeadLetter | None:
+        rows = self.client.xrange(self.dlq_key(subscription_id), min=dlq_id, max=dlq_id)
+        return DeadLetter.from_row(*rows[0]) if rows else None
+
+    # -- actions ---------------------------------------------------------------------------------
+    def redeliver(self, subscription_id: str, ids: list[str] | None, *, by: str) -> int:
+        """Put dead letters back for this subscription only: the given ids, or all (``None``)."""
+        dlq = self.dlq_key(subscription_id)
+        target = self.redeliver_key(subscription_id)
+        if ids is not None:
+            moved = 0
+            for start in range(0, len(ids), _PAGE):
+                moved += int(self._redeliver(keys=[dlq, target], args=[by, *ids[start:start + _PAGE]]))
+            return moved
+        moved = 0
+        after = "-"
+        while True:
+            rows = self.client.xrange(dlq, min=after, max="+", count=_PAGE)
+            if not rows:
+                return moved
+            page = [_s(entry_id) for entry_id, _fields in rows]
+            moved += int(self._redeliver(keys=[dlq, target], args=[by, *page]))
+            after = f"({page[-1]}"
+
+    def skip_to_now(self, subscription_id: str, topic: str) -> SkipResult:
+        """Move the group to the end of the topic and acknowledge its pending entries."""
+        key = self.topic_key(topic)
+        row = self._group(key, subscription_id)
+        if row is None:
+            return SkipResult(0, 0)
+        skipped = self._lag(key, row)
+        self.client.xgroup_setid(key, subscription_id, "$")
+        acknowledged = 0
+        while True:
+            pending = self.client.xpending_range(key, subscription_id, min="-", max="+", count=_PAGE)
+            if not pending:
+                return SkipResult(skipped, acknowledged)
+            acknowledged += int(self.client.xack(key, subscription_id, *[p["message_id"] for p in pending]))
