@@ -34,6 +34,7 @@ class JourneyRecorder:
         self.runtime_id = runtime_id
         self.sample_rate = sample_rate
         self._threshold = int(sample_rate * _SCALE)
+        self._templates: dict[tuple, tuple[bytes, bytes]] = {}
 
     @property
     def enabled(self) -> bool:
@@ -45,6 +46,22 @@ class JourneyRecorder:
         if self._threshold <= 0:
             return False
         return zlib.crc32(event_id.encode("utf-8", "surrogatepass")) % _SCALE < self._threshold
+
+    def template(self, step: str, **fields: Any) -> tuple[bytes, bytes]:
+        """``(head, tail)`` such that ``head + b"<epoch ms>" + tail`` is the step's JSON.
+
+        For the publish path, which writes the same few steps for every event: the JSON is
+        encoded once per kind of step, not once per event. Cached per step and fields.
+        """
+        key = (step, tuple(fields.items()))
+        cached = self._templates.get(key)
+        if cached is None:
+            rest = orjson.dumps({"runtime": self.runtime_id, **fields})
+            cached = (b'{"step":' + orjson.dumps(step) + b',"at":', b"," + rest[1:])
+            if len(self._templates) >= 10_000:
+                self._templates.clear()
+            self._templates[key] = cached
+        return cached
 
     def step(self, event_id: str, step: str, at_ms: int | None = None, **fields: Any) -> JourneyStep:
         """One step as stored: ``{"step", "at" (epoch ms), "runtime", ...fields}``."""

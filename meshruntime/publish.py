@@ -30,7 +30,7 @@ from .cloudevents import CloudEvent
 from .journey import JourneyRecorder
 from .metrics import RuntimeMetrics
 from .policy import PolicyError, validate_topic_name
-from .state import AuthError, Identity, MeshState, TopicState
+from .state import ROUTE_EXTENSION, AuthError, Identity, MeshState, TopicState
 from .store import AppendEntry, JourneyStep, Store, StoreError
 from .tap import Tap
 from .tracing import new_traceparent
@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Limits", "Prepared", "Publisher", "Refusal", "ROUTE_EXTENSION"]
 
-ROUTE_EXTENSION = "meshroute"
 
 
 class Refusal(Exception):
@@ -157,67 +156,76 @@ class Publisher:
         copies: list[tuple[str, CloudEvent, str | None]] = []
         routed: dict[str, int] = {}
         journey: list[JourneyStep] = []
-        journey_on = self.journey.enabled
-        now_ms = int(time.time() * 1000)
+        recorder = self.journey
+        journey_on = recorder.enabled
+        if journey_on:
+            at = str(int(time.time() * 1000)).encode()
+            accepted = recorder.template("accepted", topic=topic_name, application=application)
+            stored = recorder.template("stored", topic=topic_name)
         for index, event in enumerate(events):
             attributes = event.attributes
+            event_id = attributes["id"]
             if schema is not None:
-                is_json, value = event.json_data()
-                if not is_json:
-                    refusal = Refusal(400, "schema_mismatch",
-                                      f"topic {topic_name!r} requires JSON data matching its schema; "
-                                      f"event {attributes['id']!r} has "
-                                      f"{'no data' if event.data is None else 'data that is not JSON'}",
-                                      topic=topic_name, index=index, event_id=attributes["id"], path="data")
-                    self._denied(events, topic_name, application, refusal)
-                    raise self.refuse(refusal, n)
-                problem = schema.check(value)
-                if problem is not None:
-                    refusal = Refusal(400, "schema_mismatch",
-                                      f"event {attributes['id']!r} does not match the schema of topic "
-                                      f"{topic_name!r} at {problem.path}: {problem.message}",
-                                      topic=topic_name, index=index, event_id=attributes["id"],
-                                      path=problem.path, pointer=problem.pointer)
-                    self._denied(events, topic_name, application, refusal)
-                    raise self.refuse(refusal, n)
+                self._check_schema(schema, event, topic_name, index, events, application)
             if "traceparent" not in attributes:
                 attributes["traceparent"] = new_traceparent()
             body = event.to_structured()
             if len(body) > max_bytes:
-                refusal = Refusal(413, "too_large",
-                                  f"event {attributes['id']!r} is {len(body)} bytes; "
-                                  f"the limit is {max_bytes}",
-                                  index=index, event_id=attributes["id"], limit=max_bytes)
+                refusal = Refusal(413, "too_large", f"event {event_id!r} is {len(body)} bytes; "
+                                  f"the limit is {max_bytes}", index=index, event_id=event_id, limit=max_bytes)
                 raise self.refuse(refusal, n)
-            first = len(copies)
             entries.append(AppendEntry(topic_name, body, retention))
             copies.append((topic_name, event, None))
-            sampled = journey_on and self.journey.sampled(attributes["id"])
+            sampled = journey_on and recorder.sampled(event_id)
             if sampled:
-                journey.append(self.journey.step(attributes["id"], "accepted", now_ms, topic=topic_name,
-                                                 application=application))
+                journey.append(JourneyStep(event_id, accepted[0] + at + accepted[1]))
+                copies_stored: list[JourneyStep] = []
             for route in routes:
                 if not route.matches(attributes):
                     continue
-                copy = event.with_extension(ROUTE_EXTENSION, route.id)
-                copy_body = copy.to_structured()
+                if ROUTE_EXTENSION in attributes:  # a re-published copy: replace, do not repeat, the key
+                    copy_body = event.with_extension(ROUTE_EXTENSION, route.id).to_structured()
+                else:  # the same JSON object with one more member: no second serialization
+                    copy_body = body[:-1] + route.json_member
+                routed[route.id] = routed.get(route.id, 0) + len(route.targets)
                 for target in route.targets:
-                    target_state = state.topics[target]
-                    entries.append(AppendEntry(target, copy_body, target_state.retention))
-                    copies.append((target, copy, route.id))
-                    routed[route.id] = routed.get(route.id, 0) + 1
+                    entries.append(AppendEntry(target, copy_body, state.topics[target].retention))
+                    copies.append((target, event, route.id))
                     if sampled:
-                        journey.append(self.journey.step(attributes["id"], "routed", now_ms,
-                                                         rule=route.id, source=topic_name, target=target))
+                        step = recorder.template("routed", rule=route.id, source=topic_name, target=target)
+                        journey.append(JourneyStep(event_id, step[0] + at + step[1]))
+                        step = recorder.template("stored", topic=target, rule=route.id)
+                        copies_stored.append(JourneyStep(event_id, step[0] + at + step[1]))
             if sampled:
-                for target, _copy, rule in copies[first:]:
-                    journey.append(self.journey.step(attributes["id"], "stored", now_ms, topic=target,
-                                                     **({"rule": rule} if rule else {})))
+                journey.append(JourneyStep(event_id, stored[0] + at + stored[1]))
+                journey.extend(copies_stored)
         warnings = []
         if topic.lifecycle == "deprecated":
             warnings.append(f"topic {topic_name!r} is deprecated"
                             + (f"; its sunset is {topic.sunset}" if topic.sunset else ""))
         return Prepared(identity, topic, events, entries, copies, routed, journey, warnings)
+
+    def _check_schema(self, schema, event: CloudEvent, topic_name: str, index: int,
+                      events: list[CloudEvent], application: str) -> None:
+        attributes = event.attributes
+        is_json, value = event.json_data()
+        if not is_json:
+            refusal = Refusal(400, "schema_mismatch",
+                              f"topic {topic_name!r} requires JSON data matching its schema; "
+                              f"event {attributes['id']!r} has "
+                              f"{'no data' if event.data is None else 'data that is not JSON'}",
+                              topic=topic_name, index=index, event_id=attributes["id"], path="data")
+            self._denied(events, topic_name, application, refusal)
+            raise self.refuse(refusal, len(events))
+        problem = schema.check(value)
+        if problem is not None:
+            refusal = Refusal(400, "schema_mismatch",
+                              f"event {attributes['id']!r} does not match the schema of topic "
+                              f"{topic_name!r} at {problem.path}: {problem.message}",
+                              topic=topic_name, index=index, event_id=attributes["id"],
+                              path=problem.path, pointer=problem.pointer)
+            self._denied(events, topic_name, application, refusal)
+            raise self.refuse(refusal, len(events))
 
     # -- append ---------------------------------------------------------------------------------
     async def commit(self, prepared: Sequence[Prepared]) -> None:
@@ -249,8 +257,12 @@ class Publisher:
             if watched:
                 for (target, event, rule), stream_id in zip(p.copies, stream_ids[offset:], strict=False):
                     if target in watched:
-                        tap.offer(target, event, "stored", application=p.identity.application,
-                                  stream_id=stream_id, **({"rule": rule} if rule else {}))
+                        if rule is None:
+                            tap.offer(target, event, "stored", application=p.identity.application,
+                                      stream_id=stream_id)
+                        else:
+                            tap.offer(target, event.with_extension(ROUTE_EXTENSION, rule), "stored",
+                                      application=p.identity.application, stream_id=stream_id, rule=rule)
             offset += len(p.entries)
 
     async def publish(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 
 class StoreError(Exception):
@@ -39,17 +39,15 @@ class Retention:
 NO_RETENTION = Retention()
 
 
-@dataclass(frozen=True, slots=True)
-class AppendEntry:
-    """One event to append to one topic."""
+class AppendEntry(NamedTuple):
+    """One event to append to one topic. (A tuple: the publish path builds one per event.)"""
 
     topic: str
     event: bytes  # structured-mode CloudEvent JSON
     retention: Retention = NO_RETENTION
 
 
-@dataclass(frozen=True, slots=True)
-class JourneyStep:
+class JourneyStep(NamedTuple):
     """One step of an event's journey (``mesh:journey:<event id>``): a JSON object as bytes."""
 
     event_id: str

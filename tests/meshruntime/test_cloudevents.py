@@ -170,3 +170,10 @@ def test_sdk_binary_round_trip(data, content_type):
     assert body == message.body
     back = sdk_http.from_binary_event(sdk_http.HTTPMessage(headers=headers, body=body))
     assert back.get_attributes() == original.get_attributes() and back.get_data() == original.get_data()
+
+
+def test_from_structured_leaves_the_callers_dict_alone():
+    given = minimal(data={"a": 1}, data_base64=None, subject=None)
+    snapshot = dict(given)
+    event = CloudEvent.from_structured(given)
+    assert given == snapshot and event.data == {"a": 1} and "subject" not in event.attributes
