@@ -10,6 +10,7 @@ from django.views import View
 from django.utils.html import format_html
 from django.views.decorators.cache import never_cache
 
+from governance.validation import findings_for
 from meshadmin.filtersets import AuditEntryFilterSet, MembershipFilterSet, TeamFilterSet
 from meshadmin.forms import APITokenForm, MembershipForm, TeamForm
 from meshadmin.models import APIToken, AuditEntry, Membership, Team
@@ -72,6 +73,7 @@ class TeamView(generic.ObjectDetailView):
             "topics": obj.topics.select_related("store").order_by("name")[:100],
             "topic_total": obj.topics.count(),
             "can_manage_members": Team.objects.restrict(request.user, CHANGE).filter(pk=obj.pk).exists(),
+            "findings": findings_for(obj),
         }
 
 

@@ -205,3 +205,9 @@ def test_home_shows_counts_and_my_teams(payments, store, personas):
     response = client_for(personas["bob"]).get(reverse("meshadmin:home"))
     html = response.content.decode()
     assert 'data-testid="topic-count">1<' in html and "Payments" in html
+
+
+def test_team_page_warns_when_the_team_has_no_owner(payments, personas):
+    Membership.objects.filter(team=payments, role=Membership.OWNER).delete()
+    html = client_for(personas["bob"]).get(payments.get_absolute_url()).content.decode()
+    assert 'data-testid="finding-' in html
