@@ -8,10 +8,7 @@ from django.core import mail
 
 from governance.models import Application
 from subscriptions.models import Subscription
-from tests.portal.test_applications import eager_celery
 from topics.models import Topic
-
-__all__ = ["eager_celery"]  # a fixture, used by name
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

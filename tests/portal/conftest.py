@@ -14,6 +14,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
+from meshadmin import celery_app
 from meshadmin.models import Membership, Team
 from topics.models import EventStore
 
@@ -83,3 +84,13 @@ def client_for(user: User | None) -> Client:
 def as_user(personas):
     """``as_user("bob")`` is a test client signed in as bob."""
     return lambda name: client_for(personas[name])
+
+
+@pytest.fixture
+def eager_celery():
+    """Tasks enqueued with .delay() run at once, in this process, and raise their errors."""
+    conf = celery_app.conf
+    saved = conf.task_always_eager, conf.task_eager_propagates
+    conf.task_always_eager = conf.task_eager_propagates = True
+    yield
+    conf.task_always_eager, conf.task_eager_propagates = saved

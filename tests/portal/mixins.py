@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from meshadmin.models import AuditEntry
@@ -198,3 +200,27 @@ class ModelAPITests(_ModelTests):
     def test_api_delete_by_editor(self, obj, personas):
         assert client_for(personas[self.editor]).delete(self.api_url(obj)).status_code == 204
         assert not type(obj).objects.filter(pk=obj.pk).exists()
+
+
+class ConstantListQueries:
+    """The list page runs as many SQL queries for 30 rows as for 3 (no query per row)."""
+
+    list_user = "bob"
+
+    def make_row(self, team, store):
+        return self.make_object(team, store)
+
+    def test_list_page_runs_a_constant_number_of_queries(self, payments, store, personas,
+                                                         django_assert_num_queries):
+        client = client_for(personas[self.list_user])
+        url = reverse(f"{self.url_name}_list")
+        for _ in range(3):
+            self.make_row(payments, store)
+        client.get(url)  # first request of the session: warms caches that are not per row
+        with CaptureQueriesContext(connection) as few:
+            assert "3 results" in client.get(url).content.decode()
+        for _ in range(27):
+            self.make_row(payments, store)
+        with django_assert_num_queries(len(few)):
+            response = client.get(url)
+        assert "30 results" in response.content.decode()

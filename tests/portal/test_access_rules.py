@@ -8,8 +8,8 @@ from django.urls import reverse
 from governance.models import AccessRule
 
 from .conftest import client_for
-from .mixins import ModelAPITests, ModelPageTests
-from .test_applications import ConstantListQueries, make_app, make_rule, make_topic
+from .factories import make_app, make_rule, make_topic
+from .mixins import ConstantListQueries, ModelAPITests, ModelPageTests
 
 pytestmark = pytest.mark.django_db
 

@@ -1,7 +1,4 @@
 """Applications: pages and API through the generic mixins, and what an application's page shows.
-
-This module also holds the helpers that the issue-3 test modules share (factories, the
-constant-queries mixin, eager Celery): tests/portal/mixins.py belongs to the foundation.
 """
 
 from __future__ import annotations
@@ -9,88 +6,17 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from django.db import connection
-from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from governance.models import AccessRule, Application, ApplicationKey
-from meshadmin import celery_app
 from subscriptions.models import Subscription
-from topics.models import Topic
 
 from .conftest import client_for
-from .mixins import ModelAPITests, ModelPageTests
+from .factories import make_app, make_rule, make_subscription, make_topic
+from .mixins import ConstantListQueries, ModelAPITests, ModelPageTests
 
 pytestmark = pytest.mark.django_db
-
 _numbers = itertools.count(1)
-
-
-# Shared helpers
-
-
-# Test data is made with bulk_create, which sends no signal: setting up a test writes no audit
-# entry, so a test can count the entries its own requests write.
-
-
-def make_app(team, name: str | None = None) -> Application:
-    [app] = Application.objects.bulk_create([Application(name=name or f"{team.slug}-app-{next(_numbers)}",
-                                                         team=team)])
-    return app
-
-
-def make_topic(team, store, name: str | None = None, **extra) -> Topic:
-    [topic] = Topic.objects.bulk_create([Topic(name=name or f"{team.slug}.topic-{next(_numbers)}", team=team,
-                                               store=store, **extra)])
-    return topic
-
-
-def make_subscription(application, topic, state: str = Subscription.REQUESTED, **extra) -> Subscription:
-    return Subscription.objects.create(application=application, topic=topic, state=state,
-                                       webhook_url="https://hooks.example.com/events", **extra)
-
-
-def make_rule(team, pattern: str, *, application=None, principal_team=None, everyone=False,
-              publish=False, subscribe=False, effect=AccessRule.ALLOW) -> AccessRule:
-    kind = AccessRule.EVERYONE if everyone else AccessRule.TEAM if principal_team else AccessRule.APPLICATION
-    return AccessRule.objects.create(team=team, principal_kind=kind, principal_application=application,
-                                     principal_team=principal_team, topic_pattern=pattern, publish=publish,
-                                     subscribe=subscribe, effect=effect)
-
-
-@pytest.fixture
-def eager_celery():
-    """Tasks enqueued with .delay() run at once, in this process, and raise their errors."""
-    conf = celery_app.conf
-    saved = conf.task_always_eager, conf.task_eager_propagates
-    conf.task_always_eager = conf.task_eager_propagates = True
-    yield
-    conf.task_always_eager, conf.task_eager_propagates = saved
-
-
-class ConstantListQueries:
-    """The list page runs as many SQL queries for 30 rows as for 3 (no query per row)."""
-
-    list_user = "bob"
-
-    def make_row(self, team, store):
-        return self.make_object(team, store)
-
-    def test_list_page_runs_a_constant_number_of_queries(self, payments, store, personas,
-                                                         django_assert_num_queries):
-        client = client_for(personas[self.list_user])
-        url = reverse(f"{self.url_name}_list")
-        for _ in range(3):
-            self.make_row(payments, store)
-        client.get(url)  # first request of the session: warms caches that are not per row
-        with CaptureQueriesContext(connection) as few:
-            assert "3 results" in client.get(url).content.decode()
-        for _ in range(27):
-            self.make_row(payments, store)
-        with django_assert_num_queries(len(few)):
-            response = client.get(url)
-        assert "30 results" in response.content.decode()
-
 
 # Applications
 

@@ -17,8 +17,8 @@ from governance.models import ApplicationKey
 from meshadmin.models import AuditEntry
 
 from .conftest import client_for
-from .mixins import ModelAPITests, ModelPageTests
-from .test_applications import ConstantListQueries, make_app
+from .factories import make_app
+from .mixins import ConstantListQueries, ModelAPITests, ModelPageTests
 
 pytestmark = pytest.mark.django_db
 

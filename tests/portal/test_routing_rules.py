@@ -10,8 +10,8 @@ from governance.rules import find_routing_cycle
 from topics.models import Topic
 
 from .conftest import client_for
-from .mixins import ModelAPITests, ModelPageTests
-from .test_applications import ConstantListQueries, make_topic
+from .factories import make_topic
+from .mixins import ConstantListQueries, ModelAPITests, ModelPageTests
 
 pytestmark = pytest.mark.django_db
 

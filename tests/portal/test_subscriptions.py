@@ -18,10 +18,8 @@ from meshadmin.models import AuditEntry
 from subscriptions.models import Subscription
 
 from .conftest import client_for
-from .mixins import ModelAPITests, ModelPageTests
-from .test_applications import ConstantListQueries, eager_celery, make_app, make_subscription, make_topic
-
-__all__ = ["eager_celery"]  # a fixture, used by name
+from .factories import make_app, make_subscription, make_topic
+from .mixins import ConstantListQueries, ModelAPITests, ModelPageTests
 
 pytestmark = pytest.mark.django_db
 

@@ -19,9 +19,7 @@ from meshadmin.models import AuditEntry, Membership, Team
 from subscriptions.models import IllegalTransition, NotPermitted, Subscription
 
 from .conftest import _member, client_for
-from .test_applications import eager_celery, make_app, make_subscription, make_topic
-
-__all__ = ["eager_celery"]  # a fixture, used by name
+from .factories import make_app, make_subscription, make_topic
 
 pytestmark = pytest.mark.django_db
 

@@ -16,7 +16,7 @@ from meshadmin.models import Membership, Team
 from subscriptions.models import Subscription
 
 from .conftest import client_for
-from .test_applications import make_app, make_rule, make_subscription, make_topic
+from .factories import make_app, make_rule, make_subscription, make_topic
 
 pytestmark = pytest.mark.django_db
 
