@@ -46,11 +46,10 @@ def _concrete(route: str, pk: int) -> str | None:
 
 @pytest.fixture
 def world(payments, logistics, store, personas):
-    """One object of every model with a team, owned by Payments; the largest pk is used in URLs."""
-    from topics.models import Topic
-
+    """One object of every governed model, owned by Payments, and the secrets carol must never see."""
     from governance.models import AccessRule, Application, ApplicationKey, RoutingRule
     from subscriptions.models import Subscription
+    from topics.models import Topic
 
     topic = Topic.objects.create(name="payments.secret", team=payments, store=store)
     token = APIToken(user=personas["alice"], description="alice-private-token")
