@@ -52,6 +52,8 @@ class Receiver:
         self.keep_bodies = keep_bodies
         self.received: list[Received] = []
         self.answered: list[tuple[str, int]] = []  # (event id, status) of every request
+        self.delivered: set[str] = set()  # ids answered 2xx at least once
+        self.delivered_count = 0  # 2xx answers, duplicates included
         self.bad_signatures = 0
         self.concurrent = 0
         self.max_concurrent = 0
@@ -65,6 +67,11 @@ class Receiver:
     def ids(self) -> list[str]:
         """Ids of events answered 2xx, in arrival order (duplicates included)."""
         return [event_id for event_id, status in self.answered if 200 <= status < 300]
+
+    @property
+    def duplicates(self) -> int:
+        """2xx answers beyond the first for an event: what at-least-once delivery cost."""
+        return self.delivered_count - len(self.delivered)
 
     async def start(self) -> Receiver:
         app = web.Application(client_max_size=16 * 1024 * 1024)
@@ -114,6 +121,9 @@ class Receiver:
         async with self._arrived:
             self.received.append(received)
             self.answered.append((event_id, status))
+            if 200 <= status < 300:
+                self.delivered.add(event_id)
+                self.delivered_count += 1
             self._arrived.notify_all()
         return response if response is not None else web.Response(status=200)
 

@@ -1,0 +1,162 @@
+"""The webhook HTTP/1.1 client against raw servers that answer exactly what each test needs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from meshruntime.delivery.http1 import Http1Client, HttpError, InvalidUrl
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return head, await reader.readexactly(length)
+
+
+class RawServer:
+    def __init__(self, answer: bytes | Callable[[int], bytes], *, close_after: bool = False) -> None:
+        self.answer = answer
+        self.close_after = close_after
+        self.connections = 0
+        self.requests: list[tuple[bytes, bytes]] = []
+        self.server: asyncio.Server | None = None
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                try:
+                    request = await read_request(reader)
+                except asyncio.IncompleteReadError:
+                    return
+                self.requests.append(request)
+                answer = self.answer(len(self.requests)) if callable(self.answer) else self.answer
+                writer.write(answer)
+                await writer.drain()
+                if self.close_after:
+                    return
+        finally:
+            writer.close()
+
+    async def __aenter__(self) -> RawServer:
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/hook?x=1"
+
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+@pytest.fixture
+async def client():
+    client = Http1Client(user_agent="test-agent")
+    yield client
+    await client.close()
+
+
+async def test_it_posts_and_reuses_the_connection(client):
+    async with RawServer(OK) as server:
+        for i in range(3):
+            response = await client.post(server.url, {"Content-Type": "application/json"}, b'{"i":%d}' % i, 2)
+            assert (response.status, response.body) == (200, b"ok")
+        assert server.connections == 1
+        head, body = server.requests[2]
+        assert head.startswith(b"POST /hook?x=1 HTTP/1.1\r\n") and body == b'{"i":2}'
+        assert b"User-Agent: test-agent" in head and b"Content-Type: application/json" in head
+        assert f"Host: 127.0.0.1:{server.url.split(':')[2].split('/')[0]}".encode() in head
+
+
+async def test_it_reads_chunked_bodies_and_keeps_the_connection(client):
+    chunked = (b"HTTP/1.1 503 Busy\r\nTransfer-Encoding: chunked\r\nRetry-After: 3\r\n\r\n"
+               b"4\r\nbusy\r\n5\r\n now!\r\n0\r\n\r\n")
+    async with RawServer(chunked) as server:
+        response = await client.post(server.url, {}, b"x", 2)
+        assert (response.status, response.body, response.headers["retry-after"]) == (503, b"busy now!", "3")
+        await client.post(server.url, {}, b"x", 2)
+        assert server.connections == 1
+
+
+async def test_a_204_has_no_body_even_without_a_length(client):
+    async with RawServer(b"HTTP/1.1 204 No Content\r\n\r\n") as server:
+        assert (await client.post(server.url, {}, b"x", 1)).status == 204
+        assert (await client.post(server.url, {}, b"x", 1)).status == 204
+        assert server.connections == 1
+
+
+async def test_a_body_without_length_runs_until_close(client):
+    async with RawServer(b"HTTP/1.0 500 Oops\r\n\r\nsomething broke", close_after=True) as server:
+        response = await client.post(server.url, {}, b"x", 2)
+        assert (response.status, response.body) == (500, b"something broke")
+        await client.post(server.url, {}, b"x", 2)
+        assert server.connections == 2  # not kept: HTTP/1.0 and close-delimited
+
+
+async def test_informational_answers_are_skipped(client):
+    async with RawServer(b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n" + OK) as server:
+        assert (await client.post(server.url, {}, b"x", 2)).status == 200
+
+
+async def test_connection_close_is_honoured(client):
+    async with RawServer(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+                         close_after=True) as server:
+        await client.post(server.url, {}, b"x", 2)
+        await client.post(server.url, {}, b"x", 2)
+        assert server.connections == 2
+
+
+async def test_a_pooled_connection_the_server_closed_is_retried_once_on_a_new_one(client):
+    async with RawServer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", close_after=True) as server:
+        await client.post(server.url, {}, b"x", 2)  # kept by the client, closed by the server
+        await asyncio.sleep(0.05)
+        assert (await client.post(server.url, {}, b"x", 2)).status == 200
+        assert len(server.requests) == 2
+
+
+async def test_failures_are_http_errors(client):
+    with pytest.raises(HttpError, match="cannot connect"):
+        await client.post("http://127.0.0.1:9/hook", {}, b"x", 2)
+    async with RawServer(b"garbage\r\n\r\n") as server:
+        with pytest.raises(HttpError, match="not an HTTP/1.x response"):
+            await client.post(server.url, {}, b"x", 2)
+    async with RawServer(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", close_after=True) as server:
+        with pytest.raises(HttpError, match="cut off"):
+            await client.post(server.url, {}, b"x", 2)
+    async with RawServer(b"", close_after=True) as server:
+        with pytest.raises(HttpError, match="without answering"):
+            await client.post(server.url, {}, b"x", 2)
+    with pytest.raises(HttpError, match="line break"):
+        await client.post("http://127.0.0.1:9/", {"X-Bad": "a\r\nInjected: 1"}, b"x", 2)
+
+
+async def test_a_silent_server_times_out(client):
+    async def never(reader, writer):
+        await asyncio.sleep(10)
+
+    server = await asyncio.start_server(never, "127.0.0.1", 0)
+    try:
+        with pytest.raises(TimeoutError):
+            await client.post(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/", {}, b"x", 0.2)
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("url", ["ftp://example.com/x", "http:///nohost", "not a url", "http://h:99999/"])
+async def test_it_refuses_what_is_not_an_http_url(client, url):
+    with pytest.raises(InvalidUrl):
+        await client.post(url, {}, b"x", 1)
