@@ -256,3 +256,129 @@ def test_five_hundred_changes_coalesce_and_the_last_version_is_a_fresh_compile(w
     assert recorded == 500  # every change is accounted for in exactly one version
     print(f"500 changes in {burst:.2f} s -> {versions} versions; latest {latest.version} at "
           f"{timezone.now():%H:%M:%S}")
+
+
+# The runtimes and version pages in a real browser, served by uvicorn (ASGI: pages and websockets)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def portal(shared_database, settings, redis_url, mesh_redis):  # noqa: F811
+    """The portal under uvicorn, on this test's database and key prefix."""
+    import urllib.request
+
+    port = _free_port()
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "meshadmin.settings.test", "DATABASE_URL": shared_database,
+           "REDIS_URL": redis_url, "MESH_KEY_PREFIX": settings.MESH_KEY_PREFIX}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "meshadmin.asgi:application", "--host", "127.0.0.1", "--port", str(port),
+         "--no-access-log", "--log-level", "warning"],
+        cwd=ROOT, env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy():
+        try:
+            return urllib.request.urlopen(f"{url}/healthz", timeout=1).status == 200  # noqa: S310
+        except OSError:
+            return False
+
+    try:
+        wait_for(healthy, 30, "uvicorn to serve", interval=0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+@pytest.fixture
+def chromium_page(portal):
+    from playwright.sync_api import sync_playwright
+
+    chromium = os.environ.get("CHROMIUM_PATH") or "/usr/bin/chromium"
+    if not os.path.exists(chromium):
+        pytest.fail(f"Chromium not found at {chromium}")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"])
+        context = browser.new_context(base_url=portal)
+        context.set_default_timeout(15_000)
+        yield context.new_page()
+        browser.close()
+
+
+def off_the_loop(function):
+    """Run ``function`` in another thread: Playwright's loop runs in this one, and a push (or
+    an ingester step) sends to the channel layer through ``async_to_sync``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connections
+
+    def run():
+        try:
+            return function()
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(run).result(60)
+
+
+@pytest.mark.browser
+def test_the_runtimes_and_version_pages_follow_heartbeats_and_pushes_live(sam, chromium_page, mesh_redis,  # noqa: F811
+                                                                           monkeypatch):
+    from django.contrib.auth.models import User
+
+    from governance import push
+    from tests.portal.test_registry import beat
+
+    from .conftest import PASSWORD
+
+    # Playwright's sync API runs an event loop in this thread; the ORM calls below stay synchronous.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    mesh = build_mesh()
+    off_the_loop(push.push)
+    ingester = HeartbeatIngester(mesh_redis, consumer="browser", block_ms=50)
+    ingester.ensure_group()
+    assert User.objects.filter(username="sam").exists()
+
+    page = chromium_page
+    page.goto("/login/")
+    page.fill("#id_username", "sam")
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(lambda url: "/login/" not in url)
+    page.goto("/runtimes/")
+    page.wait_for_selector("#live-status:text('live')")
+
+    # A runtime appears, in sync, without a reload.
+    beat(mesh_redis, "billing-1", config_version="1")
+    off_the_loop(ingester.step)
+    page.wait_for_selector("tr[data-runtime-id='billing-1'][data-sync='in_sync']")
+    assert page.inner_text("#count-in-sync") == "1"
+
+    # A new version: the row turns "behind" as soon as it is published.
+    rule = mesh.rules["billing-publish"]
+    rule.subscribe = True
+    rule.save()
+    assert off_the_loop(push.push).version == 2
+    page.wait_for_selector("tr[data-runtime-id='billing-1'][data-sync='behind']")
+    assert "1 / 2" in page.inner_text("tr[data-runtime-id='billing-1']")
+
+    # The version page shows the runtime converging, then converged.
+    version = ConfigVersion.objects.get(version=2)
+    page.goto(version.get_absolute_url())
+    page.wait_for_selector("#live-status:text('live')")
+    assert page.inner_text("#applied-count") == "0"
+    assert rule.rule_id in page.inner_text("[data-testid=version-diff]")
+    beat(mesh_redis, "billing-1", config_version="2")
+    off_the_loop(ingester.step)
+    page.wait_for_function("document.getElementById('applied-count').textContent === '1'")
+    assert "applied" in page.inner_text("tr[data-runtime-id='billing-1']")
