@@ -109,6 +109,16 @@ def _write(instance, action: str, before, after):
     )
 
 
+def record_action(instance: models.Model, action: str, **details: Any):
+    """Audit an operator action that saves no model (redelivering dead letters, moving a consumer
+    group to the end of its topic): an update entry on ``instance`` whose ``after`` names the
+    action and its details (JSON-safe), attributed like any change. Called explicitly, since no
+    signal fires; the one exception to "never by hand in views"."""
+    from meshadmin.models import AuditEntry
+
+    return _write(instance, AuditEntry.UPDATE, None, {"action": action, **details})
+
+
 def _on_pre_save(sender, instance, raw=False, **kwargs):
     if sender not in _REGISTRY or raw or instance.pk is None:
         return
