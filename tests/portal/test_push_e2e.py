@@ -334,22 +334,28 @@ def off_the_loop(function):
 @pytest.mark.browser
 def test_the_runtimes_and_version_pages_follow_heartbeats_and_pushes_live(sam, chromium_page, mesh_redis,  # noqa: F811
                                                                            monkeypatch):
-    from django.contrib.auth.models import User
+    from django.db import connections
 
+    # Playwright's sync API runs an event loop in this thread; the ORM calls stay synchronous, on
+    # a connection of their own, closed at the end (else PostgreSQL keeps the test database).
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    try:
+        check_pages_live(chromium_page, mesh_redis)
+    finally:
+        connections.close_all()
+
+
+def check_pages_live(page, client) -> None:
     from governance import push
     from tests.portal.test_registry import beat
 
     from .conftest import PASSWORD
 
-    # Playwright's sync API runs an event loop in this thread; the ORM calls below stay synchronous.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     mesh = build_mesh()
     off_the_loop(push.push)
-    ingester = HeartbeatIngester(mesh_redis, consumer="browser", block_ms=50)
+    ingester = HeartbeatIngester(client, consumer="browser", block_ms=50)
     ingester.ensure_group()
-    assert User.objects.filter(username="sam").exists()
 
-    page = chromium_page
     page.goto("/login/")
     page.fill("#id_username", "sam")
     page.fill("#id_password", PASSWORD)
@@ -359,7 +365,7 @@ def test_the_runtimes_and_version_pages_follow_heartbeats_and_pushes_live(sam, c
     page.wait_for_selector("#live-status:text('live')")
 
     # A runtime appears, in sync, without a reload.
-    beat(mesh_redis, "billing-1", config_version="1")
+    beat(client, "billing-1", config_version="1")
     off_the_loop(ingester.step)
     page.wait_for_selector("tr[data-runtime-id='billing-1'][data-sync='in_sync']")
     assert page.inner_text("#count-in-sync") == "1"
@@ -378,7 +384,7 @@ def test_the_runtimes_and_version_pages_follow_heartbeats_and_pushes_live(sam, c
     page.wait_for_selector("#live-status:text('live')")
     assert page.inner_text("#applied-count") == "0"
     assert rule.rule_id in page.inner_text("[data-testid=version-diff]")
-    beat(mesh_redis, "billing-1", config_version="2")
+    beat(client, "billing-1", config_version="2")
     off_the_loop(ingester.step)
     page.wait_for_function("document.getElementById('applied-count').textContent === '1'")
     assert "applied" in page.inner_text("tr[data-runtime-id='billing-1']")
