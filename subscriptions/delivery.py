@@ -1,0 +1,67 @@
+"""A subscription's delivery as the portal sees it and acts on it, over the runtimes' Redis.
+
+The Redis work itself (XINFO GROUPS, XRANGE/XREVRANGE of the dead-letter stream, the
+redelivery script, XGROUP SETID) is :mod:`meshruntime.delivery.operations`, shared with the
+runtime's fault tests; this module binds it to the portal's settings and writes the audit entry
+of every action.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import redis
+from django.conf import settings
+
+from meshadmin.audit import record_action
+from meshruntime.delivery.operations import DeadLetter, DeliveryOperations, DeliveryState, SkipResult
+
+from .models import Subscription
+
+__all__ = ["DeliveryUnavailable", "dead_letters", "redeliver", "skip_to_now", "state"]
+
+PAGE = 50
+
+
+class DeliveryUnavailable(Exception):
+    """Redis could not be reached; the page says so instead of failing."""
+
+
+@lru_cache(maxsize=4)
+def _client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+
+
+def operations() -> DeliveryOperations:
+    return DeliveryOperations(_client(settings.REDIS_URL), settings.MESH_KEY_PREFIX)
+
+
+def _guard(call):
+    try:
+        return call()
+    except (redis.RedisError, OSError) as error:
+        raise DeliveryUnavailable(f"the runtimes' Redis is unreachable: {error}") from error
+
+
+def state(subscription: Subscription) -> DeliveryState:
+    return _guard(lambda: operations().state(subscription.subscription_id, subscription.topic.name))
+
+
+def dead_letters(subscription: Subscription, *, before: str | None = None, count: int = PAGE) -> list[DeadLetter]:
+    return _guard(lambda: operations().dead_letters(subscription.subscription_id, count=count, before=before))
+
+
+def redeliver(subscription: Subscription, ids: list[str] | None, *, user) -> int:
+    """Put dead letters back for this subscription only (``ids``, or all of them with None)."""
+    by = user.get_username()
+    moved = _guard(lambda: operations().redeliver(subscription.subscription_id, ids, by=by))
+    record_action(subscription, "redeliver dead letters", dead_letters="all" if ids is None else ids,
+                  redelivered=moved)
+    return moved
+
+
+def skip_to_now(subscription: Subscription, *, user) -> SkipResult:
+    """Move the consumer group to the end of the topic; pending events are acknowledged."""
+    result = _guard(lambda: operations().skip_to_now(subscription.subscription_id, subscription.topic.name))
+    record_action(subscription, "skip to now", skipped=result.skipped, acknowledged=result.acknowledged)
+    return result
