@@ -98,17 +98,12 @@ async def worker(host: str, port: int, requests: list[bytes], failures: list[str
     try:
         for request in requests:
             writer.write(request)
-            status_line = await reader.readline()
-            length = 0
-            while True:
-                line = await reader.readline()
-                if line in (b"\r\n", b""):
-                    break
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
+            head = await reader.readuntil(b"\r\n\r\n")
+            at = head.lower().find(b"content-length:")
+            length = int(head[at + 15:head.index(b"\r\n", at)]) if at >= 0 else 0
             body = await reader.readexactly(length)
-            if b" 202 " not in status_line:
-                failures.append(status_line.decode().strip() + " " + body[:200].decode("utf-8", "replace"))
+            if head[9:12] != b"202":
+                failures.append(head.split(b"\r\n", 1)[0].decode() + " " + body[:200].decode("utf-8", "replace"))
     finally:
         writer.close()
 

@@ -124,8 +124,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 async def serve(settings: Settings) -> None:
     runtime = Runtime(settings)
     await runtime.start()
-    runner = web.AppRunner(runtime.make_app(), handle_signals=False, access_log=None,
-                           shutdown_timeout=settings.shutdown_timeout)
+    runner = web.ServerRunner(runtime.make_server(access_log=None), handle_signals=False,
+                              shutdown_timeout=settings.shutdown_timeout)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, backlog=2048, reuse_address=True)
     await site.start()

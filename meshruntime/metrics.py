@@ -8,6 +8,7 @@ is one dict lookup and one ``inc``.
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 __all__ = ["CONTENT_TYPE_LATEST", "RuntimeMetrics"]
@@ -16,18 +17,51 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
 
+class _Counts:
+    """A labelled counter kept as plain ints and turned into a metric family at scrape time.
+
+    Incrementing a prometheus_client counter takes a lock and a few calls; a publish counts
+    several things, so the hot path adds to a dict instead and Prometheus reads it when it
+    scrapes.
+    """
+
+    def __init__(self, name: str, documentation: str, labels: list[str], registry: CollectorRegistry) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labels = labels
+        self.values: dict[tuple[str, ...], float] = {}
+        registry.register(self)
+
+    def add(self, key: tuple[str, ...], n: float = 1) -> None:
+        values = self.values
+        values[key] = values.get(key, 0) + n
+
+    def total(self) -> float:
+        return sum(self.values.values())
+
+    def collect(self):
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
+        for key, value in list(self.values.items()):
+            family.add_metric(list(key), value)
+        yield family
+
+    def describe(self):
+        yield CounterMetricFamily(self.name, self.documentation, labels=self.labels)
+
+
 class RuntimeMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.published = Counter(
+        self.published = _Counts(
             "meshruntime_events_published", "Events accepted and stored, by topic and publishing application",
-            ["topic", "application"], registry=r)
-        self.refusals = Counter(
-            "meshruntime_publish_refusals", "Publish requests refused, by reason",
-            ["reason"], registry=r)
-        self.routed = Counter(
-            "meshruntime_routed_copies", "Copies written by routing rules, by rule", ["rule"], registry=r)
+            ["topic", "application"], r)
+        self.refusals = _Counts(
+            "meshruntime_publish_refusals", "Events refused, by reason", ["reason"], r)
+        self.routed = _Counts(
+            "meshruntime_routed_copies", "Copies written by routing rules, by rule", ["rule"], r)
+        self.store_errors = _Counts(
+            "meshruntime_store_errors", "Failed store operations, by operation", ["operation"], r)
         self.append_latency = Histogram(
             "meshruntime_append_latency_seconds", "Time of one pipelined append round trip to the store",
             buckets=LATENCY_BUCKETS, registry=r)
@@ -36,49 +70,29 @@ class RuntimeMetrics:
             buckets=BATCH_BUCKETS, registry=r)
         self.config_version = Gauge(
             "meshruntime_config_version", "Version of the applied MeshConfig document", registry=r)
-        self.store_errors = Counter(
-            "meshruntime_store_errors", "Failed store operations, by operation", ["operation"], registry=r)
         self.tap_messages = Counter(
             "meshruntime_tap_messages", "Compact event copies sent to the live tap", registry=r)
-        self._published: dict[tuple[str, str], Counter] = {}
-        self._refusals: dict[str, Counter] = {}
-        self._routed: dict[str, Counter] = {}
-        self._store_errors: dict[str, Counter] = {}
 
     def count_published(self, topic: str, application: str, n: int = 1) -> None:
-        child = self._published.get((topic, application))
-        if child is None:
-            child = self._published[(topic, application)] = self.published.labels(topic, application)
-        child.inc(n)
+        self.published.add((topic, application), n)
 
     def count_refusal(self, reason: str, n: int = 1) -> None:
-        child = self._refusals.get(reason)
-        if child is None:
-            child = self._refusals[reason] = self.refusals.labels(reason)
-        child.inc(n)
+        self.refusals.add((reason,), n)
 
     def count_routed(self, rule: str, n: int = 1) -> None:
-        child = self._routed.get(rule)
-        if child is None:
-            child = self._routed[rule] = self.routed.labels(rule)
-        child.inc(n)
+        self.routed.add((rule,), n)
 
     def count_store_error(self, operation: str) -> None:
-        child = self._store_errors.get(operation)
-        if child is None:
-            child = self._store_errors[operation] = self.store_errors.labels(operation)
-        child.inc()
+        self.store_errors.add((operation,))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
     def counters(self) -> dict[str, float]:
         """Totals for the heartbeat (the portal shows them without scraping Prometheus)."""
-        def total(metric) -> float:
-            return sum(s.value for m in metric.collect() for s in m.samples if s.name.endswith("_total"))
         return {
-            "published": total(self.published),
-            "refused": total(self.refusals),
-            "routed": total(self.routed),
-            "store_errors": total(self.store_errors),
+            "published": self.published.total(),
+            "refused": self.refusals.total(),
+            "routed": self.routed.total(),
+            "store_errors": self.store_errors.total(),
         }

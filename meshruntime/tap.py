@@ -55,6 +55,7 @@ class Tap:
         runtime_id: str,
         topics: Callable[[], Iterable[str]],
         interval: float = 1.0,
+        on_sent: Callable[[int], None] | None = None,
     ) -> None:
         self.client = client
         self.prefix = prefix
@@ -68,6 +69,7 @@ class Tap:
         self._wake = asyncio.Event()
         self._flushes: set[asyncio.Task] = set()
         self.sent = 0
+        self._on_sent = on_sent
 
     # -- which topics are watched ---------------------------------------------------------------
     async def refresh(self) -> frozenset[str]:
@@ -131,5 +133,7 @@ class Tap:
         try:
             await pipe.execute()
             self.sent += len(buffer)
+            if self._on_sent is not None:
+                self._on_sent(len(buffer))
         except (RedisError, OSError) as error:  # the tap is best effort: a lost preview is no loss
             log.debug("tap: publish failed: %s", error)

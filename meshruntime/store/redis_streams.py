@@ -121,20 +121,31 @@ class RedisStreamsStore:
         return prefix
 
     def _pack_journey(self, parts: list[bytes], steps: Sequence[JourneyStep]) -> int:
-        """Append RPUSH + PEXPIRE per event to ``parts``; returns the number of commands."""
-        by_event: dict[str, list[bytes]] = {}
-        for step in steps:
-            by_event.setdefault(step.event_id, []).append(step.step)
-        ttl = _bulk(str(self.journey_ttl_ms).encode())
-        for event_id, values in by_event.items():
-            key = _bulk(self.journey_key(event_id).encode())
-            parts.append(b"*%d\r\n$5\r\nRPUSH\r\n" % (len(values) + 2))
-            parts.append(key)
-            parts.extend(_bulk(v) for v in values)
-            parts.append(b"*3\r\n$7\r\nPEXPIRE\r\n")
-            parts.append(key)
-            parts.append(ttl)
-        return 2 * len(by_event)
+        """Append RPUSH + PEXPIRE per event to ``parts``; returns the number of commands.
+
+        Steps of one event usually come together (the publish path writes them so); an event
+        whose steps are split gets one RPUSH per run, which is still correct.
+        """
+        if not steps:
+            return 0
+        expire = b"$%d\r\n%d\r\n" % (len(str(self.journey_ttl_ms)), self.journey_ttl_ms)
+        key_prefix = self.journey_key("")
+        commands = 0
+        run: list[bytes] = []
+        current = None
+        for event_id, step in (*steps, (None, b"")):
+            if event_id != current:
+                if run:
+                    key = (key_prefix + current).encode()
+                    key = b"$%d\r\n%s\r\n" % (len(key), key)
+                    parts.append(b"*%d\r\n$5\r\nRPUSH\r\n%s" % (len(run) + 2, key))
+                    parts.extend(run)
+                    parts.append(b"*3\r\n$7\r\nPEXPIRE\r\n%s%s" % (key, expire))
+                    commands += 2
+                current = event_id
+                run = []
+            run.append(b"$%d\r\n%s\r\n" % (len(step), step))
+        return commands
 
     async def _round_trip(self, packed: bytes, replies: int) -> list:
         """Send packed commands on one connection and read every reply (errors as values)."""

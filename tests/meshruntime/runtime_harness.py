@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 import redis
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import RawTestServer, TestClient
 from factories import key_for, make_config
 
 from meshruntime.app import Runtime, Settings
@@ -69,7 +69,7 @@ async def running_runtime(
     if apply:
         runtime.apply_config(doc or make_config())
     await runtime.start()
-    server = TestServer(runtime.make_app(), host="127.0.0.1", port=0)
+    server = RawTestServer(runtime.dispatch, host="127.0.0.1", port=0, **runtime.server_kwargs())
     client = TestClient(server)
     await client.start_server()
     sync = redis.Redis.from_url(redis_url)

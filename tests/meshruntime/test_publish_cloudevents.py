@@ -185,9 +185,9 @@ async def test_readiness_fails_while_the_store_is_unreachable(key_prefix):
 
     runtime = Runtime(Settings(store_url="redis://127.0.0.1:1/0", prefix=key_prefix))
     runtime.apply_config(make_config())
-    from aiohttp.test_utils import TestClient, TestServer
+    from aiohttp.test_utils import RawTestServer, TestClient
 
-    async with TestClient(TestServer(runtime.make_app())) as client:
+    async with TestClient(RawTestServer(runtime.dispatch, **runtime.server_kwargs())) as client:
         response = await client.get("/readyz")
         assert response.status == 503 and (await response.json())["store"] == "unreachable"
         refused = await client.post("/v1/topics/orders.shipped/events", data=orjson.dumps(event(1)),
