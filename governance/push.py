@@ -44,6 +44,7 @@ from django.db import connection, transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.utils import timezone
 
+from governance.diff import diff_documents
 from meshruntime.config import ConfigError, publish_document, seal, validate_document
 
 log = logging.getLogger(__name__)
@@ -256,6 +257,8 @@ class PushResult:
 
 # The last document this process recorded, so that the next diff need not load it back.
 _last_document: dict[str, Any] | None = None
+# Whether this process has validated a whole document yet (see validate()).
+_checked_whole = False
 
 
 def _previous_document(latest) -> dict[str, Any] | None:
@@ -339,16 +342,37 @@ def _actors(changes: list[dict[str, Any]], user) -> tuple[Any, str]:
     return created_by, ", ".join(names) or "system"
 
 
-def _record_and_publish(doc, *, kind, source_checksum, previous, changes=(), user=None, reason="",
-                        rollback_of=None):
+def validate(doc: dict[str, Any], previous: dict[str, Any] | None, diff: dict[str, Any]) -> None:
+    """Raise ConfigError unless runtimes would accept ``doc``.
+
+    After a valid ``previous`` version, only the changed part is checked (governance.diff
+    explains why that is enough): ``validate_document`` on a whole mesh of 10,000 topics and
+    rules costs 0.3 s, on a change a few milliseconds. The first version is checked whole; the
+    property tests check that every compiled document is valid whole. So is the first document a
+    process validates: after a deployment, the contract may refuse what the previous one allowed.
+    """
+    global _checked_whole
+    from governance.diff import changed_part, locate
+
+    if previous is None or not _checked_whole:
+        validate_document(doc)
+        _checked_whole = True
+        return
+    part = changed_part(doc, diff)
+    try:
+        validate_document(seal(part, doc["version"]))
+    except ConfigError as error:
+        raise ConfigError(locate(str(error), part, doc)) from None
+
+
+def _record_and_publish(doc, *, kind, source_checksum, diff, changes=(), user=None, reason="", rollback_of=None):
     """Create the ConfigVersion row first, then publish: a crash in between leaves a version
     that reconcile publishes, never a published version without its row."""
     global _last_document
-    from governance.diff import diff_documents, summarize
+    from governance.diff import summarize
     from governance.models import ConfigVersion
 
     created_by, actor_name = _actors(list(changes), user)
-    diff = diff_documents(previous, doc)
     version = ConfigVersion.objects.create(
         version=doc["version"], checksum=doc["checksum"], source_checksum=source_checksum, document=doc,
         kind=kind, created_by=created_by, actor_name=actor_name[:250],
@@ -428,7 +452,9 @@ def push(kind: str = "push", *, force: bool = False, user=None, reason: str = ""
                 repaired = ensure_published(latest)
                 return _record_status(kind, PushResult("republished" if repaired else "unchanged",
                                                        latest.version))
-            validate_document(doc)
+            previous = _previous_document(latest)
+            diff = diff_documents(previous, doc)
+            validate(doc, previous, diff)
         except ConfigError as error:
             _give_back(changes)
             log.error("mesh config not published: %s", error)
@@ -440,9 +466,8 @@ def push(kind: str = "push", *, force: bool = False, user=None, reason: str = ""
             kind = ConfigVersion.RECONCILE  # a change that came without a signal, or a key that expired
         elif kind == ConfigVersion.RECONCILE and changes:
             kind = ConfigVersion.PUSH
-        version = _record_and_publish(doc, kind=kind, source_checksum=checksum,
-                                      previous=_previous_document(latest), changes=changes, user=user,
-                                      reason=reason)
+        version = _record_and_publish(doc, kind=kind, source_checksum=checksum, diff=diff, changes=changes,
+                                      user=user, reason=reason)
         log.info("published mesh config version %s (%s)", version.version, version.reason)
         return _record_status(kind, PushResult("published", version.version))
 
@@ -460,13 +485,13 @@ def rollback(target, *, user=None, wait: float = 10.0) -> PushResult:
         document = ConfigVersion.objects.values_list("document", flat=True).get(pk=target.pk)
         doc = seal(document, _next_version(latest))
         try:
-            validate_document(doc)
+            validate_document(doc)  # whole: the contract may have grown stricter since
         except ConfigError as error:
             return _record_status(ConfigVersion.ROLLBACK, PushResult("failed", error=str(error)))
         version = _record_and_publish(
             doc, kind=ConfigVersion.ROLLBACK, source_checksum=latest.source_checksum if latest else doc["checksum"],
-            previous=_previous_document(latest), user=user, reason=f"Rollback to version {target.version}",
-            rollback_of=target,
+            diff=diff_documents(_previous_document(latest), doc), user=user,
+            reason=f"Rollback to version {target.version}", rollback_of=target,
         )
         return _record_status(ConfigVersion.ROLLBACK, PushResult("published", version.version))
 

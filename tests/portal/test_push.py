@@ -16,7 +16,7 @@ from django.db import transaction
 
 from governance import push
 from governance.compiler import compile_mesh_config
-from governance.models import AccessRule, ConfigVersion
+from governance.models import AccessRule, ConfigVersion, RoutingRule
 from governance.tasks import push_config, reconcile_config
 from meshadmin.audit import audit_context
 from meshadmin.models import AuditEntry
@@ -283,3 +283,68 @@ def test_old_snapshots_leave_redis_but_every_version_stays(mesh, mesh_redis, set
     prefix = settings.MESH_KEY_PREFIX
     assert [bool(mesh_redis.exists(f"{prefix}config:{v}")) for v in (1, 2, 3, 4)] == [False, False, True, True]
     assert ConfigVersion.objects.count() == 4
+
+
+# Validation in proportion to the change
+
+
+CORRUPTIONS = {
+    # What no form lets through but a bulk update (or a bug) could: each must be refused.
+    "subscription filters": lambda m: Subscription.objects.filter(pk=m.subs["active"].pk).update(
+        filters=[{"sql": "TRUE"}]),
+    "routing filters": lambda m: RoutingRule.objects.filter(pk=m.routes["audit"].pk).update(
+        filters=[{"exact": {"type": 1}}]),
+    "topic schema": lambda m: Topic.objects.filter(pk=m.topics["audit.orders"].pk).update(
+        data_schema={"type": "no-such-type"}),
+    "webhook url": lambda m: Subscription.objects.filter(pk=m.subs["paused"].pk).update(webhook_url="ftp://x/"),
+}
+
+
+@pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
+def test_the_changed_part_is_refused_exactly_where_the_whole_document_is(mesh, mesh_redis, monkeypatch,
+                                                                         corruption):
+    from meshruntime.config import ConfigError, seal, validate_document
+
+    push.push()
+    monkeypatch.setattr(push, "_checked_whole", True)
+    CORRUPTIONS[corruption](mesh)
+    result = push.push()
+    assert result.outcome == "failed"
+    with pytest.raises(ConfigError) as whole:
+        validate_document(seal(compile_mesh_config(), 9))
+    assert result.error == str(whole.value)  # same verdict, same path (in the whole document)
+
+
+def test_the_changed_part_carries_what_its_entries_refer_to(mesh, mesh_redis):
+    from governance.diff import changed_part, diff_documents
+    from meshruntime.config import seal
+
+    before = seal(compile_mesh_config(), 1)
+    sub = mesh.subs["active"]
+    Subscription.objects.filter(pk=sub.pk).update(filters=[])
+    mesh.routes["audit"].targets.add(mesh.topics["orders.shipped"])
+    after = seal(compile_mesh_config(), 2)
+    part = changed_part(after, diff_documents(before, after))
+    assert [s["id"] for s in part["subscriptions"]] == [sub.subscription_id]
+    assert [t["name"] for t in part["topics"]] == ["audit.orders", "orders.created", "orders.shipped"]
+    assert [a["name"] for a in part["applications"]] == ["shipping"]
+    assert [r["id"] for r in part["routing_rules"]] == [mesh.routes["audit"].rule_id]
+    assert part["access_rules"] == [] and part["stores"] == after["stores"]
+
+
+def test_the_first_push_of_a_process_checks_the_whole_document(mesh, mesh_redis, monkeypatch):
+    """After a deployment the contract may refuse an entry that has not changed in a while."""
+    v1 = ConfigVersion.objects.get(version=push.push().version)
+    # An entry that went bad without changing (here: made bad in the database and in version 1).
+    Subscription.objects.filter(pk=mesh.subs["active"].pk).update(filters=[{"sql": "TRUE"}])
+    document = v1.document
+    document["subscriptions"][0]["filters"] = [{"sql": "TRUE"}]
+    ConfigVersion.objects.filter(pk=v1.pk).update(document=document)
+    monkeypatch.setattr(push, "_last_document", None)
+    Topic.objects.create(name="orders.cancelled", team=mesh.payments, store=mesh.store)
+    monkeypatch.setattr(push, "_checked_whole", True)  # a process that has checked a whole one
+    assert push.push().outcome == "published"  # the part does not include the bad entry
+    monkeypatch.setattr(push, "_checked_whole", False)  # a fresh process
+    Topic.objects.create(name="orders.returned", team=mesh.payments, store=mesh.store)
+    result = push.push()
+    assert result.outcome == "failed" and result.error.startswith("subscriptions[0].filters")
