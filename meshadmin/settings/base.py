@@ -176,6 +176,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {"ConfigVersionKindEnum": "governance.models.ConfigVersion.KIND_CHOICES"},
 }
 
 PROMETHEUS_URL = env_str("PROMETHEUS_URL", "")
