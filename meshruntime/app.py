@@ -318,14 +318,16 @@ class Runtime:
 
     async def _read_body(self, request: web.BaseRequest) -> bytes:
         limit = self.settings.limits.max_request_bytes
-        if request.content_length is not None and request.content_length > limit:
+        length = request.content_length
+        if length is not None and length > limit:
             raise self.publisher.refuse(Refusal(
-                413, "too_large", f"the request body is {request.content_length} bytes; the limit is {limit}",
-                limit=limit))
-        if request.content_length is not None:
-            # The body is usually in the buffer already: one read, no loop until EOF.
+                413, "too_large", f"the request body is {length} bytes; the limit is {limit}", limit=limit))
+        content = request.content
+        if content.is_eof():  # the whole body is already buffered (small requests): no await
+            return content.read_nowait()
+        if length is not None:
             try:
-                return await request.content.readexactly(request.content_length)
+                return await content.readexactly(length)
             except asyncio.IncompleteReadError:
                 raise self.publisher.refuse(Refusal(400, "invalid_event", "the request body ended early")) from None
         try:
@@ -352,7 +354,8 @@ class Runtime:
             if self.tracing.enabled:
                 prepared = await self._traced_publish(request, state, identity, topic, events, mode)
             else:
-                prepared = await self.publisher.publish(state, identity, topic, events)
+                prepared = self.publisher.prepare(state, identity, topic, events)
+                await self.publisher.commit((prepared,))
         except Refusal as refusal:
             return _json(refusal.status, refusal.body())
         body_out: dict[str, Any] = {"topic": topic, "accepted": len(prepared.events),

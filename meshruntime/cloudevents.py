@@ -246,9 +246,9 @@ def check_attributes(attributes: Mapping[str, Any], *, index: int | None = None)
     """Raise :class:`EventError` naming the first attribute that CloudEvents 1.0 does not allow."""
     for name in REQUIRED:
         value = attributes.get(name)
-        if value is None:
-            raise EventError(f"required attribute {name!r} is missing", index=index)
-        if not isinstance(value, str) or not value:
+        if value.__class__ is not str or not value:
+            if value is None:
+                raise EventError(f"required attribute {name!r} is missing", index=index)
             raise EventError(f"attribute {name!r} must be a non-empty string", index=index)
     if attributes["specversion"] != SPECVERSION:
         raise EventError(
@@ -259,7 +259,7 @@ def check_attributes(attributes: Mapping[str, Any], *, index: int | None = None)
         if name in REQUIRED:
             continue
         if name in CORE_ATTRIBUTES:
-            if not isinstance(value, str):
+            if value.__class__ is not str:
                 raise EventError(f"attribute {name!r} must be a string", index=index)
             if name == "time" and not _RFC3339.fullmatch(value):
                 raise EventError(f"attribute 'time' must be an RFC 3339 timestamp, got {value!r}",

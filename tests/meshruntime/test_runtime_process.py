@@ -87,6 +87,10 @@ async def test_the_process_serves_publishes_health_and_metrics(runtime, redis_cl
             text = await response.text()
             assert 'meshruntime_events_published_total{application="billing",topic="orders.shipped"} 1.0' in text
     assert stored_ids(redis_client, key_prefix, "orders.shipped") == ["evt-1"]
+    # it announces itself to the portal: a heartbeat with its application and applied config
+    beats = [{k.decode(): v.decode() for k, v in fields.items()}
+             for _id, fields in redis_client.xrange(f"{key_prefix}runtimes")]
+    assert beats and beats[0]["application"] == "billing" and beats[0]["config_version"] == "1"
     assert runtime.stop() == 0
 
 
