@@ -237,7 +237,7 @@ class Runtime:
             await self.mesh_redis.aclose()
         if self._owns_store:
             await self.store.close()
-        self.tracing.shutdown()
+        await asyncio.to_thread(self.tracing.shutdown)  # flushing spans is blocking I/O
 
     async def _trim_loop(self) -> None:
         """Apply retention to the topics this runtime wrote to.
