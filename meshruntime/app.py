@@ -23,7 +23,7 @@ from aiohttp import web
 from . import eventmesh
 from .appender import AppendCoalescer
 from .cloudevents import EventError, parse_http
-from .config import ConfigWatcher, load_file, validate_document
+from .config import ConfigWatcher, load_file
 from .delivery import DeliveryManager, DeliverySettings
 from .heartbeat import Heartbeater
 from .journey import JourneyRecorder
@@ -125,8 +125,16 @@ class Runtime:
 
     # -- configuration ---------------------------------------------------------------------------
     def apply_config(self, doc: dict[str, Any]) -> MeshState:
-        """Compile a validated document and swap it in (the watcher's ``on_apply``; raising refuses it)."""
-        state = MeshState.build(doc, application=self.settings.application)
+        """Compile a validated document and swap it in; raising refuses it and keeps the old one."""
+        return self._swap(doc, MeshState.build(doc, application=self.settings.application))
+
+    async def apply_config_async(self, doc: dict[str, Any]) -> MeshState:
+        """:meth:`apply_config` with the compiling (schemas, indexes) off the event loop, so that
+        a large document does not stall publishes (the watcher's and the file's ``on_apply``)."""
+        state = await asyncio.to_thread(MeshState.build, doc, application=self.settings.application)
+        return self._swap(doc, state)
+
+    def _swap(self, doc: dict[str, Any], state: MeshState) -> MeshState:
         self.delivery.apply_config(doc)  # raises (refusing the document) before anything is swapped
         self.state = state
         self.config_error = None
@@ -138,14 +146,14 @@ class Runtime:
                  state.version, len(state.topics), len(state.policy))
         return state
 
-    def _load_config_file(self) -> None:
+    async def _load_config_file(self) -> None:
         path = self.settings.config_file
         assert path is not None
         mtime = path.stat().st_mtime
-        doc = validate_document(load_file(path))
+        doc = await asyncio.to_thread(load_file, path)  # parses and validates
         current = self.state
         if current is None or (doc["version"], doc["checksum"]) != (current.version, current.checksum):
-            self.apply_config(doc)
+            await self.apply_config_async(doc)
         self._config_file_mtime = mtime
 
     async def _watch_config_file(self) -> None:
@@ -156,7 +164,7 @@ class Runtime:
             await asyncio.sleep(self.settings.config_file_poll_interval)
             try:
                 if path.stat().st_mtime != self._config_file_mtime:
-                    self._load_config_file()
+                    await self._load_config_file()
             except Exception as error:  # keep serving on the previous document
                 self.config_error = f"config file {path} not applied: {error}"
                 log.error("%s", self.config_error)
@@ -174,12 +182,12 @@ class Runtime:
         self.started_at = time.time()
         settings = self.settings
         if settings.config_file is not None:
-            self._load_config_file()
+            await self._load_config_file()
             self._tasks.append(asyncio.create_task(self._watch_config_file(), name="config-file"))
         if settings.config_redis_url is not None:
             cache = settings.config_cache
             self.watcher = ConfigWatcher(settings.config_redis_url, prefix=settings.prefix, cache_path=cache,
-                                         on_apply=self.apply_config,
+                                         on_apply=self.apply_config_async,
                                          poll_interval=settings.config_poll_interval)
             await self.watcher.start()
         self.tap.start()
