@@ -121,7 +121,6 @@ class Runtime:
         self._config_changed = asyncio.Event()  # set (and replaced) on every applied document
         self._get_routes = {"/healthz": self.handle_healthz, "/readyz": self.handle_readyz,
                             "/metrics": self.handle_metrics, "/v1/info": self.handle_info}
-        self.started_at = None
 
     # -- configuration ---------------------------------------------------------------------------
     def apply_config(self, doc: dict[str, Any]) -> MeshState:
@@ -177,9 +176,6 @@ class Runtime:
 
     # -- life cycle ------------------------------------------------------------------------------
     async def start(self) -> None:
-        import time
-
-        self.started_at = time.time()
         settings = self.settings
         if settings.config_file is not None:
             await self._load_config_file()
