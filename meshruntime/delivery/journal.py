@@ -1,4 +1,4 @@
-"""Journey steps of deliveries, written in one pipelined round trip per event-loop turn.
+"""Journey steps of deliveries, written together: one round trip per ``delay`` seconds.
 
 Every attempt adds a step; writing each on its own would double the Redis round trips of a
 delivery. Steps are best effort (a lost step is a gap in a trace, never a lost event).
@@ -21,31 +21,28 @@ __all__ = ["JourneyWriter"]
 
 class JourneyWriter:
     def __init__(self, store: Store, recorder: JourneyRecorder | None,
-                 on_error: Callable[[Exception], None] | None = None) -> None:
+                 on_error: Callable[[Exception], None] | None = None, *, delay: float = 0.01) -> None:
         self.store = store
+        self.delay = delay
         self.recorder = recorder
         self._on_error = on_error
         self._buffer: list[JourneyStep] = []
         self._flushing: asyncio.Task | None = None
-        self._scheduled = False
+        self._closing = False
 
     def add(self, event_id: str | None, step: str, **fields: Any) -> None:
         recorder = self.recorder
         if recorder is None or event_id is None or not recorder.sampled(event_id):
             return
         self._buffer.append(recorder.step(event_id, step, **fields))
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._spawn)
-
-    def _spawn(self) -> None:
-        self._scheduled = False
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.get_running_loop().create_task(self._flush())
-        # else: the running flush picks the new steps up when it loops
 
     async def _flush(self) -> None:
+        """Write what has gathered every ``delay`` seconds until nothing is left to write."""
         while self._buffer:
+            if not self._closing:
+                await asyncio.sleep(self.delay)
             steps, self._buffer = self._buffer, []
             try:
                 await self.store.record_journey(steps)
@@ -55,7 +52,10 @@ class JourneyWriter:
                 log.debug("journey write failed: %s", error)
 
     async def drain(self) -> None:
-        if self._buffer:
-            self._spawn()
+        """Write everything now (shutdown, tests)."""
+        self._closing = True
+        if self._buffer and (self._flushing is None or self._flushing.done()):
+            self._flushing = asyncio.get_running_loop().create_task(self._flush())
         if self._flushing is not None:
             await asyncio.gather(self._flushing, return_exceptions=True)
+        self._closing = False

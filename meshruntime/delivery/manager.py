@@ -73,7 +73,7 @@ class DeliveryManager:
         self.settings = settings or DeliverySettings()
         self.metrics = DeliveryMetrics(registry)
         self.http = WebhookClient(user_agent=user_agent)
-        self.journal = JourneyWriter(store, journey)
+        self.journal = JourneyWriter(store, journey, delay=self.settings.flush_delay_s)
         self.workers: dict[str, SubscriptionWorker] = {}
         self._retiring: dict[str, asyncio.Task] = {}
         self._desired: tuple[dict[str, SubscriptionSpec], str] | None = None
