@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import string
 import subprocess
@@ -271,26 +272,26 @@ async def main_async(args: argparse.Namespace) -> None:
     key, key_entry = make_key()
     receiver, receiver_port = start_receiver()
     runtime = None
+    tmp = tempfile.mkdtemp(prefix="mesh-bench-")
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            config_path = Path(tmp) / "mesh.json"
-            url = f"http://127.0.0.1:{receiver_port}/hook"
-            config_path.write_text(json.dumps(make_config(key_entry, url, max_in_flight=16)))
-            runtime, host, port = start_runtime(redis_url, prefix, config_path)
-            await wait_for_group(redis_url, prefix)
-            connections = [await Connection(host, port, key, TOPIC).open() for _ in range(args.connections)]
-            warm = await publish_at_rate(connections, "warm", args.rate, args.warmup)
-            while (await receiver_stats(receiver_port))["count"] < warm:
-                await asyncio.sleep(0.05)
-            measured = await publish_at_rate(connections, "run", args.rate, args.seconds)
-            deadline = time.monotonic() + 30
-            while (await receiver_stats(receiver_port))["count"] < warm + measured:
-                if time.monotonic() > deadline:
-                    raise SystemExit("not every event arrived within 30 s")
-                await asyncio.sleep(0.05)
-            pairs = (await receiver_stats(receiver_port, pairs=True))["pairs"][warm:]
-            for connection in connections:
-                connection.close()
+        config_path = Path(tmp) / "mesh.json"
+        url = f"http://127.0.0.1:{receiver_port}/hook"
+        config_path.write_text(json.dumps(make_config(key_entry, url, max_in_flight=16)))
+        runtime, host, port = start_runtime(redis_url, prefix, config_path)
+        await wait_for_group(redis_url, prefix)
+        connections = [await Connection(host, port, key, TOPIC).open() for _ in range(args.connections)]
+        warm = await publish_at_rate(connections, "warm", args.rate, args.warmup)
+        while (await receiver_stats(receiver_port))["count"] < warm:
+            await asyncio.sleep(0.05)
+        measured = await publish_at_rate(connections, "run", args.rate, args.seconds)
+        deadline = time.monotonic() + 30
+        while (await receiver_stats(receiver_port))["count"] < warm + measured:
+            if time.monotonic() > deadline:
+                raise SystemExit("not every event arrived within 30 s")
+            await asyncio.sleep(0.05)
+        pairs = (await receiver_stats(receiver_port, pairs=True))["pairs"][warm:]
+        for connection in connections:
+            connection.close()
     finally:
         if runtime is not None:
             runtime.terminate()
@@ -298,6 +299,7 @@ async def main_async(args: argparse.Namespace) -> None:
         receiver.terminate()
         receiver.wait(timeout=10)
         cleanup(redis_url, prefix)
+        shutil.rmtree(tmp, ignore_errors=True)
     latencies = sorted((received - sent) / 1e6 for sent, received in pairs)
     p50, p99, worst = percentile(latencies, 50), percentile(latencies, 99), latencies[-1]
     print(f"{len(latencies)} events at {args.rate:.0f}/s for {args.seconds:.0f} s, single-event publishes over "
