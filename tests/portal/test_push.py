@@ -348,3 +348,11 @@ def test_the_first_push_of_a_process_checks_the_whole_document(mesh, mesh_redis,
     Topic.objects.create(name="orders.returned", team=mesh.payments, store=mesh.store)
     result = push.push()
     assert result.outcome == "failed" and result.error.startswith("subscriptions[0].filters")
+
+
+def test_beat_reconciles_within_a_minute(settings):
+    from meshadmin.celery import app
+
+    entry = settings.CELERY_BEAT_SCHEDULE["reconcile-mesh-config"]
+    assert entry["task"] in app.tasks and entry["task"] == reconcile_config.name
+    assert entry["schedule"] <= 30  # a lost push or an emptied Redis is repaired within a minute
