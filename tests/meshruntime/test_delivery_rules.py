@@ -133,3 +133,23 @@ def test_a_new_group_starts_when_its_document_was_compiled_never_in_the_future()
     assert group_start_id(doc, now_ms=at + 10_000) == f"{at}-0"
     assert group_start_id(doc, now_ms=at - 5) == f"{at - 5}-0"
     assert group_start_id({"generated_at": None}, now_ms=at) == "$"
+
+
+def test_the_receiver_example_in_the_docs_verifies_what_the_runtime_signs():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "delivery.md").read_text()
+    (code,) = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(code.strip().splitlines()) <= 10
+    namespace: dict = {}
+    exec(compile(code, "docs/delivery.md", "exec"), namespace)  # noqa: S102 - our own documentation
+    example = namespace["verify"]
+    body = b'{"specversion":"1.0","id":"e1"}'
+    header = signature_header("whsec-x", body)
+    assert example("whsec-x", header, body)
+    assert not example("whsec-x", header, body + b" ")
+    assert not example("whsec-y", header, body)
+    assert not example("whsec-x", signature_header("whsec-x", body, timestamp=1_000_000_000), body)
+    assert not example("whsec-x", "garbage", body)
+    assert example("whsec-x", f"{header},v1=deadbeef", body)
