@@ -33,6 +33,7 @@ from meshruntime.journey import JourneyRecorder
 from meshruntime.store import Store
 
 from .journal import JourneyWriter
+from .lock import OrderLock
 from .metrics import DeliveryMetrics
 from .spec import SubscriptionSpec, group_start_id, specs_from_config
 from .status import StatusReport, status_key
@@ -180,6 +181,8 @@ class DeliveryManager:
                                      self.consumer)
         return SubscriptionWorker(
             spec, topic=topic, redeliver=redeliver, start_id=start_id, dlq_key=f"{self.prefix}dlq:{spec.id}",
+            lock=OrderLock(self.client, f"{status_key(self.prefix, spec.id)}:lock", self.consumer,
+                           int(self.settings.visibility_timeout_s * 1000)),
             http=self.http, journal=self.journal, metrics=self.metrics.subscription(spec.id),
             settings=self.settings,
         )

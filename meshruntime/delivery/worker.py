@@ -17,7 +17,7 @@ import contextlib
 import logging
 import random
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 import orjson
@@ -26,6 +26,7 @@ from meshruntime.cloudevents import CloudEvent
 from meshruntime.store import StoredEntry, StoreError
 
 from .journal import JourneyWriter
+from .lock import OrderLock
 from .metrics import SubscriptionMetrics
 from .retry import Verdict, retry_wait_seconds
 from .spec import SubscriptionSpec
@@ -36,6 +37,8 @@ from .webhook import STRUCTURED_CONTENT_TYPE, WebhookClient
 log = logging.getLogger(__name__)
 
 __all__ = ["DeliverySettings", "SubscriptionWorker"]
+
+ACKED_MEMORY = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,11 @@ def _stream_time_ms(entry_id: str) -> int:
     return int(entry_id.partition("-")[0])
 
 
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
 class SubscriptionWorker:
     def __init__(
         self,
@@ -87,6 +95,7 @@ class SubscriptionWorker:
         redeliver: RedeliveryStream,
         start_id: str,
         dlq_key: str,
+        lock: OrderLock,
         http: WebhookClient,
         journal: JourneyWriter,
         metrics: SubscriptionMetrics,
@@ -98,6 +107,7 @@ class SubscriptionWorker:
         self.redeliver = redeliver
         self.start_id = start_id
         self.dlq_key = dlq_key
+        self.lock = lock  # taken only while the subscription is ordered (max in flight 1)
         self.http = http
         self.journal = journal
         self.metrics = metrics
@@ -109,6 +119,9 @@ class SubscriptionWorker:
         self._backlog: deque[Delivery] = deque()
         self._acks: dict[str, list[str]] = {}
         self._acking: set[tuple[str, str]] = set()
+        # acknowledged lately: a page of own pending entries read just before the ack landed
+        # must not bring them back (keys only, a few thousand at most)
+        self._acked: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._ack_task: asyncio.Task | None = None
         self._in_flight = 0
         self._deliveries: set[asyncio.Task] = set()
@@ -119,6 +132,7 @@ class SubscriptionWorker:
         # a cancellation that arrives during a command, and the task would carry on.
         self._stopped = asyncio.Event()
         self._recover_after: dict[str, str | None] = {}
+        self._claim_everything = False  # set when this runtime takes an ordered subscription's lease
         self._next_redeliver_read = 0.0
         self._runner: asyncio.Task | None = None
         self._maintainer: asyncio.Task | None = None
@@ -168,6 +182,7 @@ class SubscriptionWorker:
         if self._maintainer is not None:
             await asyncio.gather(self._maintainer, return_exceptions=True)
         await self._drain_acks()
+        await self.lock.release()
         if remove:
             for stream in self._streams:
                 for attempt in range(3):
@@ -197,6 +212,15 @@ class SubscriptionWorker:
                 await self._wake.wait()
                 continue
             try:
+                if spec.max_in_flight == 1 and not self.lock.held:
+                    if not await self.lock.refresh():
+                        # another runtime delivers this ordered subscription: stand by, try later
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._wake.wait(), self.settings.lease_interval_s)
+                        continue
+                    # whatever the previous holder left pending comes first, in order
+                    self._claim_everything = True
+                    self._halt.clear()
                 await self._take(free)
                 self._store_up()
             except StoreError as error:
@@ -207,9 +231,14 @@ class SubscriptionWorker:
 
     async def _take(self, free: int) -> None:
         """Start up to ``free`` deliveries from the first source that has something."""
+        if self._claim_everything:
+            for stream in self._streams:
+                self._acquire(stream, await stream.claim_all(self.settings.claim_batch))
+            self._claim_everything = False
+        recovered = True
         if not self._backlog:
-            await self._recover_own(free)
-        if self._backlog:
+            recovered = await self._recover_own(free)
+        if self._backlog or not recovered:
             while free > 0 and self._backlog:
                 self._start(self._backlog.popleft())
                 free -= 1
@@ -266,8 +295,10 @@ class SubscriptionWorker:
             log.info("subscription %s: event store reachable again", self.spec.id)
             self._store_down_since = None
 
-    async def _recover_own(self, free: int) -> None:
-        """Take up this consumer's own pending entries, a page at a time, before anything new."""
+    async def _recover_own(self, free: int) -> bool:
+        """Take up this consumer's own pending entries, a page at a time, before anything new;
+        True once every stream has been read to its end. Nothing new is read until then, so
+        the pending list stops growing and the recovery ends."""
         for stream in self._streams:
             after = self._recover_after.get(stream.kind, "0")
             if after is None:
@@ -275,25 +306,28 @@ class SubscriptionWorker:
             acquired, next_after = await stream.read_own_pending(after, max(free, self.settings.claim_batch))
             self._recover_after[stream.kind] = next_after
             self._acquire(stream, acquired)
-            if self._backlog:
-                return
+            return False
+        return True
 
     def _acquire(self, stream: DeliveryStream, acquired: Acquired) -> None:
         for entry, attempts in acquired.entries:
             key = (stream.kind, entry.id)
-            if key in self._held or key in self._acking:
+            if key in self._held or key in self._acking or key in self._acked:
                 continue
             delivery = Delivery(stream, entry, attempts, attempts + 1)
             self._held[key] = delivery
             self._backlog.append(delivery)
         for entry_id, attempts in acquired.missing:
             key = (stream.kind, entry_id)
-            if key in self._held or key in self._acking:
+            if key in self._held or key in self._acking or key in self._acked:
                 continue
             delivery = Delivery(stream, StoredEntry(entry_id, stream.topic, b""), attempts, attempts + 1,
                                 missing=True)
             self._held[key] = delivery
             self._backlog.append(delivery)
+        if self.spec.max_in_flight == 1 and len(self._backlog) > 1:  # ordered: oldest first
+            self._backlog = deque(sorted(self._backlog, key=lambda d: (d.stream.kind != "topic",
+                                                                       _id_key(d.entry.id))))
 
     def _start(self, delivery: Delivery) -> None:
         self._held[delivery.key] = delivery
@@ -440,7 +474,12 @@ class SubscriptionWorker:
                         self._acks.setdefault(stream.kind, []).extend(ids)
                         await asyncio.sleep(min(0.05 * 2 ** failures, 2.0))
                         continue
-                self._acking.difference_update((stream.kind, i) for i in ids)
+                for entry_id in ids:
+                    key = (stream.kind, entry_id)
+                    self._acking.discard(key)
+                    self._acked[key] = None
+                while len(self._acked) > ACKED_MEMORY:
+                    self._acked.popitem(last=False)
 
     async def _drain_acks(self) -> None:
         if self._acks and (self._ack_task is None or self._ack_task.done()):
@@ -460,7 +499,11 @@ class SubscriptionWorker:
                 return
             try:
                 await self._renew_leases()
-                if self.spec.active and not self._stopping:
+                if self.lock.held and not await self.lock.refresh():
+                    # another runtime has it now: take nothing more, and let go of retry waits
+                    log.warning("subscription %s: lost the ordered-delivery lease", self.spec.id)
+                    self._halt.set()
+                if self.spec.active and not self._stopping and (self.spec.max_in_flight > 1 or self.lock.held):
                     await self._claim_stale()
                 if time.monotonic() >= next_gauges:
                     next_gauges = time.monotonic() + settings.metrics_interval_s

@@ -636,3 +636,36 @@ def test_the_state_of_a_subscription_without_a_group(ops):
     assert not state.group_exists and state.lag is None and state.dead_letters == 0 and state.delivered == 0
     assert ops.skip_to_now("sub-9", TOPIC).acknowledged == 0
 
+
+
+# -- ordered delivery across runtimes ------------------------------------------------------------
+
+
+async def test_an_ordered_subscription_is_delivered_by_one_runtime_at_a_time_in_order(
+        store, receiver, managers, redis_client, key_prefix):
+    doc = config(sub(url=receiver.url, max_in_flight=1))
+    first = await managers(doc, consumer="rt-a")
+    await managers(doc, consumer="rt-b")
+    await publish(store, 40)
+    await receiver.wait_for(lambda r: len(r.ids()) == 40)
+    assert receiver.ids() == [f"e{i}" for i in range(40)] and receiver.max_concurrent == 1
+    assert {r.headers["User-Agent"] for r in receiver.received} == {"rt-a"}  # the first took the lease
+    assert redis_client.get(f"{key_prefix}delivery:sub-1:lock") == b"rt-a"
+    await first.stop()  # releases the lease: the other runtime takes over
+    await publish(store, 20, start=40)
+    await receiver.wait_for(lambda r: len(r.ids()) == 60, timeout=10)
+    assert receiver.ids() == [f"e{i}" for i in range(60)]
+    assert {r.headers["User-Agent"] for r in receiver.received[40:]} == {"rt-b"}
+
+
+async def test_when_the_ordered_runtime_dies_the_other_takes_over_its_pending_events_in_order(
+        store, receiver, managers, redis_client, key_prefix):
+    key = f"{key_prefix}topic:{TOPIC}"
+    redis_client.xgroup_create(key, "sub-1", id="0", mkstream=True)
+    await publish(store, 10)
+    # a runtime took the lease and five events, then died: lease and entries are left behind
+    redis_client.set(f"{key_prefix}delivery:sub-1:lock", "rt-dead", px=int(FAST.visibility_timeout_s * 1000))
+    redis_client.xreadgroup("sub-1", "rt-dead", {key: ">"}, count=5)
+    await managers(config(sub(url=receiver.url, max_in_flight=1)), consumer="rt-live")
+    await receiver.wait_for(lambda r: len(r.ids()) == 10, timeout=10)
+    assert receiver.ids() == [f"e{i}" for i in range(10)]
