@@ -1,8 +1,9 @@
 """``make demo``: the whole mesh on one machine, on the embedded defaults.
 
 Starts the private Redis, migrates SQLite, loads the demo data, then runs the portal, a Celery
-worker and beat, the heartbeat ingester, one runtime per demo application, a demo subscriber and
-a demo producer under one supervisor (honcho). Ctrl-C stops all of it, then the private Redis.
+worker and beat, the heartbeat ingester, one runtime per demo application, a demo subscriber (it
+receives the demo subscriptions' webhooks) and a demo producer (a few events a second, some
+refused on purpose) under one supervisor (honcho). Ctrl-C stops all of it, then the private Redis.
 """
 
 from __future__ import annotations
@@ -42,12 +43,17 @@ def processes(data_dir: Path, redis_url: str) -> dict[str, str]:
         "worker": f"{py} -m celery -A meshadmin worker -l INFO --concurrency 2",
         "beat": f"{py} -m celery -A meshadmin beat -l INFO -s {data_dir / 'celerybeat-schedule'}",
     }
+    procs["ingest"] = f"{py} manage.py mesh ingest-heartbeats"
     for offset, application in enumerate(RUNTIMES):
         procs[f"runtime-{application}"] = (
             f"{py} -m meshruntime --application {application} --listen 127.0.0.1:{RUNTIME_BASE_PORT + offset} "
             f"--store-url {redis_url} --config-redis-url {redis_url} "
             f"--config-cache {data_dir / f'runtime-{application}.json'}"
         )
+    procs["subscriber"] = f"{py} -m meshruntime.delivery.receiver --listen 127.0.0.1:{SUBSCRIBER_PORT}"
+    publishers = " ".join(f"--runtime {app}=http://127.0.0.1:{RUNTIME_BASE_PORT + RUNTIMES.index(app)}"
+                          for app in ("checkout", "billing"))
+    procs["producer"] = f"{py} -m meshruntime.demo.producer {publishers} --keys-file {data_dir / 'demo-keys.json'}"
     return procs
 
 
@@ -66,7 +72,7 @@ def main() -> int:
            "MESHADMIN_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
     try:
         _manage("migrate", "--no-input", "-v", "0", env=env)
-        _manage("seed_demo", f"--subscriber-url=http://127.0.0.1:{SUBSCRIBER_PORT}/hooks", env=env)
+        _manage("seed_demo", f"--subscriber-url=http://127.0.0.1:{SUBSCRIBER_PORT}/hook", env=env)
         print(f"\n  Meshadmin runs at http://127.0.0.1:{PORTAL_PORT}/  (Ctrl-C stops everything)\n", flush=True)
         manager = Manager(Printer(sys.stdout))
         for name, command in processes(data_dir, redis_url).items():

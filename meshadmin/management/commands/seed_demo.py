@@ -55,8 +55,8 @@ class Command(BaseCommand):
     help = "Load the demo data (idempotent) and print the demo logins."
 
     def add_arguments(self, parser):
-        parser.add_argument("--subscriber-url", default="http://127.0.0.1:8100/hooks",
-                            help="Webhook base URL of the demo subscriber.")
+        parser.add_argument("--subscriber-url", default="http://127.0.0.1:8100/hook",
+                            help="Webhook URL of the demo subscriber (each subscription adds ?for=<app>).")
         parser.add_argument("--keys-file", default=str(settings.DATA_DIR / "demo-keys.json"),
                             help="Where the demo applications' plain keys are written (demo only).")
 
@@ -133,7 +133,7 @@ class Command(BaseCommand):
             Subscription.objects.get_or_create(
                 application=apps[app], topic=Topic.objects.get(name=topic),
                 state__in=Subscription.LIVE_STATES,
-                defaults={"state": Subscription.ACTIVE, "webhook_url": f"{subscriber_url}/{app}",
+                defaults={"state": Subscription.ACTIVE, "webhook_url": f"{subscriber_url}?for={app}",
                           "reviewer_comment": "Approved for the demo."})
 
         self.stdout.write(self.style.SUCCESS(
