@@ -178,7 +178,7 @@ class DeliveryStream:
         ids = [e.id for e in entries] + missing
         if not ids:
             return Acquired([], [])
-        ordered = sorted(ids, key=_id_key)
+        ordered = sorted(ids, key=id_key)
         try:
             rows = await self.client.xpending_range(self.key, self.group, min=ordered[0], max=ordered[-1],
                                                     count=len(ids) + 1000, consumername=self.consumer)
@@ -200,7 +200,8 @@ class DeliveryStream:
             raise StoreError(f"touch failed: {error}") from error
 
 
-def _id_key(entry_id: str) -> tuple[int, int]:
+def id_key(entry_id: str) -> tuple[int, int]:
+    """A stream id as a sortable pair (``"10-2"`` sorts before ``"9-1"`` as a string)."""
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
 

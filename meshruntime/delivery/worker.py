@@ -31,7 +31,7 @@ from .metrics import SubscriptionMetrics
 from .retry import Verdict, retry_wait_seconds
 from .spec import SubscriptionSpec
 from .status import StatusReport
-from .streams import Acquired, DeliveryStream, RedeliveryStream, TopicStream
+from .streams import Acquired, DeliveryStream, RedeliveryStream, TopicStream, id_key
 from .webhook import STRUCTURED_CONTENT_TYPE, WebhookClient
 
 log = logging.getLogger(__name__)
@@ -81,10 +81,6 @@ def _stream_time_ms(entry_id: str) -> int:
     return int(entry_id.partition("-")[0])
 
 
-def _id_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
-
 
 class SubscriptionWorker:
     def __init__(
@@ -100,7 +96,6 @@ class SubscriptionWorker:
         journal: JourneyWriter,
         metrics: SubscriptionMetrics,
         settings: DeliverySettings,
-        user_agent: str = "meshruntime",
     ) -> None:
         self.spec = spec
         self.topic = topic
@@ -327,7 +322,7 @@ class SubscriptionWorker:
             self._backlog.append(delivery)
         if self.spec.max_in_flight == 1 and len(self._backlog) > 1:  # ordered: oldest first
             self._backlog = deque(sorted(self._backlog, key=lambda d: (d.stream.kind != "topic",
-                                                                       _id_key(d.entry.id))))
+                                                                       id_key(d.entry.id))))
 
     def _start(self, delivery: Delivery) -> None:
         self._held[delivery.key] = delivery
