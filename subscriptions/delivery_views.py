@@ -11,7 +11,7 @@ import re
 
 import orjson
 from django.contrib import messages
-from django.http import HttpResponseBadRequest
+from django.http import HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views import View
@@ -64,6 +64,14 @@ class _DeliveryAction(View):
         queryset = Subscription.objects.restrict(request.user, CHANGE).select_related("topic", "application__team")
         return get_object_or_404(queryset, pk=pk)
 
+    def refuse_unless_live(self, request, subscription: Subscription):
+        """Only an active or paused subscription has runtimes to act on (a revoked one's stream
+        and group are gone): anything else is 409 with the reason."""
+        if subscription.state in Subscription.LIVE_STATES:
+            return None
+        return HttpResponse(f"{subscription.subscription_id} is {subscription.get_state_display().lower()}: "
+                            "no runtime delivers it.", status=409, content_type="text/plain")
+
     @staticmethod
     def back(subscription: Subscription):
         return redirect(reverse("subscriptions:subscription_delivery", args=[subscription.pk]))
@@ -74,6 +82,8 @@ class RedeliverView(_DeliveryAction):
 
     def post(self, request, pk: int):
         subscription = self.get_subscription(request, pk)
+        if refusal := self.refuse_unless_live(request, subscription):
+            return refusal
         ids = request.POST.getlist("dlq_id")
         everything = request.POST.get("all") == "1"
         if everything == bool(ids) or len(ids) > MAX_IDS or not all(STREAM_ID.fullmatch(i) for i in ids):
@@ -98,6 +108,8 @@ class SkipToNowView(_DeliveryAction):
 
     def get(self, request, pk: int):
         subscription = self.get_subscription(request, pk)
+        if refusal := self.refuse_unless_live(request, subscription):
+            return refusal
         try:
             state = delivery.state(subscription)
         except delivery.DeliveryUnavailable as error:
@@ -107,6 +119,8 @@ class SkipToNowView(_DeliveryAction):
 
     def post(self, request, pk: int):
         subscription = self.get_subscription(request, pk)
+        if refusal := self.refuse_unless_live(request, subscription):
+            return refusal
         if request.POST.get("confirm") != "yes":
             return HttpResponseBadRequest("Confirm with confirm=yes.")
         try:

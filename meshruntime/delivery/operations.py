@@ -239,10 +239,13 @@ class DeliveryOperations:
         if row is None:
             return SkipResult(0, 0)
         skipped = self._lag(key, row)
-        self.client.xgroup_setid(key, subscription_id, "$")
+        # to the last event now, by id: events published from here on are delivered, and the
+        # pending entries acknowledged below are only those up to it
+        last = _s(self.client.xinfo_stream(key)["last-generated-id"])
+        self.client.xgroup_setid(key, subscription_id, last)
         acknowledged = 0
         while True:
-            pending = self.client.xpending_range(key, subscription_id, min="-", max="+", count=_PAGE)
+            pending = self.client.xpending_range(key, subscription_id, min="-", max=last, count=_PAGE)
             if not pending:
                 return SkipResult(skipped, acknowledged)
             acknowledged += int(self.client.xack(key, subscription_id, *[p["message_id"] for p in pending]))

@@ -241,3 +241,15 @@ def test_only_the_subscriber_side_may_skip_to_now(people, sub, mesh_redis, key_p
     group = next(g for g in mesh_redis.xinfo_groups(key) if g["name"].decode() == sub.subscription_id)
     assert group["last-delivered-id"] == b"0-0"
     assert not actions(sub).exists()
+
+
+@pytest.mark.parametrize("state", [Subscription.REVOKED, Subscription.REQUESTED, Subscription.REJECTED])
+def test_a_subscription_no_runtime_delivers_refuses_the_actions(people, sub, mesh_redis, key_prefix, state):
+    letter = dead_letter(mesh_redis, key_prefix, sub, "dead-0")
+    Subscription.objects.filter(pk=sub.pk).update(state=state)
+    carol = client_for(people["carol"])
+    assert 'data-testid="redeliver-one"' not in carol.get(delivery_url(sub)).content.decode()
+    assert carol.post(delivery_url(sub, "subscription_redeliver"), {"dlq_id": letter}).status_code == 409
+    assert carol.get(delivery_url(sub, "subscription_skip_to_now")).status_code == 409
+    assert carol.post(delivery_url(sub, "subscription_skip_to_now"), {"confirm": "yes"}).status_code == 409
+    assert redelivered(mesh_redis, key_prefix, sub) == [] and not actions(sub).exists()
