@@ -386,10 +386,3 @@ class Runtime(models.Model):
         if latest_version is None or self.config_version is None:
             return self.UNKNOWN if latest_version is None else self.BEHIND
         return self.IN_SYNC if self.config_version >= latest_version else self.BEHIND
-
-
-# Imported last: the hooks reference the models above. (governance/apps.py registers the other
-# models for the audit log; this keeps the push machinery in the files that own it.)
-from governance import push as _push  # noqa: E402
-
-_push.connect()

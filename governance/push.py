@@ -166,7 +166,7 @@ def feed_models() -> list:
 
 
 def connect() -> None:
-    """Connect the receivers (called once, when governance.models is imported)."""
+    """Connect the receivers (called once, from GovernanceConfig.ready())."""
     from governance.models import ConfigVersion, RoutingRule
     from meshadmin import audit
 

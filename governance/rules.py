@@ -56,18 +56,24 @@ def compiled_access_rules(rules: QuerySet[AccessRule] | None = None,
         team_apps.setdefault(team_id, []).append(name)
 
     compiled = []
-    for rule in rules.select_related("principal_application").order_by("pk"):
-        if rule.principal_kind == AccessRule.EVERYONE:
+    # Plain rows, not model instances: 10,000 rules in 0.07 s instead of 0.4 s (the push compiles
+    # the whole mesh after every change; benchmarks/propagation.py).
+    rows = rules.order_by("pk").values_list("pk", "principal_kind", "principal_team_id",
+                                            "principal_application__name", "topic_pattern", "publish",
+                                            "subscribe", "effect", "description")
+    for pk, kind, team_id, application, pattern, publish, subscribe, effect, description in rows:
+        if kind == AccessRule.EVERYONE:
             principals: str | list[str] = "*"
-        elif rule.principal_kind == AccessRule.TEAM:
-            principals = team_apps.get(rule.principal_team_id, [])
+        elif kind == AccessRule.TEAM:
+            principals = team_apps.get(team_id, [])
             if not principals:
                 continue
         else:
-            principals = [rule.principal_application.name]
+            principals = [application]
+        actions = [name for name, granted in (("publish", publish), ("subscribe", subscribe)) if granted]
         compiled.append({
-            "id": rule.rule_id, "principals": principals, "topic": rule.topic_pattern,
-            "actions": rule.actions, "effect": rule.effect, "description": rule.description,
+            "id": f"rule-{pk}", "principals": principals, "topic": pattern,
+            "actions": actions, "effect": effect, "description": description,
         })
     live = subscriptions.filter(state__in=Subscription.LIVE_STATES).order_by("pk")
     for pk, application, topic in live.values_list("pk", "application__name", "topic__name"):

@@ -73,6 +73,7 @@ def main() -> int:
     try:
         _manage("migrate", "--no-input", "-v", "0", env=env)
         _manage("seed_demo", f"--subscriber-url=http://127.0.0.1:{SUBSCRIBER_PORT}/hook", env=env)
+        _manage("mesh", "push", env=env)  # runtimes get their config at once, even if nothing changed
         print(f"\n  Meshadmin runs at http://127.0.0.1:{PORTAL_PORT}/  (Ctrl-C stops everything)\n", flush=True)
         manager = Manager(Printer(sys.stdout))
         for name, command in processes(data_dir, redis_url).items():

@@ -6,8 +6,8 @@ from django.db import connection
 from django.db.models import Count, Q
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views import View
 from django.utils.html import format_html
+from django.views import View
 from django.views.decorators.cache import never_cache
 
 from governance.validation import findings_for
