@@ -153,11 +153,11 @@ async def receiver_stats(port: int, pairs: bool = False) -> dict:
 
 
 # -- the runtime ---------------------------------------------------------------------------------
-def start_runtime(redis_url: str, prefix: str, config_path: Path) -> tuple[subprocess.Popen, str, int]:
+def start_runtime(redis_url: str, prefix: str, config_path: Path, *extra: str) -> tuple[subprocess.Popen, str, int]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(
         [sys.executable, "-m", "meshruntime", "--gateway", "--listen", "127.0.0.1:0", "--store-url", redis_url,
-         "--config-file", str(config_path), "--prefix", prefix, "--log-level", "WARNING"],
+         "--config-file", str(config_path), "--prefix", prefix, "--log-level", "WARNING", *extra],
         stdout=subprocess.PIPE, env=env, cwd=ROOT, text=True,
     )
     line = process.stdout.readline()
@@ -277,7 +277,8 @@ async def main_async(args: argparse.Namespace) -> None:
         config_path = Path(tmp) / "mesh.json"
         url = f"http://127.0.0.1:{receiver_port}/hook"
         config_path.write_text(json.dumps(make_config(key_entry, url, max_in_flight=16)))
-        runtime, host, port = start_runtime(redis_url, prefix, config_path)
+        runtime, host, port = start_runtime(redis_url, prefix, config_path, "--journey-sample-rate",
+                                            str(args.journey_sample_rate))
         await wait_for_group(redis_url, prefix)
         connections = [await Connection(host, port, key, TOPIC).open() for _ in range(args.connections)]
         warm = await publish_at_rate(connections, "warm", args.rate, args.warmup)
@@ -303,7 +304,8 @@ async def main_async(args: argparse.Namespace) -> None:
     latencies = sorted((received - sent) / 1e6 for sent, received in pairs)
     p50, p99, worst = percentile(latencies, 50), percentile(latencies, 99), latencies[-1]
     print(f"{len(latencies)} events at {args.rate:.0f}/s for {args.seconds:.0f} s, single-event publishes over "
-          f"{args.connections} connections, delivered in binary mode (max in flight 16), journeys on")
+          f"{args.connections} connections, delivered in binary mode (max in flight 16), journey sample rate "
+          f"{args.journey_sample_rate:g}")
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"publish to receipt: p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {worst:.2f} ms")
     print(f"p99 ms = {p99:.2f} (target <= 10)")
@@ -318,6 +320,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="measured seconds (default 30)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up, not measured (default 2)")
     parser.add_argument("--connections", type=int, default=16, help="publisher connections (default 16)")
+    parser.add_argument("--journey-sample-rate", type=float, default=1.0,
+                        help="the runtime's journey sampling (default 1: every event, the runtime's default)")
     parser.add_argument("--redis-url", help="Redis to use (default REDIS_URL, else a private one)")
     args = parser.parse_args()
     import uvloop
