@@ -14,7 +14,7 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
-from meshadmin.models import Membership, Team
+from meshadmin.models import Team, TeamOwned
 from meshadmin.querysets import CatalogQuerySet, RestrictedQuerySet, TeamOwnedQuerySet
 from meshruntime.policy import PolicyError, validate_pattern
 
@@ -32,11 +32,7 @@ def validate_topic_pattern(value: str) -> None:
         raise ValidationError(message[0].upper() + message[1:] + ".") from None
 
 
-def can_create_team_owned(user) -> bool:
-    return user.is_staff or Membership.objects.filter(user=user, role__in=Membership.EDITOR_ROLES).exists()
-
-
-class Application(models.Model):
+class Application(TeamOwned, models.Model):
     """The identity that publishes and subscribes through a mesh runtime."""
 
     name = models.CharField(max_length=100, unique=True, validators=[application_name_validator])
@@ -53,15 +49,6 @@ class Application(models.Model):
 
     def __str__(self) -> str:
         return self.name
-
-    def get_absolute_url(self) -> str:
-        return reverse("governance:application", args=[self.pk])
-
-    @property
-    def owning_team(self) -> Team:
-        return self.team
-
-    can_create = staticmethod(can_create_team_owned)
 
 
 class ApplicationKeyQuerySet(TeamOwnedQuerySet):
@@ -119,7 +106,7 @@ class ApplicationKey(models.Model):
             self.save(update_fields=["revoked"])
 
 
-class AccessRule(models.Model):
+class AccessRule(TeamOwned, models.Model):
     """Who may publish or subscribe to which topics. Default deny; deny beats allow."""
 
     APPLICATION, TEAM, EVERYONE = "application", "team", "everyone"
@@ -150,15 +137,6 @@ class AccessRule(models.Model):
 
     def __str__(self) -> str:
         return f"{self.effect} {self.principal_display} {'/'.join(self.actions) or '—'} {self.topic_pattern}"
-
-    def get_absolute_url(self) -> str:
-        return reverse("governance:accessrule", args=[self.pk])
-
-    @property
-    def owning_team(self) -> Team:
-        return self.team
-
-    can_create = staticmethod(can_create_team_owned)
 
     @property
     def rule_id(self) -> str:
@@ -192,7 +170,7 @@ class AccessRule(models.Model):
             raise ValidationError(errors)
 
 
-class RoutingRule(models.Model):
+class RoutingRule(TeamOwned, models.Model):
     """Copies events published to matching topics onto target topics."""
 
     team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="routing_rules",
@@ -216,15 +194,6 @@ class RoutingRule(models.Model):
 
     def __str__(self) -> str:
         return f"route-{self.pk}: {self.source_pattern}" if self.pk else f"route: {self.source_pattern}"
-
-    def get_absolute_url(self) -> str:
-        return reverse("governance:routingrule", args=[self.pk])
-
-    @property
-    def owning_team(self) -> Team:
-        return self.team
-
-    can_create = staticmethod(can_create_team_owned)
 
     @property
     def rule_id(self) -> str:

@@ -15,7 +15,7 @@ from subscriptions.models import Subscription
 from topics.models import Topic
 
 from . import filtersets, forms, tables
-from .models import AccessRule, Application, ApplicationKey, RoutingRule, can_create_team_owned
+from .models import AccessRule, Application, ApplicationKey, RoutingRule
 from .rules import compiled_access_rules, current_policy, rule_url
 from .simulator import capabilities, simulate
 from .validation import TITLES, all_findings, findings_for, subscription_findings
@@ -74,7 +74,7 @@ class ApplicationKeyListView(generic.ObjectListView):
     default_ordering = "-created"
 
     def can_add(self, request) -> bool:
-        return can_create_team_owned(request.user)
+        return Application.can_create(request.user)
 
 
 class ApplicationKeyView(generic.ObjectDetailView):
@@ -91,7 +91,7 @@ class ApplicationKeyEditView(generic.ObjectEditView):
     def get_instance(self, request, pk):
         if pk is not None:
             return self.get_object(request, pk)
-        if not can_create_team_owned(request.user):
+        if not Application.can_create(request.user):
             raise PermissionDenied("You may not create application keys.")
         return ApplicationKey(created_by=request.user)
 

@@ -13,6 +13,22 @@ from django.utils import timezone
 from .querysets import CHANGE, VIEW, RestrictedQuerySet, team_ids
 
 
+class TeamOwned:
+    """A model owned by the team in its ``team`` field: the team's owners and members create and
+    change it; its pages live at ``<app_label>:<model_name>``. Mix in before ``models.Model``."""
+
+    @property
+    def owning_team(self) -> Team:
+        return self.team
+
+    @staticmethod
+    def can_create(user) -> bool:
+        return user.is_staff or Membership.objects.filter(user=user, role__in=Membership.EDITOR_ROLES).exists()
+
+    def get_absolute_url(self) -> str:
+        return reverse(f"{self._meta.app_label}:{self._meta.model_name}", args=[self.pk])
+
+
 class TeamQuerySet(RestrictedQuerySet):
     visible_to_all = True
 
@@ -221,4 +237,4 @@ class APIToken(models.Model):
         return token
 
 
-__all__ = ["APIToken", "AuditEntry", "CHANGE", "Membership", "Team"]
+__all__ = ["APIToken", "AuditEntry", "CHANGE", "Membership", "Team", "TeamOwned"]

@@ -6,7 +6,7 @@ from django.core.validators import MinValueValidator
 from django.db import models
 from django.urls import reverse
 
-from meshadmin.models import Membership, Team
+from meshadmin.models import Team, TeamOwned
 from meshadmin.querysets import CatalogQuerySet, RestrictedQuerySet
 from meshruntime.policy import MAX_TOPIC_LENGTH, PolicyError
 from meshruntime.policy import validate_topic_name as _validate_topic_name
@@ -31,10 +31,6 @@ def validate_json_schema(value) -> None:
     except jsonschema.SchemaError as exc:
         where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
         raise ValidationError(f"Not a valid JSON Schema at {where}: {exc.message}") from None
-
-
-def can_create_team_owned(user) -> bool:
-    return user.is_staff or Membership.objects.filter(user=user, role__in=Membership.EDITOR_ROLES).exists()
 
 
 class StoreQuerySet(RestrictedQuerySet):
@@ -93,7 +89,7 @@ class Tag(models.Model):
         return None
 
 
-class Topic(models.Model):
+class Topic(TeamOwned, models.Model):
     ACTIVE, DEPRECATED = "active", "deprecated"
     LIFECYCLE_CHOICES = [(ACTIVE, "Active"), (DEPRECATED, "Deprecated")]
 
@@ -130,15 +126,6 @@ class Topic(models.Model):
 
     def __str__(self) -> str:
         return self.name
-
-    def get_absolute_url(self) -> str:
-        return reverse("topics:topic", args=[self.pk])
-
-    @property
-    def owning_team(self) -> Team:
-        return self.team
-
-    can_create = staticmethod(can_create_team_owned)
 
     def clean(self) -> None:
         errors = {}

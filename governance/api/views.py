@@ -11,7 +11,7 @@ from meshadmin.api.views import MeshModelViewSet
 from meshadmin.querysets import CHANGE
 
 from ..filtersets import AccessRuleFilterSet, ApplicationFilterSet, ApplicationKeyFilterSet, RoutingRuleFilterSet
-from ..models import AccessRule, Application, ApplicationKey, RoutingRule, can_create_team_owned
+from ..models import AccessRule, Application, ApplicationKey, RoutingRule
 from ..simulator import simulate
 from .serializers import (
     AccessRuleSerializer,
@@ -38,7 +38,7 @@ class ApplicationKeyViewSet(MeshModelViewSet):
     filterset_class = ApplicationKeyFilterSet
 
     def perform_create(self, serializer):
-        if not can_create_team_owned(self.request.user):
+        if not Application.can_create(self.request.user):
             raise PermissionDenied("You may not create application keys.")
         serializer.save()
 
