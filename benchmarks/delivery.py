@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from latency import (  # noqa: E402
     Connection,
     cleanup,
+    cpu_seconds,
     default_redis_url,
     event,
     make_config,
@@ -48,11 +49,6 @@ from latency import (  # noqa: E402
 )
 
 TOPIC = "bench.delivery"
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def applied_version(host: str, port: int) -> int | None:
