@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +36,17 @@ class JourneyWriter:
         if recorder is None or event_id is None or not recorder.sampled(event_id):
             return
         self._buffer.append(recorder.step(event_id, step, **fields))
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.get_running_loop().create_task(self._flush())
+
+    def add_common(self, event_id: str | None, step: str, **fields: Any) -> None:
+        """:meth:`add` for a step whose fields repeat across events (``acked`` after one attempt):
+        its JSON is encoded once per kind and only the time is filled in."""
+        recorder = self.recorder
+        if recorder is None or event_id is None or not recorder.sampled(event_id):
+            return
+        head, tail = recorder.template(step, **fields)
+        self._buffer.append(JourneyStep(event_id, head + b"%d" % int(time.time() * 1000) + tail))
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.get_running_loop().create_task(self._flush())
 

@@ -153,3 +153,26 @@ def test_the_receiver_example_in_the_docs_verifies_what_the_runtime_signs():
     assert not example("whsec-x", signature_header("whsec-x", body, timestamp=1_000_000_000), body)
     assert not example("whsec-x", "garbage", body)
     assert example("whsec-x", f"{header},v1=deadbeef", body)
+
+
+@pytest.mark.parametrize("event", [
+    {"specversion": "1.0", "id": "e1", "source": "/shop", "type": "t", "datacontenttype": "application/json",
+     "data": {"n": 1, "s": "é"}},
+    {"specversion": "1.0", "id": "id with spaces", "source": "urn:x/\"quoted\"", "type": "100% sure",
+     "time": "2026-11-28T14:30:00Z", "subject": "ünïcode ✓", "traceparent": "00-ab-cd-01"},
+    {"specversion": "1.0", "id": "e3", "source": "/s", "type": "t", "flag": True, "count": 42, "meshroute": "r-1",
+     "datacontenttype": "application/octet-stream", "data_base64": "AAECAwQ="},
+    {"specversion": "1.0", "id": "e4", "source": "/s", "type": "t", "datacontenttype": "text/plain", "data": "hi"},
+    {"specversion": "1.0", "id": "e5", "source": "/s", "type": "t", "data": "a JSON string"},
+    {"specversion": "1.0", "id": "e6", "source": "/s", "type": "t", "datacontenttype": "text/plain; x=\"y\""},
+])
+def test_binary_pushes_are_exactly_what_the_codec_makes(event):
+    import orjson
+
+    from meshruntime.cloudevents import CloudEvent
+    from meshruntime.delivery.worker import _request
+
+    stored = orjson.dumps(event)
+    _mode, headers, body = _request("binary", stored, orjson.loads(stored))
+    expected_headers, expected_body = CloudEvent.from_structured(stored).to_binary()
+    assert (headers, body) == (expected_headers, expected_body)
