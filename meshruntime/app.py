@@ -409,42 +409,44 @@ class Runtime:
 
     async def handle_eventmesh_publish(self, request: web.BaseRequest, topic: str) -> web.Response:
         """``POST /eventmesh/publish/{topic}``: any JSON body, wrapped as a CloudEvent."""
-        try:
-            state = self._gate()
-            identity = self.publisher.authenticate(state, eventmesh.eventmesh_key(request.headers))
-            body = await self._read_body(request)
-            event = eventmesh.parse_path_publish(topic, request.headers, body,
-                                                 request.remote)
-            return await self._eventmesh_publish(state, identity, [(event.attributes["subject"], event)])
-        except Refusal as refusal:
-            return self._eventmesh_refusal(refusal)
-        except eventmesh.EventMeshError as error:
-            self.metrics.count_refusal(error.reason)
-            return self._eventmesh_reply(error.ret_code, error.message)
+
+        async def items(body: bytes, form: None):
+            event = eventmesh.parse_path_publish(topic, request.headers, body, request.remote)
+            return [(event.attributes["subject"], event)]
+
+        return await self._eventmesh(request, items)
 
     async def handle_eventmesh_batch(self, request: web.BaseRequest) -> web.Response:
         """``POST /eventmesh/publish/batch``: a JSON array of CloudEvents, topics in ``subject``."""
-        try:
-            state = self._gate()
-            identity = self.publisher.authenticate(state, eventmesh.eventmesh_key(request.headers))
-            body = await self._read_body(request)
-            items = eventmesh.parse_path_batch(request.headers, body)
-            return await self._eventmesh_publish(state, identity, items)
-        except Refusal as refusal:
-            return self._eventmesh_refusal(refusal)
-        except eventmesh.EventMeshError as error:
-            self.metrics.count_refusal(error.reason)
-            return self._eventmesh_reply(error.ret_code, error.message)
+
+        async def items(body: bytes, form: None):
+            return eventmesh.parse_path_batch(request.headers, body)
+
+        return await self._eventmesh(request, items)
 
     async def handle_eventmesh_code(self, request: web.BaseRequest) -> web.Response:
         """The older form: a ``code`` header (101, 102, 104, 107) and form (or JSON) fields."""
+
+        async def items(body: bytes, form: dict):
+            _code, parsed = eventmesh.parse_code_request(request.headers, form)
+            return parsed
+
+        return await self._eventmesh(request, items, form_fields=True)
+
+    async def _eventmesh(self, request: web.BaseRequest, items, *, form_fields: bool = False) -> web.Response:
+        """One EventMesh request: authenticate, parse with ``items(body, form)``, publish, and answer
+        every refusal with EventMesh's ``retCode``. The key is checked before the body is read,
+        except in the form requests, which may carry it in a form field."""
         try:
             state = self._gate()
+            form = None
+            if not form_fields:
+                identity = self.publisher.authenticate(state, eventmesh.eventmesh_key(request.headers))
             body = await self._read_body(request)
-            form = _form_fields(request.content_type, body)
-            identity = self.publisher.authenticate(state, eventmesh.eventmesh_key(request.headers, form))
-            _code, items = eventmesh.parse_code_request(request.headers, form)
-            return await self._eventmesh_publish(state, identity, items)
+            if form_fields:
+                form = _form_fields(request.content_type, body)
+                identity = self.publisher.authenticate(state, eventmesh.eventmesh_key(request.headers, form))
+            return await self._eventmesh_publish(state, identity, await items(body, form))
         except Refusal as refusal:
             return self._eventmesh_refusal(refusal)
         except eventmesh.EventMeshError as error:
