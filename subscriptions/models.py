@@ -152,7 +152,8 @@ class Subscription(models.Model):
     topic = models.ForeignKey("topics.Topic", on_delete=models.PROTECT, related_name="subscriptions")
     application = models.ForeignKey("governance.Application", on_delete=models.PROTECT,
                                     related_name="subscriptions")
-    state = models.CharField(max_length=10, choices=STATE_CHOICES, default=REQUESTED, editable=False)
+    state = models.CharField(max_length=10, choices=STATE_CHOICES, default=REQUESTED, editable=False,
+                             db_index=True)  # the inbox counts requests on every page
     webhook_url = models.CharField(
         max_length=500, validators=[validate_webhook_url],
         help_text="Where the runtime POSTs each event (http or https).",
