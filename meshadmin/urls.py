@@ -26,6 +26,7 @@ urlpatterns = [
     path("", include("governance.urls")),
     path("", include("subscriptions.urls")),
     path("", include("governance.urls_runtime")),
+    # Login and health are the only pages anonymous visitors reach (LoginRequiredMiddleware).
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("healthz", core.healthz, name="healthz"),
@@ -34,6 +35,3 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
 ]
-
-# Login is the only page anonymous visitors see (plus health and static files).
-handler404 = "django.views.defaults.page_not_found"
