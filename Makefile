@@ -25,7 +25,7 @@ test: $(VENV)/.installed
 	$(PY) -m pytest
 
 benchmarks: $(VENV)/.installed
-	for script in benchmarks/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+	for script in benchmarks/[!_]*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) data staticfiles .pytest_cache

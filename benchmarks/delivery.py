@@ -34,17 +34,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _runtime import cpu_seconds, default_redis_url, make_key, start_runtime  # noqa: E402
 from latency import (  # noqa: E402
     Connection,
     cleanup,
-    cpu_seconds,
-    default_redis_url,
     event,
     make_config,
-    make_key,
     receiver_stats,
     start_receiver,
-    start_runtime,
     wait_for_group,
 )
 

@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import os
-import secrets
 import shutil
 import signal
-import string
 import subprocess
 import sys
 import tempfile
@@ -36,17 +33,14 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _runtime import cpu_seconds, default_redis_url, make_key, start_runtime  # noqa: E402
+
 from meshruntime.config import seal  # noqa: E402
 
 TOPIC = "bench.latency"
 
 
 # -- the mesh ------------------------------------------------------------------------------------
-def make_key() -> tuple[str, dict]:
-    alphabet = string.ascii_letters + string.digits
-    prefix = "".join(secrets.choice(alphabet) for _ in range(8))
-    key = f"mk_{prefix}_{secrets.token_urlsafe(30)[:40]}"
-    return key, {"prefix": prefix, "sha256": hashlib.sha256(key.encode()).hexdigest(), "expires_at": None}
 
 
 def make_config(key_entry: dict, url: str, *, max_in_flight: int, state: str = "active", version: int = 1,
@@ -72,14 +66,6 @@ def make_config(key_entry: dict, url: str, *, max_in_flight: int, state: str = "
         "routing_rules": [],
     }
     return seal(doc, version)
-
-
-def default_redis_url() -> str:
-    if os.environ.get("REDIS_URL"):
-        return os.environ["REDIS_URL"]
-    from meshadmin.embedded import default_data_dir, ensure_redis
-
-    return ensure_redis(default_data_dir() / "bench-redis")
 
 
 # -- the receiver (a process of its own: ``latency.py --serve-receiver``) -------------------------
@@ -153,19 +139,6 @@ async def receiver_stats(port: int, pairs: bool = False) -> dict:
 
 
 # -- the runtime ---------------------------------------------------------------------------------
-def start_runtime(redis_url: str, prefix: str, config_path: Path, *extra: str) -> tuple[subprocess.Popen, str, int]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "meshruntime", "--gateway", "--listen", "127.0.0.1:0", "--store-url", redis_url,
-         "--config-file", str(config_path), "--prefix", prefix, "--log-level", "WARNING", *extra],
-        stdout=subprocess.PIPE, env=env, cwd=ROOT, text=True,
-    )
-    line = process.stdout.readline()
-    if "listening on http://" not in line:
-        process.kill()
-        raise SystemExit(f"the runtime did not start: {line!r}")
-    host, port = line.rsplit("http://", 1)[1].strip().rsplit(":", 1)
-    return process, host, int(port)
 
 
 async def wait_for_group(redis_url: str, prefix: str, topic: str = TOPIC) -> None:
@@ -259,12 +232,6 @@ async def publish_at_rate(connections: list[Connection], run: str, rate: float, 
         task.add_done_callback(tasks.discard)
     await asyncio.gather(*tasks)
     return total
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux): tells cost from waiting on a busy machine."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(sorted_values: list[float], p: float) -> float:

@@ -17,12 +17,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import os
-import secrets
-import string
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,16 +32,11 @@ import redis.asyncio as aioredis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _runtime import cpu_seconds, default_redis_url, make_key, start_runtime  # noqa: E402
+
 from meshruntime.config import seal  # noqa: E402
 
 TOPIC = "bench.events"
-
-
-def make_key() -> tuple[str, dict]:
-    alphabet = string.ascii_letters + string.digits
-    prefix = "".join(secrets.choice(alphabet) for _ in range(8))
-    key = f"mk_{prefix}_{secrets.token_urlsafe(30)[:40]}"
-    return key, {"prefix": prefix, "sha256": hashlib.sha256(key.encode()).hexdigest(), "expires_at": None}
 
 
 def make_config(key_entry: dict) -> dict:
@@ -120,20 +111,6 @@ async def run_http(host: str, port: int, requests: list[bytes], connections: int
 
 
 # -- the runtime process -------------------------------------------------------------------------
-def start_runtime(redis_url: str, prefix: str, config_path: Path) -> tuple[subprocess.Popen, str, int]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "meshruntime", "--gateway", "--listen", "127.0.0.1:0", "--store-url", redis_url,
-         "--config-file", str(config_path), "--prefix", prefix, "--log-level", "WARNING"],
-        stdout=subprocess.PIPE, env=env, cwd=ROOT, text=True,
-    )
-    line = process.stdout.readline()
-    if "listening on http://" not in line:
-        process.kill()
-        raise SystemExit(f"the runtime did not start: {line!r}")
-    address = line.rsplit("http://", 1)[1].strip()
-    host, port = address.rsplit(":", 1)
-    return process, host, int(port)
 
 
 def wait_ready(host: str, port: int, timeout: float = 15.0) -> None:
@@ -150,23 +127,6 @@ def wait_ready(host: str, port: int, timeout: float = 15.0) -> None:
         if time.monotonic() > deadline:
             raise SystemExit("the runtime did not become ready")
         time.sleep(0.05)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux), to tell cost from waiting on a busy machine."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except OSError:
-        return float("nan")
-
-
-def default_redis_url() -> str:
-    if os.environ.get("REDIS_URL"):
-        return os.environ["REDIS_URL"]
-    from meshadmin.embedded import default_data_dir, ensure_redis
-
-    return ensure_redis(default_data_dir() / "bench-redis")
 
 
 async def main_async(args: argparse.Namespace) -> None:

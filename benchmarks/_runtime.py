@@ -1,0 +1,59 @@
+"""What the runtime benchmarks share: a key, a Redis, a runtime process, its CPU time.
+
+A module, not a benchmark: ``make benchmarks`` runs the scripts beside it, not files starting
+with ``_``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import string
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_key() -> tuple[str, dict]:
+    """A plain application key and its MeshConfig entry (prefix and SHA-256 only)."""
+    alphabet = string.ascii_letters + string.digits
+    prefix = "".join(secrets.choice(alphabet) for _ in range(8))
+    key = f"mk_{prefix}_{secrets.token_urlsafe(30)[:40]}"
+    return key, {"prefix": prefix, "sha256": hashlib.sha256(key.encode()).hexdigest(), "expires_at": None}
+
+
+def default_redis_url() -> str:
+    """REDIS_URL, or a private Redis under data/bench-redis (left running for the next run)."""
+    if os.environ.get("REDIS_URL"):
+        return os.environ["REDIS_URL"]
+    from meshadmin.embedded import default_data_dir, ensure_redis
+
+    return ensure_redis(default_data_dir() / "bench-redis")
+
+
+def start_runtime(redis_url: str, prefix: str, config_path: Path, *extra: str) -> tuple[subprocess.Popen, str, int]:
+    """A gateway runtime on a free port, configured from ``config_path``; returns it, host and port."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "meshruntime", "--gateway", "--listen", "127.0.0.1:0", "--store-url", redis_url,
+         "--config-file", str(config_path), "--prefix", prefix, "--log-level", "WARNING", *extra],
+        stdout=subprocess.PIPE, env=env, cwd=ROOT, text=True,
+    )
+    line = process.stdout.readline()
+    if "listening on http://" not in line:
+        process.kill()
+        raise SystemExit(f"the runtime did not start: {line!r}")
+    host, port = line.rsplit("http://", 1)[1].strip().rsplit(":", 1)
+    return process, host, int(port)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux), to tell cost from waiting on a busy machine."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return float("nan")
