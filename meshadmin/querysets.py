@@ -32,6 +32,12 @@ class RestrictedQuerySet(models.QuerySet):
         return self.none()
 
 
+def may_create(model, user) -> bool:
+    """Whether ``user`` may create ``model`` objects: the model's ``can_create`` or, without one, staff."""
+    can_create = getattr(model, "can_create", None)
+    return can_create(user) if can_create is not None else bool(user.is_staff)
+
+
 def team_ids(user, roles: tuple[str, ...] | None = None):
     """A subquery of the ids of the user's teams, optionally only those where they hold ``roles``."""
     from meshadmin.models import Membership

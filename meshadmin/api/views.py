@@ -3,7 +3,7 @@ from __future__ import annotations
 from rest_framework import viewsets
 from rest_framework.exceptions import PermissionDenied
 
-from meshadmin.querysets import CHANGE, DELETE, VIEW
+from meshadmin.querysets import CHANGE, DELETE, VIEW, may_create
 
 _ACTION_FOR_METHOD = {"PUT": CHANGE, "PATCH": CHANGE, "DELETE": DELETE}
 
@@ -19,8 +19,7 @@ class MeshModelViewSet(viewsets.ModelViewSet):
 
     def perform_create(self, serializer):
         model = self.queryset.model
-        allowed = model.can_create(self.request.user) if hasattr(model, "can_create") else self.request.user.is_staff
-        if not allowed:
+        if not may_create(model, self.request.user):
             raise PermissionDenied(f"You may not create {model._meta.verbose_name_plural}.")
         serializer.save()
 

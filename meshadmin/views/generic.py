@@ -20,7 +20,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views import View
 
 from meshadmin.models import AuditEntry
-from meshadmin.querysets import CHANGE, DELETE, VIEW
+from meshadmin.querysets import CHANGE, DELETE, VIEW, may_create
 
 PER_PAGE_CHOICES = (25, 50, 100, 250)
 DEFAULT_PER_PAGE = 50
@@ -92,8 +92,7 @@ class ObjectListView(BaseObjectView):
     bulk_delete = True
 
     def can_add(self, request) -> bool:
-        return self.queryset.model.can_create(request.user) if hasattr(self.queryset.model, "can_create") else \
-            request.user.is_staff
+        return may_create(self.queryset.model, request.user)
 
     def get(self, request):
         queryset = self.get_queryset(request)
@@ -187,8 +186,7 @@ class ObjectEditView(BaseObjectView):
     def get_instance(self, request, pk):
         if pk is None:
             model = self.queryset.model
-            allowed = model.can_create(request.user) if hasattr(model, "can_create") else request.user.is_staff
-            if not allowed:
+            if not may_create(model, request.user):
                 raise PermissionDenied(f"You may not create {model._meta.verbose_name_plural}.")
             return model()
         return self.get_object(request, pk)
