@@ -7,6 +7,7 @@ Keys follow docs/meshconfig.md: ``<prefix>topic:<topic>`` (field ``event``),
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 
@@ -25,12 +26,14 @@ from .base import (
     StoredEntry,
     StoreError,
 )
-from .resp import RespPool, bulk
+from .resp import RespPool, bulk, command
 
 EVENT_FIELD = b"event"
 # Lag is counted by scanning when the server cannot report it (Redis 6.2); beyond this many
 # entries the figure is reported as unknown rather than paid for.
 LAG_SCAN_CAP = 10_000
+# A blocked read whose answer is this much later than its block time is given up as dead.
+READ_GRACE_SECONDS = 10.0
 
 
 def make_client(url: str, **kwargs) -> aioredis.Redis:
@@ -242,10 +245,13 @@ class RedisStreamsStore:
         *, pending: bool = False,
     ) -> list[StoredEntry]:
         key = self.stream_key(topic)
+        if pending:
+            block_ms = None
+        if self._resp is not None:
+            return await self._read_group_packed(key, topic, group, consumer, count, block_ms, pending)
         try:
             response = await self.client.xreadgroup(
-                group, consumer, {key: "0" if pending else ">"}, count=count,
-                block=None if pending else block_ms,
+                group, consumer, {key: "0" if pending else ">"}, count=count, block=block_ms,
             )
         except RedisError as exc:
             raise StoreError(f"read_group failed: {exc}") from exc
@@ -257,9 +263,47 @@ class RedisStreamsStore:
                 out.append(StoredEntry(_s(entry_id), topic, fields[EVENT_FIELD]))
         return out
 
+    # Delivery reads the stream once per event or so at moderate rates; through redis-py that is
+    # most of a read's CPU (argument encoding, the pool, a timeout scope per reply), so the read
+    # goes the append's way: one pre-packed command on a raw connection, parsed by hiredis.
+    async def _read_group_packed(self, key: str, topic: str, group: str, consumer: str, count: int,
+                                 block_ms: int | None, pending: bool) -> list[StoredEntry]:
+        args = [b"XREADGROUP", b"GROUP", group.encode(), consumer.encode(), b"COUNT", b"%d" % count]
+        if block_ms is not None:
+            args += [b"BLOCK", b"%d" % block_ms]
+        args += [b"STREAMS", key.encode(), b"0" if pending else b">"]
+        assert self._resp is not None
+        try:
+            # the server answers a blocked read after block_ms; a connection silent well beyond
+            # that is dead (redis-py relies on keepalive there; a raw connection has none)
+            async with asyncio.timeout(None if block_ms is None else block_ms / 1000 + READ_GRACE_SECONDS):
+                [response] = await self._resp.request(command(*args), 1)
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"read_group failed: {exc}") from exc
+        if isinstance(response, Exception):
+            raise StoreError(f"read_group failed: {response}")
+        out: list[StoredEntry] = []
+        for _stream, items in response or ():
+            for entry_id, fields in items:
+                if not fields:  # a pending entry trimmed away; claim_stale reports those
+                    continue
+                event = fields[1] if fields[0] == EVENT_FIELD else dict(zip(fields[::2], fields[1::2],
+                                                                            strict=True))[EVENT_FIELD]
+                out.append(StoredEntry(entry_id.decode(), topic, event))
+        return out
+
     async def ack(self, topic: str, group: str, ids: Sequence[str]) -> int:
         if not ids:
             return 0
+        if self._resp is not None:
+            packed = command(b"XACK", self.stream_key(topic).encode(), group.encode(), *(i.encode() for i in ids))
+            try:
+                [result] = await self._resp.request(packed, 1)
+            except (RedisError, OSError) as exc:
+                raise StoreError(f"ack failed: {exc}") from exc
+            if isinstance(result, Exception):
+                raise StoreError(f"ack failed: {result}")
+            return int(result)
         try:
             return int(await self.client.xack(self.stream_key(topic), group, *ids))
         except RedisError as exc:

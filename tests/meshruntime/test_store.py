@@ -181,3 +181,39 @@ async def test_errors_of_single_commands_fail_the_append(store, redis_client, ke
         await store.append_many([AppendEntry("t.wrong", event(1))])
     # the connection stays usable: every reply was read
     assert await store.append_many([AppendEntry("t.fine", event(1))])
+
+
+async def test_reads_and_acks_answer_the_same_on_raw_connections_and_through_redis_py(
+    store, redis_url, key_prefix, redis_client
+):
+    """``read_group`` and ``ack`` go over pre-packed RESP when the store has a URL; a store on a
+    client uses redis-py. Both must see the same entries, skip the same trimmed ones, read
+    entries with more fields than ``event``, and fail the same way."""
+    on_client = RedisStreamsStore(aioredis.Redis.from_url(redis_url), prefix=key_prefix, owns_client=True)
+    stream = store.stream_key("t.same")
+    try:
+        for s in (store, on_client):
+            assert s._resp is not None if s is store else s._resp is None  # noqa: SLF001
+        ids = await store.append_many([AppendEntry("t.same", event(i)) for i in range(4)])
+        extra = redis_client.xadd(stream, {"source": b"x", "event": event(9)})
+        for group, s in (("g-raw", store), ("g-py", on_client)):
+            await s.ensure_group("t.same", group, "0")
+            got = await s.read_group("t.same", group, "c1", count=10, block_ms=100)
+            assert [(e.id, e.event) for e in got] == [*zip(ids, [event(i) for i in range(4)], strict=True),
+                                                      (extra.decode(), event(9))]
+            assert await s.read_group("t.same", group, "c1", count=10, block_ms=50) == []
+            assert await s.ack("t.same", group, ids[:2]) == 2
+        redis_client.xdel(stream, ids[2])  # gone before its ack: a pending read skips it
+        for group, s in (("g-raw", store), ("g-py", on_client)):
+            again = await s.read_group("t.same", group, "c1", count=10, pending=True)
+            assert [e.id for e in again] == [ids[3], extra.decode()]
+            with pytest.raises(StoreError, match="NOGROUP"):
+                await s.read_group("t.same", "no-such-group", "c1", count=1, block_ms=10)
+    finally:
+        await on_client.close()
+    down = RedisStreamsStore.from_url("redis://127.0.0.1:1/0")
+    with pytest.raises(StoreError):
+        await down.read_group("t.same", "g", "c", count=1, block_ms=10)
+    with pytest.raises(StoreError):
+        await down.ack("t.same", "g", ["1-0"])
+    await down.close()
