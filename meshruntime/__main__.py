@@ -88,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--visibility-timeout", type=float, default=float(_env("MESH_VISIBILITY_TIMEOUT", "30")),
                    help="seconds after which deliveries a runtime left pending are taken over by another "
                         "runtime of the application [MESH_VISIBILITY_TIMEOUT, 30]")
+    p.add_argument("--delivery-process", action=argparse.BooleanOptionalAction,
+                   default=_env("MESH_DELIVERY_PROCESS", "1") in ("1", "true", "yes"),
+                   help="deliver webhooks from a child process of the runtime, so that publishing and "
+                        "delivering use two CPUs; --no-delivery-process keeps one process "
+                        "[MESH_DELIVERY_PROCESS, default 1]")
     p.add_argument("--log-level", default=_env("MESH_LOG_LEVEL", "INFO"), help="[MESH_LOG_LEVEL, INFO]")
     return p
 
@@ -116,6 +121,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         otlp_endpoint=args.otlp_endpoint,
         shutdown_timeout=args.shutdown_timeout,
         visibility_timeout=args.visibility_timeout,
+        delivery_process=args.delivery_process,
     )
     if args.runtime_id:
         settings.runtime_id = args.runtime_id

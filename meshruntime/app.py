@@ -25,6 +25,7 @@ from .appender import AppendCoalescer
 from .cloudevents import EventError, parse_http
 from .config import ConfigWatcher, load_file
 from .delivery import DeliveryManager, DeliverySettings
+from .delivery.process import DeliveryProcess
 from .heartbeat import Heartbeater
 from .journey import JourneyRecorder
 from .metrics import CONTENT_TYPE_LATEST, RuntimeMetrics
@@ -69,6 +70,9 @@ class Settings:
     max_in_flight_appends: int = 2
     # pending deliveries idle this long are taken over from a runtime presumed dead
     visibility_timeout: float = 30.0
+    # deliver from a child process (see meshruntime.delivery.process); the command line's default,
+    # not the library's: in-process runtimes (tests) keep the engine at hand
+    delivery_process: bool = False
 
     @property
     def gateway(self) -> bool:
@@ -110,10 +114,19 @@ class Runtime:
         self.journey = JourneyRecorder(settings.runtime_id, sample_rate=settings.journey_sample_rate)
         self.publisher = Publisher(store=self.store, coalescer=self.coalescer, metrics=self.metrics,
                                    journey=self.journey, tap=self.tap, limits=settings.limits)
-        self.delivery = DeliveryManager(
-            self.store, consumer=settings.runtime_id, application=settings.application,
-            registry=self.metrics.registry, journey=self.journey, user_agent=f"meshruntime/{SOFTWARE_VERSION}",
-            settings=DeliverySettings(visibility_timeout_s=settings.visibility_timeout))
+        delivery_settings = DeliverySettings(visibility_timeout_s=settings.visibility_timeout)
+        self.delivery: DeliveryManager | DeliveryProcess
+        if settings.delivery_process:
+            self.delivery = DeliveryProcess(
+                store_url=settings.store_url, prefix=settings.prefix, consumer=settings.runtime_id,
+                application=settings.application, settings=delivery_settings,
+                journey_sample_rate=settings.journey_sample_rate, journey_ttl_seconds=settings.journey_ttl_seconds,
+                user_agent=f"meshruntime/{SOFTWARE_VERSION}")
+        else:
+            self.delivery = DeliveryManager(
+                self.store, consumer=settings.runtime_id, application=settings.application,
+                registry=self.metrics.registry, journey=self.journey, user_agent=f"meshruntime/{SOFTWARE_VERSION}",
+                settings=delivery_settings)
         self.watcher: ConfigWatcher | None = None
         self.heartbeater: Heartbeater | None = None
         self._tasks: list[asyncio.Task] = []
@@ -471,7 +484,10 @@ class Runtime:
         return _json(200 if ready else 503, body)
 
     async def handle_metrics(self, request: web.BaseRequest) -> web.Response:
-        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        body = self.metrics.render()
+        if isinstance(self.delivery, DeliveryProcess):  # the delivery metrics are the child's
+            body += await self.delivery.metrics_text()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def handle_info(self, request: web.BaseRequest) -> web.Response:
         s = self.settings
@@ -479,6 +495,7 @@ class Runtime:
             "runtime": s.runtime_id, "mode": "gateway" if s.gateway else "sidecar",
             "application": s.application, "config_version": self.config_version,
             "software_version": SOFTWARE_VERSION, "pid": os.getpid(),
+            "delivery_pid": self.delivery.pid if isinstance(self.delivery, DeliveryProcess) else os.getpid(),
         })
 
 

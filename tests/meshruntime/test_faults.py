@@ -202,6 +202,62 @@ async def test_kill_9_with_20000_events_in_flight_loses_none(runtimes, http, red
         await receiver.stop()
 
 
+# -- the delivery process (a child of the runtime by default) ----------------------------------
+
+
+async def delivery_pid(session: aiohttp.ClientSession, runtime: RuntimeProcess) -> int | None:
+    return (await (await session.get(f"{runtime.url}/v1/info")).json())["delivery_pid"]
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie waiting for whoever inherited it to reap it (Linux)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def test_the_delivery_process_killed_mid_flight_is_replaced_and_loses_nothing(runtimes, http, redis_client,
+                                                                                     key_prefix):
+    total = 5_000
+    receiver = await Receiver(secret=secret("sub-1"), keep_bodies=False).start()
+    try:
+        runtime = await runtimes(mesh(sub("sub-1", receiver.url, max_in_flight=64)), name="rt-split",
+                                 extra=("--journey-sample-rate", "0.05"))
+        first = await delivery_pid(http, runtime)
+        assert first is not None and first != runtime.process.pid  # delivering from a child
+        await publish_all(http, runtime, total)
+        await receiver.wait_for(lambda r: len(r.answered) >= total // 4, timeout=60)
+        os.kill(first, signal.SIGKILL)  # mid-delivery, some events in flight
+        await receiver.wait_for(lambda r: len(r.delivered) == total, timeout=120)
+        second = await delivery_pid(http, runtime)
+        assert second is not None and second != first
+        print(f"\ndelivery process killed: all {total} delivered; duplicates: {receiver.duplicates}")
+        assert receiver.delivered == {f"e{i}" for i in range(total)}
+        key = f"{key_prefix}topic:{TOPIC}"
+        deadline = time.monotonic() + 10
+        while redis_client.xpending(key, "sub-1")["pending"] and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert redis_client.xpending(key, "sub-1")["pending"] == 0
+        # the restarted child reports to the runtime's /metrics again
+        assert await runtime.metric(http, "meshruntime_deliveries_total", outcome="delivered",
+                                    subscription="sub-1") > 0
+    finally:
+        await receiver.stop()
+
+
+async def test_a_runtime_killed_with_9_leaves_no_delivery_process_behind(runtimes, http):
+    runtime = await runtimes(mesh(sub("sub-1", "http://127.0.0.1:9/hook")), name="rt-orphan")
+    child = await delivery_pid(http, runtime)
+    assert child is not None and alive(child)
+    runtime.kill()
+    await runtime.process.wait()
+    deadline = time.monotonic() + 10
+    while alive(child) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert not alive(child)
+
+
 # -- a failing, refusing, vanishing subscriber ------------------------------------------------
 
 

@@ -1,0 +1,298 @@
+"""Delivery in a process of its own, so that publishing and delivering use two CPUs, not one.
+
+A runtime started from the command line delivers from a child process (``--delivery-process``,
+the default there): the publish path and the delivery engine no longer queue behind each other
+on one event loop, which is what a delivery's latency under load was mostly made of.
+
+:class:`DeliveryProcess` is the runtime's side, with the surface of
+:class:`~meshruntime.delivery.manager.DeliveryManager` that the runtime uses (``apply_config``,
+``start``, ``stop``, ``counters``) plus ``metrics_text`` for ``/metrics``. The child runs
+``python -m meshruntime.delivery.process``, the same :class:`DeliveryManager` as in-process
+runtimes (tests) use, under the runtime's id as its consumer name:
+
+- its settings come as the first line on its standard input, each applied configuration
+  document as a line after it (the runtime checks a document before sending it, so a document
+  the engine cannot use is refused as a whole, as in-process);
+- it serves its Prometheus metrics and its counters on a loopback port that it prints once
+  ready; the runtime adds them to its own ``/metrics`` and heartbeat;
+- it dies with the runtime (``PR_SET_PDEATHSIG`` on Linux, and the end of its standard input
+  anywhere), so a runtime killed with -9 leaves no delivering orphan behind;
+- when it dies on its own, the runtime starts another one, which takes up the entries the dead
+  one held (its own pending entries, under the same consumer name) before anything new.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import gc
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .spec import specs_from_config
+from .worker import DeliverySettings
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DeliveryProcess"]
+
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+_READY = "delivery ready on port "
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: be killed when the runtime dies (Linux; stdin EOF elsewhere)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+class DeliveryProcess:
+    """The delivery engine in a child process, started again whenever it dies."""
+
+    def __init__(
+        self,
+        *,
+        store_url: str,
+        prefix: str,
+        consumer: str,
+        application: str | None,
+        settings: DeliverySettings,
+        journey_sample_rate: float,
+        journey_ttl_seconds: int,
+        user_agent: str,
+        restart_delay: float = 1.0,
+        start_timeout: float = 30.0,
+    ) -> None:
+        self.application = application
+        self.restart_delay = restart_delay
+        self.start_timeout = start_timeout
+        self._settings_line = orjson.dumps({
+            "store_url": store_url, "prefix": prefix, "consumer": consumer, "application": application,
+            "visibility_timeout_s": settings.visibility_timeout_s, "journey_sample_rate": journey_sample_rate,
+            "journey_ttl_seconds": journey_ttl_seconds, "user_agent": user_agent,
+        }) + b"\n"
+        self._doc_line: bytes | None = None
+        self._process: asyncio.subprocess.Process | None = None
+        self._port: int | None = None
+        self._supervisor: asyncio.Task | None = None
+        self._stopping = False
+        self._running = asyncio.Event()
+        self._counters: dict[str, float] = {}
+        self.restarts = 0
+
+    @property
+    def pid(self) -> int | None:
+        process = self._process
+        return process.pid if process is not None and process.returncode is None else None
+
+    # -- configuration ---------------------------------------------------------------------------
+    def apply_config(self, doc: dict[str, Any]) -> None:
+        """Check the document as the engine would (raising refuses it), then pass it on."""
+        specs_from_config(doc, self.application)
+        self._doc_line = orjson.dumps(doc) + b"\n"
+        process = self._process
+        if process is not None and process.returncode is None and process.stdin is not None:
+            process.stdin.write(self._doc_line)
+
+    # -- life cycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the child and wait (a while) until it runs; it keeps being restarted after."""
+        if self._supervisor is None:
+            self._supervisor = asyncio.create_task(self._supervise(), name="delivery-process")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.start_timeout):
+                await self._running.wait()
+
+    async def _supervise(self) -> None:
+        while not self._stopping:
+            try:
+                await self._spawn()
+            except Exception as error:  # a child that cannot start is tried again, never given up on
+                log.error("delivery process did not start: %s", error)
+                await self._discard()
+                await asyncio.sleep(self.restart_delay)
+                continue
+            self._running.set()
+            poller = asyncio.create_task(self._poll_counters())
+            assert self._process is not None
+            code = await self._process.wait()
+            poller.cancel()
+            self._running.clear()
+            self._port = None
+            if self._stopping:
+                return
+            self.restarts += 1
+            log.error("delivery process %s exited (%s); starting another one, which takes up its events",
+                      self._process.pid, code)
+            await asyncio.sleep(self.restart_delay)
+
+    async def _spawn(self) -> None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_PACKAGE_ROOT,
+                                                                          os.environ.get("PYTHONPATH")]))}
+        self._process = process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "meshruntime.delivery.process",
+            "--log-level", logging.getLevelName(logging.getLogger().getEffectiveLevel()),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env,
+            preexec_fn=_die_with_parent)  # noqa: PLW1509 - prctl only, no locks taken
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.write(self._settings_line)
+        if self._doc_line is not None:
+            process.stdin.write(self._doc_line)
+        async with asyncio.timeout(self.start_timeout):
+            line = (await process.stdout.readline()).decode()
+        if not line.startswith(_READY):
+            raise RuntimeError(f"unexpected first line {line!r} (exit code {process.returncode})")
+        self._port = int(line[len(_READY):])
+
+    async def _discard(self) -> None:
+        process = self._process
+        if process is not None and process.returncode is None:
+            process.kill()
+            await process.wait()
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Stop the child gracefully: attempts under way finish (within ``timeout``)."""
+        self._stopping = True
+        process = self._process
+        if process is not None and process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                async with asyncio.timeout(timeout + 5):
+                    await process.wait()
+            except TimeoutError:
+                log.warning("delivery process %s did not stop within %s s; killing it", process.pid, timeout)
+                process.kill()
+                await process.wait()
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            await asyncio.gather(self._supervisor, return_exceptions=True)
+            self._supervisor = None
+
+    # -- what the child reports ------------------------------------------------------------------
+    async def _get(self, path: str) -> bytes | None:
+        port = self._port
+        if port is None:
+            return None
+        try:
+            async with asyncio.timeout(2):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                try:
+                    writer.write(f"GET {path} HTTP/1.1\r\nHost: delivery\r\nConnection: close\r\n\r\n".encode())
+                    data = await reader.read()
+                finally:
+                    writer.close()
+        except (OSError, TimeoutError):
+            return None
+        head, _, body = data.partition(b"\r\n\r\n")
+        return body if head.startswith(b"HTTP/1.1 200") else None
+
+    async def metrics_text(self) -> bytes:
+        """The child's metrics in the Prometheus text format (empty while it is down)."""
+        return await self._get("/metrics") or b""
+
+    async def _poll_counters(self) -> None:
+        while True:
+            body = await self._get("/counters")
+            if body:
+                self._counters = orjson.loads(body)
+            await asyncio.sleep(2.0)
+
+    def counters(self) -> dict[str, float]:
+        """Totals for the heartbeat, as of the child's last report."""
+        return {**self._counters, "delivery_restarts": self.restarts}
+
+
+# -- the child -------------------------------------------------------------------------------------
+async def _child(settings: dict[str, Any], stdin: asyncio.StreamReader) -> None:
+    from aiohttp import web
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+    from meshruntime.journey import JourneyRecorder
+    from meshruntime.store import open_store
+
+    from .manager import DeliveryManager
+
+    store = open_store(settings["store_url"], prefix=settings["prefix"],
+                       journey_ttl_seconds=settings["journey_ttl_seconds"])
+    registry = CollectorRegistry(auto_describe=True)
+    manager = DeliveryManager(
+        store, consumer=settings["consumer"], application=settings["application"], registry=registry,
+        journey=JourneyRecorder(settings["consumer"], sample_rate=settings["journey_sample_rate"]),
+        user_agent=settings["user_agent"],
+        settings=DeliverySettings(visibility_timeout_s=settings["visibility_timeout_s"]))
+    await manager.start()
+
+    async def handle(request: web.BaseRequest) -> web.Response:
+        if request.path == "/metrics":
+            return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        if request.path == "/counters":
+            return web.Response(body=orjson.dumps(manager.counters()), content_type="application/json")
+        return web.Response(status=404)
+
+    runner = web.ServerRunner(web.Server(handle, access_log=None), handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # noqa: SLF001
+    print(f"{_READY}{port}", flush=True)
+    gc.collect()  # see meshruntime.__main__: what start-up built is never scanned again
+    gc.freeze()
+
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+
+    async def follow_configs() -> None:
+        while line := await stdin.readline():
+            try:
+                manager.apply_config(orjson.loads(line))
+            except Exception:  # the runtime checked it; keep delivering on the previous one
+                log.exception("delivery process: configuration not applied")
+        if not stop.is_set():  # the runtime is gone without a word: stop as abruptly as it did
+            log.error("delivery process: the runtime is gone; exiting")
+            os._exit(1)
+
+    follower = asyncio.create_task(follow_configs())
+    await stop.wait()
+    follower.cancel()
+    await manager.stop()
+    await runner.cleanup()
+    await store.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="meshruntime.delivery.process",
+                                     description="The delivery engine of a runtime (started by the runtime).")
+    parser.add_argument("--log-level", default=os.environ.get("MESH_LOG_LEVEL", "INFO"))
+    args = parser.parse_args()
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s[delivery]: %(message)s")
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        stdin = asyncio.StreamReader(limit=1 << 28)  # a configuration document is one line
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin.buffer)
+        first = await stdin.readline()
+        if not first:
+            return
+        await _child(orjson.loads(first), stdin)
+
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        asyncio.run(run())
+    else:
+        uvloop.run(run())
+
+
+if __name__ == "__main__":
+    main()
