@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from meshruntime import patch
+
 #: (section, identity field, label) in the order a reader expects them.
 SECTIONS: tuple[tuple[str, str, str], ...] = (
     ("stores", "name", "store"),
@@ -89,38 +91,10 @@ def summarize(diff: dict[str, Any] | None) -> str:
 
 
 def changed_part(doc: dict[str, Any], diff: dict[str, Any]) -> dict[str, Any]:
-    """The entries of ``doc`` that ``diff`` added or changed, with every entry they refer to:
-    a document of its own, small, that ``validate_document`` checks in proportion to the change.
-
-    Checking only this part is enough when the previous version was valid, because what spans
-    the whole document is kept by the database: names and key prefixes are unique columns, ids
-    are primary keys, and a reference is a foreign key (a topic with subscriptions cannot be
-    deleted; a deleted target leaves its routing rule changed, hence checked). Every store is
-    included, stores being few.
-    """
-    wanted: dict[str, set[str]] = {section: set() for section, _identity, _label in SECTIONS}
-    for section, _identity, _label in SECTIONS:
-        entry = diff.get(section)
-        if entry:
-            wanted[section] |= set(entry["added"]) | {item["id"] for item in entry["changed"]}
-    rules = {rule["id"]: rule for rule in doc["access_rules"] if rule["id"] in wanted["access_rules"]}
-    for rule_id, rule in rules.items():
-        if isinstance(rule["principals"], list):
-            wanted["applications"] |= {name for name in rule["principals"] if name != "*"}
-        if rule_id.startswith("sub-"):
-            wanted["subscriptions"].add(rule_id)
-    for subscription in doc["subscriptions"]:
-        if subscription["id"] in wanted["subscriptions"]:
-            wanted["topics"].add(subscription["topic"])
-            wanted["applications"].add(subscription["application"])
-    for route in doc["routing_rules"]:
-        if route["id"] in wanted["routing_rules"]:
-            wanted["topics"] |= set(route["targets"])
-    part: dict[str, Any] = {key: value for key, value in doc.items() if not isinstance(value, list)}
-    for section, identity, _label in SECTIONS:
-        keep = wanted[section]
-        part[section] = doc[section] if section == "stores" else [i for i in doc[section] if i[identity] in keep]
-    return part
+    """The entries of ``doc`` that ``diff`` added or changed, with every entry they refer to
+    (meshruntime.patch.changed_part explains why validating that part is enough)."""
+    wanted = {section: [*entry["added"], *(item["id"] for item in entry["changed"])] for section, entry in diff.items()}
+    return patch.changed_part(doc, wanted)
 
 
 def locate(message: str, part: dict[str, Any], doc: dict[str, Any]) -> str:

@@ -96,7 +96,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env_str("REDIS_URL") or ensure_redis(DATA_DIR / env_str("MESHADMIN_EMBEDDED_REDIS", "redis"))
 MESH_KEY_PREFIX = env_str("MESH_KEY_PREFIX", "mesh:")
 # Config push and runtime registry (governance.push, governance.registry).
-MESH_PUSH_DELAY_MS = env_int("MESH_PUSH_DELAY_MS", 250)  # changes within this window share a version
+MESH_PUSH_DELAY_MS = env_int("MESH_PUSH_DELAY_MS", 50)  # changes within this window share a version
 MESH_PUSH_QUEUE = env_str("MESH_PUSH_QUEUE", "celery")
 MESH_RUNTIME_STALE_SECONDS = env_int("MESH_RUNTIME_STALE_SECONDS", 30)  # three missed heartbeats
 MESH_RUNTIME_GONE_SECONDS = env_int("MESH_RUNTIME_GONE_SECONDS", 600)

@@ -78,6 +78,18 @@ def test_checksum_is_sha256_of_the_canonical_content() -> None:
     assert doc["checksum"] == hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def test_canonical_numbers_are_spelled_as_the_contract_says() -> None:
+    # Where orjson and Python's json differ, the contract follows orjson (docs/meshconfig.md).
+    assert canonical_json({"a": [1e16, 1.5e-7, 0.1, 100.0, -0.0, 2**63 - 1]}) == (
+        b'{"a":[1e+16,1.5e-7,0.1,100.0,-0.0,9223372036854775807]}'  # Python's json: 1.5e-07
+    )
+
+
+def test_what_canonical_json_cannot_carry_exactly_is_an_error() -> None:
+    with pytest.raises(ConfigError, match=r"^\(document\): not canonical JSON: Integer exceeds 64-bit range"):
+        canonical_json({"maximum": 2**64})
+
+
 def test_seal_sets_the_header_without_touching_its_input() -> None:
     body = make_config(sealed=False)
     before = copy.deepcopy(body)

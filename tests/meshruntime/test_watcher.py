@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import os
 import socket
@@ -20,6 +21,7 @@ from factories import make_config, topic
 from meshruntime import config as config_module
 from meshruntime.config import ConfigWatcher, canonical_json, load_file, publish_document, seal
 from meshruntime.heartbeat import Heartbeater, default_runtime_id
+from meshruntime.patch import make_patch
 
 # Generous bounds for a loaded CI machine; every wait ends as soon as its condition holds.
 TIMEOUT = 10.0
@@ -130,6 +132,77 @@ async def test_it_jumps_to_the_newest_version(watch, redis_client, key_prefix) -
     watcher = await watch(on_apply=applied)
     await watcher.wait_for_version(3, timeout=TIMEOUT)
     assert applied.versions == [3]
+
+
+def _next(doc: dict[str, Any], version: int, description: str) -> dict[str, Any]:
+    """``doc`` as the next version, with rule-1's description changed."""
+    body = {key: value for key, value in doc.items() if key not in ("version", "checksum")}
+    body["access_rules"] = [dict(rule, description=description) if rule["id"] == "rule-1" else rule
+                            for rule in doc["access_rules"]]
+    return seal(body, version)
+
+
+def _announce_patches(client: redis.Redis, prefix: str, docs: list[dict[str, Any]], *, snapshots: bool) -> None:
+    """Write the patches from each of ``docs`` to the next (and their snapshots if asked), then
+    move ``latest`` and announce it, as the portal's publish does."""
+    for old, new in zip(docs, docs[1:], strict=False):
+        client.set(f"{prefix}config:{new['version']}:patch", json.dumps(make_patch(old, new)))
+        if snapshots:
+            client.set(f"{prefix}config:{new['version']}", canonical_json(new))
+    client.set(f"{prefix}config:latest", str(docs[-1]["version"]))
+    client.publish(f"{prefix}config", str(docs[-1]["version"]))
+
+
+async def test_a_runtime_one_version_behind_applies_the_patch(watch, redis_client, key_prefix, tmp_path) -> None:
+    first = make_config(version=1)
+    publish_document(redis_client, first, prefix=key_prefix)
+    watcher = await watch(cache_path=tmp_path / "config.json")
+    await watcher.wait_for_version(1, timeout=TIMEOUT)
+    second = _next(first, 2, "patched")
+    # No snapshot of version 2: only the patch can take the watcher there.
+    _announce_patches(redis_client, key_prefix, [first, second], snapshots=False)
+    assert (await watcher.wait_for_version(2, timeout=TIMEOUT)) == second
+    assert watcher.checksum == second["checksum"] and watcher.last_error is None
+    assert load_file(tmp_path / "config.json") == second  # the cache holds the patched document
+
+
+async def test_a_runtime_several_versions_behind_chains_the_patches(watch, redis_client, key_prefix) -> None:
+    docs = [make_config(version=1)]
+    publish_document(redis_client, docs[0], prefix=key_prefix)
+    watcher = await watch()
+    await watcher.wait_for_version(1, timeout=TIMEOUT)
+    for version in (2, 3, 4):
+        docs.append(_next(docs[-1], version, f"version {version}"))
+    _announce_patches(redis_client, key_prefix, docs, snapshots=False)
+    assert (await watcher.wait_for_version(4, timeout=TIMEOUT)) == docs[-1]
+
+
+async def test_a_missing_patch_sends_the_runtime_to_the_snapshot(watch, redis_client, key_prefix) -> None:
+    docs = [make_config(version=1)]
+    publish_document(redis_client, docs[0], prefix=key_prefix)
+    watcher = await watch()
+    await watcher.wait_for_version(1, timeout=TIMEOUT)
+    docs += [_next(docs[0], 2, "two"), _next(docs[0], 3, "three")]
+    _announce_patches(redis_client, key_prefix, docs, snapshots=True)
+    redis_client.delete(f"{key_prefix}config:2:patch")
+    redis_client.delete(f"{key_prefix}config:2")  # the snapshot of the newest is enough
+    assert (await watcher.wait_for_version(3, timeout=TIMEOUT)) == docs[-1]
+
+
+async def test_a_patch_that_fails_its_checks_gives_way_to_the_snapshot(watch, redis_client, key_prefix,
+                                                                      caplog) -> None:
+    first = make_config(version=1)
+    publish_document(redis_client, first, prefix=key_prefix)
+    watcher = await watch()
+    await watcher.wait_for_version(1, timeout=TIMEOUT)
+    second = _next(first, 2, "the real content")
+    patch = copy.deepcopy(make_patch(first, second))
+    patch["sections"]["access_rules"][0][2][0]["effect"] = "deny"  # damaged on the way
+    redis_client.set(f"{key_prefix}config:2:patch", json.dumps(patch))
+    publish_document(redis_client, second, prefix=key_prefix)  # snapshot, pointer, message
+    assert (await watcher.wait_for_version(2, timeout=TIMEOUT)) == second
+    assert watcher.last_error is None
+    assert "config patches 2..2 not applied (checksum: the patched content's checksum is" in caplog.text
 
 
 async def test_a_rollback_is_a_newer_version_with_older_content(watch, redis_client, key_prefix) -> None:

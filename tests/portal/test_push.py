@@ -21,6 +21,7 @@ from governance.tasks import push_config, reconcile_config
 from meshadmin.audit import audit_context
 from meshadmin.models import AuditEntry
 from meshruntime.config import compute_checksum, parse_document
+from meshruntime.patch import Applied
 from subscriptions.models import Subscription
 from topics.models import Topic
 
@@ -46,8 +47,11 @@ def queued_tasks(client, settings) -> int:
 
 
 def published(client, prefix: str) -> dict:
-    latest = int(client.get(f"{prefix}config:latest"))
-    return parse_document(client.get(f"{prefix}config:{latest}"))
+    return published_version(client, prefix, int(client.get(f"{prefix}config:latest")))
+
+
+def published_version(client, prefix: str, version: int) -> dict:
+    return parse_document(client.get(f"{prefix}config:{version}"))
 
 
 def reset_push_state(client, settings) -> None:
@@ -261,6 +265,21 @@ def test_rollback_publishes_old_content_under_a_new_version(mesh, mesh_redis, se
     assert push.push().version == 4
 
 
+def test_each_version_comes_with_the_patch_from_the_one_before(mesh, mesh_redis, settings, sam):
+    prefix = settings.MESH_KEY_PREFIX
+    v1 = ConfigVersion.objects.get(version=push.push().version)
+    assert not mesh_redis.exists(f"{prefix}config:1:patch")  # nothing to patch from
+    _change_rule(mesh, subscribe=True)
+    push.push()
+    push.rollback(v1, user=sam)
+    applied = Applied.of(parse_document(mesh_redis.get(f"{prefix}config:1")))
+    for version in (2, 3):  # a change, then a rollback
+        patch = json.loads(mesh_redis.get(f"{prefix}config:{version}:patch"))
+        assert set(patch["sections"]) == {"access_rules"}
+        applied = applied.apply(patch)
+        assert applied.document == published_version(mesh_redis, prefix, version)
+
+
 def test_push_now_replaces_a_rollback_with_the_database_state(mesh, mesh_redis, sam):
     v1 = ConfigVersion.objects.get(version=push.push().version)
     _change_rule(mesh, subscribe=True)
@@ -282,6 +301,7 @@ def test_old_snapshots_leave_redis_but_every_version_stays(mesh, mesh_redis, set
         push.push()
     prefix = settings.MESH_KEY_PREFIX
     assert [bool(mesh_redis.exists(f"{prefix}config:{v}")) for v in (1, 2, 3, 4)] == [False, False, True, True]
+    assert [bool(mesh_redis.exists(f"{prefix}config:{v}:patch")) for v in (2, 3, 4)] == [False, True, True]
     assert ConfigVersion.objects.count() == 4
 
 
