@@ -398,7 +398,11 @@ def _record_and_publish(doc, *, kind, source_checksum, diff, previous=None, chan
         rollback_of=rollback_of,
     )
     _last_document = doc
-    publish(version, doc, patch=make_patch(previous, doc, diff) if previous is not None else None)
+    patch = None
+    if previous is not None:
+        patch = make_patch(previous, doc, {section: {item["id"] for item in entry["changed"]}
+                                           for section, entry in diff.items()})
+    publish(version, doc, patch=patch)
     return version
 
 

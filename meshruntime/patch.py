@@ -28,7 +28,7 @@ to the list as the ones before it left it; their indexes ascend and they do not 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any
 
 from meshruntime.config import UNCHECKED_FIELDS, ConfigError, canonical_json, seal, validate_document
@@ -54,10 +54,12 @@ class PatchError(ValueError):
 # Making a patch (the portal)
 
 
-def _splices(before: list[dict[str, Any]], after: list[dict[str, Any]], identity: str) -> list[Splice] | None:
+def _splices(before: list[dict[str, Any]], after: list[dict[str, Any]], identity: str,
+             changed: Collection[str] | None = None) -> list[Splice] | None:
     """The splices that turn ``before`` into ``after``; None if the entries both hold are not in
     the same order in both (the compiler sorts every list, so that would be a bug: no patch
-    then, and runtimes fetch the snapshot)."""
+    then, and runtimes fetch the snapshot). ``changed``: the identities of the entries both
+    hold that differ, when known (else the entries are compared)."""
     before_ids = {entry[identity] for entry in before}
     after_ids = {entry[identity] for entry in after}
     splices: list[Splice] = []
@@ -80,7 +82,7 @@ def _splices(before: list[dict[str, Any]], after: list[dict[str, Any]], identity
             splice(0, after[j])
             j += 1
         elif i < len(before) and j < len(after) and before[i][identity] == after[j][identity]:
-            if before[i] != after[j]:
+            if before[i] != after[j] if changed is None else before[i][identity] in changed:
                 splice(1, after[j])
             i += 1
             j += 1
@@ -89,30 +91,32 @@ def _splices(before: list[dict[str, Any]], after: list[dict[str, Any]], identity
     return splices
 
 
-def make_patch(old: Mapping[str, Any], new: Mapping[str, Any], sections: Iterable[str] | None = None
-               ) -> dict[str, Any] | None:
+def make_patch(old: Mapping[str, Any], new: Mapping[str, Any],
+               changed: Mapping[str, Collection[str]] | None = None) -> dict[str, Any] | None:
     """The patch from sealed document ``old`` to sealed ``new``, or None if a patch cannot say it
-    (a field other than the lists changed). ``sections`` limits the comparison to the lists known
-    to differ (the portal's diff names them); by default every list is compared."""
+    (a field other than the lists changed). ``changed``, when the caller knows it (the portal's
+    diff does), maps the lists that differ to the identities of their entries that changed in
+    place; the other lists are then taken as equal. By default everything is compared."""
     content_keys = {key for key in new if key not in UNCHECKED_FIELDS}
     if content_keys != {key for key in old if key not in UNCHECKED_FIELDS}:
         return None
     if any(old[key] != new[key] for key in content_keys if key not in IDENTITY):
         return None
-    changed: dict[str, list[Splice]] = {}
-    for section in IDENTITY if sections is None else sections:
-        splices = _splices(old[section], new[section], IDENTITY[section])
+    sections: dict[str, list[Splice]] = {}
+    for section in IDENTITY if changed is None else changed:
+        splices = _splices(old[section], new[section], IDENTITY[section],
+                           None if changed is None else changed[section])
         if splices is None:
             return None
         if splices:
-            changed[section] = splices
+            sections[section] = splices
     return {
         "format": new["format"],
         "version": new["version"],
         "checksum": new["checksum"],
         "generated_at": new["generated_at"],
         "base": {"version": old["version"], "checksum": old["checksum"]},
-        "sections": changed,
+        "sections": sections,
     }
 
 
