@@ -121,7 +121,7 @@ class Runtime:
                 store_url=settings.store_url, prefix=settings.prefix, consumer=settings.runtime_id,
                 application=settings.application, settings=delivery_settings,
                 journey_sample_rate=settings.journey_sample_rate, journey_ttl_seconds=settings.journey_ttl_seconds,
-                user_agent=f"meshruntime/{SOFTWARE_VERSION}")
+                user_agent=f"meshruntime/{SOFTWARE_VERSION}", shutdown_timeout=settings.shutdown_timeout)
         else:
             self.delivery = DeliveryManager(
                 self.store, consumer=settings.runtime_id, application=settings.application,

@@ -69,6 +69,7 @@ class DeliveryProcess:
         journey_sample_rate: float,
         journey_ttl_seconds: int,
         user_agent: str,
+        shutdown_timeout: float = 10.0,
         restart_delay: float = 1.0,
         start_timeout: float = 30.0,
     ) -> None:
@@ -79,6 +80,7 @@ class DeliveryProcess:
             "store_url": store_url, "prefix": prefix, "consumer": consumer, "application": application,
             "visibility_timeout_s": settings.visibility_timeout_s, "journey_sample_rate": journey_sample_rate,
             "journey_ttl_seconds": journey_ttl_seconds, "user_agent": user_agent,
+            "shutdown_timeout": shutdown_timeout,
         }) + b"\n"
         self._doc_line: bytes | None = None
         self._process: asyncio.subprocess.Process | None = None
@@ -264,7 +266,7 @@ async def _child(settings: dict[str, Any], stdin: asyncio.StreamReader) -> None:
     follower = asyncio.create_task(follow_configs())
     await stop.wait()
     follower.cancel()
-    await manager.stop()
+    await manager.stop(timeout=settings["shutdown_timeout"])
     await runner.cleanup()
     await store.close()
 
@@ -274,6 +276,9 @@ def main() -> None:
                                      description="The delivery engine of a runtime (started by the runtime).")
     parser.add_argument("--log-level", default=os.environ.get("MESH_LOG_LEVEL", "INFO"))
     args = parser.parse_args()
+    # Ctrl-C in a terminal reaches the whole process group; the runtime stops this process itself
+    # (SIGTERM, after its own requests are done), so the child does not stop on its own first
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s[delivery]: %(message)s")
 
