@@ -98,9 +98,15 @@ class DeliveryProcess:
 
     # -- configuration ---------------------------------------------------------------------------
     def apply_config(self, doc: dict[str, Any]) -> None:
-        """Check the document as the engine would (raising refuses it), then pass it on."""
+        """Check the document as the engine would (raising refuses it), then pass on what the engine
+        reads of it: this runtime's subscriptions and the time the document was compiled (not the
+        whole document, which may run to megabytes, on the publish path's event loop)."""
         specs_from_config(doc, self.application)
-        self._doc_line = orjson.dumps(doc) + b"\n"
+        application = self.application
+        part = {"version": doc.get("version"), "generated_at": doc.get("generated_at"),
+                "subscriptions": [entry for entry in doc.get("subscriptions", ())
+                                  if application is None or entry["application"] == application]}
+        self._doc_line = orjson.dumps(part) + b"\n"
         process = self._process
         if process is not None and process.returncode is None and process.stdin is not None:
             process.stdin.write(self._doc_line)

@@ -40,11 +40,11 @@ VISIBILITY_TIMEOUT = 2.0
 pytestmark = pytest.mark.slow
 
 
-def mesh(*subs: dict[str, Any]) -> dict[str, Any]:
+def mesh(*subs: dict[str, Any], version: int = 1) -> dict[str, Any]:
     """Billing and shipping may publish to orders.*; shipping subscribes."""
     return make_config(bare=True, topics=[TOPIC], applications=["billing", "shipping"],
                        access_rules=[access_rule("rule-1", ["billing", "shipping"], "orders.*", ["publish"])],
-                       subscriptions=list(subs))
+                       subscriptions=list(subs), version=version)
 
 
 def sub(id: str, url: str, **delivery: Any) -> dict[str, Any]:
@@ -458,4 +458,24 @@ async def test_redis_killed_and_restarted_during_delivery_loses_nothing_acknowle
         assert not lost, f"{len(lost)} acknowledged events never arrived, e.g. {sorted(lost)[:5]}"
     finally:
         stop.set()
+        await receiver.stop()
+
+
+async def test_the_delivery_process_follows_configuration_changes(runtimes, http, tmp_path):
+    """The child gets each applied document's subscriptions: a subscription added to the runtime's
+    config file is delivered by the child, with no restart of either process."""
+    receiver = await Receiver(secret=secret("sub-2")).start()
+    try:
+        runtime = await runtimes(mesh(), name="rt-follow")
+        child = await delivery_pid(http, runtime)
+        added = mesh(sub("sub-2", receiver.url), version=2)
+        (tmp_path / "mesh.json").write_bytes(orjson.dumps(added))
+        deadline = time.monotonic() + 20
+        while (await (await http.get(f"{runtime.url}/v1/info")).json())["config_version"] != added["version"]:
+            assert time.monotonic() < deadline, "the runtime did not apply the new document"
+            await asyncio.sleep(0.05)
+        assert await publish(http, runtime, events(0, 3)) == 202
+        await receiver.wait_for(lambda r: len(r.delivered) == 3, timeout=20)
+        assert await delivery_pid(http, runtime) == child
+    finally:
         await receiver.stop()
