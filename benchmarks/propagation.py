@@ -181,7 +181,8 @@ class Watchers:
 
         async def start_all():
             for _ in range(self.count):
-                watcher = ConfigWatcher(settings.REDIS_URL, prefix=PREFIX, poll_interval=3.0)
+                # freeze: as in a runtime process (meshruntime.app)
+                watcher = ConfigWatcher(settings.REDIS_URL, prefix=PREFIX, poll_interval=3.0, freeze=True)
                 await watcher.start()
                 self.watchers.append(watcher)
 

@@ -197,7 +197,7 @@ class Runtime:
             cache = settings.config_cache
             self.watcher = ConfigWatcher(settings.config_redis_url, prefix=settings.prefix, cache_path=cache,
                                          on_apply=self.apply_config_async,
-                                         poll_interval=settings.config_poll_interval)
+                                         poll_interval=settings.config_poll_interval, freeze=True)
             await self.watcher.start()
         self.tap.start()
         await self.delivery.start()  # delivers the subscriptions of whatever config is applied, now or later

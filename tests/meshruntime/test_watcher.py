@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import gc
 import json
 import os
 import socket
@@ -203,6 +204,26 @@ async def test_a_patch_that_fails_its_checks_gives_way_to_the_snapshot(watch, re
     assert (await watcher.wait_for_version(2, timeout=TIMEOUT)) == second
     assert watcher.last_error is None
     assert "config patches 2..2 not applied (checksum: the patched content's checksum is" in caplog.text
+
+
+def _collectable(obj: object) -> bool:
+    """Whether the cyclic collector scans ``obj`` (frozen objects are not among its objects)."""
+    return any(candidate is obj for candidate in gc.get_objects())
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+async def test_a_freezing_watcher_takes_each_snapshot_out_of_the_collectors_reach(watch, redis_client, key_prefix,
+                                                                                  freeze) -> None:
+    gc.unfreeze()
+    try:
+        watcher = await watch(freeze=freeze)
+        for version in (1, 2):
+            publish_document(redis_client, make_config(version=version, bare=version == 2), prefix=key_prefix)
+            await watcher.wait_for_version(version, timeout=TIMEOUT)
+            assert _collectable(watcher.current) is not freeze
+            assert _collectable(watcher.current["topics"]) is not freeze
+    finally:
+        gc.unfreeze()
 
 
 async def test_a_rollback_is_a_newer_version_with_older_content(watch, redis_client, key_prefix) -> None:
