@@ -43,6 +43,12 @@ PREFIX = f"meshbench-{uuid.uuid4().hex[:8]}:"
 os.environ["MESH_KEY_PREFIX"] = PREFIX
 os.environ["MESH_PUSH_QUEUE"] = f"{PREFIX}push"
 
+from _runtime import default_redis_url  # noqa: E402
+
+# One Redis for every run (the shared bench-redis unless REDIS_URL says otherwise), rather than
+# a new embedded one in each run's temporary folder, left running.
+os.environ["REDIS_URL"] = default_redis_url()
+
 import django  # noqa: E402
 
 django.setup()
@@ -159,7 +165,7 @@ def start_worker() -> subprocess.Popen:
     env = {**os.environ, "DATABASE_URL": database_url(), "REDIS_URL": settings.REDIS_URL}
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "meshadmin", "worker", "--pool=solo", "--without-heartbeat",
-         "--without-gossip", "--without-mingle", "-Q", settings.MESH_PUSH_QUEUE, "-l", "warning"],
+         "--without-gossip", "--without-mingle", "-Q", settings.MESH_PUSH_QUEUE, "-l", "info"],
         cwd=ROOT, env=env,
     )
     return worker

@@ -462,8 +462,10 @@ def push(kind: str = "push", *, force: bool = False, user=None, reason: str = ""
 
     with push_lock(wait), gc_paused():
         changes = _take_changes()
+        started = time.perf_counter()
         try:
             body = compile_snapshot()
+            compiled = time.perf_counter()
             latest = latest_version()
             doc = seal(body, _next_version(latest))  # sealing computes the checksum once
             checksum = doc["checksum"]
@@ -476,9 +478,11 @@ def push(kind: str = "push", *, force: bool = False, user=None, reason: str = ""
                 repaired = ensure_published(latest)
                 return _record_status(kind, PushResult("republished" if repaired else "unchanged",
                                                        latest.version))
+            sealed = time.perf_counter()
             previous = _previous_document(latest)
             diff = diff_documents(previous, doc)
             validate(doc, previous, diff)
+            checked = time.perf_counter()
         except ConfigError as error:
             _give_back(changes)
             log.error("mesh config not published: %s", error)
@@ -492,7 +496,12 @@ def push(kind: str = "push", *, force: bool = False, user=None, reason: str = ""
             kind = ConfigVersion.PUSH
         version = _record_and_publish(doc, kind=kind, source_checksum=checksum, diff=diff, previous=previous,
                                       changes=changes, user=user, reason=reason)
-        log.info("published mesh config version %s (%s)", version.version, version.reason)
+        done = time.perf_counter()
+        first = min((datetime.fromisoformat(change["at"]) for change in changes), default=None)
+        log.info("published mesh config version %s (%s) in %.3f s: compile %.3f, seal %.3f, diff and validation "
+                 "%.3f, record and publish %.3f%s", version.version, version.reason, done - started,
+                 compiled - started, sealed - compiled, checked - sealed, done - checked,
+                 f"; {(timezone.now() - first).total_seconds():.3f} s after the first change" if first else "")
         return _record_status(kind, PushResult("published", version.version))
 
 
