@@ -9,7 +9,9 @@ The path (ARCHITECTURE.md, docs/meshconfig.md)::
               enqueued only if none is pending (``<prefix>push:pending``, SET NX with expiry)
                 └─ governance.tasks.push_config → :func:`push`: under ``<prefix>push:lock``,
                    clear the pending marker, compile, and if the content changed record a
-                   ConfigVersion (who, what, diff) and publish it to Redis.
+                   ConfigVersion (who, what, diff) and publish it to Redis: the snapshot, and
+                   the patch from the version before (meshruntime.patch), which is what
+                   runtimes holding that version apply.
 
 Why no change is ever lost: the task clears the pending marker *before* it reads the database.
 A change committed before that moment is in the snapshot it compiles; a change whose commit
