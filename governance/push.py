@@ -16,14 +16,17 @@ The path (ARCHITECTURE.md, docs/meshconfig.md)::
 Why no change is ever lost: the task clears the pending marker *before* it reads the database.
 A change committed before that moment is in the snapshot it compiles; a change whose commit
 callback runs after it finds no marker and enqueues a new task. Bursts coalesce because every
-change committed while a task waits (``MESH_PUSH_DELAY_MS``) or waits for the lock rides along
-with it. A lost task (crashed worker, emptied broker), a bulk update that sends no signal, a key
-that expired: the periodic reconcile (governance.tasks.reconcile_config) runs the same
-:func:`push`, and repairs a Redis that lost the snapshots.
+change committed while a task waits (``MESH_PUSH_DELAY_MS`` after a quiet spell, so that a
+single change is out at once; ``MESH_PUSH_BURST_DELAY_MS`` within that long of the last
+version) or waits for the lock rides along with it. A lost task (crashed worker, emptied
+broker), a bulk update that sends no signal, a key that expired: the periodic reconcile
+(governance.tasks.reconcile_config) runs the same :func:`push`, and repairs a Redis that lost
+the snapshots.
 
 Redis keys of the portal's own, beside the contract's ``config:*``: ``push:pending``,
-``push:lock``, ``push:changes`` (a capped list of JSON change records) and ``push:status``
-(the outcome of the last attempt, shown on the config versions page).
+``push:recent`` (a version was published within the burst delay), ``push:lock``,
+``push:changes`` (a capped list of JSON change records) and ``push:status`` (the outcome of the
+last attempt, shown on the config versions page).
 """
 
 from __future__ import annotations
@@ -195,21 +198,26 @@ def mark_dirty(changes: list[dict[str, Any]] | None = None) -> bool:
             pipe.rpush(key("push:changes"), *(json.dumps(change) for change in changes))
             pipe.ltrim(key("push:changes"), -MAX_CHANGES, -1)
         pipe.set(key("push:pending"), str(time.time()), nx=True, ex=PENDING_TTL_SECONDS)
-        first = pipe.execute()[-1]
+        pipe.exists(key("push:recent"))
+        *_, first, busy = pipe.execute()
     except redis.RedisError as error:
         log.warning("mesh config push not enqueued (%s); the periodic reconcile will push", error)
         return False
     if not first:
         return False
-    return enqueue_push()
+    return enqueue_push(busy=bool(busy))
 
 
-def enqueue_push() -> bool:
+def enqueue_push(*, busy: bool = False) -> bool:
+    """Enqueue a push task. After a quiet spell it runs in ``MESH_PUSH_DELAY_MS``, so that one
+    change reaches the runtimes at once; while changes keep coming (a version was published in
+    the last ``MESH_PUSH_BURST_DELAY_MS``) it waits that long, and every change committed
+    meanwhile rides along: a burst makes one version per burst delay, not one per change."""
     from kombu.exceptions import OperationalError
 
     from governance.tasks import push_config
 
-    delay = settings.MESH_PUSH_DELAY_MS / 1000
+    delay = (settings.MESH_PUSH_BURST_DELAY_MS if busy else settings.MESH_PUSH_DELAY_MS) / 1000
     try:
         # Stale messages are dropped rather than run hours later by some worker (they would be
         # harmless, being idempotent, but useless).
@@ -317,6 +325,14 @@ def _attach_late_changes(latest, changes: list[dict[str, Any]]) -> None:
     if late:
         recorded = ConfigVersion.objects.values_list("changes", flat=True).get(pk=latest.pk)
         ConfigVersion.objects.filter(pk=latest.pk).update(changes=(recorded + late)[-MAX_CHANGES:])
+
+
+def _mark_recent() -> None:
+    """A version was just published: changes in the next burst delay are gathered (enqueue_push)."""
+    try:
+        redis_client().set(key("push:recent"), "1", px=max(1, settings.MESH_PUSH_BURST_DELAY_MS))
+    except redis.RedisError as error:
+        log.warning("push not marked recent (%s); the next change is pushed without waiting", error)
 
 
 def _record_status(kind: str, result: PushResult) -> PushResult:
@@ -498,6 +514,7 @@ def push(kind: str = "push", *, force: bool = False, user=None, reason: str = ""
             kind = ConfigVersion.PUSH
         version = _record_and_publish(doc, kind=kind, source_checksum=checksum, diff=diff, previous=previous,
                                       changes=changes, user=user, reason=reason)
+        _mark_recent()
         done = time.perf_counter()
         first = min((datetime.fromisoformat(change["at"]) for change in changes), default=None)
         log.info("published mesh config version %s (%s) in %.3f s: compile %.3f, seal %.3f, diff and validation "

@@ -7,12 +7,14 @@ real Celery worker is tests/portal/test_push_e2e.py.
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 
 import pytest
 from celery.exceptions import Retry
 from django.contrib.auth.models import User
 from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
+from django.utils import timezone
 
 from governance import push
 from governance.compiler import compile_mesh_config
@@ -56,7 +58,8 @@ def published_version(client, prefix: str, version: int) -> dict:
 
 def reset_push_state(client, settings) -> None:
     prefix = settings.MESH_KEY_PREFIX
-    client.delete(f"{prefix}push:pending", f"{prefix}push:changes", f"{BROKER_PREFIX}{settings.MESH_PUSH_QUEUE}")
+    client.delete(f"{prefix}push:pending", f"{prefix}push:changes", f"{prefix}push:recent",
+                  f"{BROKER_PREFIX}{settings.MESH_PUSH_QUEUE}")
 
 
 @pytest.fixture
@@ -106,6 +109,33 @@ def test_five_hundred_commits_while_a_task_is_pending_make_one_task_and_one_vers
     compiled = {r["id"]: r for r in version.document["access_rules"]}
     assert compiled[rule.rule_id]["description"] == "change 499"
     assert compute_checksum(compile_mesh_config()) == version.checksum
+
+
+def queued_eta(client, settings) -> datetime:
+    """When the queued push task is due (its ETA), from the message on the broker's list."""
+    message = json.loads(client.lindex(f"{BROKER_PREFIX}{settings.MESH_PUSH_QUEUE}", 0))
+    return datetime.fromisoformat(message["headers"]["eta"])
+
+
+def test_a_change_after_a_quiet_spell_goes_at_once_and_a_burst_waits(committed_mesh, mesh_redis, settings):
+    settings.MESH_PUSH_DELAY_MS, settings.MESH_PUSH_BURST_DELAY_MS = 50, 1000
+    rule = AccessRule.objects.get(pk=committed_mesh.rules["billing-publish"].pk)
+
+    def change_and_eta(description: str) -> tuple[datetime, datetime, datetime]:
+        before = timezone.now()
+        rule.description = description
+        rule.save()
+        return before, queued_eta(mesh_redis, settings), timezone.now()
+
+    before, eta, after = change_and_eta("quiet")  # nothing published lately
+    assert before + timedelta(milliseconds=50) <= eta <= after + timedelta(milliseconds=50)
+
+    push.push()  # a version now: the next change is part of a burst
+    # As if the quiet change's task had run: no task pending, and ``push:recent`` left as it is.
+    mesh_redis.delete(f"{settings.MESH_KEY_PREFIX}push:pending", f"{BROKER_PREFIX}{settings.MESH_PUSH_QUEUE}")
+    assert mesh_redis.pttl(f"{settings.MESH_KEY_PREFIX}push:recent") > 0
+    before, eta, after = change_and_eta("in a burst")
+    assert before + timedelta(seconds=1) <= eta <= after + timedelta(seconds=1)
 
 
 def test_a_change_after_a_push_has_started_enqueues_a_new_task(committed_mesh, mesh_redis, settings):
