@@ -165,7 +165,7 @@ def start_worker() -> subprocess.Popen:
     env = {**os.environ, "DATABASE_URL": database_url(), "REDIS_URL": settings.REDIS_URL}
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "meshadmin", "worker", "--pool=solo", "--without-heartbeat",
-         "--without-gossip", "--without-mingle", "-Q", settings.MESH_PUSH_QUEUE, "-l", "info"],
+         "--without-gossip", "--without-mingle", "-Q", settings.MESH_PUSH_QUEUE, "-l", "warning"],
         cwd=ROOT, env=env,
     )
     return worker

@@ -17,14 +17,14 @@ Why no change is ever lost: the task clears the pending marker *before* it reads
 A change committed before that moment is in the snapshot it compiles; a change whose commit
 callback runs after it finds no marker and enqueues a new task. Bursts coalesce because every
 change committed while a task waits (``MESH_PUSH_DELAY_MS`` after a quiet spell, so that a
-single change is out at once; ``MESH_PUSH_BURST_DELAY_MS`` within that long of the last
-version) or waits for the lock rides along with it. A lost task (crashed worker, emptied
+single change is out at once; ``MESH_PUSH_BURST_DELAY_MS`` in a burst, see
+:func:`enqueue_push`) or waits for the lock rides along with it. A lost task (crashed worker, emptied
 broker), a bulk update that sends no signal, a key that expired: the periodic reconcile
 (governance.tasks.reconcile_config) runs the same :func:`push`, and repairs a Redis that lost
 the snapshots.
 
 Redis keys of the portal's own, beside the contract's ``config:*``: ``push:pending``,
-``push:recent`` (a version was published within the burst delay), ``push:lock``,
+``push:recent`` (a version was published within the burst window), ``push:lock``,
 ``push:changes`` (a capped list of JSON change records) and ``push:status`` (the outcome of the
 last attempt, shown on the config versions page).
 """
@@ -210,9 +210,10 @@ def mark_dirty(changes: list[dict[str, Any]] | None = None) -> bool:
 
 def enqueue_push(*, busy: bool = False) -> bool:
     """Enqueue a push task. After a quiet spell it runs in ``MESH_PUSH_DELAY_MS``, so that one
-    change reaches the runtimes at once; while changes keep coming (a version was published in
-    the last ``MESH_PUSH_BURST_DELAY_MS``) it waits that long, and every change committed
-    meanwhile rides along: a burst makes one version per burst delay, not one per change."""
+    change reaches the runtimes at once. In a burst (the last version was published less than
+    ``MESH_PUSH_BURST_WINDOW_MS`` ago: changes closer together than people make them) it waits
+    ``MESH_PUSH_BURST_DELAY_MS``, and every change committed meanwhile rides along: a burst
+    makes one version per burst delay, not one per change."""
     from kombu.exceptions import OperationalError
 
     from governance.tasks import push_config
@@ -328,9 +329,9 @@ def _attach_late_changes(latest, changes: list[dict[str, Any]]) -> None:
 
 
 def _mark_recent() -> None:
-    """A version was just published: changes in the next burst delay are gathered (enqueue_push)."""
+    """A version was just published: a change in the burst window is part of a burst (enqueue_push)."""
     try:
-        redis_client().set(key("push:recent"), "1", px=max(1, settings.MESH_PUSH_BURST_DELAY_MS))
+        redis_client().set(key("push:recent"), "1", px=max(1, settings.MESH_PUSH_BURST_WINDOW_MS))
     except redis.RedisError as error:
         log.warning("push not marked recent (%s); the next change is pushed without waiting", error)
 
