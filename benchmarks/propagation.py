@@ -37,17 +37,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from _runtime import default_redis_url  # noqa: E402
+
+# One Redis for every run (the shared bench-redis under data/, unless REDIS_URL says otherwise),
+# rather than a new embedded one in each run's temporary folder, left running: so this comes
+# before MESHADMIN_DATA_DIR points at that folder.
+os.environ["REDIS_URL"] = default_redis_url()
 os.environ.setdefault("MESHADMIN_DATA_DIR", tempfile.mkdtemp(prefix="meshadmin-bench-"))
 os.environ["DJANGO_SETTINGS_MODULE"] = "meshadmin.settings.test"
 PREFIX = f"meshbench-{uuid.uuid4().hex[:8]}:"
 os.environ["MESH_KEY_PREFIX"] = PREFIX
 os.environ["MESH_PUSH_QUEUE"] = f"{PREFIX}push"
-
-from _runtime import default_redis_url  # noqa: E402
-
-# One Redis for every run (the shared bench-redis unless REDIS_URL says otherwise), rather than
-# a new embedded one in each run's temporary folder, left running.
-os.environ["REDIS_URL"] = default_redis_url()
 
 import django  # noqa: E402
 
