@@ -221,8 +221,9 @@ def enqueue_push(*, busy: bool = False) -> bool:
     delay = (settings.MESH_PUSH_BURST_DELAY_MS if busy else settings.MESH_PUSH_DELAY_MS) / 1000
     try:
         # Stale messages are dropped rather than run hours later by some worker (they would be
-        # harmless, being idempotent, but useless).
-        push_config.apply_async(countdown=delay, expires=delay + 300, queue=settings.MESH_PUSH_QUEUE)
+        # harmless, being idempotent, but useless). No countdown at all when there is no delay:
+        # a task with one waits on the worker's timer.
+        push_config.apply_async(countdown=delay or None, expires=delay + 300, queue=settings.MESH_PUSH_QUEUE)
     except OperationalError as error:
         log.warning("mesh config push not enqueued (%s); the periodic reconcile will push", error)
         redis_client().delete(key("push:pending"))

@@ -101,10 +101,10 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env_str("REDIS_URL") or ensure_redis(DATA_DIR / env_str("MESHADMIN_EMBEDDED_REDIS", "redis"))
 MESH_KEY_PREFIX = env_str("MESH_KEY_PREFIX", "mesh:")
 # Config push and runtime registry (governance.push, governance.registry).
-# A change after a quiet spell is pushed this soon; a change within the burst window of the last
-# version is part of a burst, waits the burst delay and shares the next version with every
-# change made meanwhile (governance.push.enqueue_push).
-MESH_PUSH_DELAY_MS = env_int("MESH_PUSH_DELAY_MS", 50)
+# A change after a quiet spell is pushed after this delay (0: at once); a change within the
+# burst window of the last version is part of a burst, waits the burst delay and shares the
+# next version with every change made meanwhile (governance.push.enqueue_push).
+MESH_PUSH_DELAY_MS = env_int("MESH_PUSH_DELAY_MS", 0)
 MESH_PUSH_BURST_WINDOW_MS = env_int("MESH_PUSH_BURST_WINDOW_MS", 250)
 MESH_PUSH_BURST_DELAY_MS = env_int("MESH_PUSH_BURST_DELAY_MS", 1000)
 MESH_PUSH_QUEUE = env_str("MESH_PUSH_QUEUE", "celery")
