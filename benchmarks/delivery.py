@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -37,11 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _runtime import cpu_seconds, default_redis_url, make_key, start_runtime  # noqa: E402
 from latency import (  # noqa: E402
     Connection,
-    cleanup,
     event,
     make_config,
     receiver_stats,
     start_receiver,
+    tear_down,
     wait_for_group,
 )
 
@@ -120,13 +119,7 @@ async def main_async(args: argparse.Namespace) -> None:
         for connection in connections:
             connection.close()
     finally:
-        if runtime is not None:
-            runtime.terminate()
-            runtime.wait(timeout=60)
-        receiver.terminate()
-        receiver.wait(timeout=10)
-        cleanup(redis_url, prefix)
-        shutil.rmtree(tmp, ignore_errors=True)
+        tear_down(runtime, receiver, redis_url, prefix, tmp, runtime_timeout=60)
 
     delivery_seconds = (max(received) - min(received)) / 1e9
     published, delivered = n / publish_seconds, (n - 1) / delivery_seconds

@@ -169,6 +169,18 @@ def cleanup(redis_url: str, prefix: str) -> None:
     client.close()
 
 
+def tear_down(runtime: subprocess.Popen | None, receiver: subprocess.Popen, redis_url: str, prefix: str,
+              tmp: str, *, runtime_timeout: float = 30) -> None:
+    """Stop the runtime and the receiver, remove the keys and the temporary folder."""
+    if runtime is not None:
+        runtime.terminate()
+        runtime.wait(timeout=runtime_timeout)
+    receiver.terminate()
+    receiver.wait(timeout=10)
+    cleanup(redis_url, prefix)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 # -- the publisher -------------------------------------------------------------------------------
 class Connection:
     """One keep-alive HTTP/1.1 connection to the runtime; minimal, to measure the runtime."""
@@ -269,13 +281,7 @@ async def main_async(args: argparse.Namespace) -> None:
         for connection in connections:
             connection.close()
     finally:
-        if runtime is not None:
-            runtime.terminate()
-            runtime.wait(timeout=30)
-        receiver.terminate()
-        receiver.wait(timeout=10)
-        cleanup(redis_url, prefix)
-        shutil.rmtree(tmp, ignore_errors=True)
+        tear_down(runtime, receiver, redis_url, prefix, tmp)
     latencies = sorted((received - sent) / 1e6 for sent, received in pairs)
     p50, p99, worst = percentile(latencies, 50), percentile(latencies, 99), latencies[-1]
     print(f"{len(latencies)} events at {args.rate:.0f}/s for {args.seconds:.0f} s, single-event publishes over "
