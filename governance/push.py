@@ -198,7 +198,7 @@ def mark_dirty(changes: list[dict[str, Any]] | None = None) -> bool:
             pipe.rpush(key("push:changes"), *(json.dumps(change) for change in changes))
             pipe.ltrim(key("push:changes"), -MAX_CHANGES, -1)
         pipe.set(key("push:pending"), str(time.time()), nx=True, ex=PENDING_TTL_SECONDS)
-        pipe.exists(key("push:recent"))
+        pipe.exists(key("push:recent"), key("push:lock"))  # a version just out, or a push running
         *_, first, busy = pipe.execute()
     except redis.RedisError as error:
         log.warning("mesh config push not enqueued (%s); the periodic reconcile will push", error)
@@ -210,8 +210,9 @@ def mark_dirty(changes: list[dict[str, Any]] | None = None) -> bool:
 
 def enqueue_push(*, busy: bool = False) -> bool:
     """Enqueue a push task. After a quiet spell it runs in ``MESH_PUSH_DELAY_MS``, so that one
-    change reaches the runtimes at once. In a burst (the last version was published less than
-    ``MESH_PUSH_BURST_WINDOW_MS`` ago: changes closer together than people make them) it waits
+    change reaches the runtimes at once. In a burst (a push is running, or the last version was
+    published less than ``MESH_PUSH_BURST_WINDOW_MS`` ago: changes closer together than people
+    make them) it waits
     ``MESH_PUSH_BURST_DELAY_MS``, and every change committed meanwhile rides along: a burst
     makes one version per burst delay, not one per change."""
     from kombu.exceptions import OperationalError

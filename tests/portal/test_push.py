@@ -138,6 +138,13 @@ def test_a_change_after_a_quiet_spell_goes_at_once_and_a_burst_waits(committed_m
     before, eta, after = change_and_eta("in a burst")
     assert before + timedelta(seconds=1) <= eta <= after + timedelta(seconds=1)
 
+    # A change while a push runs is part of a burst too, however long that push takes.
+    mesh_redis.delete(f"{settings.MESH_KEY_PREFIX}push:pending", f"{settings.MESH_KEY_PREFIX}push:recent",
+                      f"{BROKER_PREFIX}{settings.MESH_PUSH_QUEUE}")
+    with push.push_lock():
+        before, eta, after = change_and_eta("while a push runs")
+    assert before + timedelta(seconds=1) <= eta <= after + timedelta(seconds=1)
+
 
 def test_a_change_after_a_push_has_started_enqueues_a_new_task(committed_mesh, mesh_redis, settings):
     Topic.objects.create(name="before.push", team=committed_mesh.payments, store=committed_mesh.store)
