@@ -13,14 +13,13 @@ from typing import Any
 
 from meshruntime import patch
 
-#: (section, identity field, label) in the order a reader expects them.
-SECTIONS: tuple[tuple[str, str, str], ...] = (
-    ("stores", "name", "store"),
-    ("topics", "name", "topic"),
-    ("applications", "name", "application"),
-    ("access_rules", "id", "access rule"),
-    ("subscriptions", "id", "subscription"),
-    ("routing_rules", "id", "routing rule"),
+#: (section, identity field, label) in the order a reader expects them; identities are the
+#: contract's (meshruntime.patch.IDENTITY).
+SECTIONS: tuple[tuple[str, str, str], ...] = tuple(
+    (section, patch.IDENTITY[section], label) for section, label in (
+        ("stores", "store"), ("topics", "topic"), ("applications", "application"),
+        ("access_rules", "access rule"), ("subscriptions", "subscription"), ("routing_rules", "routing rule"),
+    )
 )
 SECRET_FIELDS = frozenset({"secret"})
 _MAX_VALUE = 300  # characters of a value shown in a diff; longer ones are cut

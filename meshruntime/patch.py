@@ -142,8 +142,12 @@ def changed_part(doc: Mapping[str, Any], wanted: Mapping[str, Iterable[str]],
     out, so that the validation names it.
     """
     if index is None:
-        built = {section: {entry[field]: entry for entry in doc[section]} for section, field in IDENTITY.items()}
-        index = built.__getitem__
+        built: dict[str, dict[str, dict[str, Any]]] = {}
+
+        def index(section: str) -> Mapping[str, dict[str, Any]]:  # only the lists looked into
+            if section not in built:
+                built[section] = {entry[IDENTITY[section]]: entry for entry in doc[section]}
+            return built[section]
     want = {section: set(wanted.get(section, ())) for section in IDENTITY}
     for rule_id in want["access_rules"]:
         rule = index("access_rules").get(rule_id)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
@@ -90,7 +91,11 @@ class DeliveryStream:
                                                     start_id=self._cursor, count=count)
         except RedisError as error:
             raise StoreError(f"claim failed: {error}") from error
-        self._cursor = _s(response[0])
+        self._cursor, entries, missing = self._claimed(response)
+        return entries, missing
+
+    def _claimed(self, response: Any) -> tuple[str, list[StoredEntry], list[str]]:
+        """An XAUTOCLAIM reply as (next cursor, entries, ids of entries gone from the stream)."""
         entries, missing = [], []
         for entry_id, fields in response[1]:
             if entry_id is None:
@@ -101,7 +106,7 @@ class DeliveryStream:
                 missing.append(_s(entry_id))
         if len(response) > 2:
             missing.extend(_s(i) for i in response[2] or ())
-        return entries, missing
+        return _s(response[0]), entries, missing
 
     _cursor = "0-0"
 
@@ -140,16 +145,9 @@ class DeliveryStream:
                                                         start_id=cursor, count=count)
             except RedisError as error:
                 raise StoreError(f"claim failed: {error}") from error
-            cursor = _s(response[0])
-            for entry_id, fields in response[1]:
-                if entry_id is None:
-                    continue  # Redis 6.2: trimmed; own-pending recovery dead-letters it
-                if fields:
-                    entries.append(StoredEntry(_s(entry_id), self.topic, fields[EVENT_FIELD]))
-                else:
-                    missing.append(_s(entry_id))
-            if len(response) > 2:
-                missing.extend(_s(i) for i in response[2] or ())
+            cursor, more, gone = self._claimed(response)
+            entries += more
+            missing += gone
             if cursor == "0-0":
                 return await self._with_attempts(entries, missing)
 
