@@ -24,8 +24,6 @@ import signal
 import sys
 from pathlib import Path
 
-from aiohttp import web
-
 from .app import Runtime, Settings
 from .publish import Limits
 
@@ -131,13 +129,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 async def serve(settings: Settings) -> None:
     runtime = Runtime(settings)
     await runtime.start()
-    runner = web.ServerRunner(runtime.make_server(access_log=None), handle_signals=False,
-                              shutdown_timeout=settings.shutdown_timeout)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, backlog=2048, reuse_address=True)
-    await site.start()
-    sockets = [s for server in [site._server] if server for s in server.sockets]  # noqa: SLF001
-    host, port = sockets[0].getsockname()[:2] if sockets else (settings.host, settings.port)
+    server = runtime.make_server()
+    host, port = await server.start(settings.host, settings.port, backlog=2048)
     mode = f"sidecar of {settings.application}" if settings.application else "gateway"
     # One line a supervisor (or a test) can wait for; it carries the real port when 0 was asked.
     print(f"meshruntime {settings.runtime_id} ({mode}) listening on http://{host}:{port}", flush=True)
@@ -153,7 +146,7 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stopping: no new connections, finishing in-flight requests")
-    await runner.cleanup()  # closes the listener, waits for running handlers (shutdown_timeout)
+    await server.shutdown(settings.shutdown_timeout)  # closes the listener, answers what it received
     await runtime.stop()  # writes whatever is still queued, closes connections
     log.info("stopped")
 

@@ -1,7 +1,7 @@
 """The runtime process: configuration, store, publish API, health and metrics, on one port.
 
-:class:`Runtime` owns everything a running sidecar (or gateway) has; :meth:`Runtime.make_app`
-is the aiohttp application. ``python -m meshruntime`` (see ``__main__``) builds one from flags
+:class:`Runtime` owns everything a running sidecar (or gateway) has; :meth:`Runtime.make_server`
+is its HTTP server. ``python -m meshruntime`` (see ``__main__``) builds one from flags
 and the environment and runs it until SIGTERM. Tests build one in-process.
 """
 
@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiohttp import web
 
 from . import eventmesh
 from .appender import AppendCoalescer
@@ -30,6 +29,7 @@ from .heartbeat import Heartbeater
 from .journey import JourneyRecorder
 from .metrics import CONTENT_TYPE_LATEST, RuntimeMetrics
 from .publish import Limits, Prepared, Publisher, Refusal
+from .server import HttpServer, Request, Response, Result
 from .state import MeshState
 from .store import RedisStreamsStore, Store, StoreError, open_store
 from .store.redis_streams import make_client
@@ -79,8 +79,8 @@ class Settings:
         return self.application is None
 
 
-def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(body), content_type=JSON, headers=headers)
+def _json(status: int, body: Any) -> Response:
+    return Response(status, orjson.dumps(body))
 
 
 class Runtime:
@@ -282,43 +282,39 @@ class Runtime:
         self.metrics.append_latency.observe(seconds)
 
     # -- HTTP ------------------------------------------------------------------------------------
-    # aiohttp's low-level server with a dispatcher of our own: the publish API has a handful of
-    # fixed paths, and skipping the Application machinery (router, middlewares, signals) is a
-    # measurable share of the cost of a single-event publish.
-    def make_server(self, **kwargs: Any) -> web.Server:
-        """The HTTP server: ``web.ServerRunner(runtime.make_server())``."""
-        return web.Server(self.dispatch, **self.server_kwargs(), **kwargs)
+    def make_server(self) -> HttpServer:
+        """The HTTP server (``await server.start(host, port)``, ``await server.shutdown()``)."""
+        return HttpServer(self.dispatch, max_body=self.settings.limits.max_request_bytes,
+                          on_too_large=self._body_too_large)
 
-    def server_kwargs(self) -> dict[str, Any]:
-        """What ``web.Server`` needs besides the handler (tests: ``RawTestServer(rt.dispatch, **...)``)."""
-        client_max_size = self.settings.limits.max_request_bytes + 1
+    def _body_too_large(self, length: int | None) -> Response:
+        limit = self.settings.limits.max_request_bytes
+        size = f"is {length} bytes" if length is not None else "exceeds the limit"
+        refusal = self.publisher.refuse(Refusal(
+            413, "too_large", f"the request body {size}; the limit is {limit} bytes", limit=limit))
+        return _json(refusal.status, refusal.body())
 
-        def request_factory(message, payload, protocol, writer, task) -> web.BaseRequest:
-            return web.BaseRequest(message, payload, protocol, writer, task, protocol._loop,
-                                   client_max_size=client_max_size)
-
-        return {"request_factory": request_factory}
-
-    async def dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
+    def dispatch(self, request: Request) -> Result:
+        """Route a request: a :class:`Response`, a future of one, or a coroutine (see ``server``)."""
         path = request.path
         method = request.method
         if method == "POST":
             if path.startswith("/v1/topics/") and path.endswith("/events"):
                 topic = path[11:-7]
                 if topic and "/" not in topic:
-                    return await self.handle_publish(request, topic)
+                    return self.handle_publish(request, topic)
             elif path.startswith("/eventmesh/publish/"):
                 topic = path[19:]
                 if topic == "batch":
-                    return await self.handle_eventmesh_batch(request)
+                    return self.handle_eventmesh_batch(request)
                 if topic and "/" not in topic:
-                    return await self.handle_eventmesh_publish(request, topic)
+                    return self.handle_eventmesh_publish(request, topic)
             elif path in ("/eventmesh/publish", "/"):
-                return await self.handle_eventmesh_code(request)
+                return self.handle_eventmesh_code(request)
         elif method in ("GET", "HEAD"):
             handler = self._get_routes.get(path)
             if handler is not None:
-                return await handler(request)
+                return handler(request)
         if path in self._get_routes or path.startswith(("/v1/topics/", "/eventmesh/publish")) or path == "/":
             return _json(405, {"error": "method_not_allowed", "status": 405,
                                "message": f"{method} is not allowed on {path}"})
@@ -333,33 +329,14 @@ class Runtime:
             raise self.publisher.refuse(Refusal(503, "not_ready", "no configuration applied yet"))
         return state
 
-    async def _read_body(self, request: web.BaseRequest) -> bytes:
-        limit = self.settings.limits.max_request_bytes
-        length = request.content_length
-        if length is not None and length > limit:
-            raise self.publisher.refuse(Refusal(
-                413, "too_large", f"the request body is {length} bytes; the limit is {limit}", limit=limit))
-        content = request.content
-        if content.is_eof():  # the whole body is already buffered (small requests): no await
-            return content.read_nowait()
-        if length is not None:
-            try:
-                return await content.readexactly(length)
-            except asyncio.IncompleteReadError:
-                raise self.publisher.refuse(Refusal(400, "invalid_event", "the request body ended early")) from None
-        try:
-            return await request.read()  # chunked: aiohttp enforces client_max_size
-        except web.HTTPRequestEntityTooLarge:
-            raise self.publisher.refuse(Refusal(
-                413, "too_large", f"the request body exceeds the limit of {limit} bytes", limit=limit),
-            ) from None
+    def handle_publish(self, request: Request, topic: str) -> Result:
+        """``POST /v1/topics/{topic}/events``: CloudEvents in structured, binary or batch mode.
 
-    async def handle_publish(self, request: web.BaseRequest, topic: str) -> web.Response:
-        """``POST /v1/topics/{topic}/events``: CloudEvents in structured, binary or batch mode."""
+        Every check runs here and now; the answer waits only for the append (a future, no task)."""
         try:
             state = self._gate()
             identity = self.publisher.authenticate(state, request.headers.get("Authorization"))
-            body = await self._read_body(request)
+            body = request.body
             try:
                 mode, events = parse_http(request.headers, body)
             except EventError as error:
@@ -369,21 +346,33 @@ class Runtime:
                 raise self.publisher.refuse(Refusal(
                     413, "too_large", f"the event is {len(body)} bytes; the limit is {limit}", limit=limit))
             if self.tracing.enabled:
-                prepared = await self._traced_publish(request, state, identity, topic, events, mode)
-            else:
-                prepared = self.publisher.prepare(state, identity, topic, events)
-                await self.publisher.commit((prepared,))
+                return self._traced_publish(request, state, identity, topic, events, mode)
+            prepared = (self.publisher.prepare(state, identity, topic, events),)
         except Refusal as refusal:
             return _json(refusal.status, refusal.body())
-        body_out: dict[str, Any] = {"topic": topic, "accepted": len(prepared.events),
-                                    "ids": [e.attributes["id"] for e in prepared.events]}
-        if prepared.routed:
-            body_out["routed"] = prepared.routed
-        if prepared.warnings:
-            body_out["warnings"] = prepared.warnings
-        return _json(202, body_out)
+        answer = asyncio.get_running_loop().create_future()
+        self.publisher.submit(prepared).add_done_callback(
+            lambda appended: answer.set_result(self._published(prepared, appended)))
+        return answer
 
-    async def _traced_publish(self, request, state, identity, topic, events, mode) -> Prepared:
+    def _published(self, prepared: tuple[Prepared], appended: asyncio.Future) -> Response:
+        try:
+            self.publisher.finish(prepared, appended)
+        except Refusal as refusal:
+            return _json(refusal.status, refusal.body())
+        return self._accepted(prepared[0])
+
+    @staticmethod
+    def _accepted(done: Prepared) -> Response:
+        body: dict[str, Any] = {"topic": done.topic.name, "accepted": len(done.events),
+                                "ids": [e.attributes["id"] for e in done.events]}
+        if done.routed:
+            body["routed"] = done.routed
+        if done.warnings:
+            body["warnings"] = done.warnings
+        return _json(202, body)
+
+    async def _traced_publish(self, request, state, identity, topic, events, mode) -> Response:
         from opentelemetry.trace import SpanKind, Status, StatusCode
 
         context = self.tracing.parent_context(request.headers)
@@ -397,20 +386,21 @@ class Runtime:
             for event in events:
                 event.attributes.setdefault("traceparent", traceparent)
             try:
-                return await self.publisher.publish(state, identity, topic, events)
+                prepared = await self.publisher.publish(state, identity, topic, events)
             except Refusal as refusal:
                 span.set_status(Status(StatusCode.ERROR, refusal.message))
                 span.set_attribute("meshadmin.refusal", refusal.reason)
-                raise
+                return _json(refusal.status, refusal.body())
+        return self._accepted(prepared)
 
     # -- EventMesh compatibility -----------------------------------------------------------------
-    def _eventmesh_reply(self, ret_code: int, message: str) -> web.Response:
-        return web.Response(status=200, body=eventmesh.reply(ret_code, message), content_type=JSON)
+    def _eventmesh_reply(self, ret_code: int, message: str) -> Response:
+        return Response(200, eventmesh.reply(ret_code, message))
 
-    def _eventmesh_refusal(self, refusal: Refusal) -> web.Response:
+    def _eventmesh_refusal(self, refusal: Refusal) -> Response:
         return self._eventmesh_reply(eventmesh.ret_code_for(refusal.reason), refusal.message)
 
-    async def _eventmesh_publish(self, state: MeshState, identity, items) -> web.Response:
+    async def _eventmesh_publish(self, state: MeshState, identity, items) -> Response:
         """Check every (topic, event) of an EventMesh request, then append them all at once."""
         by_topic: dict[str, list] = {}
         for topic, event in items:
@@ -420,7 +410,7 @@ class Runtime:
         await self.publisher.commit(prepared)
         return self._eventmesh_reply(eventmesh.RET_OK, "success")
 
-    async def handle_eventmesh_publish(self, request: web.BaseRequest, topic: str) -> web.Response:
+    async def handle_eventmesh_publish(self, request: Request, topic: str) -> Response:
         """``POST /eventmesh/publish/{topic}``: any JSON body, wrapped as a CloudEvent."""
 
         async def items(body: bytes, form: None):
@@ -429,7 +419,7 @@ class Runtime:
 
         return await self._eventmesh(request, items)
 
-    async def handle_eventmesh_batch(self, request: web.BaseRequest) -> web.Response:
+    async def handle_eventmesh_batch(self, request: Request) -> Response:
         """``POST /eventmesh/publish/batch``: a JSON array of CloudEvents, topics in ``subject``."""
 
         async def items(body: bytes, form: None):
@@ -437,7 +427,7 @@ class Runtime:
 
         return await self._eventmesh(request, items)
 
-    async def handle_eventmesh_code(self, request: web.BaseRequest) -> web.Response:
+    async def handle_eventmesh_code(self, request: Request) -> Response:
         """The older form: a ``code`` header (101, 102, 104, 107) and form (or JSON) fields."""
 
         async def items(body: bytes, form: dict):
@@ -446,16 +436,16 @@ class Runtime:
 
         return await self._eventmesh(request, items, form_fields=True)
 
-    async def _eventmesh(self, request: web.BaseRequest, items, *, form_fields: bool = False) -> web.Response:
+    async def _eventmesh(self, request: Request, items, *, form_fields: bool = False) -> Response:
         """One EventMesh request: authenticate, parse with ``items(body, form)``, publish, and answer
-        every refusal with EventMesh's ``retCode``. The key is checked before the body is read,
+        every refusal with EventMesh's ``retCode``. The key is checked before the body is parsed,
         except in the form requests, which may carry it in a form field."""
         try:
             state = self._gate()
             form = None
             if not form_fields:
                 identity = self.publisher.authenticate(state, eventmesh.eventmesh_key(request.headers))
-            body = await self._read_body(request)
+            body = request.body
             if form_fields:
                 form = _form_fields(request.content_type, body)
                 identity = self.publisher.authenticate(state, eventmesh.eventmesh_key(request.headers, form))
@@ -467,10 +457,10 @@ class Runtime:
             return self._eventmesh_reply(error.ret_code, error.message)
 
     # -- health and metrics ----------------------------------------------------------------------
-    async def handle_healthz(self, request: web.BaseRequest) -> web.Response:
+    def handle_healthz(self, request: Request) -> Response:
         return _json(200, {"status": "alive", "runtime": self.settings.runtime_id})
 
-    async def handle_readyz(self, request: web.BaseRequest) -> web.Response:
+    async def handle_readyz(self, request: Request) -> Response:
         store_ok = await self.store.ping()
         config_ok = self.state is not None
         ready = store_ok and config_ok and not self.stopping
@@ -483,13 +473,13 @@ class Runtime:
         }
         return _json(200 if ready else 503, body)
 
-    async def handle_metrics(self, request: web.BaseRequest) -> web.Response:
+    async def handle_metrics(self, request: Request) -> Response:
         body = self.metrics.render()
         if isinstance(self.delivery, DeliveryProcess):  # the delivery metrics are the child's
             body += await self.delivery.metrics_text()
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return Response(200, body, CONTENT_TYPE_LATEST)
 
-    async def handle_info(self, request: web.BaseRequest) -> web.Response:
+    def handle_info(self, request: Request) -> Response:
         s = self.settings
         return _json(200, {
             "runtime": s.runtime_id, "mode": "gateway" if s.gateway else "sidecar",

@@ -53,13 +53,18 @@ class AppendCoalescer:
         self, entries: Sequence[AppendEntry], journey: Sequence[JourneyStep] = ()
     ) -> list[str]:
         """Append one request's events (and its journey steps); raises :class:`StoreError`."""
+        # A cancelled waiter only cancels its own future; the shared write goes on regardless.
+        return await self.submit(entries, journey)
+
+    def submit(self, entries: Sequence[AppendEntry], journey: Sequence[JourneyStep] = ()) -> asyncio.Future:
+        """:meth:`append` without waiting: a future of the stream ids (or of the StoreError).
+        Costs no task, which matters at tens of thousands of requests a second."""
         future = asyncio.get_running_loop().create_future()
         self._queue.append((entries, journey, future))
         self._idle.clear()
         if self._in_flight < self.max_in_flight:
             self._start_write()
-        # A cancelled waiter only cancels its own future; the shared write goes on regardless.
-        return await future
+        return future
 
     def _start_write(self) -> None:
         queue = self._queue

@@ -19,6 +19,7 @@ an EventMesh batch spanning several topics is checked whole before any of it is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -38,7 +39,6 @@ from .tracing import new_traceparent
 log = logging.getLogger(__name__)
 
 __all__ = ["Limits", "Prepared", "Publisher", "Refusal", "ROUTE_EXTENSION"]
-
 
 
 class Refusal(Exception):
@@ -228,21 +228,26 @@ class Publisher:
             raise self.refuse(refusal, len(events))
 
     # -- append ---------------------------------------------------------------------------------
-    async def commit(self, prepared: Sequence[Prepared]) -> None:
-        """Append every prepared request in one coalesced write; raises :class:`Refusal` (503)."""
+    def submit(self, prepared: Sequence[Prepared]) -> asyncio.Future:
+        """Queue every prepared request for one coalesced write, without waiting; the future's
+        result is the stream ids. Hand it to :meth:`finish` once done."""
         if len(prepared) == 1:
             entries, journey = prepared[0].entries, prepared[0].journey
         else:
             entries = [e for p in prepared for e in p.entries]
             journey = [s for p in prepared for s in p.journey]
-        try:
-            stream_ids = await self.coalescer.append(entries, journey)
-        except StoreError as error:
+        return self.coalescer.submit(entries, journey)
+
+    def finish(self, prepared: Sequence[Prepared], appended: asyncio.Future) -> None:
+        """Count and tap what :meth:`submit` appended; raises :class:`Refusal` (503) if it failed."""
+        error = appended.exception()
+        if error is not None:
             log.error("append failed: %s", error)
             n = sum(len(p.events) for p in prepared)
             raise self.refuse(Refusal(503, "store_unavailable",
                                       "the event store did not take the events; nothing was stored, "
                                       "retry later"), n) from None
+        stream_ids = appended.result()
         offset = 0
         tap = self.tap
         watched = tap.watched if tap is not None else ()
@@ -264,6 +269,13 @@ class Publisher:
                             tap.offer(target, event.with_extension(ROUTE_EXTENSION, rule), "stored",
                                       application=p.identity.application, stream_id=stream_id, rule=rule)
             offset += len(p.entries)
+
+    async def commit(self, prepared: Sequence[Prepared]) -> None:
+        """Append every prepared request in one coalesced write; raises :class:`Refusal` (503)."""
+        appended = self.submit(prepared)
+        with contextlib.suppress(StoreError):
+            await appended
+        self.finish(prepared, appended)
 
     async def publish(
         self, state: MeshState, identity: Identity, topic: str, events: list[CloudEvent]

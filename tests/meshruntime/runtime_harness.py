@@ -1,7 +1,8 @@
 """An in-process runtime on 127.0.0.1 with a real Redis, for the publish tests.
 
 Use ``async with running_runtime(redis_url, key_prefix) as h:``; ``h.client`` is an aiohttp
-test client bound to the runtime's port, ``h.stored(topic)`` reads the topic's stream back.
+client session bound to the runtime's port (``h.url``), ``h.stored(topic)`` reads the topic's
+stream back. ``serving(runtime)`` serves a runtime that is set up some other way.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import orjson
 import redis
-from aiohttp.test_utils import RawTestServer, TestClient
 from factories import key_for, make_config
 
 from meshruntime.app import Runtime, Settings
@@ -23,9 +24,13 @@ from meshruntime.publish import Limits
 @dataclass
 class Harness:
     runtime: Runtime
-    client: TestClient
+    client: aiohttp.ClientSession
     redis: redis.Redis
     prefix: str
+
+    @property
+    def url(self) -> str:
+        return str(self.client._base_url)  # noqa: SLF001 - the session's only record of it
 
     def stored(self, topic: str) -> list[dict[str, Any]]:
         """The events in a topic's stream, oldest first, as JSON objects."""
@@ -69,13 +74,22 @@ async def running_runtime(
     if apply:
         runtime.apply_config(doc or make_config())
     await runtime.start()
-    server = RawTestServer(runtime.dispatch, host="127.0.0.1", port=0, **runtime.server_kwargs())
-    client = TestClient(server)
-    await client.start_server()
     sync = redis.Redis.from_url(redis_url)
     try:
-        yield Harness(runtime, client, sync, prefix)
+        async with serving(runtime) as client:
+            yield Harness(runtime, client, sync, prefix)
     finally:
-        await client.close()
         await runtime.stop()
         sync.close()
+
+
+@contextlib.asynccontextmanager
+async def serving(runtime: Runtime) -> AsyncIterator[aiohttp.ClientSession]:
+    """The runtime's HTTP server on a free port and a client session bound to it."""
+    server = runtime.make_server()
+    host, port = await server.start("127.0.0.1", 0)
+    try:
+        async with aiohttp.ClientSession(base_url=f"http://{host}:{port}") as client:
+            yield client
+    finally:
+        await server.shutdown()

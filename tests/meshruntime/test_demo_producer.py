@@ -32,7 +32,7 @@ def demo_config() -> dict:
 
 async def test_the_demo_producer_publishes_and_is_refused_on_purpose(redis_url, key_prefix, redis_client):
     async with running_runtime(redis_url, key_prefix, doc=demo_config()) as h:
-        url = str(h.client.make_url("")).rstrip("/")
+        url = h.url.rstrip("/")
         args = argparse.Namespace(
             runtime=[f"checkout={url}", f"billing={url}"], key=[f"checkout={key_for('checkout')}",
                                                              f"billing={key_for('billing')}"],

@@ -15,7 +15,7 @@ from cloudevents.core.bindings import http as sdk_http
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent as SdkEvent
 from factories import key_for, make_config, routing_rule, topic
-from runtime_harness import event, running_runtime
+from runtime_harness import event, running_runtime, serving
 
 AUTH = {"Authorization": f"Bearer {key_for('billing')}"}
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -185,9 +185,8 @@ async def test_readiness_fails_while_the_store_is_unreachable(key_prefix):
 
     runtime = Runtime(Settings(store_url="redis://127.0.0.1:1/0", prefix=key_prefix))
     runtime.apply_config(make_config())
-    from aiohttp.test_utils import RawTestServer, TestClient
 
-    async with TestClient(RawTestServer(runtime.dispatch, **runtime.server_kwargs())) as client:
+    async with serving(runtime) as client:
         response = await client.get("/readyz")
         assert response.status == 503 and (await response.json())["store"] == "unreachable"
         refused = await client.post("/v1/topics/orders.shipped/events", data=orjson.dumps(event(1)),

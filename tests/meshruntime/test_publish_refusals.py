@@ -9,7 +9,7 @@ from __future__ import annotations
 import orjson
 import pytest
 from factories import access_rule, app_key, key_for, make_config, make_key
-from runtime_harness import event, running_runtime
+from runtime_harness import event, running_runtime, serving
 
 from meshruntime.publish import Limits
 
@@ -197,12 +197,11 @@ async def test_refusals_are_counted_and_recorded_in_the_journey(h):
 
 
 async def test_a_runtime_without_configuration_is_not_ready(redis_url, key_prefix, redis_client):
-    from aiohttp.test_utils import RawTestServer, TestClient
 
     from meshruntime.app import Runtime, Settings
 
     runtime = Runtime(Settings(store_url=redis_url, prefix=key_prefix))
-    async with TestClient(RawTestServer(runtime.dispatch, **runtime.server_kwargs())) as client:
+    async with serving(runtime) as client:
         body = await refused(await client.post("/v1/topics/orders.created/events", data=orjson.dumps(event(1)),
                                                headers={"Content-Type": "application/cloudevents+json"}),
                              503, "not_ready")

@@ -1,0 +1,278 @@
+"""The runtime's HTTP/1.1 server (meshruntime.server) over real TCP connections.
+
+The client side is raw bytes on a socket, so that each test says exactly what goes over the wire
+(pipelining, 100-continue, chunked bodies, malformed requests), which a client library hides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+
+from meshruntime.server import HttpServer, Request, Response
+
+
+async def read_response(reader: asyncio.StreamReader, *, head_only: bool = False) -> tuple[int, dict[str, str], bytes]:
+    """One response: status, headers (lower-case names), body."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    headers = {}
+    for line in lines[1:]:
+        if line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    length = 0 if head_only else int(headers.get("content-length", "0"))
+    return status, headers, await reader.readexactly(length)
+
+
+async def closed(reader: asyncio.StreamReader) -> bool:
+    """The server closed the connection (EOF within a few seconds)."""
+    async with asyncio.timeout(5):
+        return await reader.read() == b""
+
+
+def post(path: str, body: bytes, *extra: str, version: str = "1.1") -> bytes:
+    head = "".join(f"{h}\r\n" for h in extra)
+    return f"POST {path} HTTP/{version}\r\nHost: t\r\n{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+
+def echo(request: Request) -> Response:
+    """Answers with what it got, so that a test can see how the request was read."""
+    return Response.json(200, {"method": request.method, "path": request.path, "query": request.query_string,
+                               "body": request.body.decode(), "type": request.content_type,
+                               "remote": request.remote, "x": request.headers.get("X-Test")})
+
+
+@contextlib.asynccontextmanager
+async def served(handler, **kwargs) -> AsyncIterator[tuple[HttpServer, int]]:
+    server = HttpServer(handler, max_body=kwargs.pop("max_body", 1000), **kwargs)
+    _host, port = await server.start("127.0.0.1", 0)
+    try:
+        yield server, port
+    finally:
+        await server.shutdown(timeout=5)
+
+
+@contextlib.asynccontextmanager
+async def connection(port: int) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        yield reader, writer
+    finally:
+        writer.close()
+
+
+async def test_it_keeps_the_connection_for_the_next_request_and_reads_the_request_whole():
+    async with served(echo) as (_server, port), connection(port) as (reader, writer):
+        writer.write(post("/v1/t%C3%A9st?a=1", b'{"x": 1}', "Content-Type: Application/JSON; charset=utf-8",
+                          "X-Test: one"))
+        status, headers, body = await read_response(reader)
+        assert status == 200 and headers["content-type"] == "application/json" and "date" in headers
+        assert "connection" not in headers
+        assert orjson.loads(body) == {"method": "POST", "path": "/v1/tést", "query": "a=1", "body": '{"x": 1}',
+                                      "type": "application/json", "remote": "127.0.0.1", "x": "one"}
+        writer.write(b"GET /again HTTP/1.1\r\nHost: t\r\n\r\n")
+        status, _headers, body = await read_response(reader)
+        assert status == 200 and orjson.loads(body)["path"] == "/again"
+
+
+@pytest.mark.parametrize("request_bytes", [
+    post("/", b"", "Connection: close"),
+    post("/", b"", version="1.0"),
+])
+async def test_it_closes_after_the_answer_when_the_client_asks_or_speaks_http_1_0(request_bytes):
+    async with served(echo) as (_server, port), connection(port) as (reader, writer):
+        writer.write(request_bytes)
+        status, headers, _body = await read_response(reader)
+        assert status == 200 and headers["connection"] == "close"
+        assert await closed(reader)
+
+
+async def test_it_answers_pipelined_requests_in_order_even_when_they_finish_out_of_order():
+    futures: list[asyncio.Future] = []
+
+    def handler(request: Request):
+        future = asyncio.get_running_loop().create_future()
+        futures.append((request.path, future))
+        return future
+
+    async with served(handler) as (_server, port), connection(port) as (reader, writer):
+        writer.write(b"".join(post(f"/{i}", b"") for i in range(3)))
+        async with asyncio.timeout(5):
+            while not futures:
+                await asyncio.sleep(0.01)
+        # Only the first is being handled: the next waits for its answer to be written.
+        assert [path for path, _ in futures] == ["/0"]
+        futures[0][1].set_result(Response(200, b"zero"))
+        async with asyncio.timeout(5):
+            while len(futures) < 2:
+                await asyncio.sleep(0.01)
+        futures[1][1].set_result(Response(201, b"one"))
+        async with asyncio.timeout(5):
+            while len(futures) < 3:
+                await asyncio.sleep(0.01)
+        futures[2][1].set_result(Response(202, b"two"))
+        answers = [await read_response(reader) for _ in range(3)]
+        assert [(s, b) for s, _h, b in answers] == [(200, b"zero"), (201, b"one"), (202, b"two")]
+
+
+async def test_a_long_pipeline_is_answered_whole_while_reading_pauses_and_resumes():
+    async def slow(request: Request) -> Response:
+        await asyncio.sleep(0)
+        return Response(200, request.path.encode())
+
+    async with served(slow) as (_server, port), connection(port) as (reader, writer):
+        writer.write(b"".join(post(f"/{i}", b"x" * 100) for i in range(200)))
+        bodies = [(await read_response(reader))[2] for _ in range(200)]
+        assert bodies == [f"/{i}".encode() for i in range(200)]
+
+
+async def test_it_sends_100_continue_when_asked_and_the_body_is_wanted():
+    async with served(echo) as (_server, port), connection(port) as (reader, writer):
+        writer.write(b"POST /up HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+        async with asyncio.timeout(5):
+            assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(b"hello")
+        status, _headers, body = await read_response(reader)
+        assert status == 200 and orjson.loads(body)["body"] == "hello"
+
+
+async def test_a_declared_body_over_the_limit_is_refused_at_once_without_100_continue():
+    seen: list[Request] = []
+
+    def handler(request: Request) -> Response:
+        seen.append(request)
+        return Response(200)
+
+    async with served(handler, max_body=10) as (_server, port), connection(port) as (reader, writer):
+        writer.write(b"POST /up HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 11\r\n\r\n")
+        status, headers, body = await read_response(reader)
+        assert status == 413 and headers["connection"] == "close"
+        assert orjson.loads(body) == {"error": "too_large", "status": 413,
+                                      "message": "the request body is 11 bytes; the limit is 10 bytes"}
+        assert await closed(reader)
+    assert seen == []
+
+
+async def test_a_chunked_body_is_put_together_and_refused_when_it_grows_over_the_limit():
+    def chunked(*parts: bytes) -> bytes:
+        body = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
+        return b"POST /c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+
+    async with served(echo, max_body=10) as (_server, port), connection(port) as (reader, writer):
+        writer.write(chunked(b"hello ", b"you"))
+        status, _headers, body = await read_response(reader)
+        assert status == 200 and orjson.loads(body)["body"] == "hello you"
+        writer.write(chunked(b"hello ", b"world"))
+        status, headers, body = await read_response(reader)
+        assert status == 413 and headers["connection"] == "close"
+        assert orjson.loads(body)["message"] == "the request body is longer; the limit is 10 bytes"
+        assert await closed(reader)
+
+
+async def test_the_application_words_the_413():
+    async with served(echo, max_body=10, on_too_large=lambda n: Response(413, f"no: {n}".encode(), "text/plain")) \
+            as (_server, port), connection(port) as (reader, writer):
+        writer.write(post("/", b"x" * 11))
+        assert (await read_response(reader))[::2] == (413, b"no: 11")
+
+
+async def test_a_malformed_request_gets_400_and_the_connection_is_closed():
+    async with served(echo) as (_server, port), connection(port) as (reader, writer):
+        writer.write(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: nope\r\n\r\n")
+        status, headers, body = await read_response(reader)
+        assert status == 400 and headers["connection"] == "close"
+        assert orjson.loads(body)["message"].startswith("malformed HTTP request: ")
+        assert await closed(reader)
+
+
+async def test_head_gets_the_headers_of_get_and_no_body():
+    async with served(lambda request: Response(200, b"twelve bytes", "text/plain")) as (_server, port), \
+            connection(port) as (reader, writer):
+        writer.write(b"HEAD /x HTTP/1.1\r\nHost: t\r\n\r\nGET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+        status, headers, body = await read_response(reader, head_only=True)
+        assert status == 200 and headers["content-length"] == "12" and body == b""
+        status, get_headers, body = await read_response(reader)
+        assert (status, get_headers["content-length"], body) == (200, "12", b"twelve bytes")
+
+
+async def test_a_failing_handler_gets_500_and_the_connection_lives_on(caplog):
+    async def failing_later(request: Request) -> Response:
+        raise RuntimeError("boom later")
+
+    def handler(request: Request):
+        if request.path == "/now":
+            raise RuntimeError("boom now")
+        if request.path == "/later":
+            return failing_later(request)
+        return Response(200, b"fine")
+
+    async with served(handler) as (_server, port), connection(port) as (reader, writer):
+        for path in ("/now", "/later"):
+            writer.write(post(path, b""))
+            status, _headers, body = await read_response(reader)
+            assert status == 500 and orjson.loads(body)["error"] == "internal"
+        writer.write(post("/ok", b""))
+        assert (await read_response(reader))[::2] == (200, b"fine")
+    assert "boom now" in caplog.text and "boom later" in caplog.text
+
+
+async def test_a_client_that_goes_away_does_not_cancel_its_request():
+    started = asyncio.Event()
+    finished = asyncio.Event()
+
+    async def handler(request: Request) -> Response:
+        started.set()
+        await asyncio.sleep(0.2)
+        finished.set()
+        return Response(200)
+
+    async with served(handler) as (server, port):
+        async with connection(port) as (_reader, writer):
+            writer.write(post("/", b""))
+            async with asyncio.timeout(5):
+                await started.wait()
+        async with asyncio.timeout(5):
+            await finished.wait()
+            while server.connections:
+                await asyncio.sleep(0.01)
+
+
+async def test_idle_connections_are_closed_after_the_keep_alive_timeout():
+    async with served(echo, keepalive_timeout=0.2) as (_server, port), connection(port) as (reader, writer):
+        writer.write(post("/", b""))
+        assert (await read_response(reader))[0] == 200
+        assert await closed(reader)
+
+
+async def test_shutdown_answers_what_it_received_closes_idle_connections_and_stops_accepting():
+    release = asyncio.Event()
+
+    async def handler(request: Request) -> Response:
+        await release.wait()
+        return Response(200, b"done")
+
+    server = HttpServer(handler, max_body=100)
+    _host, port = await server.start("127.0.0.1", 0)
+    busy_reader, busy_writer = await asyncio.open_connection("127.0.0.1", port)
+    idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", port)
+    busy_writer.write(post("/", b""))
+    async with asyncio.timeout(5):
+        while len(server.connections) < 2 or not any(c.current for c in server.connections):
+            await asyncio.sleep(0.01)
+    shutdown = asyncio.create_task(server.shutdown(timeout=5))
+    assert await closed(idle_reader)
+    with pytest.raises(OSError):
+        await asyncio.open_connection("127.0.0.1", port)
+    assert not shutdown.done()
+    release.set()
+    status, headers, body = await read_response(busy_reader)
+    assert (status, body, headers["connection"]) == (200, b"done", "close")
+    await asyncio.wait_for(shutdown, 5)
+    busy_writer.close()
+    idle_writer.close()
