@@ -312,6 +312,7 @@ class _Protocol(asyncio.Protocol):
 
     def _answered(self, future: asyncio.Future, request: Request, keep_alive: bool) -> None:
         self.current = None
+        self.last_active = self.loop.time()  # idle from now on, not from when the request came
         if future.cancelled():
             response = _error(503, "shutting_down", "the request was cancelled; retry it")
         elif future.exception() is not None:
