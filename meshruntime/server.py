@@ -16,8 +16,9 @@ What HTTP/1.1 asks of a server, and what it does about it:
 - keep-alive by default; ``Connection: close`` and HTTP/1.0 close after the response;
 - pipelined requests are answered in order, one at a time per connection;
 - ``Expect: 100-continue`` gets its interim ``100 Continue`` when the body is wanted;
-- request bodies with ``Content-Length`` or chunked; a body over ``max_body`` is refused with
-  413 (the answer comes from ``on_too_large``) and the connection closed;
+- request bodies with ``Content-Length`` or chunked; a body over ``max_body`` is refused and
+  the connection closed: ``on_too_large(length or None, headers)`` words the answer (413, or
+  an earlier refusal that the headers already decide, such as 401);
 - a malformed request gets 400 and the connection is closed;
 - ``HEAD`` gets the headers of the ``GET`` answer and no body; every answer carries ``Date``;
 - back-pressure: no new request is started while the client does not read its answers, and
@@ -237,7 +238,7 @@ class _Protocol(asyncio.Protocol):
         headers = self.headers = CIMultiDict(self.header_list)
         length = headers.get("Content-Length")
         if length is not None and length.isdigit() and int(length) > self.server.max_body:
-            self._refuse(self.server.on_too_large(int(length)))
+            self._refuse(self.server.on_too_large(int(length), headers))
             return
         expect = headers.get("Expect")
         if expect is not None and expect.lower() == "100-continue":
@@ -250,7 +251,7 @@ class _Protocol(asyncio.Protocol):
             return
         self.size += len(body)
         if self.size > self.server.max_body:
-            self._refuse(self.server.on_too_large(None))
+            self._refuse(self.server.on_too_large(None, self.headers or CIMultiDict()))
             return
         self.body.append(body)
 
@@ -339,7 +340,8 @@ class _Protocol(asyncio.Protocol):
 class HttpServer:
     """Serves ``handler`` on a TCP port; see the module's docstring for what it guarantees."""
 
-    def __init__(self, handler: Handler, *, max_body: int, on_too_large: Callable[[int | None], Response] | None = None,
+    def __init__(self, handler: Handler, *, max_body: int,
+                 on_too_large: Callable[[int | None, CIMultiDict[str]], Response] | None = None,
                  keepalive_timeout: float = 75.0) -> None:
         self.handler = handler
         self.max_body = max_body
@@ -354,7 +356,7 @@ class HttpServer:
         self._date_second = -1
         self._date = b""
 
-    def _too_large(self, length: int | None) -> Response:
+    def _too_large(self, length: int | None, headers: CIMultiDict[str]) -> Response:
         size = f"{length} bytes" if length is not None else "longer"
         return _error(413, "too_large", f"the request body is {size}; the limit is {self.max_body} bytes")
 

@@ -171,6 +171,26 @@ async def test_size_limits_answer_413(redis_url, key_prefix, redis_client):
         assert h.stored("orders.shipped") == []
 
 
+async def test_a_body_over_the_request_limit_is_refused_unread_but_a_bad_key_still_comes_first(
+        redis_url, key_prefix):
+    async with running_runtime(redis_url, key_prefix, limits=Limits(max_request_bytes=4000)) as h:
+        big = orjson.dumps([event(i, data={"x": "y" * 400}) for i in range(10)])
+        batch = {"Content-Type": "application/cloudevents-batch+json"}
+        key = {"Authorization": f"Bearer {key_for('billing')}"}
+        await refused(await post(h, "orders.shipped", big, Authorization="Bearer mk_nope_nope", **batch),
+                      401, "unauthenticated")
+
+        async def chunks():  # no Content-Length: the limit is found while the body comes in
+            for start in range(0, len(big), 1000):
+                yield big[start:start + 1000]
+
+        body = await refused(await post(h, "orders.shipped", chunks(), **key, **batch), 413, "too_large")
+        assert body["message"] == "the request body exceeds the limit; the limit is 4000 bytes"
+        body = await refused(await post(h, "orders.shipped", big, **key, **batch), 413, "too_large")
+        assert body["message"] == f"the request body is {len(big)} bytes; the limit is 4000 bytes"
+        assert h.stored("orders.shipped") == []
+
+
 # -- order of the checks ------------------------------------------------------------------------------
 
 async def test_the_checks_run_in_order(h):

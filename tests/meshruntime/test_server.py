@@ -176,10 +176,13 @@ async def test_a_chunked_body_is_put_together_and_refused_when_it_grows_over_the
 
 
 async def test_the_application_words_the_413():
-    async with served(echo, max_body=10, on_too_large=lambda n: Response(413, f"no: {n}".encode(), "text/plain")) \
-            as (_server, port), connection(port) as (reader, writer):
-        writer.write(post("/", b"x" * 11))
-        assert (await read_response(reader))[::2] == (413, b"no: 11")
+    def too_large(length, headers) -> Response:
+        return Response(413, f"no: {length} {headers['X-Test']}".encode(), "text/plain")
+
+    async with served(echo, max_body=10, on_too_large=too_large) as (_server, port), \
+            connection(port) as (reader, writer):
+        writer.write(post("/", b"x" * 11, "X-Test: yes"))
+        assert (await read_response(reader))[::2] == (413, b"no: 11 yes")
 
 
 async def test_a_malformed_request_gets_400_and_the_connection_is_closed():
