@@ -47,5 +47,8 @@ class RuntimeConsumer(AsyncJsonWebsocketConsumer):
     async def runtimes_update(self, event) -> None:
         await self.send_json({"type": "runtimes", "runtimes": event["runtimes"], "latest": event["latest"]})
 
+    async def runtimes_forget(self, event) -> None:
+        await self.send_json({"type": "forget", "forgotten": event["forgotten"]})
+
     async def config_version(self, event) -> None:
         await self.send_json({"type": "version", "runtimes": event["runtimes"], "latest": event["latest"]})

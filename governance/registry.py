@@ -10,7 +10,8 @@ rather than as a periodic Celery task: a blocking XREADGROUP answers within mill
 beat, so the page converges live, while a task that drains the stream every few seconds adds
 that interval to every update and occupies a worker slot forever. Several ingesters may run
 (the consumer group shares the entries among them); states that change only with time (a
-runtime turning stale or gone) are broadcast by the ingester's periodic sweep.
+runtime turning stale or gone) are broadcast by the ingester's periodic sweep, which also forgets
+the runtimes silent for ``MESH_RUNTIME_FORGET_SECONDS`` (a day by default).
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ import os
 import socket
 import time
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
+from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -177,9 +179,11 @@ class HeartbeatIngester:
         return stored
 
     def sweep(self) -> list[Runtime]:
-        """Broadcast the runtimes whose state changed with time alone (healthy → stale → gone)."""
+        """Broadcast the runtimes whose state changed with time alone (healthy → stale → gone),
+        after forgetting the ones gone for good."""
         self._next_sweep = time.monotonic() + self.sweep_seconds
         now = timezone.now()
+        self.forget(now)
         changed = []
         for runtime in Runtime.objects.all():
             state = runtime.state_at(now)
@@ -188,6 +192,22 @@ class HeartbeatIngester:
                 changed.append(runtime)
         broadcast_runtimes(changed)
         return changed
+
+    def forget(self, now: datetime) -> list[str]:
+        """Delete the rows of runtimes silent for ``MESH_RUNTIME_FORGET_SECONDS`` and tell the open
+        pages; return their ids. Every restart of a runtime is a new id, so without this the gone
+        rows would pile up. A forgotten runtime that beats again is simply registered again."""
+        cutoff = now - timedelta(seconds=settings.MESH_RUNTIME_FORGET_SECONDS)
+        silent = Runtime.objects.filter(last_seen__lt=cutoff)
+        forgotten = list(silent.values_list("runtime_id", flat=True))
+        if forgotten:
+            silent.filter(runtime_id__in=forgotten).delete()
+            for runtime_id in forgotten:
+                self._states.pop(runtime_id, None)
+            log.info("forgot %d runtimes silent since before %s: %s", len(forgotten), cutoff.isoformat(),
+                     ", ".join(forgotten[:10]) + (" and more" if len(forgotten) > 10 else ""))
+            push.broadcast({"type": "runtimes.forget", "forgotten": forgotten})
+        return forgotten
 
     def run(self) -> None:
         log.info("ingesting heartbeats from %s as %s/%s (pid %s)", self.stream, GROUP, self.consumer, os.getpid())

@@ -110,6 +110,8 @@ MESH_PUSH_BURST_DELAY_MS = env_int("MESH_PUSH_BURST_DELAY_MS", 1000)
 MESH_PUSH_QUEUE = env_str("MESH_PUSH_QUEUE", "celery")
 MESH_RUNTIME_STALE_SECONDS = env_int("MESH_RUNTIME_STALE_SECONDS", 30)  # three missed heartbeats
 MESH_RUNTIME_GONE_SECONDS = env_int("MESH_RUNTIME_GONE_SECONDS", 600)
+# A gone runtime's row is deleted after this much silence: every restart is a new runtime id.
+MESH_RUNTIME_FORGET_SECONDS = env_int("MESH_RUNTIME_FORGET_SECONDS", 86_400)
 
 CACHES = {
     "default": {

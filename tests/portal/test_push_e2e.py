@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -388,3 +389,12 @@ def check_pages_live(page, client) -> None:
     off_the_loop(ingester.step)
     page.wait_for_function("document.getElementById('applied-count').textContent === '1'")
     assert "applied" in page.inner_text("tr[data-runtime-id='billing-1']")
+
+    # Silent for a month: the portal forgets it, and the runtimes page drops the row live.
+    page.goto("/runtimes/")
+    page.wait_for_selector("#live-status:text('live')")
+    page.wait_for_selector("tr[data-runtime-id='billing-1']")
+    Runtime.objects.update(last_seen=timezone.now() - timedelta(days=30))
+    off_the_loop(ingester.sweep)
+    page.wait_for_selector("tr[data-runtime-id='billing-1']", state="detached")
+    assert page.inner_text("#count-in-sync") == "0"

@@ -79,6 +79,19 @@ def test_a_clock_in_the_future_does_not_keep_a_runtime_healthy(ingester, mesh_re
     assert Runtime.objects.get().last_seen <= timezone.now()
 
 
+def test_the_sweep_forgets_runtimes_silent_for_longer_than_the_setting_until_they_beat_again(
+        ingester, mesh_redis, settings):  # noqa: F811
+    settings.MESH_RUNTIME_GONE_SECONDS, settings.MESH_RUNTIME_FORGET_SECONDS = 600, 86_400
+    now = timezone.now()
+    for runtime_id, silent in [("old", timedelta(days=2)), ("just-gone", timedelta(hours=1)), ("live", timedelta())]:
+        Runtime.objects.create(runtime_id=runtime_id, last_seen=now - silent)
+    ingester.sweep()
+    assert sorted(Runtime.objects.values_list("runtime_id", flat=True)) == ["just-gone", "live"]
+    beat(mesh_redis, "old")  # back after all: registered again, as new
+    ingester.step()
+    assert Runtime.objects.get(runtime_id="old").state == Runtime.HEALTHY
+
+
 def test_states_follow_the_silence(settings):
     settings.MESH_RUNTIME_STALE_SECONDS, settings.MESH_RUNTIME_GONE_SECONDS = 30, 600
     now = timezone.now()
@@ -223,4 +236,9 @@ async def test_the_socket_sends_the_registry_then_every_change_as_the_api_shows_
     version = await socket.receive_json()
     assert version["type"] == "version" and version["latest"]["version"] == 2
     assert version["runtimes"][0]["sync"] == "behind"
+
+    # Silent for longer than MESH_RUNTIME_FORGET_SECONDS: deleted, and the page hears it.
+    await sync_to_async(lambda: Runtime.objects.update(last_seen=timezone.now() - timedelta(days=30)))()
+    await sync_to_async(ingester.sweep)()
+    assert await socket.receive_json() == {"type": "forget", "forgotten": ["billing-1"]}
     await socket.close()
