@@ -19,7 +19,7 @@ What HTTP/1.1 asks of a server, and what it does about it:
 - request bodies with ``Content-Length`` or chunked; a body over ``max_body`` is refused and
   the connection closed: ``on_too_large(length or None, headers)`` words the answer (413, or
   an earlier refusal that the headers already decide, such as 401);
-- a malformed request gets 400 and the connection is closed;
+- a malformed request gets 400, a head over ``MAX_HEAD_BYTES`` 431, and the connection is closed;
 - ``HEAD`` gets the headers of the ``GET`` answer and no body; every answer carries ``Date``;
 - back-pressure: no new request is started while the client does not read its answers, and
   reading pauses while requests queue up;
@@ -52,6 +52,8 @@ __all__ = ["HttpServer", "Request", "Response"]
 
 JSON = "application/json"
 MAX_QUEUED = 16  # complete requests waiting on one connection before reading pauses
+MAX_HEAD_BYTES = 64 * 1024  # request line and headers of one request
+LINGER_SECONDS = 2.0  # how long a refused client's remaining input is read and dropped
 
 
 class Request:
@@ -128,6 +130,10 @@ def _error(status: int, error: str, message: str) -> Response:
     return Response.json(status, {"error": error, "status": status, "message": message})
 
 
+def _head_too_large() -> Response:
+    return _error(431, "header_too_large", f"the request line and headers exceed {MAX_HEAD_BYTES} bytes")
+
+
 INTERNAL_ERROR = _error(500, "internal", "the runtime failed on this request; its log says why")
 
 
@@ -155,6 +161,8 @@ class _Protocol(asyncio.Protocol):
         self.headers: CIMultiDict[str] | None = None
         self.body: list[bytes] = []
         self.size = 0
+        self.head_size = 0  # request line and header fields parsed so far
+        self.head_bytes = 0  # bytes received since the last complete head
 
     # -- connection -----------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -170,6 +178,11 @@ class _Protocol(asyncio.Protocol):
         self.queue.clear()
         self.server.connections.discard(self)
         self.server.connection_closed()
+
+    def eof_received(self) -> bool:
+        """The client will send no more (a half-close): answer what it sent, then close."""
+        self.closing = True
+        return self.current is not None or bool(self.queue)  # True keeps the transport open
 
     def pause_writing(self) -> None:
         self.writing_paused = True
@@ -196,8 +209,13 @@ class _Protocol(asyncio.Protocol):
         if self.discarding:
             return
         self.last_active = self.loop.time()
+        if self.headers is None:  # in (or before) a head: bound what the parser may buffer
+            self.head_bytes += len(data)
         try:
-            self.parser.feed_data(data)
+            if self.head_bytes > 4 * MAX_HEAD_BYTES:  # one field without end; on_header checks exactly
+                self._refuse(_head_too_large())
+            else:
+                self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self.closing = True  # no protocol switching here: answer what came before, then close
             self.discarding = True
@@ -227,14 +245,24 @@ class _Protocol(asyncio.Protocol):
         self.headers = None
         self.body = []
         self.size = 0
+        self.head_size = 0
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+        self.head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_size += len(name) + len(value)
+        if self.head_size > MAX_HEAD_BYTES:
+            if not self.discarding:
+                self._refuse(_head_too_large())
+            return
         self.header_list.append((name.decode("latin-1"), value.decode("utf-8", "surrogateescape")))
 
     def on_headers_complete(self) -> None:
+        self.head_bytes = 0
+        if self.discarding:
+            return
         headers = self.headers = CIMultiDict(self.header_list)
         length = headers.get("Content-Length")
         if length is not None and length.isdigit() and int(length) > self.server.max_body:
@@ -334,7 +362,17 @@ class _Protocol(asyncio.Protocol):
         transport.write(response.encode(self.server.date(), close=close, head_only=head_only))
         if close:
             self.queue.clear()
-            transport.close()  # after the buffered answer has been sent
+            if self.discarding and transport.can_write_eof():
+                # The client may still be sending what was refused: read and drop it for a while
+                # (a "lingering close"), or the reset that closing on unread data causes could
+                # destroy the answer before the client reads it.
+                if self.reading_paused:
+                    self.reading_paused = False
+                    transport.resume_reading()
+                transport.write_eof()
+                self.loop.call_later(LINGER_SECONDS, transport.close)
+            else:
+                transport.close()  # after the buffered answer has been sent
 
 
 class HttpServer:

@@ -93,6 +93,18 @@ async def test_it_closes_after_the_answer_when_the_client_asks_or_speaks_http_1_
         assert await closed(reader)
 
 
+async def test_a_client_that_half_closes_after_its_requests_still_gets_the_answers():
+    async def later(request: Request) -> Response:
+        await asyncio.sleep(0.05)
+        return Response(200, request.path.encode())
+
+    async with served(later) as (_server, port), connection(port) as (reader, writer):
+        writer.write(post("/a", b"") + post("/b", b""))
+        writer.write_eof()
+        assert [(await read_response(reader))[2] for _ in range(2)] == [b"/a", b"/b"]
+        assert await closed(reader)
+
+
 async def test_it_answers_pipelined_requests_in_order_even_when_they_finish_out_of_order():
     futures: list[asyncio.Future] = []
 
@@ -192,6 +204,26 @@ async def test_a_malformed_request_gets_400_and_the_connection_is_closed():
         assert status == 400 and headers["connection"] == "close"
         assert orjson.loads(body)["message"].startswith("malformed HTTP request: ")
         assert await closed(reader)
+
+
+@pytest.mark.parametrize("head", [
+    b"".join(b"X-Many-%d: %s\r\n" % (i, b"v" * 1000) for i in range(80)),  # many fields: 80 KB
+    b"X-Endless: " + b"v" * (1024 * 1024),  # one field that never ends
+])
+async def test_a_head_over_the_limit_gets_431_and_the_connection_is_closed(head):
+    seen: list[Request] = []
+
+    def handler(request: Request) -> Response:
+        seen.append(request)
+        return Response(200)
+
+    async with served(handler) as (_server, port), connection(port) as (reader, writer):
+        writer.write(b"GET / HTTP/1.1\r\nHost: t\r\n" + head)
+        status, headers, body = await read_response(reader)
+        assert status == 431 and headers["connection"] == "close"
+        assert orjson.loads(body)["message"] == "the request line and headers exceed 65536 bytes"
+        assert await closed(reader)
+    assert seen == []
 
 
 async def test_head_gets_the_headers_of_get_and_no_body():
