@@ -217,6 +217,8 @@ class DocumentField(models.JSONField):
             return json.dumps(value)
 
     def get_db_prep_value(self, value, connection, prepared=False):
+        if value is None:
+            return None  # SQL NULL (a pruned version), not the JSON text "null"
         if not prepared:
             value = self.get_prep_value(value)
         if connection.vendor == "postgresql":
@@ -261,7 +263,9 @@ class ConfigVersion(models.Model):
     version = models.PositiveIntegerField(unique=True)
     checksum = models.CharField(max_length=64)
     source_checksum = models.CharField(max_length=64)
-    document = DocumentField()
+    # None once pruned (MESH_CONFIG_KEEP_DOCUMENTS): the record stays, the content does not
+    document = DocumentField(null=True)
+    pruned = models.BooleanField(default=False, help_text="The document was dropped to save space.")
     kind = models.CharField(max_length=10, choices=KIND_CHOICES, default=PUSH)
     created = models.DateTimeField(default=timezone.now, db_index=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,

@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 PENDING_TTL_SECONDS = 60  # a lost task blocks new ones at most this long (and reconcile runs anyway)
 LOCK_TTL_MS = 120_000  # far above a compile of the largest mesh; only a crashed holder waits it out
 MAX_CHANGES = 1000  # change records kept for the next version; a burst beyond is summarised
-KEEP_SNAPSHOTS = 50  # config:<version> snapshots kept in Redis (every version stays in the database)
+KEEP_SNAPSHOTS = 50  # config:<version> snapshots kept in Redis (the database keeps MESH_CONFIG_KEEP_DOCUMENTS)
 
 _RELEASE_SCRIPT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -527,6 +527,25 @@ def push(kind: str = "push", *, force: bool = False, user=None, reason: str = ""
         return _record_status(kind, PushResult("published", version.version))
 
 
+PRUNED = "This version's document was pruned (MESH_CONFIG_KEEP_DOCUMENTS); its record and diff remain."
+
+
+def prune_documents(keep: int | None = None) -> int:
+    """Drop the documents of all but the newest ``keep`` versions (``MESH_CONFIG_KEEP_DOCUMENTS``;
+    0 keeps every one); return how many. Their records (who, when, why, the diff) stay, but they
+    can no longer be rolled back to or downloaded. A mesh of 10,000 topics is 4 MB a version."""
+    from governance.models import ConfigVersion
+
+    keep = settings.MESH_CONFIG_KEEP_DOCUMENTS if keep is None else keep
+    latest = ConfigVersion.objects.order_by("-version").values_list("version", flat=True).first()
+    if keep <= 0 or latest is None:
+        return 0
+    pruned = ConfigVersion.objects.filter(version__lte=latest - keep, pruned=False).update(document=None, pruned=True)
+    if pruned:
+        log.info("pruned the documents of %d config versions (keeping the newest %d)", pruned, keep)
+    return pruned
+
+
 def rollback(target, *, user=None, wait: float = 10.0) -> PushResult:
     """Publish ``target``'s content again under a new version number.
 
@@ -538,6 +557,10 @@ def rollback(target, *, user=None, wait: float = 10.0) -> PushResult:
     with push_lock(wait):
         latest = latest_version()
         document = ConfigVersion.objects.values_list("document", flat=True).get(pk=target.pk)
+        if document is None:
+            return _record_status(ConfigVersion.ROLLBACK, PushResult("failed", error=(
+                f"version {target.version} cannot be rolled back to: its document was pruned (only the "
+                f"newest {settings.MESH_CONFIG_KEEP_DOCUMENTS} versions keep theirs)")))
         doc = seal(document, _next_version(latest))
         try:
             validate_document(doc)  # whole: the contract may have grown stricter since

@@ -63,7 +63,7 @@ class ConfigVersionSerializer(serializers.ModelSerializer):
     class Meta:
         model = ConfigVersion
         fields = ["id", "url", "page_url", "version", "checksum", "source_checksum", "kind", "created",
-                  "created_by", "actor_name", "reason", "published_at", "rollback_of"]
+                  "created_by", "actor_name", "reason", "published_at", "rollback_of", "pruned"]
 
 
 class ConfigVersionDetailSerializer(ConfigVersionSerializer):
@@ -107,6 +107,8 @@ class ConfigVersionViewSet(MeshReadOnlyViewSet):
         prints the current one whole)."""
         version = self.get_object()
         document = ConfigVersion.objects.values_list("document", flat=True).get(pk=version.pk)
+        if document is None:
+            return Response({"detail": mesh_push.PRUNED}, status=status.HTTP_410_GONE)
         return Response(redacted(document))
 
     @extend_schema(request=None, responses=PushResultSerializer)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
@@ -91,12 +92,15 @@ def configversion_detail(request, pk):
         "applied_count": len(applied),
         "can_rollback": ConfigVersion.objects.restrict(request.user, CHANGE).filter(pk=version.pk).exists(),
         "can_push": ConfigVersion.can_push(request.user),
+        "keep_documents": settings.MESH_CONFIG_KEEP_DOCUMENTS,
     })
 
 
 def configversion_document(request, pk):
     version = get_object_or_404(ConfigVersion.objects.restrict(request.user).only("pk"), pk=pk)
     document = ConfigVersion.objects.values_list("document", flat=True).get(pk=version.pk)
+    if document is None:
+        return JsonResponse({"detail": push.PRUNED}, status=410)
     return JsonResponse(redacted(document), json_dumps_params={"indent": 2, "sort_keys": True})
 
 

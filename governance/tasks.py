@@ -1,6 +1,6 @@
 """Celery tasks of the config push (governance.push explains the protocol).
 
-Both take nothing and are idempotent: each compiles the database as it is when it runs and
+The push tasks take nothing and are idempotent: each compiles the database as it is when it runs and
 publishes only a changed content. Their outcome is recorded in ``<prefix>push:status`` (shown on
 the config versions page) and, when they publish, as a ConfigVersion.
 """
@@ -38,3 +38,10 @@ def reconcile_config() -> dict:
     except push.PushBusy:
         log.info("reconcile skipped: a push is in progress")
         return {"outcome": "skipped"}
+
+
+@app.task(name="governance.tasks.prune_config_documents", ignore_result=True)
+def prune_config_documents() -> int:
+    """Periodic (CELERY_BEAT_SCHEDULE): drop the documents of versions older than the newest
+    ``MESH_CONFIG_KEEP_DOCUMENTS``; their records stay."""
+    return push.prune_documents()

@@ -112,6 +112,8 @@ MESH_RUNTIME_STALE_SECONDS = env_int("MESH_RUNTIME_STALE_SECONDS", 30)  # three 
 MESH_RUNTIME_GONE_SECONDS = env_int("MESH_RUNTIME_GONE_SECONDS", 600)
 # A gone runtime's row is deleted after this much silence: every restart is a new runtime id.
 MESH_RUNTIME_FORGET_SECONDS = env_int("MESH_RUNTIME_FORGET_SECONDS", 86_400)
+# Config versions older than the newest this many keep their record but not their document (0: all).
+MESH_CONFIG_KEEP_DOCUMENTS = env_int("MESH_CONFIG_KEEP_DOCUMENTS", 1000)
 
 CACHES = {
     "default": {
@@ -135,6 +137,8 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULE: dict = {}
 CELERY_BEAT_SCHEDULE["reconcile-mesh-config"] = {"task": "governance.tasks.reconcile_config", "schedule": 30.0}
+CELERY_BEAT_SCHEDULE["prune-config-documents"] = {"task": "governance.tasks.prune_config_documents",
+                                                  "schedule": 3600.0}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -113,6 +113,36 @@ def test_the_document_download_hides_signing_secrets(versions, personas):
     assert {s["secret"] for s in response.json()["subscriptions"]} == {"(redacted)"}
 
 
+def test_old_documents_are_pruned_but_their_records_stay_and_they_cannot_be_rolled_back_to(versions, personas,
+                                                                                          settings):
+    _, v1, v2 = versions
+    settings.MESH_CONFIG_KEEP_DOCUMENTS = 1
+    assert push.prune_documents() == 1 and push.prune_documents() == 0
+    v1.refresh_from_db()
+    v2.refresh_from_db()
+    assert (v1.pruned, v1.document, v1.checksum) == (True, None, v1.checksum) and v1.diff
+    assert not v2.pruned and v2.document["version"] == 2
+    sam = client_for(personas["sam"])
+    detail = sam.get(v1.get_absolute_url()).content.decode()
+    assert 'data-testid="pruned"' in detail and 'data-testid="rollback"' not in detail
+    assert "pruned" in sam.get(reverse("meshconfig:configversion_list")).content.decode()
+    response = sam.get(reverse("meshconfig:configversion_document", args=[v1.pk]))
+    assert response.status_code == 410 and "pruned" in response.json()["detail"]
+    assert sam.get(f"/api/v1/config-versions/{v1.pk}/document/").status_code == 410
+    assert sam.get(f"/api/v1/config-versions/{v1.pk}/").json()["pruned"] is True
+    refused = sam.post(f"/api/v1/config-versions/{v1.pk}/rollback/")
+    assert refused.status_code == 400
+    assert refused.json()["error"] == ("version 1 cannot be rolled back to: its document was pruned (only the "
+                                       "newest 1 versions keep theirs)")
+    assert ConfigVersion.objects.count() == 2
+
+
+def test_pruning_keeps_every_document_when_told_to_and_runs_hourly(versions, settings):
+    settings.MESH_CONFIG_KEEP_DOCUMENTS = 0
+    assert push.prune_documents() == 0 and not ConfigVersion.objects.filter(pruned=True).exists()
+    assert settings.CELERY_BEAT_SCHEDULE["prune-config-documents"]["task"] == "governance.tasks.prune_config_documents"
+
+
 # API
 
 
