@@ -8,9 +8,11 @@ across events and subscriptions, which is most of what makes loopback delivery f
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
-from .http1 import Http1Client, HttpError, InvalidUrl
+from .http1 import Http1Client, HttpError, HttpResponse, InvalidUrl
 from .retry import Verdict, classify_status, parse_retry_after
 from .signing import SIGNATURE_HEADER, signature_header
 
@@ -53,24 +55,42 @@ class WebhookClient:
         started = time.perf_counter()
         try:
             response = await self._client.post(url, headers, body, timeout_s)
-        except TimeoutError:
-            return AttemptResult(Verdict.RETRY, None, time.perf_counter() - started,
-                                 f"timeout after {round(timeout_s * 1000)} ms")
-        except InvalidUrl as error:
-            return AttemptResult(Verdict.REJECTED, None, time.perf_counter() - started,
-                                 f"invalid webhook URL: {error}")
-        except HttpError as error:
-            # refused, reset, DNS or TLS failure, a malformed or cut-off response: the receiver
-            # (or the way to it) may be back on the next attempt.
-            return AttemptResult(Verdict.RETRY, None, time.perf_counter() - started, str(error)[:300])
-        latency = time.perf_counter() - started
-        status = response.status
-        verdict = classify_status(status)
-        if verdict is Verdict.DELIVERED:
-            return AttemptResult(verdict, status, latency)
-        detail = response.body[:MAX_ERROR_TEXT].decode("utf-8", "replace").strip()
-        error_text = f"HTTP {status}" + (f": {detail}" if detail else "")
-        if 300 <= status < 400:
-            error_text += " (redirects are not followed)"
-        retry_after = parse_retry_after(response.headers.get("retry-after"), time.time())
-        return AttemptResult(verdict, status, latency, error_text, retry_after)
+        except (TimeoutError, InvalidUrl, HttpError) as error:
+            return _result(None, error, started, timeout_s)
+        return _result(response, None, started, timeout_s)
+
+    def send(self, url: str, headers: dict[str, str], body: bytes, *, secret: str, timeout_s: float,
+             done: Callable[[AttemptResult], None]) -> None:
+        """:meth:`post` without a coroutine: ``done(result)`` is called once the attempt is over
+        (never before this returns). What the delivery engine uses for an event's first attempt."""
+        assert self._client is not None, "start() the WebhookClient first"
+        headers[SIGNATURE_HEADER] = signature_header(secret, body)
+        self._client.send(url, headers, body, timeout_s, partial(_answered, done, time.perf_counter(), timeout_s))
+
+
+def _answered(done: Callable[[AttemptResult], None], started: float, timeout_s: float,
+              response: HttpResponse | None, error: BaseException | None) -> None:
+    done(_result(response, error, started, timeout_s))
+
+
+def _result(response: HttpResponse | None, error: BaseException | None, started: float,
+            timeout_s: float) -> AttemptResult:
+    latency = time.perf_counter() - started
+    if response is None:
+        if isinstance(error, TimeoutError):
+            return AttemptResult(Verdict.RETRY, None, latency, f"timeout after {round(timeout_s * 1000)} ms")
+        if isinstance(error, InvalidUrl):
+            return AttemptResult(Verdict.REJECTED, None, latency, f"invalid webhook URL: {error}")
+        # refused, reset, DNS or TLS failure, a malformed or cut-off response: the receiver
+        # (or the way to it) may be back on the next attempt.
+        return AttemptResult(Verdict.RETRY, None, latency, str(error)[:300])
+    status = response.status
+    verdict = classify_status(status)
+    if verdict is Verdict.DELIVERED:
+        return AttemptResult(verdict, status, latency)
+    detail = response.body[:MAX_ERROR_TEXT].decode("utf-8", "replace").strip()
+    error_text = f"HTTP {status}" + (f": {detail}" if detail else "")
+    if 300 <= status < 400:
+        error_text += " (redirects are not followed)"
+    retry_after = parse_retry_after(response.headers.get("retry-after"), time.time())
+    return AttemptResult(verdict, status, latency, error_text, retry_after)

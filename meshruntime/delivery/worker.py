@@ -21,6 +21,7 @@ import re
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from functools import partial
 
 import orjson
 
@@ -34,7 +35,7 @@ from .retry import Verdict, retry_wait_seconds
 from .spec import SubscriptionSpec
 from .status import StatusReport
 from .streams import Acquired, DeliveryStream, RedeliveryStream, TopicStream, id_key
-from .webhook import STRUCTURED_CONTENT_TYPE, WebhookClient
+from .webhook import STRUCTURED_CONTENT_TYPE, AttemptResult, WebhookClient
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,17 @@ class Delivery:
 
     def __post_init__(self) -> None:
         self.key = (self.stream.kind, self.entry.id)
+
+
+@dataclass(slots=True)
+class _FirstAttempt:
+    """An event's first attempt, started without a task, for the task that carries on after it."""
+
+    spec: SubscriptionSpec
+    attributes: dict
+    event_id: str
+    request: tuple[str, dict[str, str], bytes]
+    result: AttemptResult | None = None
 
 
 def _stream_time_ms(entry_id: str) -> int:
@@ -174,8 +186,12 @@ class SubscriptionWorker:
         self._wake.set()
         if self._runner is not None:
             await asyncio.gather(self._runner, return_exceptions=True)
-        if self._deliveries:
-            await asyncio.gather(*list(self._deliveries), return_exceptions=True)
+        while self._in_flight > 0:  # attempts under way finish (first attempts run without a task)
+            if self._deliveries:
+                await asyncio.gather(*list(self._deliveries), return_exceptions=True)
+            else:
+                self._wake.clear()
+                await self._wake.wait()
         if self._maintainer is not None:
             await asyncio.gather(self._maintainer, return_exceptions=True)
         await self._drain_acks()
@@ -329,89 +345,165 @@ class SubscriptionWorker:
     def _start(self, delivery: Delivery) -> None:
         self._held[delivery.key] = delivery
         self._in_flight += 1
-        task = asyncio.create_task(self._deliver(delivery))
+        try:
+            started = self._start_first_attempt(delivery)
+        except Exception:  # a bug: log it, leave the event pending (another attempt after a claim)
+            log.exception("subscription %s: delivery of %s failed", self.spec.id, delivery.entry.id)
+            self._finish(delivery)
+            return
+        if not started:
+            self._in_task(delivery, None)
+
+    def _in_task(self, delivery: Delivery, first: _FirstAttempt | None) -> None:
+        task = asyncio.create_task(self._deliver(delivery, first))
         self._deliveries.add(task)
         task.add_done_callback(self._deliveries.discard)
 
-    # -- one event -------------------------------------------------------------------------------
-    async def _deliver(self, delivery: Delivery) -> None:
-        try:
-            await self._deliver_one(delivery)
-        except Exception:  # a bug: log it, leave the event pending (another attempt after a claim)
-            log.exception("subscription %s: delivery of %s failed", self.spec.id, delivery.entry.id)
-        finally:
-            self._held.pop(delivery.key, None)
-            self._in_flight -= 1
-            self._wake.set()
+    def _finish(self, delivery: Delivery) -> None:
+        self._held.pop(delivery.key, None)
+        self._in_flight -= 1
+        self._wake.set()
 
-    async def _deliver_one(self, d: Delivery) -> None:
-        metrics = self.metrics
-        if d.missing:
-            await self._dead_letter(d, None, "expired: the event was removed by the topic's retention "
-                                    "before it could be delivered", None)
-            return
+    # -- one event -------------------------------------------------------------------------------
+    # The usual case (a new event, one attempt, 2xx) runs without a task: the attempt starts here
+    # and its answer is handled in a callback (_first_answered), which acknowledges it. Anything
+    # else (a failed attempt, an event to dead-letter, a recorded attempt count to raise) goes on
+    # in a task, _deliver_one, which has time for waits and the store.
+    def _start_first_attempt(self, d: Delivery) -> bool:
+        """Start the event's attempt without a task if nothing asks for one; False if something does."""
+        if d.missing or d.recorded <= d.attempts:
+            return False
         try:
             attributes = orjson.loads(d.entry.event)
             event_id = attributes["id"]
-            if not isinstance(event_id, str):
-                raise TypeError("id is not a string")
-        except (orjson.JSONDecodeError, TypeError, KeyError) as error:
-            await self._dead_letter(d, None, f"invalid: the stored event is not a CloudEvent ({error})", None)
-            return
+        except (orjson.JSONDecodeError, TypeError, KeyError):
+            return False
+        if event_id.__class__ is not str:
+            return False
         spec = self.spec
         if not spec.matches(attributes):
-            metrics.filtered.inc()
-            self.report.filtered += 1
-            self._ack(d)
-            return
-        if d.attempts >= spec.max_attempts:  # exhausted before a crash; dead-letter what we know
-            await self._dead_letter(d, event_id, f"exhausted: {d.attempts} attempts made, the last one's "
-                                    "result unknown (the runtime making it stopped)", None)
-            return
-        request: tuple[str, dict[str, str], bytes] | None = None
-        while True:
-            spec = self.spec  # a config change applies from the next attempt
-            if request is None or request[0] != spec.mode:
-                request = _request(spec.mode, d.entry.event, attributes)
-            n = d.attempts + 1
-            if d.recorded < n:
-                with contextlib.suppress(StoreError):  # best effort: the lease is renewed anyway
-                    await d.stream.touch([d.entry.id], attempts=n)
-                    d.recorded = n
-            headers = dict(request[1])
-            headers["Mesh-Subscription"] = spec.id
-            headers["Mesh-Delivery-Attempt"] = str(n)
-            headers["Mesh-Delivery-Id"] = f"{spec.id}/{d.stream.kind}/{d.entry.id}"
-            result = await self.http.post(spec.url, headers, request[2], secret=spec.secret,
-                                          timeout_s=spec.timeout_s)
-            d.attempts = n
-            verdict = result.verdict
-            outcome = verdict.value
-            if verdict is Verdict.RETRY and n >= spec.max_attempts:
-                outcome = "exhausted"
-            self.journal.add(event_id, "attempt", subscription=spec.id, attempt=n, status=result.status,
-                             latency_ms=round(result.latency_s * 1000, 3), error=result.error, outcome=outcome)
-            if verdict is Verdict.DELIVERED:
-                self._ack(d)
-                metrics.delivered.inc()
-                self.report.count_delivered()
-                if d.stream.kind == "topic":
-                    metrics.latency.observe(max(0.0, time.time() - _stream_time_ms(d.entry.id) / 1000))
-                self.journal.add_common(event_id, "acked", subscription=spec.id, attempts=n, status=result.status)
+            self._filtered(d)
+            self._finish(d)
+            return True
+        if d.attempts >= spec.max_attempts:
+            return False
+        request = _request(spec.mode, d.entry.event, attributes)
+        self.http.send(spec.url, self._headers(spec, d, request, d.attempts + 1), request[2], secret=spec.secret,
+                       timeout_s=spec.timeout_s,
+                       done=partial(self._first_answered, d, _FirstAttempt(spec, attributes, event_id, request)))
+        return True
+
+    def _first_answered(self, d: Delivery, first: _FirstAttempt, result: AttemptResult) -> None:
+        try:
+            d.attempts += 1
+            first.result = result
+            if self._attempted(d, first.spec, first.event_id, result):
+                self._finish(d)
+            else:
+                self._in_task(d, first)  # retried or dead-lettered from there
+        except Exception:  # a bug: as in _deliver
+            log.exception("subscription %s: delivery of %s failed", self.spec.id, d.entry.id)
+            self._finish(d)
+
+    async def _deliver(self, delivery: Delivery, first: _FirstAttempt | None) -> None:
+        try:
+            await self._deliver_one(delivery, first)
+        except Exception:  # a bug: log it, leave the event pending (another attempt after a claim)
+            log.exception("subscription %s: delivery of %s failed", self.spec.id, delivery.entry.id)
+        finally:
+            self._finish(delivery)
+
+    async def _deliver_one(self, d: Delivery, first: _FirstAttempt | None = None) -> None:
+        """The event from its first attempt (or, given ``first``, after it) to its outcome."""
+        if first is None:
+            if d.missing:
+                await self._dead_letter(d, None, "expired: the event was removed by the topic's retention "
+                                        "before it could be delivered", None)
                 return
-            if verdict is Verdict.REJECTED:
+            try:
+                attributes = orjson.loads(d.entry.event)
+                event_id = attributes["id"]
+                if not isinstance(event_id, str):
+                    raise TypeError("id is not a string")
+            except (orjson.JSONDecodeError, TypeError, KeyError) as error:
+                await self._dead_letter(d, None, f"invalid: the stored event is not a CloudEvent ({error})", None)
+                return
+            spec = self.spec
+            if not spec.matches(attributes):
+                self._filtered(d)
+                return
+            if d.attempts >= spec.max_attempts:  # exhausted before a crash; dead-letter what we know
+                await self._dead_letter(d, event_id, f"exhausted: {d.attempts} attempts made, the last one's "
+                                        "result unknown (the runtime making it stopped)", None)
+                return
+            request: tuple[str, dict[str, str], bytes] | None = None
+            result: AttemptResult | None = None
+        else:
+            spec, attributes, event_id, request, result = (first.spec, first.attributes, first.event_id,
+                                                           first.request, first.result)
+        while True:
+            if result is None:
+                spec = self.spec  # a config change applies from the next attempt
+                if request is None or request[0] != spec.mode:
+                    request = _request(spec.mode, d.entry.event, attributes)
+                n = d.attempts + 1
+                if d.recorded < n:
+                    with contextlib.suppress(StoreError):  # best effort: the lease is renewed anyway
+                        await d.stream.touch([d.entry.id], attempts=n)
+                        d.recorded = n
+                result = await self.http.post(spec.url, self._headers(spec, d, request, n), request[2],
+                                              secret=spec.secret, timeout_s=spec.timeout_s)
+                d.attempts = n
+                if self._attempted(d, spec, event_id, result):
+                    return
+            n = d.attempts
+            if result.verdict is Verdict.REJECTED:
                 await self._dead_letter(d, event_id, f"rejected: {result.error}", result.status)
                 return
             if n >= spec.max_attempts:
                 await self._dead_letter(d, event_id, f"exhausted: {n} attempts, the last: {result.error}",
                                         result.status)
                 return
-            metrics.retries.inc()
+            self.metrics.retries.inc()
             self.report.retries += 1
             self.report.error(result.error, result.status)
             wait = retry_wait_seconds(n, spec.backoff_base_ms, spec.backoff_cap_ms, result.retry_after, self._rng)
             if await self._halted_within(wait):
                 return  # paused or stopping: stays pending, with its attempts recorded
+            result = None
+
+    @staticmethod
+    def _headers(spec: SubscriptionSpec, d: Delivery, request: tuple[str, dict[str, str], bytes],
+                 n: int) -> dict[str, str]:
+        headers = request[1].copy()
+        headers["Mesh-Subscription"] = spec.id
+        headers["Mesh-Delivery-Attempt"] = str(n)
+        headers["Mesh-Delivery-Id"] = f"{spec.id}/{d.stream.kind}/{d.entry.id}"
+        return headers
+
+    def _attempted(self, d: Delivery, spec: SubscriptionSpec, event_id: str, result: AttemptResult) -> bool:
+        """Record attempt number ``d.attempts``; True if it delivered the event (now acknowledged)."""
+        n = d.attempts
+        verdict = result.verdict
+        outcome = verdict.value
+        if verdict is Verdict.RETRY and n >= spec.max_attempts:
+            outcome = "exhausted"
+        self.journal.add(event_id, "attempt", subscription=spec.id, attempt=n, status=result.status,
+                         latency_ms=round(result.latency_s * 1000, 3), error=result.error, outcome=outcome)
+        if verdict is not Verdict.DELIVERED:
+            return False
+        self._ack(d)
+        self.metrics.delivered.inc()
+        self.report.count_delivered()
+        if d.stream.kind == "topic":
+            self.metrics.latency.observe(max(0.0, time.time() - _stream_time_ms(d.entry.id) / 1000))
+        self.journal.add_common(event_id, "acked", subscription=spec.id, attempts=n, status=result.status)
+        return True
+
+    def _filtered(self, d: Delivery) -> None:
+        self.metrics.filtered.inc()
+        self.report.filtered += 1
+        self._ack(d)
 
     async def _halted_within(self, seconds: float) -> bool:
         try:
