@@ -337,8 +337,11 @@ def test_the_runtimes_and_version_pages_follow_heartbeats_and_pushes_live(sam, c
                                                                            monkeypatch):
     from django.db import connections
 
-    # Playwright's sync API runs an event loop in this thread; the ORM calls stay synchronous, on
-    # a connection of their own, closed at the end (else PostgreSQL keeps the test database).
+    # Playwright's sync API runs an event loop in this thread; the ORM calls run synchronously in
+    # another one (off_the_loop), on a connection made from the shared database's settings. (On
+    # SQLite this thread's connection may still be the in-memory test database that the portal
+    # process cannot see, when an earlier test's live server shares it.) All are closed at the
+    # end, else PostgreSQL keeps the test database.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     try:
         check_pages_live(chromium_page, mesh_redis)
@@ -352,7 +355,7 @@ def check_pages_live(page, client) -> None:
 
     from .conftest import PASSWORD
 
-    mesh = build_mesh()
+    mesh = off_the_loop(build_mesh)
     off_the_loop(push.push)
     ingester = HeartbeatIngester(client, consumer="browser", block_ms=50)
     ingester.ensure_group()
@@ -374,13 +377,13 @@ def check_pages_live(page, client) -> None:
     # A new version: the row turns "behind" as soon as it is published.
     rule = mesh.rules["billing-publish"]
     rule.subscribe = True
-    rule.save()
+    off_the_loop(rule.save)
     assert off_the_loop(push.push).version == 2
     page.wait_for_selector("tr[data-runtime-id='billing-1'][data-sync='behind']")
     assert "1 / 2" in page.inner_text("tr[data-runtime-id='billing-1']")
 
     # The version page shows the runtime converging, then converged.
-    version = ConfigVersion.objects.get(version=2)
+    version = off_the_loop(lambda: ConfigVersion.objects.get(version=2))
     page.goto(version.get_absolute_url())
     page.wait_for_selector("#live-status:text('live')")
     assert page.inner_text("#applied-count") == "0"
@@ -394,7 +397,7 @@ def check_pages_live(page, client) -> None:
     page.goto("/runtimes/")
     page.wait_for_selector("#live-status:text('live')")
     page.wait_for_selector("tr[data-runtime-id='billing-1']")
-    Runtime.objects.update(last_seen=timezone.now() - timedelta(days=30))
+    off_the_loop(lambda: Runtime.objects.update(last_seen=timezone.now() - timedelta(days=30)))
     off_the_loop(ingester.sweep)
     page.wait_for_selector("tr[data-runtime-id='billing-1']", state="detached")
     assert page.inner_text("#count-in-sync") == "0"
