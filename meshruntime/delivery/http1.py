@@ -44,7 +44,7 @@ class InvalidUrl(ValueError):
 @dataclass(frozen=True, slots=True)
 class HttpResponse:
     status: int
-    headers: dict[str, str]  # lower-case names; the last value wins
+    headers: dict[str, str]  # lower-case names; the last value wins; read-only (shared, see _HEADS)
     body: bytes  # at most MAX_BODY_BYTES; truncated when the response was longer
 
 
@@ -72,15 +72,19 @@ Done = Callable[[HttpResponse | None, BaseException | None], None]
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; at most one request on it at a time."""
 
-    def __init__(self, client: Http1Client, key: tuple[str, str, int]) -> None:
+    def __init__(self, client: Http1Client, origin: _Origin) -> None:
         self.client = client
-        self.key = key
+        self.origin = origin
+        self.key = origin.key
         self.transport: asyncio.Transport | None = None
         self.used_at = time.monotonic()
         self.pooled = False  # has answered before: a close before any answer may be the keep-alive race
         self.lost = False
         self._done: Done | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._retry = False
+        self._request = b""
+        self._deadline = 0.0
         self._timeout = 0.0
         self._buffer = b""
         self._received = False  # any byte of the answer under way
@@ -95,9 +99,14 @@ class _Connection(asyncio.Protocol):
         return not self.lost and not self.transport.is_closing() and now - self.used_at < IDLE_SECONDS
 
     def start(self, loop: asyncio.AbstractEventLoop, request: bytes, deadline: float, timeout: float,
-              done: Done) -> None:
-        """Send ``request``; ``done`` is called once, with the answer or why there is none."""
+              done: Done, *, retry: bool = False) -> None:
+        """Send ``request``; ``done`` is called once, with the answer or why there is none. With
+        ``retry``, the keep-alive race (see :class:`_Retry`) is retried on a new connection here;
+        without, ``done`` hears of it."""
         self._done = done
+        self._retry = retry
+        self._request = request
+        self._deadline = deadline
         self._timeout = timeout
         self._timer = loop.call_at(deadline, self._expire)
         self._buffer = b""
@@ -130,7 +139,11 @@ class _Connection(asyncio.Protocol):
             self.client._release(self)  # noqa: SLF001 - the pool is the client's
         else:
             self.close()  # failed, timed out, or not to be kept: its state is unknown
-        done(response, error)
+        request, self._request = self._request, b""
+        if error.__class__ is _Retry and self._retry:
+            self.client._in_task(self.origin, request, self._deadline, self._timeout, done)  # noqa: SLF001
+        else:
+            done(response, error)
 
     # -- asyncio.Protocol --------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -168,7 +181,14 @@ class _Connection(asyncio.Protocol):
                     return
                 if end > MAX_HEAD_BYTES:
                     raise HttpError(f"the response head is longer than {MAX_HEAD_BYTES} bytes")
-                status, version, headers = _parse_head(buffer[:end])
+                head = buffer[:end]
+                parsed = _HEADS.get(head)
+                if parsed is None:
+                    parsed = _parse_head(head)
+                    if len(_HEADS) >= 256:
+                        _HEADS.clear()
+                    _HEADS[head] = parsed
+                status, version, headers = parsed
                 buffer = buffer[end + 4:]
                 if status >= 200:
                     break
@@ -282,23 +302,15 @@ class Http1Client:
         deadline = loop.time() + timeout
         connection = self._take_idle(origin)
         if connection is None:
-            self._in_task(loop, origin, request, deadline, timeout, done, reuse=False)
+            self._in_task(origin, request, deadline, timeout, done)
         else:
-            connection.start(loop, request, deadline, timeout,
-                             partial(self._sent, loop, origin, request, deadline, timeout, done))
+            connection.start(loop, request, deadline, timeout, done, retry=True)
 
-    def _sent(self, loop: asyncio.AbstractEventLoop, origin: _Origin, request: bytes, deadline: float,
-              timeout: float, done: Done, response: HttpResponse | None, error: BaseException | None) -> None:
-        if error.__class__ is _Retry:  # the keep-alive race: once more, on a new connection
-            self._in_task(loop, origin, request, deadline, timeout, done, reuse=False)
-        else:
-            done(response, error)
-
-    def _in_task(self, loop: asyncio.AbstractEventLoop, origin: _Origin, request: bytes, deadline: float,
-                 timeout: float, done: Done, *, reuse: bool) -> None:
+    def _in_task(self, origin: _Origin, request: bytes, deadline: float, timeout: float, done: Done) -> None:
+        """Send on a new connection (connecting takes a task)."""
         async def exchange() -> None:
             try:
-                response = await self._exchange(loop, origin, request, deadline, timeout, reuse=reuse)
+                response = await self._exchange(loop, origin, request, deadline, timeout, reuse=False)
             except (HttpError, TimeoutError) as error:
                 done(None, error)
             except BaseException as error:  # cancelled at shutdown (or a bug): the push must hear of it
@@ -307,6 +319,7 @@ class Http1Client:
             else:
                 done(response, None)
 
+        loop = asyncio.get_running_loop()
         task = loop.create_task(exchange())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -367,7 +380,7 @@ class Http1Client:
         try:
             async with asyncio.timeout(max(0.0, remaining)):
                 _transport, connection = await loop.create_connection(
-                    lambda: _Connection(self, origin.key), origin.host, origin.port, ssl=context,
+                    lambda: _Connection(self, origin), origin.host, origin.port, ssl=context,
                     server_hostname=origin.host if context else None)
         except TimeoutError:
             raise TimeoutError(f"no answer within {timeout} s") from None
@@ -399,6 +412,11 @@ def _resolve(answer: asyncio.Future, response: HttpResponse | None, error: BaseE
         answer.set_result(response)
     else:
         answer.set_exception(error)
+
+
+# A receiver answers most pushes with the same few heads (the Date header changes once a second):
+# each is parsed once. The headers dict is shared by the responses with that head: read-only.
+_HEADS: dict[bytes, tuple[int, str, dict[str, str]]] = {}
 
 
 def _parse_head(head: bytes) -> tuple[int, str, dict[str, str]]:

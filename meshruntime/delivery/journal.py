@@ -28,6 +28,7 @@ class JourneyWriter:
         self.recorder = recorder
         self._on_error = on_error
         self._buffer: list[JourneyStep] = []
+        self._delivered: dict[tuple[str, int, int], tuple[bytes, bytes, bytes, bytes]] = {}
         self._flushing: asyncio.Task | None = None
         self._closing = False
 
@@ -47,6 +48,32 @@ class JourneyWriter:
             return
         head, tail = recorder.template(step, **fields)
         self._buffer.append(JourneyStep(event_id, head + b"%d" % int(time.time() * 1000) + tail))
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.get_running_loop().create_task(self._flush())
+
+    def delivered(self, event_id: str, subscription: str, attempt: int, status: int, latency_ms: float) -> None:
+        """The ``attempt`` and ``acked`` steps of an attempt that delivered, as :meth:`add` and
+        :meth:`add_common` would write them, for a fraction of their cost: this runs for nearly
+        every event. Only the time and the latency are filled in; the rest is encoded once."""
+        recorder = self.recorder
+        if recorder is None or not recorder.sampled(event_id):
+            return
+        key = (subscription, attempt, status)
+        templates = self._delivered.get(key)
+        if templates is None:
+            attempt_head, attempt_tail = recorder.template("attempt", subscription=subscription, attempt=attempt,
+                                                           status=status, error=None, outcome="delivered")
+            acked_head, acked_tail = recorder.template("acked", subscription=subscription, attempts=attempt,
+                                                       status=status)
+            templates = (attempt_head, attempt_tail[:-1] + b',"latency_ms":', acked_head, acked_tail)
+            if len(self._delivered) >= 1000:
+                self._delivered.clear()
+            self._delivered[key] = templates
+        attempt_head, attempt_tail, acked_head, acked_tail = templates
+        at = b"%d" % int(time.time() * 1000)
+        # latency_ms is the last field of the attempt step; a float's repr is valid JSON
+        self._buffer.append(JourneyStep(event_id, b"%s%s%s%r}" % (attempt_head, at, attempt_tail, latency_ms)))
+        self._buffer.append(JourneyStep(event_id, acked_head + at + acked_tail))
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.get_running_loop().create_task(self._flush())
 

@@ -19,7 +19,7 @@ import logging
 import random
 import re
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -129,8 +129,8 @@ class SubscriptionWorker:
         self._acks: dict[str, list[str]] = {}
         self._acking: set[tuple[str, str]] = set()
         # acknowledged lately: a page of own pending entries read just before the ack landed
-        # must not bring them back (keys only, a few thousand at most)
-        self._acked: OrderedDict[tuple[str, str], None] = OrderedDict()
+        # must not bring them back (keys only, the last ACKED_MEMORY to twice that, oldest first)
+        self._acked: dict[tuple[str, str], None] = {}
         self._ack_task: asyncio.Task | None = None
         self._in_flight = 0
         self._deliveries: set[asyncio.Task] = set()
@@ -485,19 +485,17 @@ class SubscriptionWorker:
         """Record attempt number ``d.attempts``; True if it delivered the event (now acknowledged)."""
         n = d.attempts
         verdict = result.verdict
-        outcome = verdict.value
-        if verdict is Verdict.RETRY and n >= spec.max_attempts:
-            outcome = "exhausted"
-        self.journal.add(event_id, "attempt", subscription=spec.id, attempt=n, status=result.status,
-                         latency_ms=round(result.latency_s * 1000, 3), error=result.error, outcome=outcome)
         if verdict is not Verdict.DELIVERED:
+            outcome = "exhausted" if verdict is Verdict.RETRY and n >= spec.max_attempts else verdict.value
+            self.journal.add(event_id, "attempt", subscription=spec.id, attempt=n, status=result.status,
+                             latency_ms=round(result.latency_s * 1000, 3), error=result.error, outcome=outcome)
             return False
+        self.journal.delivered(event_id, spec.id, n, result.status, round(result.latency_s * 1000, 3))
         self._ack(d)
         self.metrics.delivered.inc()
         self.report.count_delivered()
         if d.stream.kind == "topic":
             self.metrics.latency.observe(max(0.0, time.time() - _stream_time_ms(d.entry.id) / 1000))
-        self.journal.add_common(event_id, "acked", subscription=spec.id, attempts=n, status=result.status)
         return True
 
     def _filtered(self, d: Delivery) -> None:
@@ -567,8 +565,8 @@ class SubscriptionWorker:
                     key = (stream.kind, entry_id)
                     self._acking.discard(key)
                     self._acked[key] = None
-                while len(self._acked) > ACKED_MEMORY:
-                    self._acked.popitem(last=False)
+                if len(self._acked) > 2 * ACKED_MEMORY:  # forget the older half, at once
+                    self._acked = dict.fromkeys(list(self._acked)[-ACKED_MEMORY:])
 
     async def _drain_acks(self) -> None:
         if self._acks and (self._ack_task is None or self._ack_task.done()):

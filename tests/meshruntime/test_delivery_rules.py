@@ -176,3 +176,27 @@ def test_binary_pushes_are_exactly_what_the_codec_makes(event):
     _mode, headers, body = _request("binary", stored, orjson.loads(stored))
     expected_headers, expected_body = CloudEvent.from_structured(stored).to_binary()
     assert (headers, body) == (expected_headers, expected_body)
+
+
+async def test_the_steps_of_a_delivered_attempt_are_those_add_and_add_common_write():
+    import orjson
+
+    from meshruntime.delivery.journal import JourneyWriter
+    from meshruntime.journey import JourneyRecorder
+
+    def written(journal: JourneyWriter) -> list[dict]:
+        steps = [{**orjson.loads(step.step), "event": step.event_id} for step in journal._buffer]  # noqa: SLF001
+        journal._buffer.clear()  # noqa: SLF001
+        return steps
+
+    journal = JourneyWriter(store=None, recorder=JourneyRecorder("rt-1"), delay=60)
+    for latency in (0.125, 3.0, 1234.5):
+        journal.add("e1", "attempt", subscription="sub-1", attempt=2, status=201, latency_ms=latency, error=None,
+                    outcome="delivered")
+        journal.add_common("e1", "acked", subscription="sub-1", attempts=2, status=201)
+        expected = written(journal)
+        journal.delivered("e1", "sub-1", 2, 201, latency)
+        got = written(journal)
+        assert [s.pop("at") for s in got] and [s.pop("at") for s in expected]
+        assert got == expected
+    journal._flushing.cancel()  # noqa: SLF001 - nothing to write it to
