@@ -65,7 +65,7 @@ class DeliveryMetrics:
             ["subscription"], registry=r)
         self.pending = Gauge(
             "meshruntime_consumer_pending", "Events read for the subscription and not yet acknowledged "
-            "(in flight or waiting for a retry)", ["subscription"], registry=r)
+            "(in flight, waiting for a retry, or read ahead of a free slot)", ["subscription"], registry=r)
         self._children: dict[str, SubscriptionMetrics] = {}
 
     def subscription(self, subscription: str) -> SubscriptionMetrics:

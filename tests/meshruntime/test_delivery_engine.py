@@ -529,8 +529,9 @@ async def test_lag_and_pending_gauges(store, receiver, managers):
     receiver.respond = held
     manager = await managers(config(sub(url=receiver.url, max_in_flight=2)))
     await publish(store, 10)
-    await wait_until(lambda: sample(manager, "meshruntime_consumer_pending", subscription="sub-1") == 2
-                     and sample(manager, "meshruntime_consumer_lag", subscription="sub-1") == 8)
+    # pending: 2 in flight and 2 read ahead of the next free slots (worker._take_new)
+    await wait_until(lambda: sample(manager, "meshruntime_consumer_pending", subscription="sub-1") == 4
+                     and sample(manager, "meshruntime_consumer_lag", subscription="sub-1") == 6)
     gate.set()
     await wait_until(lambda: sample(manager, "meshruntime_consumer_pending", subscription="sub-1") == 0
                      and sample(manager, "meshruntime_consumer_lag", subscription="sub-1") == 0)
