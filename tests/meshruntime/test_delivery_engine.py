@@ -670,3 +670,79 @@ async def test_when_the_ordered_runtime_dies_the_other_takes_over_its_pending_ev
     await managers(config(sub(url=receiver.url, max_in_flight=1)), consumer="rt-live")
     await receiver.wait_for(lambda r: len(r.ids()) == 10, timeout=10)
     assert receiver.ids() == [f"e{i}" for i in range(10)]
+
+
+# -- read-ahead and the task-less first attempt (worker._take_new, worker._start_first_attempt) --
+
+
+async def test_nothing_is_acknowledged_before_its_2xx_and_acks_of_many_events_share_writes(
+        store, receiver, managers, redis_client, key_prefix):
+    gate = asyncio.Event()
+
+    async def held(received, request):
+        await gate.wait()
+
+    receiver.respond = held
+    manager = await managers(config(sub(url=receiver.url, max_in_flight=8)))
+    await publish(store, 8)
+    await wait_until(lambda: receiver.concurrent == 8)
+    await asyncio.sleep(3 * FAST.block_ms / 1000)  # well past the ack flush delay
+    assert redis_client.xpending(f"{key_prefix}topic:{TOPIC}", "sub-1")["pending"] == 8
+    acks = []
+    worker = manager.workers["sub-1"]
+    ack = worker.topic.ack
+
+    async def counted(ids):
+        acks.append(list(ids))
+        await ack(ids)
+
+    worker.topic.ack = counted
+    gate.set()
+    await wait_until(lambda: redis_client.xpending(f"{key_prefix}topic:{TOPIC}", "sub-1")["pending"] == 0)
+    assert sorted(i for ids in acks for i in ids) == sorted(
+        e.decode() for e, _ in redis_client.xrange(f"{key_prefix}topic:{TOPIC}"))
+    assert len(acks) < 8  # batched: answers within the flush delay share one XACK
+
+
+async def test_events_read_ahead_wait_out_a_pause_and_are_delivered_once_on_resume(
+        store, receiver, managers, redis_client, key_prefix):
+    gate = asyncio.Event()
+
+    async def held(received, request):
+        if received.event_id in ("e0", "e1"):
+            await gate.wait()
+
+    receiver.respond = held
+    manager = await managers(config(sub(url=receiver.url, max_in_flight=2)))
+    await publish(store, 6)
+    await wait_until(lambda: receiver.concurrent == 2 and manager.workers["sub-1"].held == 4)  # 2 read ahead
+    manager.apply_config(config(sub(url=receiver.url, max_in_flight=2, state="paused"), version=2))
+    await manager.reconciled()
+    gate.set()
+    await receiver.wait_for(lambda r: len(r.answered) == 2)
+    await asyncio.sleep(0.5)  # paused: the events read ahead stay pending, undelivered
+    assert sorted(receiver.ids()) == ["e0", "e1"]
+    assert redis_client.xpending(f"{key_prefix}topic:{TOPIC}", "sub-1")["pending"] == 2
+    manager.apply_config(config(sub(url=receiver.url, max_in_flight=2), version=3))
+    await receiver.wait_for(lambda r: len(r.ids()) == 6)
+    await asyncio.sleep(0.3)
+    assert sorted(receiver.ids()) == [f"e{i}" for i in range(6)]  # each once
+    await wait_until(lambda: redis_client.xpending(f"{key_prefix}topic:{TOPIC}", "sub-1")["pending"] == 0)
+
+
+async def test_a_second_runtime_never_takes_over_events_read_ahead(store, receiver, managers):
+    # rt-a's two slots are busy for 3 visibility timeouts; what it read ahead keeps its lease
+    async def slow(received, request):
+        if received.event_id in ("e0", "e1"):
+            await asyncio.sleep(3 * FAST.visibility_timeout_s)
+
+    receiver.respond = slow
+    doc = config(sub(url=receiver.url, max_in_flight=2, timeout_ms=10_000))
+    first = await managers(doc, consumer="rt-a")
+    await publish(store, 4)
+    await wait_until(lambda: receiver.concurrent == 2 and first.workers["sub-1"].held == 4)
+    await managers(doc, consumer="rt-b")
+    await receiver.wait_for(lambda r: len(r.answered) == 4, timeout=10)
+    await asyncio.sleep(2 * FAST.visibility_timeout_s)
+    assert sorted(receiver.ids()) == ["e0", "e1", "e2", "e3"]  # none twice
+    assert {r.headers["User-Agent"] for r in receiver.received} == {"rt-a"}

@@ -160,3 +160,63 @@ async def test_a_silent_server_times_out(client):
 async def test_it_refuses_what_is_not_an_http_url(client, url):
     with pytest.raises(InvalidUrl):
         await client.post(url, {}, b"x", 1)
+
+
+async def sent(client: Http1Client, url: str, body: bytes = b"x", timeout: float = 2) -> tuple:
+    """Http1Client.send, awaited: (response, error), and whether done came before send returned."""
+    answer = asyncio.get_running_loop().create_future()
+    returned = False
+
+    def done(response, error):
+        answer.set_result((response, error, returned))
+
+    client.send(url, {}, body, timeout, done)
+    returned = True
+    return await answer
+
+
+async def test_send_calls_back_once_with_the_answer_and_reuses_the_connection(client):
+    async with RawServer(OK) as server:
+        for _ in range(3):
+            response, error, after_return = await sent(client, server.url)
+            assert (response.status, response.body, error, after_return) == (200, b"ok", None, True)
+        assert server.connections == 1
+
+
+async def test_send_retries_the_keep_alive_race_on_a_new_connection(client):
+    connections = []
+
+    async def one_answer_per_connection(reader, writer):  # then closes on the next request, unanswered
+        connections.append(writer)
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        await read_request(reader)
+        writer.close()
+
+    server = await asyncio.start_server(one_answer_per_connection, "127.0.0.1", 0)
+    try:
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        assert (await sent(client, url))[0].status == 200
+        response, error, _ = await sent(client, url)  # the kept connection is closed: a new one answers
+        assert (response.status, error) == (200, None)
+        assert len(connections) == 2
+    finally:
+        server.close()
+
+
+async def test_send_reports_failures_and_timeouts_never_before_it_returns(client):
+    response, error, after_return = await sent(client, "ftp://example.com/x")
+    assert response is None and isinstance(error, InvalidUrl) and after_return
+    response, error, after_return = await sent(client, "http://127.0.0.1:9/hook")
+    assert isinstance(error, HttpError) and after_return
+
+    async def never(reader, writer):
+        await asyncio.sleep(10)
+
+    server = await asyncio.start_server(never, "127.0.0.1", 0)
+    try:
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        response, error, _ = await sent(client, url, timeout=0.2)
+        assert response is None and isinstance(error, TimeoutError)
+    finally:
+        server.close()
