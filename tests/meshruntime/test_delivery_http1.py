@@ -220,3 +220,27 @@ async def test_send_reports_failures_and_timeouts_never_before_it_returns(client
         assert response is None and isinstance(error, TimeoutError)
     finally:
         server.close()
+
+
+async def test_requests_under_way_time_out_each_at_its_own_deadline(client):
+    async def never(reader, writer):
+        await asyncio.sleep(10)
+
+    server = await asyncio.start_server(never, "127.0.0.1", 0)
+    try:
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+
+        async def timed_out_after(timeout: float) -> float:
+            with pytest.raises(TimeoutError):
+                await client.post(url, {}, b"x", timeout)
+            return loop.time() - started
+
+        slow = asyncio.create_task(timed_out_after(0.8))
+        await asyncio.sleep(0.05)
+        fast, short = await asyncio.gather(timed_out_after(0.2), timed_out_after(0.4))
+        assert 0.2 <= fast < 0.4 and 0.4 <= short < 0.6  # not held back by the later deadline set first
+        assert 0.8 <= await slow < 1.1
+    finally:
+        server.close()
