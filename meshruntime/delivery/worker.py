@@ -714,6 +714,11 @@ def _request(mode: str, stored: bytes, attributes: dict) -> tuple[str, dict[str,
             plain[f"ce-{name}"] = value
         elif value is not None:
             rest[name] = value
+    if encoded is None and data.__class__ in (dict, list) and (not rest or (
+            len(rest) == 1 and rest.get("datacontenttype").__class__ is str)):
+        # the usual event (JSON data, plain attributes): what the codec makes of it, made here
+        plain["content-type"] = rest.get("datacontenttype") or "application/json"
+        return mode, plain, orjson.dumps(data)
     if encoded is not None:
         data = base64.b64decode(encoded)
     headers, body = CloudEvent(rest, data).to_binary()
