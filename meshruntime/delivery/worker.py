@@ -20,6 +20,7 @@ import random
 import re
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -255,9 +256,13 @@ class SubscriptionWorker:
         if not self._backlog:
             recovered = await self._recover_own(free)
         if self._backlog or not recovered:
-            while free > 0 and self._backlog:
-                self._start(self._backlog.popleft())
-                free -= 1
+            backlog, limit = self._backlog, self.spec.max_in_flight
+            self._refilling = True  # see _start_in_free_slots
+            try:
+                while backlog and self._in_flight < limit:
+                    self._start(backlog.popleft())
+            finally:
+                self._refilling = False
             return
         now = time.monotonic()
         if free > 0 and now >= self._next_redeliver_read:
@@ -277,13 +282,10 @@ class SubscriptionWorker:
         the next of them at once (_finish), and the loop reads more while half of them are left,
         so that slots do not wait for a round trip to the store; at loopback speeds that wait
         cost a third of the delivery rate. Ordered subscriptions read one at a time, as before."""
-        ahead = self._ahead
-        started = False
-        while free > 0 and ahead:
-            self._start(ahead.popleft())
-            free -= 1
-            started = True
-        spec = self.spec
+        ahead, spec = self._ahead, self.spec
+        started = bool(ahead) and self._in_flight < spec.max_in_flight
+        self._start_in_free_slots(())
+        free = max(0, spec.max_in_flight - self._in_flight)
         want = free + (spec.max_in_flight if spec.max_in_flight > 1 else 0) - len(ahead)
         if want <= 0:
             return
@@ -297,15 +299,23 @@ class SubscriptionWorker:
         if self._halt.is_set():
             return  # paused (or stopping) while the read waited: see _start_new
         topic = self.topic
-        free = min(free, self.spec.max_in_flight - self._in_flight)  # slots may have been refilled meanwhile
-        for entry in entries:
-            delivery = Delivery(topic, entry, 0, 1)
-            if free > 0:
-                self._start(delivery)
-                free -= 1
-            else:
-                self._held[delivery.key] = delivery
-                ahead.append(delivery)
+        self._start_in_free_slots([Delivery(topic, entry, 0, 1) for entry in entries])
+
+    def _start_in_free_slots(self, deliveries: Iterable[Delivery]) -> None:
+        """Queue ``deliveries`` behind what was read ahead, then start from the front as far as
+        slots are free now (attempts that ended during a read have started others, see _refill);
+        the rest is held ahead. One loop, so an event that ends at once (filtered) frees its
+        slot for the next here, and nothing nested starts more than the slots allow."""
+        ahead, held, limit = self._ahead, self._held, self.spec.max_in_flight
+        for delivery in deliveries:
+            held[delivery.key] = delivery
+            ahead.append(delivery)
+        self._refilling = True
+        try:
+            while ahead and self._in_flight < limit:
+                self._start(ahead.popleft())
+        finally:
+            self._refilling = False
 
     def _ahead_low(self, spec: SubscriptionSpec) -> bool:
         """Whether to read ahead although every slot is busy (see _take_new)."""
@@ -330,8 +340,7 @@ class SubscriptionWorker:
             # paused (or stopping) while the read waited: they stay pending, and are taken up
             # first on resume (or by another runtime after the visibility timeout)
             return
-        for entry in entries:
-            self._start(Delivery(stream, entry, 0, 1))
+        self._start_in_free_slots([Delivery(stream, entry, 0, 1) for entry in entries])
 
     async def _setup(self) -> None:
         """Create the consumer groups, retrying while the store is away."""

@@ -315,6 +315,23 @@ async def test_max_in_flight_bounds_concurrent_requests(store, receiver, manager
     assert receiver.max_concurrent == 4
 
 
+async def test_max_in_flight_holds_while_filtered_events_free_their_slots_at_once(store, receiver, managers):
+    async def slow(received, request):
+        await asyncio.sleep(0.05)
+
+    receiver.respond = slow
+    # the first read takes 4 into the slots (2 filtered at once) and 4 ahead, starting with a
+    # filtered one: starting that one frees its slot while the others are being started
+    types = ["keep", "keep", "drop", "drop", "drop"] + ["keep"] * 20
+    manager = await managers(config(sub(url=receiver.url, max_in_flight=4, state="paused",
+                                        filters=[{"exact": {"type": "keep"}}])))
+    await store.append_many([AppendEntry(TOPIC, event(i, type_=t)) for i, t in enumerate(types)])
+    manager.apply_config(config(sub(url=receiver.url, max_in_flight=4, filters=[{"exact": {"type": "keep"}}]),
+                                version=2))
+    await receiver.wait_for(lambda r: len(r.ids()) == 22)
+    assert receiver.max_concurrent == 4
+
+
 # -- live configuration ------------------------------------------------------------------------
 
 
