@@ -763,3 +763,30 @@ async def test_a_second_runtime_never_takes_over_events_read_ahead(store, receiv
     await asyncio.sleep(2 * FAST.visibility_timeout_s)
     assert sorted(receiver.ids()) == ["e0", "e1", "e2", "e3"]  # none twice
     assert {r.headers["User-Agent"] for r in receiver.received} == {"rt-a"}
+
+
+async def test_an_event_whose_ack_never_lands_stays_pending_and_is_delivered_again(
+        store, receiver, managers, redis_client, key_prefix):
+    key = f"{key_prefix}topic:{TOPIC}"
+    doc = config(sub(url=receiver.url))
+    first = await managers(doc, consumer="rt-a")
+    never = asyncio.Event()
+
+    async def frozen(*args, **kwargs):  # the runtime dies between the subscriber's 2xx and its XACK
+        await never.wait()
+
+    async def dead(*args, **kwargs):  # ... and claims nothing any more
+        return None
+
+    first.workers["sub-1"].topic.ack = frozen
+    first.workers["sub-1"]._claim_stale = dead  # noqa: SLF001
+    try:
+        await publish(store, 1)
+        await receiver.wait_for(lambda r: r.ids() == ["e0"])
+        await asyncio.sleep(0.2)
+        assert redis_client.xpending(key, "sub-1")["pending"] == 1
+        await managers(doc, consumer="rt-b")  # takes it over after the visibility timeout
+        await receiver.wait_for(lambda r: r.ids() == ["e0", "e0"], timeout=10)
+        await wait_until(lambda: redis_client.xpending(key, "sub-1")["pending"] == 0)
+    finally:
+        never.set()
