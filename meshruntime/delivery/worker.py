@@ -628,10 +628,10 @@ class SubscriptionWorker:
                         self._acks.setdefault(stream.kind, []).extend(ids)
                         await asyncio.sleep(min(0.05 * 2 ** failures, 2.0))
                         continue
-                for entry_id in ids:
-                    key = (stream.kind, entry_id)
-                    self._acking.discard(key)
-                    self._acked[key] = None
+                kind = stream.kind
+                keys = [(kind, entry_id) for entry_id in ids]
+                self._acking.difference_update(keys)
+                self._acked.update(dict.fromkeys(keys))
                 if len(self._acked) > 2 * ACKED_MEMORY:  # forget the older half, at once
                     self._acked = dict.fromkeys(list(self._acked)[-ACKED_MEMORY:])
 
