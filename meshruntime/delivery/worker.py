@@ -62,6 +62,7 @@ class DeliverySettings:
     # 1,000 events/s that is ten per write instead of one. They are off the latency path (the
     # subscriber has its answer), and a crash inside the window only means a redelivery.
     flush_delay_s: float = 0.01
+    ack_retries: int = 20  # failed writes of acks retried (0.1 s, doubling up to 2 s) before giving up
 
     @property
     def lease_interval_s(self) -> float:
@@ -617,18 +618,21 @@ class SubscriptionWorker:
                 ids = batches.get(stream.kind)
                 if not ids:
                     continue
+                kind = stream.kind
                 try:
                     await stream.ack(ids)
                 except StoreError as error:
                     failures += 1
-                    if failures > 20:  # left pending: taken over after the visibility timeout
+                    if failures > self.settings.ack_retries:
+                        # left pending: taken over after the visibility timeout, by this runtime
+                        # too, so they must not count as acknowledged here (see _acquire)
                         log.warning("subscription %s: %d acks lost (%s); those events will be "
                                     "delivered again", self.spec.id, len(ids), error)
+                        self._acking.difference_update([(kind, entry_id) for entry_id in ids])
                     else:
-                        self._acks.setdefault(stream.kind, []).extend(ids)
+                        self._acks.setdefault(kind, []).extend(ids)
                         await asyncio.sleep(min(0.05 * 2 ** failures, 2.0))
-                        continue
-                kind = stream.kind
+                    continue
                 keys = [(kind, entry_id) for entry_id in ids]
                 self._acking.difference_update(keys)
                 self._acked.update(dict.fromkeys(keys))

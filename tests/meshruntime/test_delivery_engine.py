@@ -790,3 +790,26 @@ async def test_an_event_whose_ack_never_lands_stays_pending_and_is_delivered_aga
         await wait_until(lambda: redis_client.xpending(key, "sub-1")["pending"] == 0)
     finally:
         never.set()
+
+
+async def test_an_event_whose_ack_is_given_up_is_delivered_again_by_the_same_runtime(
+        store, receiver, managers, redis_client, key_prefix):
+    from dataclasses import replace
+
+    from meshruntime.store import StoreError
+
+    manager = await managers(config(sub(url=receiver.url)), settings=replace(FAST, ack_retries=1))
+    worker = manager.workers["sub-1"]
+    ack, failed = worker.topic.ack, []
+
+    async def failing_twice(ids):  # a first write and its one retry fail: the ack is given up
+        if len(failed) < 2:
+            failed.append(list(ids))
+            raise StoreError("ack failed: Redis is away")
+        await ack(ids)
+
+    worker.topic.ack = failing_twice
+    await publish(store, 1)
+    await receiver.wait_for(lambda r: r.ids() == ["e0", "e0"], timeout=10)  # after the visibility timeout
+    await wait_until(lambda: redis_client.xpending(f"{key_prefix}topic:{TOPIC}", "sub-1")["pending"] == 0)
+    assert len(failed) == 2
