@@ -96,6 +96,8 @@ class Publisher:
         self.limits = limits
         self.touched_topics: set[str] = set()
         self._background: set[asyncio.Task] = set()
+        self._refused_since_log = 0
+        self._next_refusal_log = 0.0
 
     # -- checks ---------------------------------------------------------------------------------
     def authenticate(self, state: MeshState, authorization: str | None) -> Identity:
@@ -242,8 +244,8 @@ class Publisher:
         """Count and tap what :meth:`submit` appended; raises :class:`Refusal` (503) if it failed."""
         error = appended.exception()
         if error is not None:
-            log.error("append failed: %s", error)
             n = sum(len(p.events) for p in prepared)
+            self._log_refused_append(error, n)
             raise self.refuse(Refusal(503, "store_unavailable",
                                       "the event store did not take the events; nothing was stored, "
                                       "retry later"), n) from None
@@ -269,6 +271,16 @@ class Publisher:
                             tap.offer(target, event.with_extension(ROUTE_EXTENSION, rule), "stored",
                                       application=p.identity.application, stream_id=stream_id, rule=rule)
             offset += len(p.entries)
+
+    def _log_refused_append(self, error: BaseException, n: int) -> None:
+        """At most one line a second while the store is away, however many requests fail."""
+        self._refused_since_log += n
+        now = time.monotonic()
+        if now >= self._next_refusal_log:
+            log.error("the event store did not take %d events (503 to their publishers): %s",
+                      self._refused_since_log, error)
+            self._refused_since_log = 0
+            self._next_refusal_log = now + 1.0
 
     async def commit(self, prepared: Sequence[Prepared]) -> None:
         """Append every prepared request in one coalesced write; raises :class:`Refusal` (503)."""

@@ -7,6 +7,7 @@ holds exactly what was sent (attributes, extensions, data), plus the traceparent
 from __future__ import annotations
 
 import asyncio
+import time
 
 import orjson
 import pytest
@@ -192,6 +193,24 @@ async def test_readiness_fails_while_the_store_is_unreachable(key_prefix):
         refused = await client.post("/v1/topics/orders.shipped/events", data=orjson.dumps(event(1)),
                                     headers={**AUTH, "Content-Type": "application/cloudevents+json"})
         assert refused.status == 503 and (await refused.json())["error"] == "store_unavailable"
+    await runtime.stop()
+
+
+async def test_an_unreachable_store_is_logged_once_a_second_not_once_a_request(key_prefix, caplog):
+    from meshruntime.app import Runtime, Settings
+
+    runtime = Runtime(Settings(store_url="redis://127.0.0.1:1/0", prefix=key_prefix))
+    runtime.apply_config(make_config())
+    started = time.monotonic()
+    async with serving(runtime) as client:
+        for i in range(20):
+            refused = await client.post("/v1/topics/orders.shipped/events", data=orjson.dumps(event(i)),
+                                        headers={**AUTH, "Content-Type": "application/cloudevents+json"})
+            assert refused.status == 503
+    seconds = time.monotonic() - started
+    lines = [r.getMessage() for r in caplog.records if "did not take" in r.getMessage()]
+    assert lines[0].startswith("the event store did not take 1 events (503 to their publishers)")
+    assert len(lines) <= 1 + int(seconds)  # 20 requests, one line a second
     await runtime.stop()
 
 
