@@ -143,15 +143,20 @@ def query_mix(topics: list[str], apps: list[str], rng: random.Random) -> list[tu
 
 
 def timed(decide: Callable[[str, str, str], bool], chunks: list[list[tuple[str, str, str]]]) -> tuple[list[float], int]:
-    """Seconds to decide each chunk of queries, in order, and how many were allowed."""
-    allowed = 0
+    """Seconds to decide each chunk of queries, in order, and how many were allowed.
+
+    The timed loop only decides. Counting the allowed ones in it (``allowed += 1``) cost more
+    than a cached decision, because integers beyond 256 are new objects: the 10,000-rule policy
+    allows 72 % of the queries and the 10-rule one 3 %, so the count, not the policy, took a
+    quarter off the larger one's rate. The count is taken afterwards, untimed.
+    """
     seconds = []
     for chunk in chunks:
         started = time.thread_time()
         for application, topic, action in chunk:
-            if decide(application, topic, action):
-                allowed += 1
+            decide(application, topic, action)
         seconds.append(time.thread_time() - started)
+    allowed = sum(1 for chunk in chunks for query in chunk if decide(*query))
     return seconds, allowed
 
 

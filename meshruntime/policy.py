@@ -18,9 +18,10 @@ Specificity: exact name, then longer prefix, then ``*``; on a tie a rule naming 
 beats an everyone rule, then the smaller id wins.
 
 Cost: ``from_rules`` indexes rules per action and principal by pattern, so a decision costs
-at most one dict probe per topic segment (plus one) for the application and as many for
-everyone, whatever the number of rules. Decisions are also cached per policy; a policy never
-changes (a new configuration builds a new one), so the cache never needs invalidating.
+at most one dict probe per topic segment (plus one), for the application and everyone together,
+whatever the number of rules (as many again in a mesh too large to merge the two; see
+"Index"). Decisions are also cached per policy; a policy never changes (a new configuration
+builds a new one), so the cache never needs invalidating.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ EFFECTS = ("allow", "deny")
 EVERYONE = "*"
 MAX_TOPIC_LENGTH = 249
 DEFAULT_CACHE_SIZE = 65_536
+MERGE_LIMIT = 250_000  # applications x everyone's patterns, per action: at most about 5 MB each (see "Index")
 
 _TOPIC_NAME = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*")
 
@@ -214,6 +216,12 @@ def _normalise(rule: Any) -> _Rule:
 # pattern of the same bucket that covers it, so the first pattern found answers for the
 # bucket: a lookup is at most one probe per topic segment, plus one, per bucket, whatever the
 # number of rules.
+#
+# Each application's table also takes in everyone's patterns, folded with both buckets'
+# covering patterns, so that the first pattern found answers for the application and for
+# everyone at once: one series of probes instead of two. That costs everyone's patterns once
+# per application, so it is done while the product stays under MERGE_LIMIT entries (a mesh of
+# many applications and many everyone rules keeps two series of probes instead).
 
 
 @lru_cache(maxsize=16_384)
@@ -242,16 +250,24 @@ class _Bucket:
         self.masks[pattern] = self.masks.get(pattern, 0) | (_DENY if rule.deny else _ALLOW)
         self.rules.setdefault(pattern, []).append(rule)
 
-    def folded(self) -> dict[str, int]:
-        """pattern -> bits of every rule here whose pattern covers it (see above)."""
+    def folded(self, patterns: Iterable[str] | None = None) -> dict[str, int]:
+        """pattern -> bits of every rule here whose pattern covers it (see above), for this
+        bucket's own patterns or for the ``patterns`` given."""
         masks = self.masks
         folded = {}
-        for pattern in masks:
+        for pattern in masks if patterns is None else patterns:
             bits = 0
             for covering in _covering_patterns(pattern):
                 bits |= masks.get(covering, 0)
             folded[pattern] = bits
         return folded
+
+    def merged(self, everyone: _Bucket) -> dict[str, int]:
+        """pattern -> bits of this bucket's and everyone's rules whose pattern covers it, for
+        the patterns of both (see above)."""
+        patterns = dict.fromkeys([*self.masks, *everyone.masks])
+        own, theirs = self.folded(patterns), everyone.folded(patterns)
+        return {pattern: own[pattern] | theirs[pattern] for pattern in patterns}
 
 
 class _ActionIndex:
@@ -300,20 +316,22 @@ class Decision:
 class Policy:
     """An immutable, indexed set of access rules. Build it with :meth:`from_rules`."""
 
-    def __init__(self, rules: Sequence[_Rule], cache_size: int = DEFAULT_CACHE_SIZE) -> None:
+    def __init__(self, rules: Sequence[_Rule], cache_size: int = DEFAULT_CACHE_SIZE,
+                 merge_limit: int = MERGE_LIMIT) -> None:
         self._rules = tuple(rules)
         self._index = {action: _ActionIndex() for action in ACTIONS}
         for rule in self._rules:
             for action in rule.actions:
                 self._index[action].add(rule)
-        # The hot path reads plain dicts: action -> (application -> bits, everyone's bits).
-        self._tables = {
-            action: (
-                {application: bucket.folded() for application, bucket in index.applications.items()},
-                index.everyone.folded(),
-            )
-            for action, index in self._index.items()
-        }
+        # The hot path reads plain dicts: action -> (application -> bits, everyone's bits, whether
+        # the applications' tables include everyone's patterns; see "Index" above).
+        self._tables = {}
+        for action, index in self._index.items():
+            everyone = index.everyone
+            merge = len(index.applications) * len(everyone.masks) <= merge_limit
+            applications = {application: bucket.merged(everyone) if merge else bucket.folded()
+                            for application, bucket in index.applications.items()}
+            self._tables[action] = (applications, everyone.folded(), merge)
         # Decisions by action, application and topic: nested dicts rather than one dict keyed
         # by a tuple, so that a hit allocates nothing. Per instance, so a new configuration
         # starts empty; emptied when full, since a bound matters more here than recency.
@@ -322,12 +340,14 @@ class Policy:
         self._cache: dict[str, dict[str, dict[str, bool]]] = {action: {} for action in ACTIONS}
 
     @classmethod
-    def from_rules(cls, rules: Iterable[Mapping[str, Any]], *, cache_size: int = DEFAULT_CACHE_SIZE) -> Policy:
+    def from_rules(cls, rules: Iterable[Mapping[str, Any]], *, cache_size: int = DEFAULT_CACHE_SIZE,
+                   merge_limit: int = MERGE_LIMIT) -> Policy:
         """Validate ``rules`` (MeshConfig ``access_rules``) and index them.
 
         Raises :class:`PolicyError` naming the rule and the field at the first invalid rule, or
         when two rules share an id (explanations name rules by id, so ids must be unique).
-        ``cache_size`` bounds the decision cache (0 disables it).
+        ``cache_size`` bounds the decision cache (0 disables it); ``merge_limit`` bounds the
+        merged tables (see "Index"; 0 keeps everyone's patterns apart).
         """
         normalised: list[_Rule] = []
         seen: set[str] = set()
@@ -340,7 +360,7 @@ class Policy:
                 raise PolicyError(f"access_rules[{position}]: rule id {item.id!r} is used twice")
             seen.add(item.id)
             normalised.append(item)
-        return cls(normalised, cache_size=cache_size)
+        return cls(normalised, cache_size=cache_size, merge_limit=merge_limit)
 
     @property
     def rules(self) -> list[dict[str, Any]]:
@@ -382,22 +402,28 @@ class Policy:
         tables = self._tables.get(action)
         if tables is None:
             raise _unknown_action(action)
-        applications, everyone = tables
+        applications, everyone, merged = tables
         patterns = _covering_patterns(topic)
+        own = applications.get(application)
+        if merged or own is None:  # one table answers for the application and for everyone
+            table = everyone if own is None else own
+            for pattern in patterns:
+                found = table.get(pattern)
+                if found is not None:
+                    return found == _ALLOW  # some allow and no deny
+            return False
         bits = 0
         for pattern in patterns:
             found = everyone.get(pattern)
             if found is not None:
                 bits = found
                 break
-        own = applications.get(application)
-        if own is not None:
-            for pattern in patterns:
-                found = own.get(pattern)
-                if found is not None:
-                    bits |= found
-                    break
-        return bits == _ALLOW  # some allow and no deny
+        for pattern in patterns:
+            found = own.get(pattern)
+            if found is not None:
+                bits |= found
+                break
+        return bits == _ALLOW
 
     def explain(self, application: str, topic: str, action: str) -> Decision:
         """The decision with every matching rule, by precedence, and the one that decided."""

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from meshruntime.policy import (
+    MERGE_LIMIT,
     Decision,
     Policy,
     PolicyError,
@@ -441,9 +442,10 @@ def naive_explain(rules: list[dict[str, Any]], app: str, topic: str, action: str
     return allowed, [r["id"] for r in matching]
 
 
-@given(rule_lists, st.lists(queries, min_size=1, max_size=10))
-def test_the_index_decides_like_a_naive_scan(rules, query_list):
-    policy = Policy.from_rules(rules)
+@given(rule_lists, st.lists(queries, min_size=1, max_size=10), st.sampled_from([MERGE_LIMIT, 0]))
+def test_the_index_decides_like_a_naive_scan(rules, query_list, merge_limit):
+    """Whether everyone's patterns are merged into the applications' tables or kept apart."""
+    policy = Policy.from_rules(rules, merge_limit=merge_limit)
     for app, topic, action in query_list:
         allowed, matched_ids = naive_explain(rules, app, topic, action)
         decision = policy.explain(app, topic, action)
