@@ -128,6 +128,17 @@ def sample(manager: DeliveryManager, name: str, **labels: str) -> float:
     return 0.0 if value is None else value
 
 
+def hold_answers(receiver) -> asyncio.Event:
+    """The receiver answers nothing until the event returned is set."""
+    gate = asyncio.Event()
+
+    async def held(received, request):
+        await gate.wait()
+
+    receiver.respond = held
+    return gate
+
+
 # -- the happy path ----------------------------------------------------------------------------
 
 
@@ -387,12 +398,7 @@ async def test_pausing_during_a_retry_wait_leaves_the_event_pending_for_the_resu
 
 async def test_revoking_removes_the_group_after_the_attempt_under_way(
         store, receiver, managers, redis_client, key_prefix):
-    gate = asyncio.Event()
-
-    async def held(received, request):
-        await gate.wait()
-
-    receiver.respond = held
+    gate = hold_answers(receiver)
     manager = await managers(config(sub(url=receiver.url)))
     await publish(store, 1)
     await wait_until(lambda: receiver.concurrent == 1)
@@ -538,12 +544,7 @@ async def test_stop_lets_attempts_under_way_finish_and_acknowledges_them(
 
 
 async def test_lag_and_pending_gauges(store, receiver, managers):
-    gate = asyncio.Event()
-
-    async def held(received, request):
-        await gate.wait()
-
-    receiver.respond = held
+    gate = hold_answers(receiver)
     manager = await managers(config(sub(url=receiver.url, max_in_flight=2)))
     await publish(store, 10)
     # pending: 2 in flight and 2 read ahead of the next free slots (worker._take_new)
@@ -694,12 +695,7 @@ async def test_when_the_ordered_runtime_dies_the_other_takes_over_its_pending_ev
 
 async def test_nothing_is_acknowledged_before_its_2xx_and_acks_of_many_events_share_writes(
         store, receiver, managers, redis_client, key_prefix):
-    gate = asyncio.Event()
-
-    async def held(received, request):
-        await gate.wait()
-
-    receiver.respond = held
+    gate = hold_answers(receiver)
     manager = await managers(config(sub(url=receiver.url, max_in_flight=8)))
     await publish(store, 8)
     await wait_until(lambda: receiver.concurrent == 8)
