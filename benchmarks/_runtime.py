@@ -102,3 +102,28 @@ def _children(pid: int) -> list[int]:
         except (OSError, ValueError, IndexError):
             continue
     return found
+
+
+def private_data_dir() -> str | None:
+    """Point MESHADMIN_DATA_DIR at a new temporary folder, unless it is set; return the folder
+    made (for :func:`remove_data_dir`), or None."""
+    if os.environ.get("MESHADMIN_DATA_DIR"):
+        return None
+    import tempfile
+
+    path = os.environ["MESHADMIN_DATA_DIR"] = tempfile.mkdtemp(prefix="meshadmin-bench-")
+    return path
+
+
+def remove_data_dir(path: str | None) -> None:
+    """Stop the private Redis the settings may have started in ``path``, then remove it."""
+    if path is None:
+        return
+    import shutil
+
+    from meshadmin.embedded import stop_redis
+
+    for redis_dir in Path(path).glob("*redis*"):
+        stop_redis(redis_dir)
+    shutil.rmtree(path, ignore_errors=True)
+

@@ -29,7 +29,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -38,13 +37,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _runtime import default_redis_url  # noqa: E402
+from _runtime import default_redis_url, private_data_dir, remove_data_dir  # noqa: E402
 
 # One Redis for every run (the shared bench-redis under data/, unless REDIS_URL says otherwise),
 # rather than a new embedded one in each run's temporary folder, left running: so this comes
 # before MESHADMIN_DATA_DIR points at that folder.
 os.environ["REDIS_URL"] = default_redis_url()
-os.environ.setdefault("MESHADMIN_DATA_DIR", tempfile.mkdtemp(prefix="meshadmin-bench-"))
+DATA_DIR = private_data_dir()  # removed at the end
 os.environ["DJANGO_SETTINGS_MODULE"] = "meshadmin.settings.test"
 PREFIX = f"meshbench-{uuid.uuid4().hex[:8]}:"
 os.environ["MESH_KEY_PREFIX"] = PREFIX
@@ -305,4 +304,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        remove_data_dir(DATA_DIR)
