@@ -30,7 +30,7 @@ from .heartbeat import Heartbeater
 from .journey import JourneyRecorder
 from .metrics import CONTENT_TYPE_LATEST, RuntimeMetrics
 from .publish import Limits, Prepared, Publisher, Refusal
-from .server import HttpServer, Request, Response, Result
+from .server import HttpServer, Request, Response, Result, error_response
 from .state import MeshState
 from .store import RedisStreamsStore, Store, StoreError, open_store
 from .store.redis_streams import make_client
@@ -80,8 +80,8 @@ class Settings:
         return self.application is None
 
 
-def _json(status: int, body: Any) -> Response:
-    return Response(status, orjson.dumps(body))
+def _refused(refusal: Refusal) -> Response:
+    return Response.json(refusal.status, refusal.body())
 
 
 class Runtime:
@@ -300,7 +300,7 @@ class Runtime:
             raise self.publisher.refuse(Refusal(
                 413, "too_large", f"the request body {size}; the limit is {limit} bytes", limit=limit))
         except Refusal as refusal:
-            return _json(refusal.status, refusal.body())
+            return _refused(refusal)
 
     def dispatch(self, request: Request) -> Result:
         """Route a request: a :class:`Response`, a future of one, or a coroutine (see ``server``)."""
@@ -324,9 +324,8 @@ class Runtime:
             if handler is not None:
                 return handler(request)
         if path in self._get_routes or path.startswith(("/v1/topics/", "/eventmesh/publish")) or path == "/":
-            return _json(405, {"error": "method_not_allowed", "status": 405,
-                               "message": f"{method} is not allowed on {path}"})
-        return _json(404, {"error": "not_found", "status": 404, "message": f"no such path: {path}"})
+            return error_response(405, "method_not_allowed", f"{method} is not allowed on {path}")
+        return error_response(404, "not_found", f"no such path: {path}")
 
     def _gate(self) -> MeshState:
         """The state to serve this request with, or a refusal while not ready / stopping."""
@@ -357,7 +356,7 @@ class Runtime:
                 return self._traced_publish(request, state, identity, topic, events, mode)
             prepared = (self.publisher.prepare(state, identity, topic, events),)
         except Refusal as refusal:
-            return _json(refusal.status, refusal.body())
+            return _refused(refusal)
         answer = asyncio.get_running_loop().create_future()
         self.publisher.submit(prepared).add_done_callback(
             lambda appended: answer.set_result(self._published(prepared, appended)))
@@ -367,7 +366,7 @@ class Runtime:
         try:
             self.publisher.finish(prepared, appended)
         except Refusal as refusal:
-            return _json(refusal.status, refusal.body())
+            return _refused(refusal)
         return self._accepted(prepared[0])
 
     @staticmethod
@@ -378,7 +377,7 @@ class Runtime:
             body["routed"] = done.routed
         if done.warnings:
             body["warnings"] = done.warnings
-        return _json(202, body)
+        return Response.json(202, body)
 
     async def _traced_publish(self, request, state, identity, topic, events, mode) -> Response:
         from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -398,7 +397,7 @@ class Runtime:
             except Refusal as refusal:
                 span.set_status(Status(StatusCode.ERROR, refusal.message))
                 span.set_attribute("meshadmin.refusal", refusal.reason)
-                return _json(refusal.status, refusal.body())
+                return _refused(refusal)
         return self._accepted(prepared)
 
     # -- EventMesh compatibility -----------------------------------------------------------------
@@ -421,7 +420,7 @@ class Runtime:
     async def handle_eventmesh_publish(self, request: Request, topic: str) -> Response:
         """``POST /eventmesh/publish/{topic}``: any JSON body, wrapped as a CloudEvent."""
 
-        async def items(body: bytes, form: None):
+        def items(body: bytes, form: None):
             event = eventmesh.parse_path_publish(topic, request.headers, body, request.remote)
             return [(event.attributes["subject"], event)]
 
@@ -430,7 +429,7 @@ class Runtime:
     async def handle_eventmesh_batch(self, request: Request) -> Response:
         """``POST /eventmesh/publish/batch``: a JSON array of CloudEvents, topics in ``subject``."""
 
-        async def items(body: bytes, form: None):
+        def items(body: bytes, form: None):
             return eventmesh.parse_path_batch(request.headers, body)
 
         return await self._eventmesh(request, items)
@@ -438,7 +437,7 @@ class Runtime:
     async def handle_eventmesh_code(self, request: Request) -> Response:
         """The older form: a ``code`` header (101, 102, 104, 107) and form (or JSON) fields."""
 
-        async def items(body: bytes, form: dict):
+        def items(body: bytes, form: dict):
             _code, parsed = eventmesh.parse_code_request(request.headers, form)
             return parsed
 
@@ -457,7 +456,7 @@ class Runtime:
             if form_fields:
                 form = _form_fields(request.content_type, body)
                 identity = self.publisher.authenticate(state, eventmesh.eventmesh_key(request.headers, form))
-            return await self._eventmesh_publish(state, identity, await items(body, form))
+            return await self._eventmesh_publish(state, identity, items(body, form))
         except Refusal as refusal:
             return self._eventmesh_refusal(refusal)
         except eventmesh.EventMeshError as error:
@@ -466,7 +465,7 @@ class Runtime:
 
     # -- health and metrics ----------------------------------------------------------------------
     def handle_healthz(self, request: Request) -> Response:
-        return _json(200, {"status": "alive", "runtime": self.settings.runtime_id})
+        return Response.json(200, {"status": "alive", "runtime": self.settings.runtime_id})
 
     async def handle_readyz(self, request: Request) -> Response:
         store_ok = await self.store.ping()
@@ -479,7 +478,7 @@ class Runtime:
             "store": "reachable" if store_ok else "unreachable",
             "stopping": self.stopping,
         }
-        return _json(200 if ready else 503, body)
+        return Response.json(200 if ready else 503, body)
 
     async def handle_metrics(self, request: Request) -> Response:
         body = self.metrics.render()
@@ -489,7 +488,7 @@ class Runtime:
 
     def handle_info(self, request: Request) -> Response:
         s = self.settings
-        return _json(200, {
+        return Response.json(200, {
             "runtime": s.runtime_id, "mode": "gateway" if s.gateway else "sidecar",
             "application": s.application, "config_version": self.config_version,
             "software_version": SOFTWARE_VERSION, "pid": os.getpid(),

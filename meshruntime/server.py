@@ -48,7 +48,7 @@ from multidict import CIMultiDict
 
 log = logging.getLogger(__name__)
 
-__all__ = ["HttpServer", "Request", "Response"]
+__all__ = ["HttpServer", "Request", "Response", "error_response"]
 
 JSON = "application/json"
 MAX_QUEUED = 16  # complete requests waiting on one connection before reading pauses
@@ -126,15 +126,16 @@ def _status_line(status: int) -> bytes:
     return line
 
 
-def _error(status: int, error: str, message: str) -> Response:
+def error_response(status: int, error: str, message: str) -> Response:
+    """The JSON error every refusal of the runtime answers with."""
     return Response.json(status, {"error": error, "status": status, "message": message})
 
 
 def _head_too_large() -> Response:
-    return _error(431, "header_too_large", f"the request line and headers exceed {MAX_HEAD_BYTES} bytes")
+    return error_response(431, "header_too_large", f"the request line and headers exceed {MAX_HEAD_BYTES} bytes")
 
 
-INTERNAL_ERROR = _error(500, "internal", "the runtime failed on this request; its log says why")
+INTERNAL_ERROR = error_response(500, "internal", "the runtime failed on this request; its log says why")
 
 
 class _Protocol(asyncio.Protocol):
@@ -220,7 +221,7 @@ class _Protocol(asyncio.Protocol):
             self.closing = True  # no protocol switching here: answer what came before, then close
             self.discarding = True
         except httptools.HttpParserError as error:
-            self._refuse(_error(400, "bad_request", f"malformed HTTP request: {error}"))
+            self._refuse(error_response(400, "bad_request", f"malformed HTTP request: {error}"))
         if self.queue and self.current is None:
             self._next()
 
@@ -343,7 +344,7 @@ class _Protocol(asyncio.Protocol):
         self.current = None
         self.last_active = self.loop.time()  # idle from now on, not from when the request came
         if future.cancelled():
-            response = _error(503, "shutting_down", "the request was cancelled; retry it")
+            response = error_response(503, "shutting_down", "the request was cancelled; retry it")
         elif future.exception() is not None:
             log.error("handler failed on %s %s", request.method, request.path, exc_info=future.exception())
             response = INTERNAL_ERROR
@@ -396,7 +397,7 @@ class HttpServer:
 
     def _too_large(self, length: int | None, headers: CIMultiDict[str]) -> Response:
         size = f"{length} bytes" if length is not None else "longer"
-        return _error(413, "too_large", f"the request body is {size}; the limit is {self.max_body} bytes")
+        return error_response(413, "too_large", f"the request body is {size}; the limit is {self.max_body} bytes")
 
     def date(self) -> bytes:
         """The ``Date`` header's value, formatted once a second."""
