@@ -262,12 +262,15 @@ class _Bucket:
             folded[pattern] = bits
         return folded
 
-    def merged(self, everyone: _Bucket) -> dict[str, int]:
+    def merged(self, everyone: _Bucket, everyone_folded: dict[str, int]) -> dict[str, int]:
         """pattern -> bits of this bucket's and everyone's rules whose pattern covers it, for
-        the patterns of both (see above)."""
-        patterns = dict.fromkeys([*self.masks, *everyone.masks])
-        own, theirs = self.folded(patterns), everyone.folded(patterns)
-        return {pattern: own[pattern] | theirs[pattern] for pattern in patterns}
+        the patterns of both (see above). ``everyone_folded`` is ``everyone.folded()``, made
+        once for all applications; only this bucket's other patterns are folded here."""
+        patterns = dict.fromkeys([*self.masks, *everyone_folded])
+        own = self.folded(patterns)
+        theirs = everyone.folded(p for p in self.masks if p not in everyone_folded)
+        return {pattern: own[pattern] | (everyone_folded.get(pattern) or theirs.get(pattern, 0))
+                for pattern in patterns}
 
 
 class _ActionIndex:
@@ -328,10 +331,11 @@ class Policy:
         self._tables = {}
         for action, index in self._index.items():
             everyone = index.everyone
+            everyone_folded = everyone.folded()
             merge = len(index.applications) * len(everyone.masks) <= merge_limit
-            applications = {application: bucket.merged(everyone) if merge else bucket.folded()
+            applications = {application: bucket.merged(everyone, everyone_folded) if merge else bucket.folded()
                             for application, bucket in index.applications.items()}
-            self._tables[action] = (applications, everyone.folded(), merge)
+            self._tables[action] = (applications, everyone_folded, merge)
         # Decisions by action, application and topic: nested dicts rather than one dict keyed
         # by a tuple, so that a hit allocates nothing. Per instance, so a new configuration
         # starts empty; emptied when full, since a bound matters more here than recency.
