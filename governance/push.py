@@ -51,7 +51,8 @@ from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.utils import timezone
 
 from governance.diff import diff_documents
-from meshruntime.config import ConfigError, publish_document, seal, validate_document
+from meshruntime.config import ConfigError, seal, validate_document
+from meshruntime.config_publish import publish_document
 from meshruntime.patch import make_patch
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,8 @@ import orjson
 from . import eventmesh
 from .appender import AppendCoalescer
 from .cloudevents import EventError, parse_http
-from .config import ConfigWatcher, load_file
+from .config import load_file
+from .config_watcher import ConfigWatcher
 from .delivery import DeliveryManager, DeliverySettings
 from .delivery.process import DeliveryProcess
 from .heartbeat import Heartbeater

@@ -1,13 +1,16 @@
-"""meshruntime.config: checksum, sealing, validation and publishing of the MeshConfig document."""
+"""meshruntime.config and config_publish: checksum, sealing, validation and publishing of the MeshConfig document."""
 
 from __future__ import annotations
 
 import copy
 import hashlib
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,10 +22,10 @@ from meshruntime.config import (
     canonical_json,
     compute_checksum,
     load_file,
-    publish_document,
     seal,
     validate_document,
 )
+from meshruntime.config_publish import publish_document
 from meshruntime.schema import UnsupportedSchema, compile_checker
 
 
@@ -484,6 +487,23 @@ def test_publish_refuses_an_invalid_document_unless_told_not_to_check(redis_clie
         publish_document(redis_client, doc, prefix=key_prefix)
     assert redis_client.get(f"{key_prefix}config:latest") is None
     assert publish_document(redis_client, doc, prefix=key_prefix, check=False) == 3
+
+
+def _modules_after_importing(*modules: str) -> set[str]:
+    """The modules a fresh interpreter holds after importing ``modules`` (nothing else)."""
+    code = f"import sys, {', '.join(modules)}; print(' '.join(sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).resolve().parents[2])
+    return set(done.stdout.split())
+
+
+def test_the_portal_seals_and_publishes_without_the_runtimes_machinery() -> None:
+    # A Celery worker needs the document and the publish; the watcher, the patch machinery and
+    # the runtime's asyncio helpers are the runtime's business.
+    loaded = _modules_after_importing("meshruntime.config", "meshruntime.config_publish")
+    assert {"meshruntime.config", "meshruntime.config_publish"} <= loaded
+    assert not loaded & {"meshruntime.config_watcher", "meshruntime.background", "meshruntime.patch"}
+    assert "asyncio" not in _modules_after_importing("meshruntime.config")
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,8 +19,10 @@ import pytest
 import redis
 from factories import make_config, topic
 
-from meshruntime import config as config_module
-from meshruntime.config import ConfigWatcher, canonical_json, load_file, publish_document, seal
+from meshruntime import config_watcher as watcher_module
+from meshruntime.config import canonical_json, load_file, seal
+from meshruntime.config_publish import publish_document
+from meshruntime.config_watcher import ConfigWatcher
 from meshruntime.heartbeat import Heartbeater, default_runtime_id
 from meshruntime.patch import make_patch
 
@@ -331,13 +333,13 @@ async def test_a_snapshot_holding_another_version_is_refused(watch, redis_client
 
 async def test_a_refused_version_is_not_fetched_again(watch, redis_client, key_prefix, monkeypatch) -> None:
     parsed: list[str] = []
-    original = config_module.parse_document
+    original = watcher_module.parse_document
 
     def counting_parse(data: bytes, *, source: str = "document") -> dict[str, Any]:
         parsed.append(source)
         return original(data, source=source)
 
-    monkeypatch.setattr(config_module, "parse_document", counting_parse)
+    monkeypatch.setattr(watcher_module, "parse_document", counting_parse)
     watcher = await watch(poll_interval=0.01)
     bad = make_config(version=1)
     bad["checksum"] = "0" * 64
