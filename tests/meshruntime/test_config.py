@@ -5,12 +5,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -459,51 +456,34 @@ def _next_message(pubsub, timeout: float = 5.0) -> dict[str, Any] | None:
     return None
 
 
-def test_publish_writes_the_snapshot_then_latest_then_announces(redis_client, key_prefix) -> None:
+def test_publish_writes_the_snapshot_then_latest_then_announces(redis_client, key_prefix, keys) -> None:
     pubsub = redis_client.pubsub()
-    pubsub.subscribe(f"{key_prefix}config")
+    pubsub.subscribe(keys.config_channel)
     try:
         doc = make_config(version=7)
         assert publish_document(redis_client, doc, prefix=key_prefix) == 7
-        assert json.loads(redis_client.get(f"{key_prefix}config:7")) == doc
-        assert redis_client.get(f"{key_prefix}config:latest") == b"7"
+        assert json.loads(redis_client.get(keys.config(7))) == doc
+        assert redis_client.get(keys.config_latest) == b"7"
         message = _next_message(pubsub)
         assert message is not None and message["data"] == b"7"
     finally:
         pubsub.close()
 
 
-def test_publish_never_moves_latest_backwards(redis_client, key_prefix) -> None:
+def test_publish_never_moves_latest_backwards(redis_client, key_prefix, keys) -> None:
     publish_document(redis_client, make_config(version=8), prefix=key_prefix)
     assert publish_document(redis_client, make_config(version=5), prefix=key_prefix) == 8
-    assert redis_client.get(f"{key_prefix}config:latest") == b"8"
-    assert redis_client.exists(f"{key_prefix}config:5")
+    assert redis_client.get(keys.config_latest) == b"8"
+    assert redis_client.exists(keys.config(5))
 
 
-def test_publish_refuses_an_invalid_document_unless_told_not_to_check(redis_client, key_prefix) -> None:
+def test_publish_refuses_an_invalid_document_unless_told_not_to_check(redis_client, key_prefix, keys) -> None:
     doc = make_config(version=3)
     doc["checksum"] = "0" * 64
     with pytest.raises(ConfigError, match="^checksum: "):
         publish_document(redis_client, doc, prefix=key_prefix)
-    assert redis_client.get(f"{key_prefix}config:latest") is None
+    assert redis_client.get(keys.config_latest) is None
     assert publish_document(redis_client, doc, prefix=key_prefix, check=False) == 3
-
-
-def _modules_after_importing(*modules: str) -> set[str]:
-    """The modules a fresh interpreter holds after importing ``modules`` (nothing else)."""
-    code = f"import sys, {', '.join(modules)}; print(' '.join(sys.modules))"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                          cwd=Path(__file__).resolve().parents[2])
-    return set(done.stdout.split())
-
-
-def test_the_portal_seals_and_publishes_without_the_runtimes_machinery() -> None:
-    # A Celery worker needs the document and the publish; the watcher, the patch machinery and
-    # the runtime's asyncio helpers are the runtime's business.
-    loaded = _modules_after_importing("meshruntime.config", "meshruntime.config_publish")
-    assert {"meshruntime.config", "meshruntime.config_publish"} <= loaded
-    assert not loaded & {"meshruntime.config_watcher", "meshruntime.background", "meshruntime.patch"}
-    assert "asyncio" not in _modules_after_importing("meshruntime.config")
 
 
 # --------------------------------------------------------------------------------------------
