@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from _runtime import cpu_seconds, default_redis_url, make_key, start_runtime  # noqa: E402
 
 from meshruntime.config import seal  # noqa: E402
+from meshruntime.keys import KeySpace  # noqa: E402
 
 TOPIC = "bench.latency"
 
@@ -160,7 +161,7 @@ async def wait_for_group(redis_url: str, prefix: str, topic: str = TOPIC) -> Non
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
-                if any(g["name"] == b"sub-1" for g in await client.xinfo_groups(f"{prefix}topic:{topic}")):
+                if any(g["name"] == b"sub-1" for g in await client.xinfo_groups(KeySpace(prefix).topic(topic))):
                     return
             except Exception:  # noqa: BLE001, S110 - the stream does not exist yet
                 pass
@@ -174,7 +175,7 @@ def cleanup(redis_url: str, prefix: str) -> None:
     import redis
 
     client = redis.Redis.from_url(redis_url)
-    for key in client.scan_iter(match=f"{prefix}*", count=1000):
+    for key in client.scan_iter(match=KeySpace(prefix).pattern, count=1000):
         client.delete(key)
     client.close()
 

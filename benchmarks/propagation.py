@@ -181,7 +181,7 @@ class Watchers:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
     def start(self) -> None:
-        from meshruntime.config import ConfigWatcher
+        from meshruntime.config_watcher import ConfigWatcher
 
         self.thread.start()
 

@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from _runtime import cpu_seconds, default_redis_url, make_key, start_runtime  # noqa: E402
 
 from meshruntime.config import seal  # noqa: E402
+from meshruntime.keys import KeySpace  # noqa: E402
 
 TOPIC = "bench.events"
 
@@ -132,7 +133,8 @@ def wait_ready(host: str, port: int, timeout: float = 15.0) -> None:
 async def main_async(args: argparse.Namespace) -> None:
     redis_url = args.redis_url or default_redis_url()
     prefix = f"bench-{uuid.uuid4().hex[:8]}:"
-    stream = f"{prefix}topic:{TOPIC}"
+    keys = KeySpace(prefix)
+    stream = keys.topic(TOPIC)
     sync = redis.Redis.from_url(redis_url)
     key, key_entry = make_key()
     n = args.events
@@ -149,7 +151,7 @@ async def main_async(args: argparse.Namespace) -> None:
 
             events_a = make_events(n, "a")
             bodies = [orjson.dumps(e) for e in events_a]
-            seconds_a = await raw_xadd(redis_url, f"{prefix}raw", bodies, args.pipeline)
+            seconds_a = await raw_xadd(redis_url, keys.topic("raw"), bodies, args.pipeline)
 
             events_b = make_events(n, "b")
             batches = [http_request(f"/v1/topics/{TOPIC}/events", orjson.dumps(events_b[i:i + 100]),
@@ -172,7 +174,7 @@ async def main_async(args: argparse.Namespace) -> None:
         finally:
             process.terminate()
             process.wait(timeout=30)
-            for k in sync.scan_iter(match=f"{prefix}*", count=1000):
+            for k in sync.scan_iter(match=keys.pattern, count=1000):
                 sync.delete(k)
             sync.close()
 

@@ -51,7 +51,9 @@ from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.utils import timezone
 
 from governance.diff import diff_documents
-from meshruntime.config import ConfigError, publish_document, seal, validate_document
+from meshruntime.config import ConfigError, seal, validate_document
+from meshruntime.config_publish import publish_document
+from meshruntime.keys import KeySpace
 from meshruntime.patch import make_patch
 
 log = logging.getLogger(__name__)
@@ -84,8 +86,8 @@ def prefix() -> str:
     return settings.MESH_KEY_PREFIX
 
 
-def key(name: str) -> str:
-    return f"{prefix()}{name}"
+def keys() -> KeySpace:
+    return KeySpace(prefix())
 
 
 def channel_group() -> str:
@@ -195,10 +197,10 @@ def mark_dirty(changes: list[dict[str, Any]] | None = None) -> bool:
     try:
         pipe = redis_client().pipeline(transaction=False)
         if changes:
-            pipe.rpush(key("push:changes"), *(json.dumps(change) for change in changes))
-            pipe.ltrim(key("push:changes"), -MAX_CHANGES, -1)
-        pipe.set(key("push:pending"), str(time.time()), nx=True, ex=PENDING_TTL_SECONDS)
-        pipe.exists(key("push:recent"), key("push:lock"))  # a version just out, or a push running
+            pipe.rpush(keys().push_changes, *(json.dumps(change) for change in changes))
+            pipe.ltrim(keys().push_changes, -MAX_CHANGES, -1)
+        pipe.set(keys().push_pending, str(time.time()), nx=True, ex=PENDING_TTL_SECONDS)
+        pipe.exists(keys().push_recent, keys().push_lock)  # a version just out, or a push running
         *_, first, busy = pipe.execute()
     except redis.RedisError as error:
         log.warning("mesh config push not enqueued (%s); the periodic reconcile will push", error)
@@ -227,7 +229,7 @@ def enqueue_push(*, busy: bool = False) -> bool:
         push_config.apply_async(countdown=delay or None, expires=delay + 300, queue=settings.MESH_PUSH_QUEUE)
     except OperationalError as error:
         log.warning("mesh config push not enqueued (%s); the periodic reconcile will push", error)
-        redis_client().delete(key("push:pending"))
+        redis_client().delete(keys().push_pending)
         return False
     return True
 
@@ -246,14 +248,14 @@ def push_lock(wait: float = 0.0) -> Iterator[None]:
     client = redis_client()
     token = secrets.token_hex(16)
     deadline = time.monotonic() + wait
-    while not client.set(key("push:lock"), token, nx=True, px=LOCK_TTL_MS):
+    while not client.set(keys().push_lock, token, nx=True, px=LOCK_TTL_MS):
         if time.monotonic() >= deadline:
             raise PushBusy("another push is in progress")
         time.sleep(0.05)
     try:
         yield
     finally:
-        client.eval(_RELEASE_SCRIPT, 1, key("push:lock"), token)
+        client.eval(_RELEASE_SCRIPT, 1, keys().push_lock, token)
 
 
 # --------------------------------------------------------------------------------------------
@@ -303,16 +305,16 @@ def _previous_document(latest) -> dict[str, Any] | None:
 def _take_changes() -> list[dict[str, Any]]:
     """Clear the pending marker and take the recorded changes, atomically (see the module doc)."""
     pipe = redis_client().pipeline(transaction=True)
-    pipe.delete(key("push:pending"))
-    pipe.lrange(key("push:changes"), 0, -1)
-    pipe.delete(key("push:changes"))
+    pipe.delete(keys().push_pending)
+    pipe.lrange(keys().push_changes, 0, -1)
+    pipe.delete(keys().push_changes)
     _, raw, _ = pipe.execute()
     return [json.loads(item) for item in raw]
 
 
 def _give_back(changes: list[dict[str, Any]]) -> None:
     if changes:
-        redis_client().lpush(key("push:changes"), *(json.dumps(change) for change in reversed(changes)))
+        redis_client().lpush(keys().push_changes, *(json.dumps(change) for change in reversed(changes)))
 
 
 def _attach_late_changes(latest, changes: list[dict[str, Any]]) -> None:
@@ -333,7 +335,7 @@ def _attach_late_changes(latest, changes: list[dict[str, Any]]) -> None:
 def _mark_recent() -> None:
     """A version was just published: a change in the burst window is part of a burst (enqueue_push)."""
     try:
-        redis_client().set(key("push:recent"), "1", px=max(1, settings.MESH_PUSH_BURST_WINDOW_MS))
+        redis_client().set(keys().push_recent, "1", px=max(1, settings.MESH_PUSH_BURST_WINDOW_MS))
     except redis.RedisError as error:
         log.warning("push not marked recent (%s); the next change is pushed without waiting", error)
 
@@ -341,14 +343,14 @@ def _mark_recent() -> None:
 def _record_status(kind: str, result: PushResult) -> PushResult:
     status = {**result.as_dict(), "kind": kind, "at": timezone.now().isoformat()}
     try:
-        redis_client().set(key("push:status"), json.dumps(status))
+        redis_client().set(keys().push_status, json.dumps(status))
     except redis.RedisError as error:
         log.warning("push outcome not recorded in Redis: %s", error)
     return result
 
 
 def last_status() -> dict[str, Any] | None:
-    raw = redis_client().get(key("push:status"))
+    raw = redis_client().get(keys().push_status)
     return json.loads(raw) if raw else None
 
 
@@ -361,7 +363,7 @@ def latest_version():
 def _next_version(latest) -> int:
     # Never below what Redis announced: runtimes ignore versions older than the one they hold,
     # so a database restored from a backup must not restart the numbering under them.
-    raw = redis_client().get(key("config:latest"))
+    raw = redis_client().get(keys().config_latest)
     announced = int(raw) if raw and raw.isdigit() else 0
     return max(latest.version if latest else 0, announced) + 1
 
@@ -437,7 +439,7 @@ def publish(version, doc: dict[str, Any] | None = None, *, patch: dict[str, Any]
     publish_document(client, doc, prefix(), check=False, patch=patch)  # validated when it was recorded
     if version.version > KEEP_SNAPSHOTS:
         old = version.version - KEEP_SNAPSHOTS
-        client.delete(key(f"config:{old}"), key(f"config:{old}:patch"))
+        client.delete(keys().config(old), keys().config_patch(old))
     now = timezone.now()
     ConfigVersion.objects.filter(pk=version.pk).update(published_at=now)
     version.published_at = now
@@ -448,9 +450,9 @@ def ensure_published(latest) -> bool:
     """Re-publish ``latest`` if Redis does not hold it (emptied, restarted without persistence,
     or the publish after recording failed). True if it had to."""
     client = redis_client()
-    raw = client.get(key("config:latest"))
+    raw = client.get(keys().config_latest)
     announced = int(raw) if raw and raw.isdigit() else 0
-    if announced > latest.version or (announced == latest.version and client.exists(key(f"config:{announced}"))):
+    if announced > latest.version or (announced == latest.version and client.exists(keys().config(announced))):
         return False
     log.warning("Redis holds config version %s, the database %s: re-publishing", announced or "none",
                 latest.version)

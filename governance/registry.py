@@ -42,7 +42,7 @@ UPDATE_FIELDS = ["application", "host", "pid", "software_version", "config_versi
 
 
 def stream_key() -> str:
-    return push.key("runtimes")
+    return push.keys().runtimes
 
 
 def _text(fields: Mapping[bytes | str, Any], name: str) -> str:

@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 from .app import Runtime, Settings
+from .keys import DEFAULT_PREFIX
 from .publish import Limits
 
 log = logging.getLogger("meshruntime")
@@ -63,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "[MESH_CONFIG_FILE]")
     p.add_argument("--config-cache", type=Path, default=_env("MESH_CONFIG_CACHE"),
                    help="where to keep the last applied document, to start without Redis [MESH_CONFIG_CACHE]")
-    p.add_argument("--prefix", default=_env("MESH_PREFIX", "mesh:"),
-                   help="Redis key prefix [MESH_PREFIX, mesh:]")
+    p.add_argument("--prefix", default=_env("MESH_PREFIX", DEFAULT_PREFIX),
+                   help=f"Redis key prefix [MESH_PREFIX, {DEFAULT_PREFIX}]")
     p.add_argument("--runtime-id", default=_env("MESH_RUNTIME_ID"),
                    help="this runtime's id [MESH_RUNTIME_ID]")
     p.add_argument("--max-event-bytes", type=int, default=int(_env("MESH_MAX_EVENT_BYTES", str(1 << 20))),

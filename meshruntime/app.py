@@ -23,11 +23,13 @@ import orjson
 from . import eventmesh
 from .appender import AppendCoalescer
 from .cloudevents import EventError, parse_http
-from .config import ConfigWatcher, load_file
+from .config import load_file
+from .config_watcher import ConfigWatcher
 from .delivery import DeliveryManager, DeliverySettings
 from .delivery.process import DeliveryProcess
 from .heartbeat import Heartbeater
 from .journey import JourneyRecorder
+from .keys import DEFAULT_PREFIX
 from .metrics import CONTENT_TYPE_LATEST, RuntimeMetrics
 from .publish import Limits, Prepared, Publisher, Refusal
 from .server import HttpServer, Request, Response, Result, error_response
@@ -56,7 +58,7 @@ class Settings:
     config_redis_url: str | None = None
     config_file: Path | None = None
     config_cache: Path | None = None
-    prefix: str = "mesh:"
+    prefix: str = DEFAULT_PREFIX
     runtime_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
     limits: Limits = field(default_factory=Limits)
     journey_sample_rate: float = 1.0

@@ -23,10 +23,11 @@ import orjson
 import redis
 import redis.asyncio
 
-from meshruntime.config import COMMAND_TIMEOUT, async_redis_client, cancel_and_wait
+from meshruntime.background import COMMAND_TIMEOUT, async_redis_client, cancel_and_wait
+from meshruntime.keys import DEFAULT_PREFIX, KeySpace
 
 if TYPE_CHECKING:
-    from meshruntime.config import ConfigWatcher
+    from meshruntime.config_watcher import ConfigWatcher
 
 __all__ = ["Heartbeater", "default_runtime_id", "software_version"]
 
@@ -64,7 +65,7 @@ class Heartbeater:
         self,
         redis_url: str,
         *,
-        prefix: str = "mesh:",
+        prefix: str = DEFAULT_PREFIX,
         runtime_id: str | None = None,
         application: str | None = None,
         watcher: ConfigWatcher | None = None,
@@ -73,7 +74,7 @@ class Heartbeater:
     ) -> None:
         self.redis_url = redis_url
         self.prefix = prefix
-        self.stream = f"{prefix}runtimes"
+        self.stream = KeySpace(prefix).runtimes
         self.runtime_id = runtime_id or default_runtime_id()
         self.application = application or ""
         self.watcher = watcher

@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from .cloudevents import CloudEvent
+from .keys import KeySpace
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class Tap:
     ) -> None:
         self.client = client
         self.prefix = prefix
+        self.keys = KeySpace(prefix)
         self.runtime_id = runtime_id
         self.interval = interval
         self._topics = topics
@@ -77,7 +79,7 @@ class Tap:
         watched = set()
         for start in range(0, len(topics), _MGET_CHUNK):
             chunk = topics[start:start + _MGET_CHUNK]
-            values = await self.client.mget([f"{self.prefix}tap:watch:{t}" for t in chunk])
+            values = await self.client.mget([self.keys.tap_watch(t) for t in chunk])
             watched.update(t for t, v in zip(chunk, values, strict=True) if v is not None)
         self.watched = frozenset(watched)
         return self.watched
@@ -112,7 +114,7 @@ class Tap:
         message = compact(event)
         message.update(topic=topic, outcome=outcome, runtime=self.runtime_id, at=int(time.time() * 1000))
         message.update(fields)
-        self._buffer.append((f"{self.prefix}tap:{topic}", orjson.dumps(message)))
+        self._buffer.append((self.keys.tap(topic), orjson.dumps(message)))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._spawn_flush)

@@ -1,9 +1,9 @@
 """A subscription's delivery as the portal sees it and acts on it, over the runtimes' Redis.
 
 The Redis work itself (XINFO GROUPS, XRANGE/XREVRANGE of the dead-letter stream, the
-redelivery script, XGROUP SETID) is :mod:`meshruntime.delivery.operations`, shared with the
-runtime's fault tests; this module binds it to the portal's settings and writes the audit entry
-of every action.
+redelivery script, XGROUP SETID) is :mod:`meshruntime.delivery_admin`, the runtime's API for the
+portal, shared with the runtime's fault tests; this module binds it to the portal's settings and
+writes the audit entry of every action.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import redis
 from django.conf import settings
 
 from meshadmin.audit import record_action
-from meshruntime.delivery.operations import DeadLetter, DeliveryOperations, DeliveryState, SkipResult
+from meshruntime.delivery_admin import DeadLetter, DeliveryOperations, DeliveryState, SkipResult
 
 from .models import Subscription
 

@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from meshadmin.embedded import default_data_dir, ensure_redis
+from meshruntime.keys import KeySpace
 
 
 @pytest.fixture(scope="session")
@@ -28,9 +29,15 @@ def key_prefix() -> str:
 
 
 @pytest.fixture
-def redis_client(redis_url, key_prefix):
+def keys(key_prefix) -> KeySpace:
+    """The names of the mesh's keys under this test's prefix."""
+    return KeySpace(key_prefix)
+
+
+@pytest.fixture
+def redis_client(redis_url, keys):
     client = redis.Redis.from_url(redis_url)
     yield client
-    for key in client.scan_iter(match=f"{key_prefix}*", count=1000):
+    for key in client.scan_iter(match=keys.pattern, count=1000):
         client.delete(key)
     client.close()

@@ -12,6 +12,7 @@ from pathlib import Path
 import dj_database_url
 
 from meshadmin.embedded import default_data_dir, ensure_redis
+from meshruntime.keys import DEFAULT_PREFIX
 
 from .env import env_bool, env_int, env_list, env_str
 
@@ -99,7 +100,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL") or ensure_redis(DATA_DIR / env_str("MESHADMIN_EMBEDDED_REDIS", "redis"))
-MESH_KEY_PREFIX = env_str("MESH_KEY_PREFIX", "mesh:")
+MESH_KEY_PREFIX = env_str("MESH_KEY_PREFIX", DEFAULT_PREFIX)
 # Config push and runtime registry (governance.push, governance.registry).
 # A change after a quiet spell is pushed after this delay (0: at once); a change within the
 # burst window of the last version is part of a burst, waits the burst delay and shares the

@@ -30,13 +30,14 @@ from prometheus_client import CollectorRegistry
 from redis.exceptions import RedisError
 
 from meshruntime.journey import JourneyRecorder
+from meshruntime.keys import DEFAULT_PREFIX, KeySpace
 from meshruntime.store import Store
 
 from .journal import JourneyWriter
 from .lock import OrderLock
 from .metrics import DeliveryMetrics
 from .spec import SubscriptionSpec, group_start_id, specs_from_config
-from .status import StatusReport, status_key
+from .status import StatusReport
 from .streams import RedeliveryStream, TopicStream
 from .webhook import WebhookClient
 from .worker import DeliverySettings, SubscriptionWorker
@@ -68,7 +69,8 @@ class DeliveryManager:
             raise ValueError("webhook delivery needs the Redis Streams store (or a Redis client)")
         self.store = store
         self.client = client
-        self.prefix = prefix if prefix is not None else getattr(store, "prefix", "mesh:")
+        self.prefix = prefix if prefix is not None else getattr(store, "prefix", DEFAULT_PREFIX)
+        self.keys = KeySpace(self.prefix)
         self.consumer = consumer
         self.application = application
         self.settings = settings or DeliverySettings()
@@ -175,13 +177,13 @@ class DeliveryManager:
                      "active" if spec.active else "paused")
 
     def _make_worker(self, spec: SubscriptionSpec, start_id: str) -> SubscriptionWorker:
-        topic = TopicStream(self.store, self.client, f"{self.prefix}topic:{spec.topic}", spec.topic, spec.id,
+        topic = TopicStream(self.store, self.client, self.keys.topic(spec.topic), spec.topic, spec.id,
                             self.consumer)
-        redeliver = RedeliveryStream(self.client, f"{self.prefix}redeliver:{spec.id}", spec.topic, spec.id,
+        redeliver = RedeliveryStream(self.client, self.keys.redeliver(spec.id), spec.topic, spec.id,
                                      self.consumer)
         return SubscriptionWorker(
-            spec, topic=topic, redeliver=redeliver, start_id=start_id, dlq_key=f"{self.prefix}dlq:{spec.id}",
-            lock=OrderLock(self.client, f"{status_key(self.prefix, spec.id)}:lock", self.consumer,
+            spec, topic=topic, redeliver=redeliver, start_id=start_id, dlq_key=self.keys.dlq(spec.id),
+            lock=OrderLock(self.client, self.keys.delivery_lock(spec.id), self.consumer,
                            int(self.settings.visibility_timeout_s * 1000)),
             http=self.http, journal=self.journal, metrics=self.metrics.subscription(spec.id),
             settings=self.settings,
@@ -195,7 +197,7 @@ class DeliveryManager:
                 await worker.stop(remove=remove)
                 if remove:
                     with contextlib.suppress(RedisError, OSError):
-                        await self.client.delete(status_key(self.prefix, sub_id))
+                        await self.client.delete(self.keys.delivery(sub_id))
                 else:
                     await self.write_status([worker])
             finally:
@@ -220,7 +222,7 @@ class DeliveryManager:
         for worker in workers:
             if not worker.report.empty():
                 report = worker.take_report()
-                report.write(pipe, self.prefix, worker.spec.id)
+                report.write(pipe, self.keys, worker.spec.id)
                 taken.append((worker, report))
         if not taken:
             return

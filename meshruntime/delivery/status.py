@@ -10,7 +10,8 @@ in embedded mode there is none), so runtimes also keep, every couple of seconds:
   delivered in that minute, for the delivery rate.
 
 Written in one pipelined round trip for all subscriptions; best effort (a lost update is a
-gap in a figure, never a lost event).
+gap in a figure, never a lost event). The portal reads them through
+:mod:`meshruntime.delivery_admin`; both take the names from :mod:`meshruntime.keys`.
 """
 
 from __future__ import annotations
@@ -18,17 +19,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-__all__ = ["MINUTE_TTL_SECONDS", "StatusReport", "minute_key", "status_key"]
+from meshruntime.keys import KeySpace
+
+__all__ = ["MINUTE_TTL_SECONDS", "StatusReport"]
 
 MINUTE_TTL_SECONDS = 3600
-
-
-def status_key(prefix: str, subscription_id: str) -> str:
-    return f"{prefix}delivery:{subscription_id}"
-
-
-def minute_key(prefix: str, subscription_id: str, minute: int) -> str:
-    return f"{prefix}delivery:{subscription_id}:m:{minute}"
 
 
 @dataclass(slots=True)
@@ -63,8 +58,8 @@ class StatusReport:
         return not (self.delivered or self.dead_lettered or self.filtered or self.retries
                     or self.last_error_at is not None)
 
-    def write(self, pipe, prefix: str, subscription_id: str) -> None:
-        key = status_key(prefix, subscription_id)
+    def write(self, pipe, keys: KeySpace, subscription_id: str) -> None:
+        key = keys.delivery(subscription_id)
         for name in ("delivered", "dead_lettered", "filtered", "retries"):
             value = getattr(self, name)
             if value:
@@ -78,7 +73,7 @@ class StatusReport:
         if fields:
             pipe.hset(key, mapping=fields)
         for minute, count in (self.minutes or {}).items():
-            mkey = minute_key(prefix, subscription_id, minute)
+            mkey = keys.delivery_minute(subscription_id, minute)
             pipe.incrby(mkey, count)
             pipe.expire(mkey, MINUTE_TTL_SECONDS)
 

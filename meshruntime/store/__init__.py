@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from meshruntime.keys import DEFAULT_PREFIX
+
 from .base import (
     NO_RETENTION,
     AppendEntry,
@@ -17,7 +19,7 @@ from .base import (
 from .redis_streams import RedisStreamsStore
 
 
-def open_store(url: str, *, prefix: str = "mesh:", **kwargs) -> Store:
+def open_store(url: str, *, prefix: str = DEFAULT_PREFIX, **kwargs) -> Store:
     """The store for an event-store URL (``redis://`` / ``rediss://`` / ``unix://`` today)."""
     if url.startswith(("redis://", "rediss://", "unix://")):
         return RedisStreamsStore.from_url(url, prefix=prefix, **kwargs)

@@ -1,8 +1,9 @@
 """The Redis Streams engine: one stream per topic, one consumer group per subscription.
 
-Keys follow docs/meshconfig.md: ``<prefix>topic:<topic>`` (field ``event``),
-``<prefix>dlq:<subscription id>`` and ``<prefix>journey:<event id>``. Works with Redis 6.2
-(the embedded server) and 7.x; where 6.2 lacks a figure (group lag) it is derived.
+Keys follow docs/meshconfig.md (built by :mod:`meshruntime.keys`): ``<prefix>topic:<topic>``
+(field ``event``), ``<prefix>dlq:<subscription id>`` and ``<prefix>journey:<event id>``. Works
+with Redis 6.2 (the embedded server) and 7.x; where 6.2 lacks a figure (group lag) it is
+derived (:mod:`meshruntime.consumer_groups`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError, ResponseError
+
+from meshruntime.consumer_groups import GROUPS_SCRIPT, LAG_SCAN_CAP, parse_groups
+from meshruntime.keys import DEFAULT_PREFIX, KeySpace
 
 from .base import (
     AppendEntry,
@@ -29,9 +33,6 @@ from .base import (
 from .resp import RespPool, bulk, command
 
 EVENT_FIELD = b"event"
-# Lag is counted by scanning when the server cannot report it (Redis 6.2); beyond this many
-# entries the figure is reported as unknown rather than paid for.
-LAG_SCAN_CAP = 10_000
 # A blocked read whose answer is this much later than its block time is given up as dead.
 READ_GRACE_SECONDS = 10.0
 
@@ -67,7 +68,7 @@ class RedisStreamsStore:
         self,
         client: aioredis.Redis,
         *,
-        prefix: str = "mesh:",
+        prefix: str = DEFAULT_PREFIX,
         journey_ttl_seconds: int = 86_400,
         dlq_max_length: int = 100_000,
         owns_client: bool = False,
@@ -77,6 +78,8 @@ class RedisStreamsStore:
         # The append path's own connections (see resp.py); without a URL, redis-py's pipeline.
         self._resp = RespPool(url) if url is not None else None
         self.prefix = prefix
+        self.keys = KeySpace(prefix)
+        self._groups_script = client.register_script(GROUPS_SCRIPT)
         self.journey_ttl_ms = journey_ttl_seconds * 1000
         self.dlq_max_length = dlq_max_length
         self._owns_client = owns_client
@@ -89,13 +92,13 @@ class RedisStreamsStore:
 
     # keys ---------------------------------------------------------------------------------
     def stream_key(self, topic: str) -> str:
-        return f"{self.prefix}topic:{topic}"
+        return self.keys.topic(topic)
 
     def dlq_key(self, subscription_id: str) -> str:
-        return f"{self.prefix}dlq:{subscription_id}"
+        return self.keys.dlq(subscription_id)
 
     def journey_key(self, event_id: str) -> str:
-        return f"{self.prefix}journey:{event_id}"
+        return self.keys.journey(event_id)
 
     # publish ------------------------------------------------------------------------------
     # The append is the hot path: its commands are packed into RESP here, from per-topic
@@ -132,14 +135,14 @@ class RedisStreamsStore:
         if not steps:
             return 0
         expire = b"$%d\r\n%d\r\n" % (len(str(self.journey_ttl_ms)), self.journey_ttl_ms)
-        key_prefix = self.journey_key("")
+        journey_key = self.keys.journey
         commands = 0
         run: list[bytes] = []
         current = None
         for event_id, step in (*steps, (None, b"")):
             if event_id != current:
                 if run:
-                    key = (key_prefix + current).encode()
+                    key = journey_key(current).encode()
                     key = b"$%d\r\n%s\r\n" % (len(key), key)
                     parts.append(b"*%d\r\n$5\r\nRPUSH\r\n%s" % (len(run) + 2, key))
                     parts.extend(run)
@@ -399,38 +402,21 @@ class RedisStreamsStore:
         return removed
 
     async def groups(self, topic: str) -> list[GroupInfo]:
-        key = self.stream_key(topic)
         try:
-            rows = await self.client.xinfo_groups(key)
+            reply = await self._groups_script(keys=[self.stream_key(topic)], args=[LAG_SCAN_CAP])
         except ResponseError as exc:
             if "no such key" in str(exc).lower():
                 return []
             raise StoreError(f"group_info failed: {exc}") from exc
         except RedisError as exc:
             raise StoreError(f"group_info failed: {exc}") from exc
-        out = []
-        for row in rows:
-            last = _s(row["last-delivered-id"])
-            lag = row.get("lag")
-            if lag is None:
-                lag = await self._count_after(key, last)
-            out.append(GroupInfo(_s(row["name"]), int(row["consumers"]), int(row["pending"]), last,
-                                 None if lag is None else int(lag)))
-        return out
+        return [GroupInfo(*group) for group in parse_groups(reply)]
 
     async def group_info(self, topic: str, group: str) -> GroupInfo | None:
         for info in await self.groups(topic):
             if info.name == group:
                 return info
         return None
-
-    async def _count_after(self, key: str, last_id: str) -> int | None:
-        """Entries after ``last_id`` (the group's lag) on servers that do not report it."""
-        try:
-            rows = await self.client.xrange(key, min=f"({last_id}", max="+", count=LAG_SCAN_CAP + 1)
-        except RedisError as exc:
-            raise StoreError(f"group_info failed: {exc}") from exc
-        return None if len(rows) > LAG_SCAN_CAP else len(rows)
 
     async def read_range(
         self, topic: str, start: str = "-", end: str = "+", count: int | None = None

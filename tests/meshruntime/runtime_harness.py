@@ -18,6 +18,7 @@ import redis
 from factories import key_for, make_config
 
 from meshruntime.app import Runtime, Settings
+from meshruntime.keys import KeySpace
 from meshruntime.publish import Limits
 
 
@@ -29,19 +30,23 @@ class Harness:
     prefix: str
 
     @property
+    def keys(self) -> KeySpace:
+        return KeySpace(self.prefix)
+
+    @property
     def url(self) -> str:
         return str(self.client._base_url)  # noqa: SLF001 - the session's only record of it
 
     def stored(self, topic: str) -> list[dict[str, Any]]:
         """The events in a topic's stream, oldest first, as JSON objects."""
-        rows = self.redis.xrange(f"{self.prefix}topic:{topic}")
+        rows = self.redis.xrange(self.keys.topic(topic))
         return [orjson.loads(fields[b"event"]) for _id, fields in rows]
 
     def stored_raw(self, topic: str) -> list[bytes]:
-        return [fields[b"event"] for _id, fields in self.redis.xrange(f"{self.prefix}topic:{topic}")]
+        return [fields[b"event"] for _id, fields in self.redis.xrange(self.keys.topic(topic))]
 
     def journey(self, event_id: str) -> list[dict[str, Any]]:
-        return [orjson.loads(s) for s in self.redis.lrange(f"{self.prefix}journey:{event_id}", 0, -1)]
+        return [orjson.loads(s) for s in self.redis.lrange(self.keys.journey(event_id), 0, -1)]
 
     async def publish(self, topic: str, event: dict[str, Any], app: str = "billing", **kwargs):
         headers = {"Authorization": f"Bearer {key_for(app)}",

@@ -45,7 +45,7 @@ async def test_a_lone_request_is_written_at_once(store):
     assert len(ids) == 3 and store.writes == [3]
 
 
-async def test_requests_arriving_during_a_write_share_the_next_one(store, redis_client, key_prefix):
+async def test_requests_arriving_during_a_write_share_the_next_one(store, redis_client, keys):
     coalescer = AppendCoalescer(store, max_in_flight=1)
     store.gate.clear()
     first = asyncio.create_task(coalescer.append(entries("t.a", 1, "first")))
@@ -60,9 +60,9 @@ async def test_requests_arriving_during_a_write_share_the_next_one(store, redis_
     assert store.writes == [1, 20]  # ... and then go together
     assert len(first_ids) == 1 and all(len(r) == 2 for r in results)
     # each request got its own ids, in the order of its events
-    stored = [i.decode() for i, _f in redis_client.xrange(f"{key_prefix}topic:t.b")]
+    stored = [i.decode() for i, _f in redis_client.xrange(keys.topic("t.b"))]
     assert [i for r in results for i in r] == stored
-    assert redis_client.lrange(f"{key_prefix}journey:r3", 0, -1) == [b"{}"]
+    assert redis_client.lrange(keys.journey("r3"), 0, -1) == [b"{}"]
     await coalescer.drain()
 
 
@@ -90,7 +90,7 @@ async def test_a_failed_write_fails_every_request_in_it_and_the_next_write_works
     assert len(await coalescer.append(entries("t.d", 1, "again"))) == 1
 
 
-async def test_a_cancelled_waiter_does_not_cancel_the_shared_write(store, redis_client, key_prefix):
+async def test_a_cancelled_waiter_does_not_cancel_the_shared_write(store, redis_client, keys):
     coalescer = AppendCoalescer(store, max_in_flight=1)
     store.gate.clear()
     first = asyncio.create_task(coalescer.append(entries("t.e", 1, "first")))
@@ -103,4 +103,4 @@ async def test_a_cancelled_waiter_does_not_cancel_the_shared_write(store, redis_
     await first
     assert len(await third) == 1
     await coalescer.drain()
-    assert redis_client.xlen(f"{key_prefix}topic:t.e") == 3  # the cancelled request's event was written too
+    assert redis_client.xlen(keys.topic("t.e")) == 3  # the cancelled request's event was written too

@@ -1,4 +1,4 @@
-"""meshruntime.config: checksum, sealing, validation and publishing of the MeshConfig document."""
+"""meshruntime.config and config_publish: checksum, sealing, validation and publishing of the MeshConfig document."""
 
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ from meshruntime.config import (
     canonical_json,
     compute_checksum,
     load_file,
-    publish_document,
     seal,
     validate_document,
 )
+from meshruntime.config_publish import publish_document
 from meshruntime.schema import UnsupportedSchema, compile_checker
 
 
@@ -456,33 +456,33 @@ def _next_message(pubsub, timeout: float = 5.0) -> dict[str, Any] | None:
     return None
 
 
-def test_publish_writes_the_snapshot_then_latest_then_announces(redis_client, key_prefix) -> None:
+def test_publish_writes_the_snapshot_then_latest_then_announces(redis_client, key_prefix, keys) -> None:
     pubsub = redis_client.pubsub()
-    pubsub.subscribe(f"{key_prefix}config")
+    pubsub.subscribe(keys.config_channel)
     try:
         doc = make_config(version=7)
         assert publish_document(redis_client, doc, prefix=key_prefix) == 7
-        assert json.loads(redis_client.get(f"{key_prefix}config:7")) == doc
-        assert redis_client.get(f"{key_prefix}config:latest") == b"7"
+        assert json.loads(redis_client.get(keys.config(7))) == doc
+        assert redis_client.get(keys.config_latest) == b"7"
         message = _next_message(pubsub)
         assert message is not None and message["data"] == b"7"
     finally:
         pubsub.close()
 
 
-def test_publish_never_moves_latest_backwards(redis_client, key_prefix) -> None:
+def test_publish_never_moves_latest_backwards(redis_client, key_prefix, keys) -> None:
     publish_document(redis_client, make_config(version=8), prefix=key_prefix)
     assert publish_document(redis_client, make_config(version=5), prefix=key_prefix) == 8
-    assert redis_client.get(f"{key_prefix}config:latest") == b"8"
-    assert redis_client.exists(f"{key_prefix}config:5")
+    assert redis_client.get(keys.config_latest) == b"8"
+    assert redis_client.exists(keys.config(5))
 
 
-def test_publish_refuses_an_invalid_document_unless_told_not_to_check(redis_client, key_prefix) -> None:
+def test_publish_refuses_an_invalid_document_unless_told_not_to_check(redis_client, key_prefix, keys) -> None:
     doc = make_config(version=3)
     doc["checksum"] = "0" * 64
     with pytest.raises(ConfigError, match="^checksum: "):
         publish_document(redis_client, doc, prefix=key_prefix)
-    assert redis_client.get(f"{key_prefix}config:latest") is None
+    assert redis_client.get(keys.config_latest) is None
     assert publish_document(redis_client, doc, prefix=key_prefix, check=False) == 3
 
 

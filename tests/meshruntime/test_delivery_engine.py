@@ -17,9 +17,10 @@ from aiohttp import web
 from factories import make_config, subscription
 
 from meshruntime.delivery import DeliveryManager, DeliverySettings, verify
-from meshruntime.delivery.operations import DeliveryOperations
 from meshruntime.delivery.receiver import Received, Receiver
+from meshruntime.delivery_admin import DeliveryOperations
 from meshruntime.journey import JourneyRecorder
+from meshruntime.keys import KeySpace
 from meshruntime.store import AppendEntry, open_store
 
 TOPIC = "orders.created"
@@ -107,20 +108,20 @@ async def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interv
         await asyncio.sleep(interval)
 
 
-async def group(redis_client, key_prefix: str, sub_id: str = "sub-1", topic: str = TOPIC) -> dict | None:
-    for row in redis_client.xinfo_groups(f"{key_prefix}topic:{topic}"):
+async def group(redis_client, keys: KeySpace, sub_id: str = "sub-1", topic: str = TOPIC) -> dict | None:
+    for row in redis_client.xinfo_groups(keys.topic(topic)):
         if row["name"].decode() == sub_id:
             return row
     return None
 
 
-def dead_letters(redis_client, key_prefix: str, sub_id: str = "sub-1") -> list[dict[str, str]]:
+def dead_letters(redis_client, keys: KeySpace, sub_id: str = "sub-1") -> list[dict[str, str]]:
     return [{k.decode(): v.decode() for k, v in fields.items() if k != b"event"} | {"event": fields[b"event"]}
-            for _id, fields in redis_client.xrange(f"{key_prefix}dlq:{sub_id}")]
+            for _id, fields in redis_client.xrange(keys.dlq(sub_id))]
 
 
-def journey(redis_client, key_prefix: str, event_id: str) -> list[dict]:
-    return [orjson.loads(s) for s in redis_client.lrange(f"{key_prefix}journey:{event_id}", 0, -1)]
+def journey(redis_client, keys: KeySpace, event_id: str) -> list[dict]:
+    return [orjson.loads(s) for s in redis_client.lrange(keys.journey(event_id), 0, -1)]
 
 
 def sample(manager: DeliveryManager, name: str, **labels: str) -> float:
@@ -142,7 +143,7 @@ def hold_answers(receiver) -> asyncio.Event:
 # -- the happy path ----------------------------------------------------------------------------
 
 
-async def test_it_pushes_binary_mode_signed_and_acknowledges(store, receiver, managers, redis_client, key_prefix):
+async def test_it_pushes_binary_mode_signed_and_acknowledges(store, receiver, managers, redis_client, keys):
     manager = await managers(config(sub(url=receiver.url)))
     await publish(store, 3)
     await receiver.wait_for(lambda r: len(r.ids()) == 3)
@@ -154,11 +155,11 @@ async def test_it_pushes_binary_mode_signed_and_acknowledges(store, receiver, ma
     assert first.subscription == "sub-1" and first.attempt == 1
     verify(SECRET, first.headers["Mesh-Signature"], first.body)
     assert receiver.bad_signatures == 0
-    await wait_until(lambda: redis_client.xpending(f"{key_prefix}topic:{TOPIC}", "sub-1")["pending"] == 0)
+    await wait_until(lambda: redis_client.xpending(keys.topic(TOPIC), "sub-1")["pending"] == 0)
     assert sample(manager, "meshruntime_deliveries_total", subscription="sub-1", outcome="delivered") == 3
     assert sample(manager, "meshruntime_delivery_latency_seconds_count", subscription="sub-1") == 3
     await manager.journal.drain()
-    steps = journey(redis_client, key_prefix, "e0")
+    steps = journey(redis_client, keys, "e0")
     assert [s["step"] for s in steps] == ["attempt", "acked"]
     assert steps[0]["status"] == 200 and steps[0]["subscription"] == "sub-1" and steps[0]["latency_ms"] >= 0
 
@@ -175,14 +176,14 @@ async def test_structured_mode_sends_the_stored_event_byte_for_byte(store, recei
 
 
 async def test_filters_decide_what_is_delivered_and_the_rest_is_acknowledged(
-        store, receiver, managers, redis_client, key_prefix):
+        store, receiver, managers, redis_client, keys):
     manager = await managers(config(sub(url=receiver.url, filters=[{"prefix": {"type": "com.example.order."}}])))
     await store.append_many([AppendEntry(TOPIC, event(1)), AppendEntry(TOPIC, event(2, type_="com.other")),
                              AppendEntry(TOPIC, event(3))])
     await receiver.wait_for(lambda r: len(r.ids()) == 2)
     await wait_until(lambda: sample(manager, "meshruntime_deliveries_total", subscription="sub-1",
                                     outcome="filtered") == 1)
-    await wait_until(lambda: redis_client.xpending(f"{key_prefix}topic:{TOPIC}", "sub-1")["pending"] == 0)
+    await wait_until(lambda: redis_client.xpending(keys.topic(TOPIC), "sub-1")["pending"] == 0)
     assert receiver.ids() == ["e1", "e3"]
 
 
@@ -199,7 +200,7 @@ async def test_each_application_delivers_only_its_own_subscriptions_and_a_gatewa
 
 
 async def test_5xx_and_408_are_retried_until_the_subscriber_answers_2xx(
-        store, receiver, managers, redis_client, key_prefix):
+        store, receiver, managers, redis_client, keys):
     receiver.respond = statuses([500, 503, 408])
     manager = await managers(config(sub(url=receiver.url, max_attempts=5)))
     await publish(store, 2)
@@ -207,48 +208,48 @@ async def test_5xx_and_408_are_retried_until_the_subscriber_answers_2xx(
     assert [status for event_id, status in receiver.answered if event_id == "e0"] == [500, 503, 408, 200]
     assert [r.attempt for r in receiver.received if r.event_id == "e0"] == [1, 2, 3, 4]
     assert sample(manager, "meshruntime_delivery_retries_total", subscription="sub-1") == 6
-    await wait_until(lambda: redis_client.xpending(f"{key_prefix}topic:{TOPIC}", "sub-1")["pending"] == 0)
-    assert dead_letters(redis_client, key_prefix) == []
+    await wait_until(lambda: redis_client.xpending(keys.topic(TOPIC), "sub-1")["pending"] == 0)
+    assert dead_letters(redis_client, keys) == []
     await manager.journal.drain()
-    steps = journey(redis_client, key_prefix, "e0")
+    steps = journey(redis_client, keys, "e0")
     assert [(s["step"], s.get("status"), s.get("outcome")) for s in steps] == [
         ("attempt", 500, "retry"), ("attempt", 503, "retry"), ("attempt", 408, "retry"),
         ("attempt", 200, "delivered"), ("acked", 200, None)]
 
 
-async def test_a_4xx_is_dead_lettered_at_once(store, receiver, managers, redis_client, key_prefix):
+async def test_a_4xx_is_dead_lettered_at_once(store, receiver, managers, redis_client, keys):
     receiver.respond = statuses([400])
     manager = await managers(config(sub(url=receiver.url, max_attempts=5)))
     await publish(store, 1)
-    await wait_until(lambda: len(dead_letters(redis_client, key_prefix)) == 1)
-    (letter,) = dead_letters(redis_client, key_prefix)
+    await wait_until(lambda: len(dead_letters(redis_client, keys)) == 1)
+    (letter,) = dead_letters(redis_client, keys)
     assert letter["status"] == "400" and letter["attempts"] == "1"
     assert letter["reason"].startswith("rejected: HTTP 400")
     assert letter["event"] == event(0)
     assert receiver.answered == [("e0", 400)]
-    assert redis_client.xpending(f"{key_prefix}topic:{TOPIC}", "sub-1")["pending"] == 0
+    assert redis_client.xpending(keys.topic(TOPIC), "sub-1")["pending"] == 0
     await wait_until(lambda: sample(manager, "meshruntime_dead_letters_total", subscription="sub-1",
                                     reason="rejected") == 1)
     await manager.journal.drain()
-    assert [s["step"] for s in journey(redis_client, key_prefix, "e0")] == ["attempt", "dead_lettered"]
+    assert [s["step"] for s in journey(redis_client, keys, "e0")] == ["attempt", "dead_lettered"]
 
 
-async def test_redirects_are_not_followed_but_dead_lettered(store, receiver, managers, redis_client, key_prefix):
+async def test_redirects_are_not_followed_but_dead_lettered(store, receiver, managers, redis_client, keys):
     async def moved(received, request):
         return web.Response(status=301, headers={"Location": "http://127.0.0.1:9/elsewhere"})
 
     receiver.respond = moved
     await managers(config(sub(url=receiver.url)))
     await publish(store, 1)
-    await wait_until(lambda: len(dead_letters(redis_client, key_prefix)) == 1)
-    assert "redirects are not followed" in dead_letters(redis_client, key_prefix)[0]["reason"]
+    await wait_until(lambda: len(dead_letters(redis_client, keys)) == 1)
+    assert "redirects are not followed" in dead_letters(redis_client, keys)[0]["reason"]
 
 
-async def test_an_unreachable_subscriber_is_retried_then_dead_lettered(store, managers, redis_client, key_prefix):
+async def test_an_unreachable_subscriber_is_retried_then_dead_lettered(store, managers, redis_client, keys):
     manager = await managers(config(sub(url="http://127.0.0.1:9/hook", max_attempts=3)))
     await publish(store, 1)
-    await wait_until(lambda: len(dead_letters(redis_client, key_prefix)) == 1)
-    (letter,) = dead_letters(redis_client, key_prefix)
+    await wait_until(lambda: len(dead_letters(redis_client, keys)) == 1)
+    (letter,) = dead_letters(redis_client, keys)
     assert letter["attempts"] == "3" and letter["status"] == ""
     assert letter["reason"].startswith("exhausted: 3 attempts, the last: cannot connect to 127.0.0.1:9")
     assert sample(manager, "meshruntime_delivery_retries_total", subscription="sub-1") == 2
@@ -284,12 +285,12 @@ async def test_429_waits_for_retry_after_but_never_longer_than_the_backoff_cap(s
     assert 1.45 <= times[("e1", 2)] - times[("e1", 1)] < 2.5  # an hour asked, the 1.5 s cap applied
 
 
-async def test_exhausted_attempts_dead_letter_with_the_last_status(store, receiver, managers, redis_client, key_prefix):
+async def test_exhausted_attempts_dead_letter_with_the_last_status(store, receiver, managers, redis_client, keys):
     receiver.respond = statuses([502, 502, 502, 502])
     await managers(config(sub(url=receiver.url, max_attempts=3)))
     await publish(store, 1)
-    await wait_until(lambda: len(dead_letters(redis_client, key_prefix)) == 1)
-    (letter,) = dead_letters(redis_client, key_prefix)
+    await wait_until(lambda: len(dead_letters(redis_client, keys)) == 1)
+    (letter,) = dead_letters(redis_client, keys)
     assert (letter["status"], letter["attempts"]) == ("502", "3")
     assert letter["reason"].startswith("exhausted: 3 attempts, the last: HTTP 502")
     assert len(receiver.received) == 3
@@ -356,7 +357,7 @@ async def test_a_new_subscription_starts_delivering_when_its_config_arrives(stor
 
 
 async def test_pausing_keeps_the_position_and_lets_the_attempt_under_way_finish(
-        store, receiver, managers, redis_client, key_prefix):
+        store, receiver, managers, redis_client, keys):
     gate = asyncio.Event()
 
     async def held(received, request):
@@ -373,7 +374,7 @@ async def test_pausing_keeps_the_position_and_lets_the_attempt_under_way_finish(
     await publish(store, 3, start=1)
     gate.set()  # the attempt under way completes and is acknowledged
     await receiver.wait_for(lambda r: r.ids() == ["e0"])
-    await wait_until(lambda: redis_client.xpending(f"{key_prefix}topic:{TOPIC}", "sub-1")["pending"] == 0)
+    await wait_until(lambda: redis_client.xpending(keys.topic(TOPIC), "sub-1")["pending"] == 0)
     await asyncio.sleep(0.5)  # a paused subscription must stay quiet: nothing else may arrive
     assert receiver.ids() == ["e0"]
     manager.apply_config(config(sub(url=receiver.url, max_in_flight=1), version=3))
@@ -381,7 +382,7 @@ async def test_pausing_keeps_the_position_and_lets_the_attempt_under_way_finish(
 
 
 async def test_pausing_during_a_retry_wait_leaves_the_event_pending_for_the_resume(
-        store, receiver, managers, redis_client, key_prefix):
+        store, receiver, managers, redis_client, keys):
     receiver.respond = statuses([503])
     manager = await managers(config(sub(url=receiver.url, backoff_base_ms=60_000, backoff_cap_ms=60_000)))
     await publish(store, 1)
@@ -390,25 +391,25 @@ async def test_pausing_during_a_retry_wait_leaves_the_event_pending_for_the_resu
                                     backoff_cap_ms=60_000), version=2))
     await manager.reconciled()
     await wait_until(lambda: manager.workers["sub-1"].held == 0)
-    assert redis_client.xpending(f"{key_prefix}topic:{TOPIC}", "sub-1")["pending"] == 1
+    assert redis_client.xpending(keys.topic(TOPIC), "sub-1")["pending"] == 1
     manager.apply_config(config(sub(url=receiver.url), version=3))  # resumed, with a short backoff
     await receiver.wait_for(lambda r: r.ids() == ["e0"])
     assert [r.attempt for r in receiver.received] == [1, 2]  # the attempt count survived the pause
 
 
 async def test_revoking_removes_the_group_after_the_attempt_under_way(
-        store, receiver, managers, redis_client, key_prefix):
+        store, receiver, managers, redis_client, keys):
     gate = hold_answers(receiver)
     manager = await managers(config(sub(url=receiver.url)))
     await publish(store, 1)
     await wait_until(lambda: receiver.concurrent == 1)
     manager.apply_config(config(version=2))
     await manager.reconciled()
-    assert await group(redis_client, key_prefix) is not None  # still delivering e0
+    assert await group(redis_client, keys) is not None  # still delivering e0
     gate.set()
     await receiver.wait_for(lambda r: r.answered == [("e0", 200)])
-    await wait_until(lambda: redis_client.xinfo_groups(f"{key_prefix}topic:{TOPIC}") == [])
-    assert not redis_client.exists(f"{key_prefix}redeliver:sub-1")
+    await wait_until(lambda: redis_client.xinfo_groups(keys.topic(TOPIC)) == [])
+    assert not redis_client.exists(keys.redeliver("sub-1"))
     assert manager.metrics.registry.get_sample_value(
         "meshruntime_deliveries_total", {"subscription": "sub-1", "outcome": "delivered"}) is None
 
@@ -425,8 +426,8 @@ async def test_a_new_subscription_gets_what_was_published_after_its_document_was
 
 
 async def test_events_a_dead_runtime_left_pending_are_taken_over_after_the_visibility_timeout(
-        store, receiver, managers, redis_client, key_prefix):
-    key = f"{key_prefix}topic:{TOPIC}"
+        store, receiver, managers, redis_client, keys):
+    key = keys.topic(TOPIC)
     redis_client.xgroup_create(key, "sub-1", id="0", mkstream=True)
     await publish(store, 5)
     # a runtime read them and died: five entries pending for "rt-dead"
@@ -455,8 +456,8 @@ async def test_a_second_runtime_never_takes_over_an_event_still_being_delivered(
     assert receiver.answered == [("e0", 200)]
 
 
-async def test_attempt_counts_survive_a_takeover(store, receiver, managers, redis_client, key_prefix):
-    key = f"{key_prefix}topic:{TOPIC}"
+async def test_attempt_counts_survive_a_takeover(store, receiver, managers, redis_client, keys):
+    key = keys.topic(TOPIC)
     manager = await managers(config(sub(url=receiver.url, max_attempts=4, state="paused")), consumer="rt-live")
     ids = await publish(store, 2)
     redis_client.xreadgroup("sub-1", "rt-dead", {key: ">"}, count=2)
@@ -465,8 +466,8 @@ async def test_attempt_counts_survive_a_takeover(store, receiver, managers, redi
     redis_client.xclaim(key, "sub-1", "rt-dead", 0, [ids[1]], retrycount=1, justid=True)
     receiver.respond = statuses([500, 500, 500, 500])
     manager.apply_config(config(sub(url=receiver.url, max_attempts=4), version=3))
-    await wait_until(lambda: len(dead_letters(redis_client, key_prefix)) == 2, timeout=10)
-    letters = {orjson.loads(d["event"])["id"]: d for d in dead_letters(redis_client, key_prefix)}
+    await wait_until(lambda: len(dead_letters(redis_client, keys)) == 2, timeout=10)
+    letters = {orjson.loads(d["event"])["id"]: d for d in dead_letters(redis_client, keys)}
     assert letters["e0"]["attempts"] == "4" and letters["e0"]["reason"].startswith("exhausted: 4 attempts made")
     assert letters["e1"]["attempts"] == "4"
     assert [r.attempt for r in receiver.received if r.event_id == "e1"] == [2, 3, 4]
@@ -474,8 +475,8 @@ async def test_attempt_counts_survive_a_takeover(store, receiver, managers, redi
 
 
 async def test_own_pending_events_are_resumed_at_once_after_a_restart_under_the_same_name(
-        store, receiver, managers, redis_client, key_prefix):
-    key = f"{key_prefix}topic:{TOPIC}"
+        store, receiver, managers, redis_client, keys):
+    key = keys.topic(TOPIC)
     slow = DeliverySettings(visibility_timeout_s=60, block_ms=100, redeliver_poll_s=0.1)
     manager = await managers(config(sub(url=receiver.url, state="paused")), consumer="rt-a", settings=slow)
     await publish(store, 3)
@@ -484,15 +485,15 @@ async def test_own_pending_events_are_resumed_at_once_after_a_restart_under_the_
     await receiver.wait_for(lambda r: len(r.ids()) == 3, timeout=3)  # no 60 s visibility wait
 
 
-async def test_redelivery_reaches_only_its_subscription(store, receiver, managers, redis_client, key_prefix):
+async def test_redelivery_reaches_only_its_subscription(store, receiver, managers, redis_client, keys):
     other = await Receiver(secret="whsec-sub-2-0123456789abcdef").start()
     try:
         await managers(config(sub("sub-1", receiver.url), sub("sub-2", other.url)), application=None)
-        redis_client.xadd(f"{key_prefix}redeliver:sub-1", {"event": event(7), "dlq_id": "1-0"})
+        redis_client.xadd(keys.redeliver("sub-1"), {"event": event(7), "dlq_id": "1-0"})
         await receiver.wait_for(lambda r: r.ids() == ["e7"])
         got = receiver.received[0]
         assert got.headers["Mesh-Delivery-Id"].startswith("sub-1/redeliver/")
-        await wait_until(lambda: redis_client.xpending(f"{key_prefix}redeliver:sub-1", "sub-1")["pending"] == 0)
+        await wait_until(lambda: redis_client.xpending(keys.redeliver("sub-1"), "sub-1")["pending"] == 0)
         await asyncio.sleep(0.3)
         assert other.received == []
     finally:
@@ -500,13 +501,13 @@ async def test_redelivery_reaches_only_its_subscription(store, receiver, manager
 
 
 async def test_a_redelivered_event_that_fails_again_is_dead_lettered_again(
-        store, receiver, managers, redis_client, key_prefix):
+        store, receiver, managers, redis_client, keys):
     receiver.respond = statuses([404])
     await managers(config(sub(url=receiver.url)))
-    redis_client.xadd(f"{key_prefix}redeliver:sub-1", {"event": event(7)})
-    await wait_until(lambda: len(dead_letters(redis_client, key_prefix)) == 1)
-    assert dead_letters(redis_client, key_prefix)[0]["status"] == "404"
-    assert redis_client.xpending(f"{key_prefix}redeliver:sub-1", "sub-1")["pending"] == 0
+    redis_client.xadd(keys.redeliver("sub-1"), {"event": event(7)})
+    await wait_until(lambda: len(dead_letters(redis_client, keys)) == 1)
+    assert dead_letters(redis_client, keys)[0]["status"] == "404"
+    assert redis_client.xpending(keys.redeliver("sub-1"), "sub-1")["pending"] == 0
 
 
 async def test_two_runtimes_share_the_work(store, receiver, managers):
@@ -530,7 +531,7 @@ async def test_two_runtimes_share_the_work(store, receiver, managers):
 
 
 async def test_stop_lets_attempts_under_way_finish_and_acknowledges_them(
-        store, receiver, managers, redis_client, key_prefix):
+        store, receiver, managers, redis_client, keys):
     async def slow(received, request):
         await asyncio.sleep(0.3)
 
@@ -540,7 +541,7 @@ async def test_stop_lets_attempts_under_way_finish_and_acknowledges_them(
     await wait_until(lambda: receiver.concurrent == 5)
     await manager.stop()
     assert len(receiver.ids()) == 5
-    assert redis_client.xpending(f"{key_prefix}topic:{TOPIC}", "sub-1")["pending"] == 0
+    assert redis_client.xpending(keys.topic(TOPIC), "sub-1")["pending"] == 0
 
 
 async def test_lag_and_pending_gauges(store, receiver, managers):
@@ -555,7 +556,7 @@ async def test_lag_and_pending_gauges(store, receiver, managers):
                      and sample(manager, "meshruntime_consumer_lag", subscription="sub-1") == 0)
 
 
-# -- operator actions (the portal's side: meshruntime.delivery.operations) -------------------
+# -- operator actions (the portal's side: meshruntime.delivery_admin) ----------------------
 
 
 @pytest.fixture
@@ -590,7 +591,7 @@ async def test_redeliver_one_puts_back_that_event_only(store, receiver, managers
 
 
 async def test_redeliver_all_for_one_subscription_leaves_the_others_alone(
-        store, receiver, managers, ops, redis_client, key_prefix):
+        store, receiver, managers, ops, redis_client, keys):
     other = await Receiver(secret="whsec-sub-2-0123456789abcdef").start()
     try:
         receiver.respond = statuses([400])
@@ -603,7 +604,7 @@ async def test_redeliver_all_for_one_subscription_leaves_the_others_alone(
         assert sorted(receiver.ids(), key=lambda i: int(i[1:])) == [f"e{i}" for i in range(600)]
         assert ops.dead_letters("sub-1") == []
         assert len(other.ids()) == 600  # sub-2 saw each event once, and none again
-        fields = redis_client.xrange(f"{key_prefix}redeliver:sub-1", count=1)[0][1]
+        fields = redis_client.xrange(keys.redeliver("sub-1"), count=1)[0][1]
         assert fields[b"by"] == b"alice" and fields[b"dlq_id"]
     finally:
         await other.stop()
@@ -623,8 +624,8 @@ async def test_skip_to_now_drops_the_backlog_and_keeps_delivering_new_events(
     await receiver.wait_for(lambda r: r.ids() == ["e100", "e101"])
 
 
-async def test_skip_to_now_acknowledges_what_is_pending(store, receiver, managers, ops, redis_client, key_prefix):
-    key = f"{key_prefix}topic:{TOPIC}"
+async def test_skip_to_now_acknowledges_what_is_pending(store, receiver, managers, ops, redis_client, keys):
+    key = keys.topic(TOPIC)
     await managers(config(sub(url=receiver.url, state="paused")))
     await store.append_many([AppendEntry(TOPIC, event(i)) for i in range(3)])
     redis_client.xreadgroup("sub-1", "rt-dead", {key: ">"}, count=3)
@@ -661,7 +662,7 @@ def test_the_state_of_a_subscription_without_a_group(ops):
 
 
 async def test_an_ordered_subscription_is_delivered_by_one_runtime_at_a_time_in_order(
-        store, receiver, managers, redis_client, key_prefix):
+        store, receiver, managers, redis_client, keys):
     doc = config(sub(url=receiver.url, max_in_flight=1))
     first = await managers(doc, consumer="rt-a")
     await managers(doc, consumer="rt-b")
@@ -669,7 +670,7 @@ async def test_an_ordered_subscription_is_delivered_by_one_runtime_at_a_time_in_
     await receiver.wait_for(lambda r: len(r.ids()) == 40)
     assert receiver.ids() == [f"e{i}" for i in range(40)] and receiver.max_concurrent == 1
     assert {r.headers["User-Agent"] for r in receiver.received} == {"rt-a"}  # the first took the lease
-    assert redis_client.get(f"{key_prefix}delivery:sub-1:lock") == b"rt-a"
+    assert redis_client.get(keys.delivery_lock("sub-1")) == b"rt-a"
     await first.stop()  # releases the lease: the other runtime takes over
     await publish(store, 20, start=40)
     await receiver.wait_for(lambda r: len(r.ids()) == 60, timeout=10)
@@ -678,12 +679,12 @@ async def test_an_ordered_subscription_is_delivered_by_one_runtime_at_a_time_in_
 
 
 async def test_when_the_ordered_runtime_dies_the_other_takes_over_its_pending_events_in_order(
-        store, receiver, managers, redis_client, key_prefix):
-    key = f"{key_prefix}topic:{TOPIC}"
+        store, receiver, managers, redis_client, keys):
+    key = keys.topic(TOPIC)
     redis_client.xgroup_create(key, "sub-1", id="0", mkstream=True)
     await publish(store, 10)
     # a runtime took the lease and five events, then died: lease and entries are left behind
-    redis_client.set(f"{key_prefix}delivery:sub-1:lock", "rt-dead", px=int(FAST.visibility_timeout_s * 1000))
+    redis_client.set(keys.delivery_lock("sub-1"), "rt-dead", px=int(FAST.visibility_timeout_s * 1000))
     redis_client.xreadgroup("sub-1", "rt-dead", {key: ">"}, count=5)
     await managers(config(sub(url=receiver.url, max_in_flight=1)), consumer="rt-live")
     await receiver.wait_for(lambda r: len(r.ids()) == 10, timeout=10)
@@ -694,13 +695,13 @@ async def test_when_the_ordered_runtime_dies_the_other_takes_over_its_pending_ev
 
 
 async def test_nothing_is_acknowledged_before_its_2xx_and_acks_of_many_events_share_writes(
-        store, receiver, managers, redis_client, key_prefix):
+        store, receiver, managers, redis_client, keys):
     gate = hold_answers(receiver)
     manager = await managers(config(sub(url=receiver.url, max_in_flight=8)))
     await publish(store, 8)
     await wait_until(lambda: receiver.concurrent == 8)
     await asyncio.sleep(3 * FAST.block_ms / 1000)  # well past the ack flush delay
-    assert redis_client.xpending(f"{key_prefix}topic:{TOPIC}", "sub-1")["pending"] == 8
+    assert redis_client.xpending(keys.topic(TOPIC), "sub-1")["pending"] == 8
     acks = []
     worker = manager.workers["sub-1"]
     ack = worker.topic.ack
@@ -711,14 +712,14 @@ async def test_nothing_is_acknowledged_before_its_2xx_and_acks_of_many_events_sh
 
     worker.topic.ack = counted
     gate.set()
-    await wait_until(lambda: redis_client.xpending(f"{key_prefix}topic:{TOPIC}", "sub-1")["pending"] == 0)
+    await wait_until(lambda: redis_client.xpending(keys.topic(TOPIC), "sub-1")["pending"] == 0)
     assert sorted(i for ids in acks for i in ids) == sorted(
-        e.decode() for e, _ in redis_client.xrange(f"{key_prefix}topic:{TOPIC}"))
+        e.decode() for e, _ in redis_client.xrange(keys.topic(TOPIC)))
     assert len(acks) < 8  # batched: answers within the flush delay share one XACK
 
 
 async def test_events_read_ahead_wait_out_a_pause_and_are_delivered_once_on_resume(
-        store, receiver, managers, redis_client, key_prefix):
+        store, receiver, managers, redis_client, keys):
     gate = asyncio.Event()
 
     async def held(received, request):
@@ -735,12 +736,12 @@ async def test_events_read_ahead_wait_out_a_pause_and_are_delivered_once_on_resu
     await receiver.wait_for(lambda r: len(r.answered) == 2)
     await asyncio.sleep(0.5)  # paused: the events read ahead stay pending, undelivered
     assert sorted(receiver.ids()) == ["e0", "e1"]
-    assert redis_client.xpending(f"{key_prefix}topic:{TOPIC}", "sub-1")["pending"] == 2
+    assert redis_client.xpending(keys.topic(TOPIC), "sub-1")["pending"] == 2
     manager.apply_config(config(sub(url=receiver.url, max_in_flight=2), version=3))
     await receiver.wait_for(lambda r: len(r.ids()) == 6)
     await asyncio.sleep(0.3)
     assert sorted(receiver.ids()) == [f"e{i}" for i in range(6)]  # each once
-    await wait_until(lambda: redis_client.xpending(f"{key_prefix}topic:{TOPIC}", "sub-1")["pending"] == 0)
+    await wait_until(lambda: redis_client.xpending(keys.topic(TOPIC), "sub-1")["pending"] == 0)
 
 
 async def test_a_second_runtime_never_takes_over_events_read_ahead(store, receiver, managers):
@@ -762,8 +763,8 @@ async def test_a_second_runtime_never_takes_over_events_read_ahead(store, receiv
 
 
 async def test_an_event_whose_ack_never_lands_stays_pending_and_is_delivered_again(
-        store, receiver, managers, redis_client, key_prefix):
-    key = f"{key_prefix}topic:{TOPIC}"
+        store, receiver, managers, redis_client, keys):
+    key = keys.topic(TOPIC)
     doc = config(sub(url=receiver.url))
     first = await managers(doc, consumer="rt-a")
     never = asyncio.Event()
@@ -789,7 +790,7 @@ async def test_an_event_whose_ack_never_lands_stays_pending_and_is_delivered_aga
 
 
 async def test_an_event_whose_ack_is_given_up_is_delivered_again_by_the_same_runtime(
-        store, receiver, managers, redis_client, key_prefix):
+        store, receiver, managers, redis_client, keys):
     from dataclasses import replace
 
     from meshruntime.store import StoreError
@@ -807,5 +808,5 @@ async def test_an_event_whose_ack_is_given_up_is_delivered_again_by_the_same_run
     worker.topic.ack = failing_twice
     await publish(store, 1)
     await receiver.wait_for(lambda r: r.ids() == ["e0", "e0"], timeout=10)  # after the visibility timeout
-    await wait_until(lambda: redis_client.xpending(f"{key_prefix}topic:{TOPIC}", "sub-1")["pending"] == 0)
+    await wait_until(lambda: redis_client.xpending(keys.topic(TOPIC), "sub-1")["pending"] == 0)
     assert len(failed) == 2

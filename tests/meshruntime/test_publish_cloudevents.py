@@ -142,7 +142,7 @@ async def test_the_journey_records_accepted_routed_and_stored(h):
     assert steps[0]["application"] == "billing" and steps[0]["runtime"] == "test-runtime"
     assert steps[1] == {**steps[1], "rule": "route-1", "target": "audit.orders"}
     assert [s["topic"] for s in steps[2:]] == ["orders.created", "audit.orders"]
-    assert 0 < h.redis.ttl(f"{h.prefix}journey:evt-1") <= 86_400
+    assert 0 < h.redis.ttl(h.keys.journey("evt-1")) <= 86_400
 
 
 async def test_journey_sampling_can_be_turned_off(redis_url, key_prefix, redis_client):
@@ -227,9 +227,9 @@ async def test_the_live_tap_sends_compact_copies_only_while_watched(h, redis_url
     client = aioredis.Redis.from_url(redis_url)
     pubsub = client.pubsub()
     # both channels: a copy of evt-1 or evt-3 would arrive before the ones expected below
-    await pubsub.subscribe(f"{h.prefix}tap:orders.shipped", f"{h.prefix}tap:orders.created")
+    await pubsub.subscribe(h.keys.tap("orders.shipped"), h.keys.tap("orders.created"))
     await h.publish("orders.shipped", event(1))  # nobody watches: nothing sent
-    h.redis.set(f"{h.prefix}tap:watch:orders.shipped", "1", ex=30)
+    h.redis.set(h.keys.tap_watch("orders.shipped"), "1", ex=30)
     await h.runtime.tap.refresh()
     await h.publish("orders.shipped", event(2, data={"order_id": "o-2", "blob": "x" * 5000}))
     await h.publish("orders.created", event(3))  # watched topics only (orders.created is not)

@@ -12,7 +12,7 @@ import orjson
 from factories import access_rule, make_config
 from runtime_harness import event, running_runtime
 
-from meshruntime.config import publish_document
+from meshruntime.config_publish import publish_document
 from meshruntime.store import RedisStreamsStore
 
 DENY_SHIPPED = access_rule("rule-8", ["billing"], "orders.shipped", ["publish"], effect="deny")

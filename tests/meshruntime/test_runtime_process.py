@@ -15,6 +15,8 @@ import pytest
 from factories import key_for, make_config
 from runtime_harness import event
 
+from meshruntime.keys import KeySpace
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -63,11 +65,11 @@ async def wait_ready(session: aiohttp.ClientSession, url: str) -> dict:
             await asyncio.sleep(0.05)
 
 
-def stored_ids(redis_client, key_prefix: str, topic: str) -> list[str]:
-    return [orjson.loads(f[b"event"])["id"] for _i, f in redis_client.xrange(f"{key_prefix}topic:{topic}")]
+def stored_ids(redis_client, keys: KeySpace, topic: str) -> list[str]:
+    return [orjson.loads(f[b"event"])["id"] for _i, f in redis_client.xrange(keys.topic(topic))]
 
 
-async def test_the_process_serves_publishes_health_and_metrics(runtime, redis_client, key_prefix):
+async def test_the_process_serves_publishes_health_and_metrics(runtime, redis_client, keys):
     async with aiohttp.ClientSession() as session:
         ready = await wait_ready(session, runtime.url)
         assert ready["config_version"] == 1 and ready["store"] == "reachable"
@@ -86,15 +88,15 @@ async def test_the_process_serves_publishes_health_and_metrics(runtime, redis_cl
         async with session.get(f"{runtime.url}/metrics") as response:
             text = await response.text()
             assert 'meshruntime_events_published_total{application="billing",topic="orders.shipped"} 1.0' in text
-    assert stored_ids(redis_client, key_prefix, "orders.shipped") == ["evt-1"]
+    assert stored_ids(redis_client, keys, "orders.shipped") == ["evt-1"]
     # it announces itself to the portal: a heartbeat with its application and applied config
     beats = [{k.decode(): v.decode() for k, v in fields.items()}
-             for _id, fields in redis_client.xrange(f"{key_prefix}runtimes")]
+             for _id, fields in redis_client.xrange(keys.runtimes)]
     assert beats and beats[0]["application"] == "billing" and beats[0]["config_version"] == "1"
     assert runtime.stop() == 0
 
 
-async def test_sigterm_finishes_in_flight_publishes_and_exits_cleanly(runtime, redis_client, key_prefix):
+async def test_sigterm_finishes_in_flight_publishes_and_exits_cleanly(runtime, redis_client, keys):
     accepted: list[str] = []
     failed_before_acceptance = 0
     headers = {"Authorization": f"Bearer {key_for('billing')}", "Content-Type": "application/cloudevents+json"}
@@ -126,7 +128,7 @@ async def test_sigterm_finishes_in_flight_publishes_and_exits_cleanly(runtime, r
     assert accepted, "no publish finished"
     assert len(accepted) + failed_before_acceptance == 400
     # every publish that was answered 202 is in the store, and nothing else
-    assert sorted(stored_ids(redis_client, key_prefix, "orders.shipped")) == sorted(accepted)
+    assert sorted(stored_ids(redis_client, keys, "orders.shipped")) == sorted(accepted)
 
 
 def test_it_explains_missing_settings(redis_url):

@@ -35,20 +35,20 @@ def test_the_redis_store_implements_the_protocol(store):
     assert isinstance(store, Store)
 
 
-async def test_it_appends_in_order_and_returns_ids(store, redis_client, key_prefix):
+async def test_it_appends_in_order_and_returns_ids(store, redis_client, keys):
     ids = await store.append_many([AppendEntry("orders.created", event(i)) for i in range(5)])
     assert len(ids) == 5 and ids == sorted(ids, key=lambda s: tuple(map(int, s.split("-"))))
-    rows = redis_client.xrange(f"{key_prefix}topic:orders.created")
+    rows = redis_client.xrange(keys.topic("orders.created"))
     assert [r[0].decode() for r in rows] == ids
     assert [r[1][b"event"] for r in rows] == [event(i) for i in range(5)]
     assert [e.event for e in await store.read_range("orders.created")] == [event(i) for i in range(5)]
     assert await store.length("orders.created") == 5
 
 
-async def test_it_writes_journey_steps_in_the_same_round_trip(store, redis_client, key_prefix):
+async def test_it_writes_journey_steps_in_the_same_round_trip(store, redis_client, keys):
     step = orjson.dumps({"step": "stored", "at": 1})
     await store.append_many([AppendEntry("a.b", event(1))], journey=[JourneyStep("e1", step)])
-    key = f"{key_prefix}journey:e1"
+    key = keys.journey("e1")
     assert redis_client.lrange(key, 0, -1) == [step]
     assert 0 < redis_client.ttl(key) <= 60
 
@@ -69,9 +69,9 @@ async def test_it_applies_max_length_on_append_and_both_limits_on_trim(store):
     assert await store.trim("t.missing", Retention(max_length=5, max_age_seconds=5)) == 0
 
 
-async def test_it_appends_with_max_age_only(store, redis_client, key_prefix):
+async def test_it_appends_with_max_age_only(store, redis_client, keys):
     ids = await store.append_many([AppendEntry("t.age", event(1), Retention(max_age_seconds=60))])
-    assert redis_client.xlen(f"{key_prefix}topic:t.age") == 1 and ids
+    assert redis_client.xlen(keys.topic("t.age")) == 1 and ids
 
 
 async def test_consumer_group_round_trip(store):
@@ -152,14 +152,14 @@ def test_open_store_refuses_unknown_engines():
         open_store("nats://localhost:4222")
 
 
-async def test_a_store_built_on_a_client_appends_through_redis_py(redis_url, key_prefix, redis_client):
+async def test_a_store_built_on_a_client_appends_through_redis_py(redis_url, key_prefix, keys, redis_client):
     client = aioredis.Redis.from_url(redis_url)
     store = RedisStreamsStore(client, prefix=key_prefix, owns_client=True)
     step = orjson.dumps({"step": "stored"})
     ids = await store.append_many([AppendEntry("t.py", event(i), Retention(max_length=100)) for i in range(3)],
                                   journey=[JourneyStep("e9", step)])
     assert [e.id for e in await store.read_range("t.py")] == ids
-    assert redis_client.lrange(f"{key_prefix}journey:e9", 0, -1) == [step]
+    assert redis_client.lrange(keys.journey("e9"), 0, -1) == [step]
     await store.close()
 
 
@@ -175,8 +175,8 @@ async def test_the_append_connection_survives_a_server_side_disconnect(store, re
     assert len(ids) == 1 and await store.length("t.kill") == 2
 
 
-async def test_errors_of_single_commands_fail_the_append(store, redis_client, key_prefix):
-    redis_client.set(f"{key_prefix}topic:t.wrong", "not a stream")
+async def test_errors_of_single_commands_fail_the_append(store, redis_client, keys):
+    redis_client.set(keys.topic("t.wrong"), "not a stream")
     with pytest.raises(StoreError, match="WRONGTYPE"):
         await store.append_many([AppendEntry("t.wrong", event(1))])
     # the connection stays usable: every reply was read

@@ -19,9 +19,12 @@ import pytest
 import redis
 from factories import make_config, topic
 
-from meshruntime import config as config_module
-from meshruntime.config import ConfigWatcher, canonical_json, load_file, publish_document, seal
+from meshruntime import config_watcher as watcher_module
+from meshruntime.config import canonical_json, load_file, seal
+from meshruntime.config_publish import publish_document
+from meshruntime.config_watcher import ConfigWatcher
 from meshruntime.heartbeat import Heartbeater, default_runtime_id
+from meshruntime.keys import KeySpace
 from meshruntime.patch import make_patch
 
 # Generous bounds for a loaded CI machine; every wait ends as soon as its condition holds.
@@ -116,13 +119,13 @@ async def test_it_applies_a_published_version_through_the_channel(watch, redis_c
     assert applied.versions == [1, 2]
 
 
-async def test_a_missed_message_is_recovered_by_polling(watch, redis_client, key_prefix) -> None:
+async def test_a_missed_message_is_recovered_by_polling(watch, redis_client, keys) -> None:
     watcher = await watch(poll_interval=0.2)
     await quiet(watcher)
     doc = make_config(version=4)
     # What a lost PUBLISH leaves behind: the snapshot and the pointer, and no message.
-    redis_client.set(f"{key_prefix}config:4", canonical_json(doc))
-    redis_client.set(f"{key_prefix}config:latest", "4")
+    redis_client.set(keys.config(4), canonical_json(doc))
+    redis_client.set(keys.config_latest, "4")
     assert (await watcher.wait_for_version(4, timeout=TIMEOUT)) == doc
 
 
@@ -143,54 +146,54 @@ def _next(doc: dict[str, Any], version: int, description: str) -> dict[str, Any]
     return seal(body, version)
 
 
-def _announce_patches(client: redis.Redis, prefix: str, docs: list[dict[str, Any]], *, snapshots: bool) -> None:
+def _announce_patches(client: redis.Redis, keys: KeySpace, docs: list[dict[str, Any]], *, snapshots: bool) -> None:
     """Write the patches from each of ``docs`` to the next (and their snapshots if asked), then
     move ``latest`` and announce it, as the portal's publish does."""
     for old, new in zip(docs, docs[1:], strict=False):
-        client.set(f"{prefix}config:{new['version']}:patch", json.dumps(make_patch(old, new)))
+        client.set(keys.config_patch(new["version"]), json.dumps(make_patch(old, new)))
         if snapshots:
-            client.set(f"{prefix}config:{new['version']}", canonical_json(new))
-    client.set(f"{prefix}config:latest", str(docs[-1]["version"]))
-    client.publish(f"{prefix}config", str(docs[-1]["version"]))
+            client.set(keys.config(new["version"]), canonical_json(new))
+    client.set(keys.config_latest, str(docs[-1]["version"]))
+    client.publish(keys.config_channel, str(docs[-1]["version"]))
 
 
-async def test_a_runtime_one_version_behind_applies_the_patch(watch, redis_client, key_prefix, tmp_path) -> None:
+async def test_a_runtime_one_version_behind_applies_the_patch(watch, redis_client, key_prefix, keys, tmp_path) -> None:
     first = make_config(version=1)
     publish_document(redis_client, first, prefix=key_prefix)
     watcher = await watch(cache_path=tmp_path / "config.json")
     await watcher.wait_for_version(1, timeout=TIMEOUT)
     second = _next(first, 2, "patched")
     # No snapshot of version 2: only the patch can take the watcher there.
-    _announce_patches(redis_client, key_prefix, [first, second], snapshots=False)
+    _announce_patches(redis_client, keys, [first, second], snapshots=False)
     assert (await watcher.wait_for_version(2, timeout=TIMEOUT)) == second
     assert watcher.checksum == second["checksum"] and watcher.last_error is None
     assert load_file(tmp_path / "config.json") == second  # the cache holds the patched document
 
 
-async def test_a_runtime_several_versions_behind_chains_the_patches(watch, redis_client, key_prefix) -> None:
+async def test_a_runtime_several_versions_behind_chains_the_patches(watch, redis_client, key_prefix, keys) -> None:
     docs = [make_config(version=1)]
     publish_document(redis_client, docs[0], prefix=key_prefix)
     watcher = await watch()
     await watcher.wait_for_version(1, timeout=TIMEOUT)
     for version in (2, 3, 4):
         docs.append(_next(docs[-1], version, f"version {version}"))
-    _announce_patches(redis_client, key_prefix, docs, snapshots=False)
+    _announce_patches(redis_client, keys, docs, snapshots=False)
     assert (await watcher.wait_for_version(4, timeout=TIMEOUT)) == docs[-1]
 
 
-async def test_a_missing_patch_sends_the_runtime_to_the_snapshot(watch, redis_client, key_prefix) -> None:
+async def test_a_missing_patch_sends_the_runtime_to_the_snapshot(watch, redis_client, key_prefix, keys) -> None:
     docs = [make_config(version=1)]
     publish_document(redis_client, docs[0], prefix=key_prefix)
     watcher = await watch()
     await watcher.wait_for_version(1, timeout=TIMEOUT)
     docs += [_next(docs[0], 2, "two"), _next(docs[0], 3, "three")]
-    _announce_patches(redis_client, key_prefix, docs, snapshots=True)
-    redis_client.delete(f"{key_prefix}config:2:patch")
-    redis_client.delete(f"{key_prefix}config:2")  # the snapshot of the newest is enough
+    _announce_patches(redis_client, keys, docs, snapshots=True)
+    redis_client.delete(keys.config_patch(2))
+    redis_client.delete(keys.config(2))  # the snapshot of the newest is enough
     assert (await watcher.wait_for_version(3, timeout=TIMEOUT)) == docs[-1]
 
 
-async def test_a_patch_that_fails_its_checks_gives_way_to_the_snapshot(watch, redis_client, key_prefix,
+async def test_a_patch_that_fails_its_checks_gives_way_to_the_snapshot(watch, redis_client, key_prefix, keys,
                                                                       caplog) -> None:
     first = make_config(version=1)
     publish_document(redis_client, first, prefix=key_prefix)
@@ -199,7 +202,7 @@ async def test_a_patch_that_fails_its_checks_gives_way_to_the_snapshot(watch, re
     second = _next(first, 2, "the real content")
     patch = copy.deepcopy(make_patch(first, second))
     patch["sections"]["access_rules"][0][2][0]["effect"] = "deny"  # damaged on the way
-    redis_client.set(f"{key_prefix}config:2:patch", json.dumps(patch))
+    redis_client.set(keys.config_patch(2), json.dumps(patch))
     publish_document(redis_client, second, prefix=key_prefix)  # snapshot, pointer, message
     assert (await watcher.wait_for_version(2, timeout=TIMEOUT)) == second
     assert watcher.last_error is None
@@ -241,13 +244,13 @@ async def test_a_rollback_is_a_newer_version_with_older_content(watch, redis_cli
     assert [t["name"] for t in current["topics"]] == [t["name"] for t in first["topics"]]
 
 
-async def test_versions_only_move_forward(watch, redis_client, key_prefix) -> None:
+async def test_versions_only_move_forward(watch, redis_client, key_prefix, keys) -> None:
     watcher = await watch()
     publish_document(redis_client, make_config(version=5), prefix=key_prefix)
     await watcher.wait_for_version(5, timeout=TIMEOUT)
     # A Redis restored from an old backup: the pointer names an older version.
-    redis_client.set(f"{key_prefix}config:3", canonical_json(make_config(version=3, topics=["x.y"], bare=True)))
-    redis_client.set(f"{key_prefix}config:latest", "3")
+    redis_client.set(keys.config(3), canonical_json(make_config(version=3, topics=["x.y"], bare=True)))
+    redis_client.set(keys.config_latest, "3")
     assert await watcher.sync() is False
     assert watcher.version == 5 and watcher.last_error is None
 
@@ -302,42 +305,42 @@ async def test_a_document_failing_the_schema_is_refused_with_its_path(watch, red
     assert watcher.version == 1
 
 
-async def test_a_snapshot_that_is_not_json_is_refused(watch, redis_client, key_prefix) -> None:
+async def test_a_snapshot_that_is_not_json_is_refused(watch, redis_client, keys) -> None:
     watcher = await watch()
-    redis_client.set(f"{key_prefix}config:1", b"{not json")
-    redis_client.set(f"{key_prefix}config:latest", "1")
+    redis_client.set(keys.config(1), b"{not json")
+    redis_client.set(keys.config_latest, "1")
     error = await _refused(watcher, 1)
-    assert f"{key_prefix}config:1 is not valid JSON" in error
+    assert f"{keys.config(1)} is not valid JSON" in error
     assert watcher.current is None
 
 
-async def test_a_pointer_that_is_not_a_version_is_reported(watch, redis_client, key_prefix) -> None:
+async def test_a_pointer_that_is_not_a_version_is_reported(watch, redis_client, keys) -> None:
     watcher = await watch()
-    redis_client.set(f"{key_prefix}config:latest", "seventeen")
+    redis_client.set(keys.config_latest, "seventeen")
     await watcher.wait_until(lambda: watcher.last_error is not None, timeout=TIMEOUT)
     assert watcher.last_error == (
-        f"config pointer refused: {key_prefix}config:latest holds b'seventeen', not a version number; "
+        f"config pointer refused: {keys.config_latest} holds b'seventeen', not a version number; "
         "keeping version none"
     )
 
 
-async def test_a_snapshot_holding_another_version_is_refused(watch, redis_client, key_prefix) -> None:
+async def test_a_snapshot_holding_another_version_is_refused(watch, redis_client, keys) -> None:
     watcher = await watch()
-    redis_client.set(f"{key_prefix}config:2", canonical_json(make_config(version=1)))
-    redis_client.set(f"{key_prefix}config:latest", "2")
+    redis_client.set(keys.config(2), canonical_json(make_config(version=1)))
+    redis_client.set(keys.config_latest, "2")
     error = await _refused(watcher, 2)
-    assert f"version: {key_prefix}config:2 holds version 1" in error
+    assert f"version: {keys.config(2)} holds version 1" in error
 
 
-async def test_a_refused_version_is_not_fetched_again(watch, redis_client, key_prefix, monkeypatch) -> None:
+async def test_a_refused_version_is_not_fetched_again(watch, redis_client, key_prefix, keys, monkeypatch) -> None:
     parsed: list[str] = []
-    original = config_module.parse_document
+    original = watcher_module.parse_document
 
     def counting_parse(data: bytes, *, source: str = "document") -> dict[str, Any]:
         parsed.append(source)
         return original(data, source=source)
 
-    monkeypatch.setattr(config_module, "parse_document", counting_parse)
+    monkeypatch.setattr(watcher_module, "parse_document", counting_parse)
     watcher = await watch(poll_interval=0.01)
     bad = make_config(version=1)
     bad["checksum"] = "0" * 64
@@ -345,7 +348,7 @@ async def test_a_refused_version_is_not_fetched_again(watch, redis_client, key_p
     await _refused(watcher, 1)
     for _ in range(20):
         assert await watcher.sync() is False
-    assert parsed == [f"{key_prefix}config:1"]
+    assert parsed == [keys.config(1)]
 
 
 async def test_a_version_the_runtime_cannot_apply_is_refused_then_retried_later(
@@ -515,10 +518,10 @@ async def test_stop_is_clean_and_idempotent(watch) -> None:
 # Heartbeats
 
 
-def _beats(client: redis.Redis, key_prefix: str) -> list[dict[str, str]]:
+def _beats(client: redis.Redis, keys: KeySpace) -> list[dict[str, str]]:
     return [
         {key.decode(): value.decode() for key, value in fields.items()}
-        for _id, fields in client.xrange(f"{key_prefix}runtimes")
+        for _id, fields in client.xrange(keys.runtimes)
     ]
 
 
@@ -530,7 +533,8 @@ async def heartbeaters() -> AsyncIterator[list[Heartbeater]]:
         await heartbeater.stop()
 
 
-async def test_heartbeats_carry_the_applied_version(watch, redis_url, redis_client, key_prefix, heartbeaters) -> None:
+async def test_heartbeats_carry_the_applied_version(watch, redis_url, redis_client, key_prefix, keys,
+                                                    heartbeaters) -> None:
     watcher = await watch()
     doc = make_config(version=3)
     publish_document(redis_client, doc, prefix=key_prefix)
@@ -547,9 +551,9 @@ async def test_heartbeats_carry_the_applied_version(watch, redis_url, redis_clie
     )
     heartbeaters.append(heartbeater)
     await heartbeater.start()
-    await eventually(lambda: len(_beats(redis_client, key_prefix)) >= 2, what="two heartbeats")
+    await eventually(lambda: len(_beats(redis_client, keys)) >= 2, what="two heartbeats")
 
-    beat = _beats(redis_client, key_prefix)[-1]
+    beat = _beats(redis_client, keys)[-1]
     assert set(beat) == {
         "runtime_id",
         "application",
@@ -577,25 +581,25 @@ async def test_heartbeats_carry_the_applied_version(watch, redis_url, redis_clie
     bad["checksum"] = "f" * 64
     publish_document(redis_client, bad, prefix=key_prefix, check=False)
     await _refused(watcher, 4)
-    await eventually(lambda: _beats(redis_client, key_prefix)[-1]["error"] != "", what="a beat with the error")
-    beat = _beats(redis_client, key_prefix)[-1]
+    await eventually(lambda: _beats(redis_client, keys)[-1]["error"] != "", what="a beat with the error")
+    beat = _beats(redis_client, keys)[-1]
     assert "config version 4 refused: checksum:" in beat["error"]
     assert beat["config_version"] == "3"
 
 
-async def test_a_gateway_beats_without_application_or_config(redis_url, redis_client, key_prefix) -> None:
+async def test_a_gateway_beats_without_application_or_config(redis_url, redis_client, key_prefix, keys) -> None:
     heartbeater = Heartbeater(redis_url, prefix=key_prefix, application=None, watcher=None)
     try:
         await heartbeater.beat()
     finally:
         await heartbeater.stop()
-    (beat,) = _beats(redis_client, key_prefix)
+    (beat,) = _beats(redis_client, keys)
     assert beat["application"] == "" and beat["config_version"] == "" and beat["config_checksum"] == ""
     assert beat["counters"] == "{}"
     assert beat["runtime_id"].startswith(f"{socket.gethostname()}-{os.getpid()}-")
 
 
-async def test_broken_counters_still_beat_and_say_why(redis_url, redis_client, key_prefix) -> None:
+async def test_broken_counters_still_beat_and_say_why(redis_url, redis_client, key_prefix, keys) -> None:
     def counters() -> dict[str, Any]:
         raise ZeroDivisionError("division by zero")
 
@@ -604,12 +608,12 @@ async def test_broken_counters_still_beat_and_say_why(redis_url, redis_client, k
         await heartbeater.beat()
     finally:
         await heartbeater.stop()
-    (beat,) = _beats(redis_client, key_prefix)
+    (beat,) = _beats(redis_client, keys)
     assert beat["counters"] == "{}"
     assert beat["error"] == "counters unavailable: ZeroDivisionError('division by zero')"
 
 
-async def test_heartbeats_survive_redis_being_away(private_redis, key_prefix, heartbeaters) -> None:
+async def test_heartbeats_survive_redis_being_away(private_redis, key_prefix, keys, heartbeaters) -> None:
     heartbeater = Heartbeater(private_redis.url, prefix=key_prefix, runtime_id="rt-9", interval=0.05)
     heartbeaters.append(heartbeater)
     await heartbeater.start()
@@ -618,7 +622,7 @@ async def test_heartbeats_survive_redis_being_away(private_redis, key_prefix, he
 
     private_redis.start()
     client = redis.Redis.from_url(private_redis.url)
-    await eventually(lambda: len(client.xrange(f"{key_prefix}runtimes")) >= 1, what="a beat after Redis came up")
+    await eventually(lambda: len(client.xrange(keys.runtimes)) >= 1, what="a beat after Redis came up")
     # The entry is visible before the heartbeater has read Redis's reply, hence a wait.
     await eventually(lambda: heartbeater.redis_reachable, what="the heartbeater to see Redis back")
 
@@ -632,10 +636,10 @@ def test_default_runtime_ids_name_the_host_and_process_and_differ() -> None:
         assert len(suffix) == 4 and int(suffix, 16) >= 0
 
 
-async def test_the_stream_is_capped_near_ten_thousand(redis_url, redis_client, key_prefix) -> None:
+async def test_the_stream_is_capped_near_ten_thousand(redis_url, redis_client, key_prefix, keys) -> None:
     from meshruntime.heartbeat import STREAM_MAXLEN
 
-    stream = f"{key_prefix}runtimes"
+    stream = keys.runtimes
     heartbeater = Heartbeater(redis_url, prefix=key_prefix)
     pipe = redis_client.pipeline(transaction=False)
     for _ in range(STREAM_MAXLEN + 3000):

@@ -26,7 +26,9 @@ from django.utils import timezone
 from governance.compiler import compile_mesh_config
 from governance.models import AccessRule, ConfigVersion, RoutingRule, Runtime
 from governance.registry import HeartbeatIngester
-from meshruntime.config import ConfigWatcher, compute_checksum, publish_document, seal
+from meshruntime.config import compute_checksum, seal
+from meshruntime.config_publish import publish_document
+from meshruntime.config_watcher import ConfigWatcher
 from meshruntime.heartbeat import Heartbeater
 
 from .conftest import client_for

@@ -1,11 +1,13 @@
-"""Operator actions on a subscription's delivery, and what it looks like: the portal's side.
+"""The portal's window on a subscription's delivery: what it looks like, and the operator's actions.
 
-Synchronous (redis-py), Django-free, so that the portal (subscriptions/delivery.py) and the fault
-tests do exactly the same thing. Keys are those of docs/meshconfig.md:
+This is the public API the portal (subscriptions/delivery.py) reads delivery state through;
+the runtime's delivery engine (:mod:`meshruntime.delivery`) is not, and importing this module
+does not load it. Synchronous (redis-py), Django-free, so that the portal and the fault tests
+do exactly the same thing. Keys are those of docs/meshconfig.md (:mod:`meshruntime.keys`):
 
-- state: the consumer group on ``<prefix>topic:<topic>`` (lag, pending), the dead-letter stream
-  ``<prefix>dlq:<id>`` (length), the runtimes' status record ``<prefix>delivery:<id>``
-  (see :mod:`.status`);
+- state: the consumer group on ``<prefix>topic:<topic>`` (lag, pending: see
+  :mod:`meshruntime.consumer_groups`), the dead-letter stream ``<prefix>dlq:<id>`` (length), the
+  runtimes' status record ``<prefix>delivery:<id>`` (see :mod:`meshruntime.delivery.status`);
 - redeliver: dead letters move to ``<prefix>redeliver:<id>``, which only this subscription's
   runtimes read, and leave the dead-letter stream, in one atomic script per batch (two operators
   pressing "redeliver all" at once put each event back once);
@@ -22,11 +24,11 @@ from datetime import UTC, datetime
 import orjson
 import redis
 
-from .status import minute_key, status_key
+from meshruntime.consumer_groups import GROUPS_SCRIPT, LAG_SCAN_CAP, ConsumerGroup, parse_groups
+from meshruntime.keys import DEFAULT_PREFIX, KeySpace
 
 __all__ = ["DeadLetter", "DeliveryOperations", "DeliveryState", "SkipResult"]
 
-LAG_SCAN_CAP = 10_000
 _PAGE = 500
 
 # KEYS: dlq, redeliver. ARGV: by, id... Returns how many were put back (a missing id is skipped).
@@ -129,55 +131,49 @@ class SkipResult:
 
 
 class DeliveryOperations:
-    def __init__(self, client: redis.Redis, prefix: str = "mesh:") -> None:
+    """One subscription's delivery state and actions, on the Redis ``client`` under ``prefix``."""
+
+    def __init__(self, client: redis.Redis, prefix: str = DEFAULT_PREFIX) -> None:
         self.client = client
         self.prefix = prefix
+        self.keys = KeySpace(prefix)
         self._redeliver = client.register_script(_REDELIVER)
+        self._groups = client.register_script(GROUPS_SCRIPT)
 
     def topic_key(self, topic: str) -> str:
-        return f"{self.prefix}topic:{topic}"
+        return self.keys.topic(topic)
 
     def dlq_key(self, subscription_id: str) -> str:
-        return f"{self.prefix}dlq:{subscription_id}"
+        return self.keys.dlq(subscription_id)
 
     def redeliver_key(self, subscription_id: str) -> str:
-        return f"{self.prefix}redeliver:{subscription_id}"
+        return self.keys.redeliver(subscription_id)
 
     # -- reading ---------------------------------------------------------------------------------
-    def _group(self, key: str, group: str) -> dict | None:
+    def _group(self, key: str, group: str) -> ConsumerGroup | None:
         try:
-            rows = self.client.xinfo_groups(key)
+            rows = parse_groups(self._groups(keys=[key], args=[LAG_SCAN_CAP]))
         except redis.ResponseError:  # no such stream
             return None
         for row in rows:
-            if _s(row["name"]) == group:
+            if row.name == group:
                 return row
         return None
 
-    def _lag(self, key: str, row: dict) -> int | None:
-        lag = row.get("lag")
-        if lag is not None:
-            return int(lag)
-        # Redis 6.2 does not report lag: count what follows the last delivered id, within reason
-        last = _s(row["last-delivered-id"])
-        rows = self.client.xrange(key, min=f"({last}", max="+", count=LAG_SCAN_CAP + 1)
-        return None if len(rows) > LAG_SCAN_CAP else len(rows)
-
     def state(self, subscription_id: str, topic: str) -> DeliveryState:
-        key = self.topic_key(topic)
-        row = self._group(key, subscription_id)
+        row = self._group(self.topic_key(topic), subscription_id)
         redeliver = self._group(self.redeliver_key(subscription_id), subscription_id)
         minute = int(time.time() // 60)
         pipe = self.client.pipeline(transaction=False)
         pipe.xlen(self.dlq_key(subscription_id))
-        pipe.hgetall(status_key(self.prefix, subscription_id))
-        pipe.mget(minute_key(self.prefix, subscription_id, minute - 1),
-                  minute_key(self.prefix, subscription_id, minute))
+        pipe.hgetall(self.keys.delivery(subscription_id))
+        pipe.mget(self.keys.delivery_minute(subscription_id, minute - 1),
+                  self.keys.delivery_minute(subscription_id, minute))
         pipe.xlen(self.redeliver_key(subscription_id))
         dlq_length, status, minutes, redeliver_length = pipe.execute()
         waiting = 0
         if redeliver is not None:
-            waiting = int(redeliver["pending"]) + (self._lag(self.redeliver_key(subscription_id), redeliver) or 0)
+            waiting = redeliver.pending + (redeliver.lag or 0)
         elif redeliver_length:
             waiting = int(redeliver_length)
         status = {_s(k): _s(v) for k, v in status.items()}
@@ -186,9 +182,9 @@ class DeliveryOperations:
         error_status = status.get("last_error_status", "")
         return DeliveryState(
             group_exists=row is not None,
-            lag=self._lag(key, row) if row is not None else None,
-            pending=int(row["pending"]) if row is not None else 0,
-            consumers=int(row["consumers"]) if row is not None else 0,
+            lag=row.lag if row is not None else None,
+            pending=row.pending if row is not None else 0,
+            consumers=row.consumers if row is not None else 0,
             dead_letters=int(dlq_length),
             redelivery_waiting=waiting,
             delivered=int(status.get("delivered", 0)),
@@ -238,7 +234,7 @@ class DeliveryOperations:
         row = self._group(key, subscription_id)
         if row is None:
             return SkipResult(0, 0)
-        skipped = self._lag(key, row)
+        skipped = row.lag
         # to the last event now, by id: events published from here on are delivered, and the
         # pending entries acknowledged below are only those up to it
         last = _s(self.client.xinfo_stream(key)["last-generated-id"])
