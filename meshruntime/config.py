@@ -38,7 +38,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from meshruntime.filters import FilterError, validate_filters
-from meshruntime.policy import PolicyError, validate_pattern
+from meshruntime.policy import PolicyError, topic_name_folded, validate_pattern
 from meshruntime.schema import DATA_SCHEMA_SUBSET_PATH, MESHCONFIG_SCHEMA_PATH, compile_checker, load_schema
 
 __all__ = [
@@ -252,7 +252,12 @@ def _check_references(doc: dict[str, Any]) -> None:
     subscriptions = _unique(doc["subscriptions"], "id", "subscriptions")
     _unique(doc["routing_rules"], "id", "routing_rules")
 
+    folded: dict[str, int] = {}
     for index, topic in enumerate(doc["topics"]):
+        other = folded.setdefault(topic_name_folded(topic["name"]), index)
+        if other != index:
+            raise ConfigError(f"topics[{index}].name: {topic['name']!r} differs only in case from "
+                              f"topics[{other}] {doc['topics'][other]['name']!r}")
         if topic["store"] not in stores:
             raise ConfigError(f"topics[{index}].store: no store named {topic['store']!r}")
         if topic["schema"] is not None:
