@@ -287,10 +287,17 @@ def _check_references(doc: dict[str, Any]) -> None:
         if rule["id"].startswith("sub-") and rule["id"] not in subscriptions:
             raise ConfigError(f"{path}.id: {rule['id']!r} is a subscription's grant, but no subscription has that id")
 
+    responders: dict[str, int] = {}
     for index, subscription in enumerate(doc["subscriptions"]):
         path = f"subscriptions[{index}]"
         if subscription["topic"] not in topics:
             raise ConfigError(f"{path}.topic: no topic named {subscription['topic']!r}")
+        if subscription.get("responder"):
+            other = responders.setdefault(subscription["topic"], index)
+            if other != index:
+                first = f"subscriptions[{other}] ({doc['subscriptions'][other]['id']})"
+                raise ConfigError(f"{path}.responder: topic {subscription['topic']!r} already has a responder, "
+                                  f"{first}; a topic has at most one")
         if subscription["application"] not in applications:
             raise ConfigError(f"{path}.application: no application named {subscription['application']!r}")
         delivery = subscription["delivery"]
