@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from . import eventmesh
 from .appender import AppendCoalescer
 from .cloudevents import EventError, parse_http
@@ -458,7 +460,11 @@ class Runtime:
             return self._eventmesh_reply(eventmesh.RET_SEND_SYNC_MSG_ERR,
                                          f"no request-reply on topic {topic!r}: {why}; nothing was stored")
         wait_s = min(request.reply_wait_ms, self.settings.limits.max_reply_wait_ms) / 1000
-        await self.replies.start()
+        try:
+            await self.replies.start()
+        except (RedisError, OSError, TimeoutError) as error:
+            return self._eventmesh_reply(eventmesh.RET_SEND_SYNC_MSG_ERR,
+                                         f"cannot wait for replies ({error}); nothing was stored")
         token = self.replies.expect()
         event.attributes[REPLY_TO_EXTENSION] = token
         event.attributes[REPLY_BY_EXTENSION] = deadline_text(time.time() + wait_s)
@@ -467,7 +473,12 @@ class Runtime:
         except BaseException:
             self.replies.forget(token)
             raise
-        answer = await self.replies.wait(token, wait_s)
+        try:
+            answer = await self.replies.wait(token, wait_s)
+        except (RedisError, OSError) as error:
+            return self._eventmesh_reply(eventmesh.RET_WAITING_RR_MSG_ERR,
+                                         f"eventMesh waiting rr msg err, the reply could not be read ({error}); "
+                                         "the event is stored and will still be delivered")
         return self._eventmesh_reply(*eventmesh.reply_to_request(topic, event, answer, wait_s))
 
     async def _eventmesh(self, request: Request, items, *, form_fields: bool = False) -> Response:
