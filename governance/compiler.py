@@ -89,6 +89,7 @@ def compile_subscriptions() -> list[dict[str, Any]]:
     rows = raw_rows(Subscription.objects.filter(state__in=Subscription.LIVE_STATES).values_list(
         "pk", "topic__name", "application__name", "state", "webhook_url", "delivery_mode", "timeout_ms",
         "max_attempts", "backoff_base_ms", "backoff_cap_ms", "max_in_flight", "filters", "signing_secret",
+        "responder",
     ))
     subscriptions = [
         {
@@ -100,9 +101,10 @@ def compile_subscriptions() -> list[dict[str, Any]]:
                          "backoff_base_ms": base_ms, "backoff_cap_ms": cap_ms, "max_in_flight": in_flight},
             "filters": json_value(filters) or [],
             "secret": secret,
+            **({"responder": True} if responder else {}),  # only when true: other checksums stay as they were
         }
         for (pk, topic, application, state, url, mode, timeout_ms, max_attempts, base_ms, cap_ms, in_flight,
-             filters, secret) in rows
+             filters, secret, responder) in rows
     ]
     return sorted(subscriptions, key=lambda subscription: subscription["id"])
 

@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest request body (413 above) [MESH_MAX_REQUEST_BYTES, 8 MiB]")
     p.add_argument("--max-batch-events", type=int, default=int(_env("MESH_MAX_BATCH_EVENTS", "1000")),
                    help="most events in one request (413 above) [MESH_MAX_BATCH_EVENTS, 1000]")
+    p.add_argument("--max-reply-wait-ms", type=int, default=int(_env("MESH_MAX_REPLY_WAIT_MS", "60000")),
+                   help="longest wait of an EventMesh request (code 101) for its reply [MESH_MAX_REPLY_WAIT_MS, 60000]")
     p.add_argument("--journey-sample-rate", type=float,
                    default=float(_env("MESH_JOURNEY_SAMPLE_RATE", "1.0")),
                    help="share of events whose journey is recorded, 0..1 [MESH_JOURNEY_SAMPLE_RATE, 1]")
@@ -114,7 +116,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         config_cache=args.config_cache,
         prefix=args.prefix,
         limits=Limits(max_event_bytes=args.max_event_bytes, max_request_bytes=args.max_request_bytes,
-                      max_batch_events=args.max_batch_events),
+                      max_batch_events=args.max_batch_events, max_reply_wait_ms=args.max_reply_wait_ms),
         journey_sample_rate=args.journey_sample_rate,
         journey_ttl_seconds=args.journey_ttl,
         otlp_endpoint=args.otlp_endpoint,

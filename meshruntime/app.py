@@ -12,13 +12,14 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
+from redis.exceptions import RedisError
 
 from . import eventmesh
 from .appender import AppendCoalescer
@@ -32,6 +33,7 @@ from .journey import JourneyRecorder
 from .keys import DEFAULT_PREFIX
 from .metrics import CONTENT_TYPE_LATEST, RuntimeMetrics
 from .publish import Limits, Prepared, Publisher, Refusal
+from .replies import REPLY_BY_EXTENSION, REPLY_TO_EXTENSION, ReplyWaiter, deadline_text
 from .server import HttpServer, Request, Response, Result, error_response
 from .state import MeshState
 from .store import RedisStreamsStore, Store, StoreError, open_store
@@ -130,6 +132,9 @@ class Runtime:
                 self.store, consumer=settings.runtime_id, application=settings.application,
                 registry=self.metrics.registry, journey=self.journey, user_agent=f"meshruntime/{SOFTWARE_VERSION}",
                 settings=delivery_settings)
+        # EventMesh's request-reply (code 101) waits on the store's Redis, where replies are posted
+        client = getattr(self.store, "client", None)
+        self.replies = ReplyWaiter(client, settings.prefix) if client is not None else None
         self.watcher: ConfigWatcher | None = None
         self.heartbeater: Heartbeater | None = None
         self._tasks: list[asyncio.Task] = []
@@ -240,6 +245,8 @@ class Runtime:
     async def stop(self) -> None:
         """Finish queued appends, stop background work, close connections."""
         self.stopping = True
+        if self.replies is not None:
+            await self.replies.stop()  # requests still waiting read their reply once more and answer
         await self.coalescer.drain()
         await self.publisher.drain_background()
         # attempts under way finish; events waiting for a retry stay pending for the next runtime
@@ -315,8 +322,6 @@ class Runtime:
                     return self.handle_publish(request, topic)
             elif path.startswith("/eventmesh/publish/"):
                 topic = path[19:]
-                if topic == "batch":
-                    return self.handle_eventmesh_batch(request)
                 if topic and "/" not in topic:
                     return self.handle_eventmesh_publish(request, topic)
             elif path in ("/eventmesh/publish", "/"):
@@ -411,6 +416,10 @@ class Runtime:
 
     async def _eventmesh_publish(self, state: MeshState, identity, items) -> Response:
         """Check every (topic, event) of an EventMesh request, then append them all at once."""
+        limit = self.settings.limits.max_batch_events
+        if len(items) > limit:  # a batch spanning topics counts whole, as EventMesh counts it
+            raise self.publisher.refuse(Refusal(413, "too_many", f"a request carries at most {limit} events; "
+                                                f"this one has {len(items)}"), len(items))
         by_topic: dict[str, list] = {}
         for topic, event in items:
             by_topic.setdefault(topic, []).append(event)
@@ -428,22 +437,51 @@ class Runtime:
 
         return await self._eventmesh(request, items)
 
-    async def handle_eventmesh_batch(self, request: Request) -> Response:
-        """``POST /eventmesh/publish/batch``: a JSON array of CloudEvents, topics in ``subject``."""
-
-        def items(body: bytes, form: None):
-            return eventmesh.parse_path_batch(request.headers, body)
-
-        return await self._eventmesh(request, items)
-
     async def handle_eventmesh_code(self, request: Request) -> Response:
-        """The older form: a ``code`` header (101, 102, 104, 107) and form (or JSON) fields."""
+        """The request-code form: a ``code`` header (101, 102, 104, 107) and form (or JSON) fields."""
 
         def items(body: bytes, form: dict):
-            _code, parsed = eventmesh.parse_code_request(request.headers, form)
-            return parsed
+            parsed = eventmesh.parse_code_request(request.headers, form)
+            return parsed if parsed.code == eventmesh.CODE_SEND_SYNC else parsed.items
 
         return await self._eventmesh(request, items, form_fields=True)
+
+    async def _eventmesh_request_reply(self, state: MeshState, identity, request: eventmesh.CodeRequest) -> Response:
+        """Code 101: publish, wait for the topic's responder to answer, answer with its reply
+        (see :mod:`meshruntime.replies`)."""
+        [(topic, event)] = request.items
+        topic_state = state.topics.get(topic)
+        if topic_state is None:  # refused as for any code (unknown topic)
+            return await self._eventmesh_publish(state, identity, request.items)
+        # checked before storing: nothing would answer
+        why = ("request-reply needs the Redis Streams store" if self.replies is None
+               else "none of its subscriptions is its responder" if topic_state.responder is None
+               else f"its responder {topic_state.responder} is paused" if not topic_state.responder_active
+               else None)
+        if why is not None:
+            return self._eventmesh_reply(eventmesh.RET_SEND_SYNC_MSG_ERR,
+                                         f"no request-reply on topic {topic!r}: {why}; nothing was stored")
+        wait_s = min(request.reply_wait_ms, self.settings.limits.max_reply_wait_ms) / 1000
+        try:
+            await self.replies.start()
+        except (RedisError, OSError, TimeoutError) as error:
+            return self._eventmesh_reply(eventmesh.RET_SEND_SYNC_MSG_ERR,
+                                         f"cannot wait for replies ({error}); nothing was stored")
+        token = self.replies.expect()
+        event.attributes[REPLY_TO_EXTENSION] = token
+        event.attributes[REPLY_BY_EXTENSION] = deadline_text(time.time() + wait_s)
+        try:
+            await self._eventmesh_publish(state, identity, request.items)
+        except BaseException:
+            self.replies.forget(token)
+            raise
+        try:
+            answer = await self.replies.wait(token, wait_s)
+        except (RedisError, OSError) as error:
+            return self._eventmesh_reply(eventmesh.RET_WAITING_RR_MSG_ERR,
+                                         f"eventMesh waiting rr msg err, the reply could not be read ({error}); "
+                                         "the event is stored and will still be delivered")
+        return self._eventmesh_reply(*eventmesh.reply_to_request(topic, event, answer, wait_s))
 
     async def _eventmesh(self, request: Request, items, *, form_fields: bool = False) -> Response:
         """One EventMesh request: authenticate, parse with ``items(body, form)``, publish, and answer
@@ -456,9 +494,12 @@ class Runtime:
                 identity = self.publisher.authenticate(state, eventmesh.eventmesh_key(request.headers))
             body = request.body
             if form_fields:
-                form = _form_fields(request.content_type, body)
+                form = eventmesh.form_fields(request.content_type, body)
                 identity = self.publisher.authenticate(state, eventmesh.eventmesh_key(request.headers, form))
-            return await self._eventmesh_publish(state, identity, items(body, form))
+            parsed = items(body, form)
+            if isinstance(parsed, eventmesh.CodeRequest):
+                return await self._eventmesh_request_reply(state, identity, parsed)
+            return await self._eventmesh_publish(state, identity, parsed)
         except Refusal as refusal:
             return self._eventmesh_refusal(refusal)
         except eventmesh.EventMeshError as error:
@@ -496,24 +537,3 @@ class Runtime:
             "software_version": SOFTWARE_VERSION, "pid": os.getpid(),
             "delivery_pid": self.delivery.pid if isinstance(self.delivery, DeliveryProcess) else os.getpid(),
         })
-
-
-def _form_fields(content_type: str, body: bytes) -> dict[str, str]:
-    """EventMesh clients send form fields; accept a JSON object with the same fields too."""
-    from urllib.parse import parse_qsl
-
-    if not body:
-        return {}
-    if content_type == JSON or body[:1] == b"{":
-        try:
-            value = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise eventmesh.EventMeshError(eventmesh.RET_PROTOCOL_BODY_ERR,
-                                           "the body is not valid JSON") from None
-        if not isinstance(value, dict):
-            raise eventmesh.EventMeshError(eventmesh.RET_PROTOCOL_BODY_ERR, "the body must be a JSON object")
-        return {k: v if isinstance(v, str) else orjson.dumps(v).decode() for k, v in value.items()}
-    try:
-        return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
-    except UnicodeDecodeError:
-        raise eventmesh.EventMeshError(eventmesh.RET_PROTOCOL_BODY_ERR, "the form is not UTF-8") from None

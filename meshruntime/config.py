@@ -27,7 +27,7 @@ import orjson
 from jsonschema.exceptions import best_match
 
 from meshruntime.filters import FilterError, validate_filters
-from meshruntime.policy import PolicyError, validate_pattern
+from meshruntime.policy import PolicyError, topic_name_folded, validate_pattern
 from meshruntime.schema import DATA_SCHEMA_SUBSET_PATH, MESHCONFIG_SCHEMA_PATH, compile_checker, load_schema
 
 __all__ = [
@@ -237,7 +237,12 @@ def _check_references(doc: dict[str, Any]) -> None:
     subscriptions = _unique(doc["subscriptions"], "id", "subscriptions")
     _unique(doc["routing_rules"], "id", "routing_rules")
 
+    folded: dict[str, int] = {}
     for index, topic in enumerate(doc["topics"]):
+        other = folded.setdefault(topic_name_folded(topic["name"]), index)
+        if other != index:
+            raise ConfigError(f"topics[{index}].name: {topic['name']!r} differs only in case from "
+                              f"topics[{other}] {doc['topics'][other]['name']!r}")
         if topic["store"] not in stores:
             raise ConfigError(f"topics[{index}].store: no store named {topic['store']!r}")
         if topic["schema"] is not None:
@@ -267,10 +272,17 @@ def _check_references(doc: dict[str, Any]) -> None:
         if rule["id"].startswith("sub-") and rule["id"] not in subscriptions:
             raise ConfigError(f"{path}.id: {rule['id']!r} is a subscription's grant, but no subscription has that id")
 
+    responders: dict[str, int] = {}
     for index, subscription in enumerate(doc["subscriptions"]):
         path = f"subscriptions[{index}]"
         if subscription["topic"] not in topics:
             raise ConfigError(f"{path}.topic: no topic named {subscription['topic']!r}")
+        if subscription.get("responder"):
+            other = responders.setdefault(subscription["topic"], index)
+            if other != index:
+                first = f"subscriptions[{other}] ({doc['subscriptions'][other]['id']})"
+                raise ConfigError(f"{path}.responder: topic {subscription['topic']!r} already has a responder, "
+                                  f"{first}; a topic has at most one")
         if subscription["application"] not in applications:
             raise ConfigError(f"{path}.application: no application named {subscription['application']!r}")
         delivery = subscription["delivery"]

@@ -110,6 +110,16 @@ class KeySpace:
         """The lease of the one runtime that delivers an ordered subscription."""
         return f"{self.prefix}delivery:{subscription_id}:lock"
 
+    def reply(self, token: str) -> str:
+        """The list that holds the reply to one EventMesh request (``RPUSH`` by the responder's
+        runtime, ``LPOP`` by the waiting one); the token is the runtime's, never the client's."""
+        return f"{self.prefix}reply:{token}"
+
+    @property
+    def replies(self) -> str:
+        """Channel on which a responder's runtime announces the token of a reply it has pushed."""
+        return f"{self.prefix}replies"
+
     # -- the portal's own push (governance) -------------------------------------------------------
 
     @property

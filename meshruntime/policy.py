@@ -41,6 +41,7 @@ __all__ = [
     "pattern_matches",
     "validate_pattern",
     "validate_rule",
+    "topic_name_folded",
     "validate_topic_name",
 ]
 
@@ -51,7 +52,13 @@ MAX_TOPIC_LENGTH = 249
 DEFAULT_CACHE_SIZE = 65_536
 MERGE_LIMIT = 250_000  # applications x everyone's patterns, per action: at most about 5 MB each (see "Index")
 
-_TOPIC_NAME = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*")
+# Dot-separated segments of ASCII letters (either case), digits, '-' and '_': what every store,
+# Redis key, metric label and URL path takes as is, and what Apache EventMesh's clients use
+# (``TEST-TOPIC-HTTP-ASYNC``, ``EventMesh.SyncRequestInstance``). Names are case-sensitive; the
+# catalog and the config validation refuse two names that differ only in case (see
+# :func:`topic_name_folded`), so that a name cannot be mistaken for another.
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
+_RULE = "dot-separated segments of letters, digits, '-' and '_'"
 
 # Bits of an index entry: whether some allow / some deny rule sits there.
 _ALLOW = 1
@@ -73,9 +80,13 @@ def validate_topic_name(name: Any) -> None:
     if len(name) > MAX_TOPIC_LENGTH:
         raise PolicyError(f"topic name {name[:40]!r}... is longer than {MAX_TOPIC_LENGTH} characters")
     if not _TOPIC_NAME.fullmatch(name):
-        raise PolicyError(
-            f"topic name {name!r} must be lowercase dot-separated segments of letters, digits, '-' and '_'"
-        )
+        raise PolicyError(f"topic name {name!r} must be {_RULE}")
+
+
+def topic_name_folded(name: str) -> str:
+    """The form in which two topic names must differ: ``TEST-TOPIC`` and ``test-topic`` are one
+    name to people, so the catalog and a MeshConfig document hold at most one of them."""
+    return name.lower()
 
 
 def validate_pattern(pattern: Any) -> None:
@@ -90,8 +101,7 @@ def validate_pattern(pattern: Any) -> None:
     if not _TOPIC_NAME.fullmatch(name):
         raise PolicyError(
             f"topic pattern {pattern!r} must be '*', '<name>.*' or a topic name "
-            "(lowercase dot-separated segments of letters, digits, '-' and '_')"
-        )
+            f"({_RULE})")
 
 
 def pattern_matches(pattern: str, topic: str) -> bool:

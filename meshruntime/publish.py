@@ -60,6 +60,7 @@ class Limits:
     max_event_bytes: int = 1024 * 1024  # one event, serialized
     max_request_bytes: int = 8 * 1024 * 1024  # one request body
     max_batch_events: int = 1000
+    max_reply_wait_ms: int = 60_000  # EventMesh's request-reply (code 101) waits at most this long
 
 
 @dataclass(slots=True)

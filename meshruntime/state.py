@@ -108,6 +108,8 @@ class TopicState:
     routes: tuple[Route, ...]
     lifecycle: str = "active"
     sunset: str | None = None
+    responder: str | None = None  # the subscription that answers requests (EventMesh's 101)
+    responder_active: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,9 +164,12 @@ class MeshState:
         rules = sorted(doc.get("routing_rules", ()), key=lambda r: (r.get("order", 0), r["id"]))
         compiled_rules = [(rule, compile_filters(rule.get("filters", []))) for rule in rules]
         topic_names = {t["name"] for t in doc["topics"]}
+        responders = {s["topic"]: (s["id"], s["state"] == "active")
+                      for s in doc.get("subscriptions", ()) if s.get("responder")}
         topics: dict[str, TopicState] = {}
         for topic in doc["topics"]:
             name = topic["name"]
+            responder, responder_active = responders.get(name, (None, False))
             routes = []
             for rule, matcher in compiled_rules:
                 if not pattern_matches(rule["source"], name):
@@ -181,6 +186,8 @@ class MeshState:
                 routes=tuple(routes),
                 lifecycle=topic.get("lifecycle", "active"),
                 sunset=topic.get("sunset"),
+                responder=responder,
+                responder_active=responder_active,
             )
         keys: dict[str, list[_Key]] = {}
         applications: dict[str, str | None] = {}

@@ -24,10 +24,11 @@ class SubscriptionForm(MeshModelForm):
     class Meta:
         model = Subscription
         fields = ["topic", "application", "webhook_url", "delivery_mode", "timeout_ms", "max_attempts",
-                  "backoff_base_ms", "backoff_cap_ms", "max_in_flight", "filters"]
+                  "backoff_base_ms", "backoff_cap_ms", "max_in_flight", "filters", "responder"]
         labels = {"timeout_ms": "Timeout (ms)", "backoff_base_ms": "Backoff base (ms)",
                   "backoff_cap_ms": "Backoff cap (ms)", "max_in_flight": "Maximum in-flight deliveries",
-                  "max_attempts": "Maximum attempts", "webhook_url": "Webhook URL"}
+                  "max_attempts": "Maximum attempts", "webhook_url": "Webhook URL",
+                  "responder": "Responder of the topic"}
         widgets = {"webhook_url": forms.URLInput(attrs={"placeholder": "https://billing.internal/hooks/orders"})}
 
     def __init__(self, *args, user, **kwargs):

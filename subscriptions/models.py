@@ -171,6 +171,11 @@ class Subscription(models.Model):
                                                 help_text="1 delivers in order, one at a time.")
     filters = models.JSONField(default=list, blank=True,
                                help_text="CloudEvents subscription filters; empty receives every event.")
+    responder = models.BooleanField(
+        default=False,
+        help_text="Its webhook answers requests on the topic: the body of a 2xx answer is the reply that "
+                  "an Apache EventMesh client's request (code 101) receives. At most one per topic.",
+    )
     signing_secret = models.CharField(max_length=100, default=new_signing_secret, editable=False)
     reviewer_comment = models.TextField(blank=True)
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
@@ -190,7 +195,12 @@ class Subscription(models.Model):
                 fields=["topic", "application"], condition=Q(state__in=["requested", "active", "paused"]),
                 name="one_open_subscription_per_topic_and_application",
                 violation_error_message="This application already has an open subscription to this topic.",
-            )
+            ),
+            models.UniqueConstraint(
+                fields=["topic"], condition=Q(responder=True, state__in=["requested", "active", "paused"]),
+                name="one_responder_per_topic",
+                violation_error_message="This topic already has a responder.",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -230,6 +240,13 @@ class Subscription(models.Model):
             if others.exists():
                 errors["topic"] = (f"{self.application} already has an open subscription to {self.topic}: "
                                    "change that one, or revoke it first.")
+        if self.responder and self.state in self.OPEN_STATES and self.topic_id:
+            # as the runtime's config validation: at most one responder per topic
+            other = (Subscription.objects.filter(topic_id=self.topic_id, responder=True, state__in=self.OPEN_STATES)
+                     .exclude(pk=self.pk).select_related("application").first())
+            if other is not None:
+                errors["responder"] = (f"{self.topic} already has a responder: {other.subscription_id} of "
+                                       f"{other.application}. A topic has at most one.")
         if errors:
             raise ValidationError(errors)
 

@@ -4,11 +4,12 @@ import jsonschema
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
+from django.db.models.functions import Lower
 from django.urls import reverse
 
 from meshadmin.models import Team, TeamOwned
 from meshadmin.querysets import CatalogQuerySet, RestrictedQuerySet
-from meshruntime.policy import MAX_TOPIC_LENGTH, PolicyError
+from meshruntime.policy import MAX_TOPIC_LENGTH, PolicyError, topic_name_folded
 from meshruntime.policy import validate_topic_name as _validate_topic_name
 
 
@@ -95,7 +96,8 @@ class Topic(TeamOwned, models.Model):
 
     name = models.CharField(
         max_length=MAX_TOPIC_LENGTH, unique=True, validators=[validate_topic_name],
-        help_text="Lowercase dot-separated segments, like orders.eu.created.",
+        help_text="Dot-separated segments of letters, digits, '-' and '_', like orders.eu.created or "
+                  "TEST-TOPIC-HTTP-ASYNC; case-sensitive.",
     )
     description = models.TextField(blank=True, help_text="Markdown.")
     team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="topics")
@@ -123,12 +125,24 @@ class Topic(TeamOwned, models.Model):
 
     class Meta:
         ordering = ["name"]
+        constraints = [
+            # Names are case-sensitive, but two that differ only in case would be mistaken for each
+            # other; the runtime refuses such a document too (meshruntime.policy.topic_name_folded).
+            models.UniqueConstraint(Lower("name"), name="topic_name_unique_ignoring_case",
+                                    violation_error_message="A topic with this name in another case exists."),
+        ]
 
     def __str__(self) -> str:
         return self.name
 
     def clean(self) -> None:
         errors = {}
+        if self.name:
+            # the constraint's own message cannot name the other topic; this one does
+            clash = (Topic.objects.annotate(folded=Lower("name")).filter(folded=topic_name_folded(self.name))
+                     .exclude(pk=self.pk).values_list("name", flat=True).first())
+            if clash is not None and clash != self.name:
+                errors["name"] = f"{self.name} differs only in case from the topic {clash}."
         if self.lifecycle == self.DEPRECATED and not self.sunset:
             errors["sunset"] = "A deprecated topic needs a sunset date."
         if self.lifecycle == self.ACTIVE and self.sunset:

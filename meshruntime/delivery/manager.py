@@ -31,6 +31,7 @@ from redis.exceptions import RedisError
 
 from meshruntime.journey import JourneyRecorder
 from meshruntime.keys import DEFAULT_PREFIX, KeySpace
+from meshruntime.replies import ReplyPoster
 from meshruntime.store import Store
 
 from .journal import JourneyWriter
@@ -77,6 +78,7 @@ class DeliveryManager:
         self.metrics = DeliveryMetrics(registry)
         self.http = WebhookClient(user_agent=user_agent)
         self.journal = JourneyWriter(store, journey, delay=self.settings.flush_delay_s)
+        self.replies = ReplyPoster(client, self.prefix)  # responders' answers to requests (EventMesh 101)
         self.workers: dict[str, SubscriptionWorker] = {}
         self._retiring: dict[str, asyncio.Task] = {}
         self._desired: tuple[dict[str, SubscriptionSpec], str] | None = None
@@ -137,6 +139,7 @@ class DeliveryManager:
         await self.write_status(list(self.workers.values()))
         self.workers.clear()
         await self.journal.drain()
+        await self.replies.drain()
         await self.http.close()
 
     # -- reconciliation --------------------------------------------------------------------------
@@ -186,7 +189,7 @@ class DeliveryManager:
             lock=OrderLock(self.client, self.keys.delivery_lock(spec.id), self.consumer,
                            int(self.settings.visibility_timeout_s * 1000)),
             http=self.http, journal=self.journal, metrics=self.metrics.subscription(spec.id),
-            settings=self.settings,
+            settings=self.settings, replies=self.replies,
         )
 
     def _retire(self, sub_id: str, *, remove: bool) -> None:

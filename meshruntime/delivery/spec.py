@@ -28,6 +28,7 @@ class SubscriptionSpec:
     secret: str
     matches: Matcher
     filters_key: str  # the filters as given, to tell whether they changed
+    responder: bool = False  # its 2xx answers are replies to requests (meshruntime.replies)
 
     @classmethod
     def from_config(cls, entry: Mapping[str, Any]) -> SubscriptionSpec:
@@ -48,6 +49,7 @@ class SubscriptionSpec:
             secret=entry["secret"],
             matches=compile_filters(filters),
             filters_key=repr(filters),
+            responder=bool(entry.get("responder", False)),
         )
 
 

@@ -31,6 +31,7 @@ class AttemptResult:
     latency_s: float
     error: str | None = None  # "timeout after 5000 ms", "cannot connect to ...", "HTTP 503: ..."
     retry_after: float | None = None  # seconds, from the response's Retry-After
+    response: HttpResponse | None = None  # a 2xx answer itself: a responder's is a reply (meshruntime.replies)
 
 
 class WebhookClient:
@@ -87,7 +88,7 @@ def _result(response: HttpResponse | None, error: BaseException | None, started:
     status = response.status
     verdict = classify_status(status)
     if verdict is Verdict.DELIVERED:
-        return AttemptResult(verdict, status, latency)
+        return AttemptResult(verdict, status, latency, response=response)
     detail = response.body[:MAX_ERROR_TEXT].decode("utf-8", "replace").strip()
     error_text = f"HTTP {status}" + (f": {detail}" if detail else "")
     if 300 <= status < 400:

@@ -27,6 +27,7 @@ from functools import partial
 import orjson
 
 from meshruntime.cloudevents import CloudEvent
+from meshruntime.replies import ReplyPoster
 from meshruntime.store import StoredEntry, StoreError
 
 from .journal import JourneyWriter
@@ -112,6 +113,7 @@ class SubscriptionWorker:
         journal: JourneyWriter,
         metrics: SubscriptionMetrics,
         settings: DeliverySettings,
+        replies: ReplyPoster | None = None,
     ) -> None:
         self.spec = spec
         self.topic = topic
@@ -123,6 +125,7 @@ class SubscriptionWorker:
         self.journal = journal
         self.metrics = metrics
         self.settings = settings
+        self.replies = replies
         self.ready = asyncio.Event()  # the consumer groups exist
         self.report = StatusReport()  # taken and written by the manager every few seconds
         self._streams: tuple[DeliveryStream, ...] = (topic, redeliver)
@@ -559,6 +562,9 @@ class SubscriptionWorker:
                              latency_ms=round(result.latency_s * 1000, 3), error=result.error, outcome=outcome)
             return False
         self.journal.delivered(event_id, spec.id, n, result.status, round(result.latency_s * 1000, 3))
+        if spec.responder and self.replies is not None:  # its answer may be the reply to a request
+            answer = result.response
+            self.replies.offer(d.entry.event, spec.id, answer.status, answer.headers.get("content-type"), answer.body)
         self._ack(d)
         self.metrics.delivered.inc()
         self.report.count_delivered()

@@ -20,9 +20,12 @@ class SubscriptionSerializer(MeshModelSerializer):
         model = Subscription
         fields = ["id", "url", "display", "subscription_id", "topic", "application", "state", "webhook_url",
                   "delivery_mode", "timeout_ms", "max_attempts", "backoff_base_ms", "backoff_cap_ms",
-                  "max_in_flight", "filters", "reviewer_comment", "requested_by", "reviewed_by", "reviewed_at",
-                  "created", "updated"]
+                  "max_in_flight", "filters", "responder", "reviewer_comment", "requested_by", "reviewed_by",
+                  "reviewed_at", "created", "updated"]
         read_only_fields = ["reviewer_comment"]
+        # No validators generated from the unique constraints: the model's clean() (run by validate())
+        # says the same thing naming the other subscription, under the field it is about.
+        validators: list = []
 
     def get_fields(self):
         fields = super().get_fields()

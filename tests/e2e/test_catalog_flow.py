@@ -40,5 +40,5 @@ def test_a_form_error_is_shown_next_to_the_field(logged_in, bob, store, payments
     page.select_option("#id_store", str(store.pk))
     page.click("button:has-text('Create')")
     error = page.wait_for_selector("[data-testid=error-name]")
-    assert "lowercase dot-separated" in error.inner_text()
+    assert "must be dot-separated segments of letters, digits" in error.inner_text()
     assert not Topic.objects.exists()

@@ -235,7 +235,7 @@ SCHEMA_ERRORS = [
     (_set("surprise", True), "(document):", "'surprise' was unexpected"),
     (_delete("topics"), "(document):", "'topics' is a required property"),
     (_set("stores.0.kind", "Redis Cluster"), "stores[0].kind:", "does not match"),
-    (_set("topics.1.name", "Orders.Created"), "topics[1].name:", "does not match"),
+    (_set("topics.1.name", "Orders Created"), "topics[1].name:", "does not match"),
     (_set("topics.1.name", "orders..created"), "topics[1].name:", "does not match"),
     (_set("topics.1.name", "a" * 250), "topics[1].name:", "is too long"),
     (_set("topics.1.colour", "red"), "topics[1]:", "'colour' was unexpected"),

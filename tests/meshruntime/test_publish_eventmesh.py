@@ -74,20 +74,21 @@ async def test_the_path_form_takes_a_bearer_key_and_source_and_type_headers(h):
         ("/legacy/app", "legacy.event", "em-http-producer")
 
 
-async def test_the_path_batch_form_publishes_to_each_events_subject(h):
+async def test_publish_batch_is_the_path_form_for_a_topic_named_batch_as_in_eventmesh(h):
+    # EventMesh takes everything after /eventmesh/publish/ as the topic (HttpEventWrapper); there is
+    # no batch route, so a JSON array of CloudEvents sent there is one event for the topic "batch"
     events = [cloudevent(1), cloudevent(2, topic="orders.created", data={"order_id": "o-2"})]
     response = await h.client.post("/eventmesh/publish/batch", data=orjson.dumps(events),
                                    headers={**IDENTITY, "passwd": key_for("billing")})
-    assert (await reply(response))["retCode"] == 0
-    assert [e["id"] for e in h.stored("orders.shipped")] == ["em-1"]
-    assert [e["id"] for e in h.stored("orders.created")] == ["em-2"]
+    body = await reply(response)
+    assert body["retCode"] == 22 and "unknown topic 'batch'" in body["retMsg"]
+    assert h.stored("orders.shipped") == [] and h.stored("orders.created") == []
 
 
 # -- the code form ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("code", [104, 101])
-async def test_a_single_send_by_request_code(h, code):
-    request = code_form(code, content=orjson.dumps(cloudevent(1)).decode())
+async def test_a_single_send_by_request_code_104(h):
+    request = code_form(104, content=orjson.dumps(cloudevent(1)).decode())
     body = await reply(await h.client.post("/eventmesh/publish", **request))
     assert body["retCode"] == 0 and body["retMsg"] == "success"
     [stored] = h.stored("orders.shipped")
@@ -104,12 +105,79 @@ async def test_the_code_form_is_accepted_on_the_root_path_and_as_json(h):
     assert [e["id"] for e in h.stored("orders.shipped")] == ["em-1"]
 
 
+def batch_form(entries: list[dict], app: str = "billing", **fields) -> dict:
+    """EventMesh's batch (code 102): SendMessageBatchRequestBody's fields."""
+    request = code_form(102, app)
+    request["headers"]["protocoltype"] = "eventmeshmessage"
+    form = {"batchId": "b-1", "size": str(len(entries)), "producerGroup": "billing-producers",
+            "contents": orjson.dumps(entries).decode(), **fields}
+    request["data"] = urlencode(form)
+    return request
+
+
+def entry(i: int, topic: str = "orders.shipped", **extra) -> dict:
+    return {"bizSeqNo": f"{i:030d}", "topic": topic, "msg": orjson.dumps({"order_id": f"o-{i}"}).decode(),
+            "tag": "", "ttl": "4000", **extra}
+
+
 async def test_a_batch_by_request_code_102(h):
-    contents = orjson.dumps([cloudevent(1), cloudevent(2), cloudevent(3, topic="orders.created")]).decode()
-    body = await reply(await h.client.post("/eventmesh/publish", **code_form(102, contents=contents)))
-    assert body["retCode"] == 0
-    assert [e["id"] for e in h.stored("orders.shipped")] == ["em-1", "em-2"]
-    assert [e["id"] for e in h.stored("orders.created")] == ["em-3"]
+    entries = [entry(1), entry(2, msg="plain text"), entry(3, topic="orders.created", tag="eu")]
+    body = await reply(await h.client.post("/eventmesh/publish", **batch_form(entries)))
+    assert body == {"retCode": 0, "retMsg": "success"}
+    first, second = h.stored("orders.shipped")
+    assert (first["id"], first["type"], first["source"], first["subject"]) == \
+        (f"{1:030d}", "eventmeshmessage", "/", "orders.shipped")
+    assert first["datacontenttype"] == "application/json" and first["data"] == {"order_id": "o-1"}
+    assert second["datacontenttype"] == "text/plain; charset=utf-8" and second["data"] == "plain text"
+    assert (first["batchid"], first["producergroup"], first["ttl"], first["env"]) == \
+        ("b-1", "billing-producers", "4000", "prod")
+    assert "tag" not in first  # an empty tag is no tag
+    [third] = h.stored("orders.created")
+    assert third["tag"] == "eu" and third["bizseqno"] == f"{3:030d}"
+
+
+async def test_a_102_of_cloudevents_is_not_eventmesh_and_is_refused(h):
+    contents = orjson.dumps([cloudevent(1)]).decode()
+    request = code_form(102, contents=contents, batchId="b-1", producerGroup="p", size="1")
+    body = await reply(await h.client.post("/eventmesh/publish", **request))
+    assert body["retCode"] == 6 and "contents[0]: an eventmeshmessage needs bizseqno" in body["retMsg"]
+    assert h.stored("orders.shipped") == []
+
+
+@pytest.mark.parametrize(("fields", "ret_code", "message"), [
+    ({"size": "3"}, 7, "size is 3 but contents has 2 entries"),
+    ({"size": ""}, 7, "size is 1 but contents has 2 entries"),  # EventMesh reads a missing size as 1
+    ({"batchId": ""}, 7, "a batch (code 102) needs batchId"),
+    ({"producerGroup": ""}, 7, "needs producerGroup"),
+    ({"contents": "[]"}, 7, "contents must be a non-empty JSON array"),
+    ({"contents": "{"}, 7, "contents is not valid JSON"),
+])
+async def test_a_batch_that_eventmesh_would_refuse_is_refused_with_its_code(h, fields, ret_code, message):
+    body = await reply(await h.client.post("/eventmesh/publish", **batch_form([entry(1), entry(2)], **fields)))
+    assert body["retCode"] == ret_code and message in body["retMsg"]
+    assert h.stored("orders.shipped") == []
+
+
+@pytest.mark.parametrize(("bad", "ret_code", "message"), [
+    ({"bizSeqNo": ""}, 6, "contents[1]: an eventmeshmessage needs bizseqno"),
+    ({"topic": None}, 6, "contents[1]: an eventmeshmessage needs topic"),
+    ({"msg": None}, 7, "contents[1]: an eventmeshmessage needs msg"),
+])
+async def test_a_bad_batch_entry_is_named(h, bad, ret_code, message):
+    body = await reply(await h.client.post("/eventmesh/publish", **batch_form([entry(1), entry(2, **bad)])))
+    assert body["retCode"] == ret_code and message in body["retMsg"]
+    assert h.stored("orders.shipped") == []
+
+
+async def test_an_eventmeshmessage_by_request_code_104(h):
+    request = code_form(104, topic="orders.shipped", content='{"order_id": "o-9"}', bizseqno="9" * 30,
+                        uniqueid="8" * 30, ttl="4000")
+    request["headers"]["protocoltype"] = "eventmeshmessage"
+    assert await reply(await h.client.post("/", **request)) == {"retCode": 0, "retMsg": "success"}
+    [stored] = h.stored("orders.shipped")
+    assert (stored["id"], stored["type"], stored["uniqueid"], stored["ttl"]) == \
+        ("9" * 30, "eventmeshmessage", "8" * 30, "4000")
+    assert h.stored_raw("orders.shipped")[0].endswith(b'"data":{"order_id": "o-9"}}')  # its bytes, kept
 
 
 async def test_a_batch_v2_by_request_code_107(h):
@@ -142,9 +210,9 @@ async def test_refusals_answer_eventmesh_codes_and_store_nothing(h):
     assert code == 7 and "data.order_id" in message
     assert (await code_of(**code_form(104, content='{"id": "x"}')))[0] == 7
     assert (await code_of(**code_form(104)))[0] == 7
-    # over the limit of events in one request (5 here)
-    contents = orjson.dumps([cloudevent(i) for i in range(6)]).decode()
-    assert (await code_of(**code_form(102, contents=contents)))[0] == 23
+    # over the limit of events in one request (5 here), counted across topics
+    entries = [entry(i, topic="orders.created" if i % 2 else "orders.shipped") for i in range(6)]
+    assert (await code_of(**batch_form(entries)))[0] == 23
     # not a publish, or no code at all
     assert (await code_of(**code_form(206, content=content)))[0] == 2
     no_code = code_form(104, content=content)
@@ -171,8 +239,8 @@ async def test_a_body_over_the_size_limit_answers_8(redis_url, key_prefix, redis
 
 
 async def test_a_batch_is_checked_whole_before_anything_is_stored(h):
-    contents = orjson.dumps([cloudevent(1), cloudevent(2, topic="audit.orders")]).decode()
-    body = await reply(await h.client.post("/eventmesh/publish", **code_form(102, contents=contents)))
+    body = await reply(await h.client.post("/eventmesh/publish",
+                                           **batch_form([entry(1), entry(2, topic="audit.orders")])))
     assert body["retCode"] == 22
     assert h.stored("orders.shipped") == [] and h.stored("audit.orders") == []
 

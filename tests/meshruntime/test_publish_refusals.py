@@ -91,7 +91,7 @@ async def test_it_refuses_an_unknown_topic(h):
     body = await refused(await h.publish("orders.cancelled", event(1)), 404, "unknown_topic")
     assert body["message"] == "unknown topic 'orders.cancelled'" and body["topic"] == "orders.cancelled"
     body = await refused(await h.publish("Orders!", event(1)), 404, "unknown_topic")
-    assert "lowercase dot-separated" in body["message"]
+    assert "must be dot-separated segments of letters, digits" in body["message"]
 
 
 # -- 403 -------------------------------------------------------------------------------------------

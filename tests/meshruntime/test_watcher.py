@@ -297,11 +297,11 @@ async def test_a_document_failing_the_schema_is_refused_with_its_path(watch, red
     publish_document(redis_client, make_config(version=1), prefix=key_prefix)
     await watcher.wait_for_version(1, timeout=TIMEOUT)
 
-    bad = make_config(version=2, topics=[topic("Orders.Created")], bare=True)
+    bad = make_config(version=2, topics=[topic("Orders Created")], bare=True)
     publish_document(redis_client, bad, prefix=key_prefix, check=False)
     error = await _refused(watcher, 2)
 
-    assert "topics[0].name: 'Orders.Created' does not match" in error
+    assert "topics[0].name: 'Orders Created' does not match" in error
     assert watcher.version == 1
 
 

@@ -89,7 +89,7 @@ class TestAccessRulePages(AccessRuleData, ConstantListQueries, ModelPageTests):
         assert self.post(personas["bob"], data).status_code == 302
 
     @pytest.mark.parametrize(("change", "field", "message"), [
-        ({"topic_pattern": "Orders.*"}, "topic_pattern", "must be &#x27;*&#x27;, &#x27;&lt;name&gt;.*&#x27;"),
+        ({"topic_pattern": "Or ders.*"}, "topic_pattern", "must be &#x27;*&#x27;, &#x27;&lt;name&gt;.*&#x27;"),
         ({"publish": ""}, "publish", "Choose at least one action"),
         ({"principal_application": ""}, "principal_application", "Choose the application"),
         ({"principal_kind": "team"}, "principal_team", "Choose the team"),

@@ -112,4 +112,4 @@ class TestTopicAPI(TopicData, ModelAPITests):
             content_type="application/json")
         assert response.status_code == 400
         body = response.json()
-        assert "lowercase dot-separated segments" in body["name"][0]
+        assert "must be dot-separated segments of letters, digits" in body["name"][0]
