@@ -1,7 +1,7 @@
 """The push protocol against the real Redis: commit hook, coalescing, versions, reconcile, rollback.
 
-These call governance.push directly (and look at the broker's queue); the whole path through a
-real Celery worker is tests/portal/test_push_e2e.py.
+These call rollout.push directly (and look at the broker's queue); the whole path through a
+real Celery worker is tests/rollout/test_push_e2e.py.
 """
 
 from __future__ import annotations
