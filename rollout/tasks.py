@@ -5,9 +5,10 @@ and publishes only a changed content. Their outcome is recorded in ``push:status
 config versions page) and, when they publish, as a ConfigVersion.
 
 Their names are ``rollout.tasks.*`` (``governance.tasks.*`` before the rollout had its own app).
-A worker drops a message whose task it does not know, so one queued under the old name before an
-upgrade is lost; nothing else is: the pending marker it leaves expires within a minute, and the
-periodic reconcile publishes whatever the database holds.
+A worker drops a message whose task it does not know ("Received unregistered task"), so a push
+queued under the old name before an upgrade never runs. Nothing is lost with it: the next
+reconcile (every 30 s) publishes what the database holds and clears the pending marker that
+push left, after which every change enqueues its own push again.
 """
 
 from __future__ import annotations
