@@ -1,4 +1,4 @@
-"""Pages of the push side: runtimes (live), config versions with their diffs, push now, rollback.
+"""Pages of the rollout: runtimes (live), config versions with their diffs, push now, rollback.
 
 Every signed-in user sees runtimes and versions; push now and rollback are staff-only, enforced
 by ``ConfigVersion.objects.restrict(user, CHANGE)`` (empty for others, so a rollback answers
