@@ -116,8 +116,8 @@ def measure_compile(runs: int = 5) -> dict[str, float]:
     seal (the checksum), diff against the previous version, validate the changed part. Also the
     validation of the whole document, which the first push of a process does."""
     from governance.models import AccessRule
-    from governance.push import compile_snapshot, gc_paused
     from meshruntime.config import seal, validate_document
+    from rollout.push import compile_snapshot, gc_paused
 
     previous = seal(compile_snapshot(), 1)
     validate_document(previous)
@@ -135,9 +135,9 @@ def measure_compile(runs: int = 5) -> dict[str, float]:
 
 def _timed_compile(previous: dict) -> dict[str, float]:
     """One compile as push() makes it, in parts (seconds)."""
-    from governance.diff import diff_documents
-    from governance.push import compile_snapshot, validate
     from meshruntime.config import seal, validate_document
+    from rollout.diff import diff_documents
+    from rollout.push import compile_snapshot, validate
 
     t0 = time.perf_counter()
     body = compile_snapshot()
@@ -228,8 +228,9 @@ def measure_propagation(rounds: int, count: int) -> tuple[list[float], list[floa
     """Per round: seconds from the commit to the last watcher's apply, and to the first's."""
     from django.utils import timezone
 
-    from governance import push
-    from governance.models import AccessRule, ConfigVersion
+    from governance.models import AccessRule
+    from rollout import push
+    from rollout.models import ConfigVersion
 
     result = push.push()
     assert result.outcome == "published", result

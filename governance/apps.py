@@ -13,7 +13,3 @@ class GovernanceConfig(AppConfig):
         audit.register(ApplicationKey, exclude=("sha256",))  # never a key's digest in the log
         audit.register(AccessRule)
         audit.register(RoutingRule)
-
-        from . import push
-
-        push.connect()  # every committed change to what feeds the MeshConfig schedules a push

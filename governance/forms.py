@@ -48,6 +48,7 @@ class ApplicationKeyForm(MeshModelForm):
         required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
         help_text="Leave empty for a key that does not expire.",
     )
+    choice_actions = {"application": CHANGE}
 
     class Meta:
         model = ApplicationKey
@@ -57,8 +58,6 @@ class ApplicationKeyForm(MeshModelForm):
         super().__init__(*args, user=user, **kwargs)
         if self.instance.pk:
             del self.fields["application"]
-        else:
-            self.fields["application"].queryset = Application.objects.restrict(user, CHANGE)
 
 
 class AccessRuleForm(MeshModelForm):

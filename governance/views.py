@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
 from django.db.models import Count, Q
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -95,16 +94,15 @@ class ApplicationKeyEditView(generic.ObjectEditView):
             raise PermissionDenied("You may not create application keys.")
         return ApplicationKey(created_by=request.user)
 
-    def post(self, request, pk=None):
-        if pk is not None:
-            return super().post(request, pk)
-        form = self.form_class(request.POST, instance=self.get_instance(request, None), user=request.user)
-        if not form.is_valid():
-            return self.render_form(request, form, form.instance)
-        key = form.instance.generate()
-        with transaction.atomic():
-            obj = form.save()
-        response = render(request, "governance/applicationkey_created.html", {"object": obj, "key": key})
+    def save(self, request, form, created):
+        if created:
+            self.plain_key = form.instance.generate()
+        return super().save(request, form, created)
+
+    def saved(self, request, obj, created):
+        if not created:
+            return super().saved(request, obj, created)
+        response = render(request, "governance/applicationkey_created.html", {"object": obj, "key": self.plain_key})
         add_never_cache_headers(response)
         return response
 

@@ -19,6 +19,8 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete, pre_save
 
+from meshadmin.models import AuditEntry
+
 _REGISTRY: dict[type[models.Model], frozenset[str]] = {}
 
 
@@ -51,6 +53,13 @@ def audit_context(*, request=None, user=None) -> Iterator[AuditContext]:
 def current_request_id() -> uuid.UUID | None:
     ctx = _context.get()
     return ctx.request_id if ctx else None
+
+
+def current_actor():
+    """The signed-in user the changes made now are attributed to; None for the system (a task,
+    a command, an anonymous request). The config push names the authors of a version with it."""
+    ctx = _context.get()
+    return ctx.actor if ctx else None
 
 
 def register(model: type[models.Model], *, exclude: tuple[str, ...] = ()) -> type[models.Model]:
@@ -91,8 +100,6 @@ def _team_id(instance) -> int | None:
 
 
 def _write(instance, action: str, before, after):
-    from meshadmin.models import AuditEntry
-
     ctx = _context.get()
     actor = ctx.actor if ctx else None
     return AuditEntry.objects.create(
@@ -114,8 +121,6 @@ def record_action(instance: models.Model, action: str, **details: Any):
     group to the end of its topic): an update entry on ``instance`` whose ``after`` names the
     action and its details (JSON-safe), attributed like any change. Called explicitly, since no
     signal fires; the one exception to "never by hand in views"."""
-    from meshadmin.models import AuditEntry
-
     return _write(instance, AuditEntry.UPDATE, None, {"action": action, **details})
 
 
@@ -129,8 +134,6 @@ def _on_pre_save(sender, instance, raw=False, **kwargs):
 def _on_post_save(sender, instance, created, raw=False, **kwargs):
     if sender not in _REGISTRY or raw:
         return
-    from meshadmin.models import AuditEntry
-
     before = None if created else getattr(instance, "_audit_before", None)
     after = snapshot(instance)
     if not created and before == after:
@@ -147,8 +150,6 @@ def _on_pre_delete(sender, instance, **kwargs):
 def _on_post_delete(sender, instance, **kwargs):
     if sender not in _REGISTRY:
         return
-    from meshadmin.models import AuditEntry
-
     _write(instance, AuditEntry.DELETE, getattr(instance, "_audit_before", None), None)
 
 
@@ -161,8 +162,6 @@ def _on_m2m_changed(sender, instance, action, reverse, **kwargs):
         return
     if action not in ("post_add", "post_remove", "post_clear"):
         return
-    from meshadmin.models import AuditEntry
-
     after = snapshot(instance)
     entry = getattr(instance, "_audit_entry", None)
     if entry is not None:

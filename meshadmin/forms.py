@@ -2,17 +2,9 @@ from __future__ import annotations
 
 from django import forms
 
+from .choices import RelatedChoices
 from .models import APIToken, Membership, Team
-from .querysets import VIEW
-
-
-def editor_teams(user):
-    """Teams in which ``user`` may create and change things (owner or member; all for staff)."""
-    if not user.is_authenticated:
-        return Team.objects.none()
-    if user.is_staff or user.is_superuser:
-        return Team.objects.all()
-    return Team.objects.filter(memberships__user=user, memberships__role__in=Membership.EDITOR_ROLES)
+from .querysets import CHANGE
 
 
 class BootstrapMixin:
@@ -28,22 +20,16 @@ class BootstrapMixin:
             widget.attrs.setdefault("class", css)
 
 
-class MeshModelForm(BootstrapMixin, forms.ModelForm):
-    """A model form that knows its user: related choices are only what the user may see, and
-    ``team`` only the teams in which the user may create things."""
-
-    team_fields = ("team",)
+class MeshModelForm(RelatedChoices, BootstrapMixin, forms.ModelForm):
+    """A model form that knows its user: related choices are those of meshadmin.choices (what the
+    user may see; for ``team``, the teams in which the user may create things)."""
 
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)
         self.user = user
         for name, field in self.fields.items():
-            if not hasattr(field, "queryset"):
-                continue
-            if name in self.team_fields:
-                field.queryset = editor_teams(user)
-            elif hasattr(field.queryset, "restrict"):
-                field.queryset = field.queryset.restrict(user, VIEW)
+            if hasattr(field, "queryset"):
+                field.queryset = self.related_choices(user, name, field.queryset)
         self._style()
 
 
@@ -61,14 +47,12 @@ class TeamForm(MeshModelForm):
 
 
 class MembershipForm(MeshModelForm):
+    team_fields = ()
+    choice_actions = {"team": CHANGE}  # only a team's owners manage its memberships
+
     class Meta:
         model = Membership
         fields = ["team", "user", "role"]
-
-    def __init__(self, *args, user, **kwargs):
-        super().__init__(*args, user=user, **kwargs)
-        # Only a team's owners manage its memberships.
-        self.fields["team"].queryset = Team.objects.restrict(user, "change")
 
 
 class APITokenForm(MeshModelForm):

@@ -10,6 +10,7 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
+from . import querysets
 from .querysets import CHANGE, VIEW, RestrictedQuerySet, team_ids
 
 
@@ -77,9 +78,9 @@ class MembershipQuerySet(RestrictedQuerySet):
 
 
 class Membership(models.Model):
-    OWNER, MEMBER, VIEWER = "owner", "member", "viewer"
+    OWNER, MEMBER, VIEWER = querysets.OWNER, querysets.MEMBER, querysets.VIEWER
     ROLE_CHOICES = [(OWNER, "Owner"), (MEMBER, "Member"), (VIEWER, "Viewer")]
-    EDITOR_ROLES = (OWNER, MEMBER)
+    EDITOR_ROLES = querysets.EDITOR_ROLES
 
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")

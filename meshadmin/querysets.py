@@ -11,6 +11,11 @@ from django.db import models
 VIEW, CHANGE, DELETE = "view", "change", "delete"
 ACTIONS = (VIEW, CHANGE, DELETE)
 
+#: A team's roles (``Membership.role``): owners also manage the team and its memberships,
+#: members change what the team owns, viewers only look.
+OWNER, MEMBER, VIEWER = "owner", "member", "viewer"
+EDITOR_ROLES = (OWNER, MEMBER)
+
 
 class RestrictedQuerySet(models.QuerySet):
     #: Everyone signed in may see every row (the catalog); otherwise only what ``scope`` allows.
@@ -39,10 +44,11 @@ def may_create(model, user) -> bool:
 
 
 def team_ids(user, roles: tuple[str, ...] | None = None):
-    """A subquery of the ids of the user's teams, optionally only those where they hold ``roles``."""
-    from meshadmin.models import Membership
+    """A subquery of the ids of the user's teams, optionally only those where they hold ``roles``.
 
-    memberships = Membership.objects.filter(user=user)
+    Through the user's ``memberships`` relation: this module sits below the models that use it.
+    """
+    memberships = user.memberships.all()
     if roles is not None:
         memberships = memberships.filter(role__in=roles)
     return memberships.values("team_id")
@@ -54,9 +60,7 @@ class TeamOwnedQuerySet(RestrictedQuerySet):
     team_field = "team"
 
     def scope(self, user, action: str) -> RestrictedQuerySet:
-        from meshadmin.models import Membership
-
-        roles = None if action == VIEW else Membership.EDITOR_ROLES
+        roles = None if action == VIEW else EDITOR_ROLES
         return self.filter(**{f"{self.team_field}__in": team_ids(user, roles)})
 
 

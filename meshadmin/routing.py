@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from governance.consumers import RuntimeConsumer
+from rollout.consumers import RuntimeConsumer
 
 websocket_urlpatterns: list = [
     path("ws/runtimes/", RuntimeConsumer.as_asgi()),

@@ -1,8 +1,9 @@
 """Rows of a ``values_list()`` queryset straight from the database cursor, for bulk reads.
 
-Django runs each value of each row through the field's converters, which costs the config
-compiler a tenth of a second at 22,000 rows (benchmarks/propagation.py). These helpers skip
-them; the caller converts the few column types that need it, the same way on both databases:
+Django runs each value of each row through the field's converters, a cost that the config
+compiler, which reads every row of the mesh after every change, would pay in full
+(benchmarks/propagation.py measures the compile). These helpers skip them; the caller converts
+the few column types that need it, the same way on both databases:
 
 - booleans come back as ``0``/``1`` from SQLite: :func:`bool`;
 - JSON columns come back as text (Django makes psycopg return ``jsonb`` as text, too):

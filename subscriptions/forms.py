@@ -3,7 +3,6 @@ from __future__ import annotations
 from django import forms
 
 from governance.forms import FiltersField
-from governance.models import Application
 from meshadmin.forms import MeshModelForm
 from meshadmin.querysets import CHANGE
 
@@ -20,6 +19,7 @@ class SubscriptionForm(MeshModelForm):
     """
 
     filters = FiltersField()
+    choice_actions = {"application": CHANGE}
 
     class Meta:
         model = Subscription
@@ -36,7 +36,6 @@ class SubscriptionForm(MeshModelForm):
         if self.instance.pk:
             del self.fields["topic"], self.fields["application"]
         else:
-            self.fields["application"].queryset = Application.objects.restrict(user, CHANGE).order_by("name")
             self.fields["application"].help_text = "One of your teams' applications."
 
     def save(self, commit=True):

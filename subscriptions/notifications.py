@@ -3,9 +3,9 @@
 - requested: the editors of the topic's team (they approve or reject);
 - approved, rejected: the editors of the application's team (they asked).
 
-The person who acted gets no copy. Mail goes out from a Celery task enqueued on commit, so a
-slow or failing mail server neither slows down nor undoes the review; the task retries what can
-succeed on retry.
+The person who acted gets no copy. Mail goes out from a Celery task enqueued on commit
+(``subscriptions.tasks.notify``), so a slow or failing mail server neither slows down nor undoes
+the review; the task retries what can succeed on retry. This module only says who is told what.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.contrib.auth import get_user_model
-from django.db import transaction
 
 from meshadmin.models import Membership
 
@@ -27,16 +26,6 @@ class Notice:
     subject: str
     body: str
     recipients: list[str]
-
-
-def notify(subscription: Subscription, event: str, request) -> None:
-    """E-mail the other side about ``event`` once the current transaction commits."""
-    from .tasks import send_subscription_notice
-
-    if event not in EVENTS:
-        raise ValueError(f"unknown event {event!r}")
-    args = (subscription.pk, event, request.user.pk, request.build_absolute_uri("/"))
-    transaction.on_commit(lambda: send_subscription_notice.delay(*args))
 
 
 def recipients(subscription: Subscription, event: str, actor_id: int | None) -> list[str]:

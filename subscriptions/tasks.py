@@ -1,3 +1,6 @@
+"""Background work of subscriptions: the e-mail about a request or a review (subscriptions.notifications
+says who is told what)."""
+
 from __future__ import annotations
 
 import logging
@@ -5,9 +8,10 @@ from smtplib import SMTPException
 
 from celery import shared_task
 from django.core.mail import send_mail
+from django.db import transaction
 
 from .models import Subscription
-from .notifications import compose
+from .notifications import EVENTS, compose
 
 logger = logging.getLogger(__name__)
 
@@ -28,3 +32,11 @@ def send_subscription_notice(self, subscription_id: int, event: str, actor_id: i
     send_mail(notice.subject, notice.body, None, notice.recipients)
     logger.info("%s notice for sub-%s sent to %d recipients", event, subscription_id, len(notice.recipients))
     return len(notice.recipients)
+
+
+def notify(subscription: Subscription, event: str, request) -> None:
+    """E-mail the other side about ``event`` once the current transaction commits."""
+    if event not in EVENTS:
+        raise ValueError(f"unknown event {event!r}")
+    args = (subscription.pk, event, request.user.pk, request.build_absolute_uri("/"))
+    transaction.on_commit(lambda: send_subscription_notice.delay(*args))

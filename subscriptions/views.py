@@ -15,7 +15,7 @@ from meshadmin.views import generic
 
 from . import filtersets, forms, tables
 from .models import APPLICATION_SIDE, Subscription, TransitionRefused
-from .notifications import notify
+from .tasks import notify
 
 #: Steps that e-mail the other side, and the event they announce.
 NOTIFIED = {"approve": "approved", "reject": "rejected"}
@@ -65,17 +65,17 @@ class SubscriptionEditView(generic.ObjectEditView):
     queryset = Subscription.objects.select_related("application", "topic")
     form_class = forms.SubscriptionForm
 
-    def post(self, request, pk=None):
-        if pk is not None:
-            return super().post(request, pk)
-        form = self.form_class(request.POST, instance=self.get_instance(request, None), user=request.user)
-        if not form.is_valid():
-            return self.render_form(request, form, form.instance)
-        with transaction.atomic():
-            subscription = form.save()
+    def save(self, request, form, created):
+        subscription = super().save(request, form, created)
+        if created:
             notify(subscription, "requested", request)
-        messages.success(request, f"Requested {subscription}: {subscription.topic.team} reviews it.")
-        return redirect(subscription.get_absolute_url())
+        return subscription
+
+    def saved(self, request, obj, created):
+        if not created:
+            return super().saved(request, obj, created)
+        messages.success(request, f"Requested {obj}: {obj.topic.team} reviews it.")
+        return redirect(obj.get_absolute_url())
 
 
 class SubscriptionDeleteView(generic.ObjectDeleteView):

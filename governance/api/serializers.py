@@ -29,6 +29,7 @@ class ApplicationKeySerializer(MeshModelSerializer):
 
     url = serializers.HyperlinkedIdentityField(view_name="api:applicationkey-detail")
     is_active = serializers.BooleanField(read_only=True)
+    choice_actions = {"application": CHANGE}
 
     class Meta:
         model = ApplicationKey
@@ -38,11 +39,8 @@ class ApplicationKeySerializer(MeshModelSerializer):
 
     def get_fields(self):
         fields = super().get_fields()
-        request = self.context.get("request")
         if isinstance(self.instance, ApplicationKey):
             fields["application"].read_only = True  # a key stays with its application
-        elif request is not None:
-            fields["application"].queryset = Application.objects.restrict(request.user, CHANGE)
         return fields
 
     def create(self, validated_data):

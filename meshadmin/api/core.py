@@ -5,6 +5,7 @@ from rest_framework.routers import SimpleRouter
 
 from meshadmin.filtersets import AuditEntryFilterSet, MembershipFilterSet, TeamFilterSet
 from meshadmin.models import APIToken, AuditEntry, Membership, Team
+from meshadmin.querysets import CHANGE
 
 from .serializers import MeshModelSerializer
 from .views import MeshModelViewSet, MeshReadOnlyViewSet
@@ -26,18 +27,12 @@ class TeamSerializer(MeshModelSerializer):
 class MembershipSerializer(MeshModelSerializer):
     url = serializers.HyperlinkedIdentityField(view_name="api:membership-detail")
     username = serializers.CharField(source="user.username", read_only=True)
+    team_fields = ()
+    choice_actions = {"team": CHANGE}  # only a team's owners manage its memberships
 
     class Meta:
         model = Membership
         fields = ["id", "url", "display", "team", "user", "username", "role", "created"]
-
-    def get_fields(self):
-        fields = super().get_fields()
-        request = self.context.get("request")
-        if request is not None and "team" in fields:
-            # Only a team's owners manage its memberships.
-            fields["team"].queryset = Team.objects.restrict(request.user, "change")
-        return fields
 
 
 class AuditEntrySerializer(serializers.ModelSerializer):

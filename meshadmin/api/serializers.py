@@ -5,19 +5,17 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
-from meshadmin.forms import editor_teams
-from meshadmin.querysets import VIEW
+from meshadmin.choices import RelatedChoices
 
 
-class MeshModelSerializer(serializers.ModelSerializer):
+class MeshModelSerializer(RelatedChoices, serializers.ModelSerializer):
     """``validate()`` runs the model's ``full_clean()``, so API and forms obey the same rules.
 
-    Related fields accept only what the requesting user may see; ``team`` fields only the teams
-    in which the user may create things.
+    Related fields accept what the forms offer (meshadmin.choices): what the requesting user may
+    see; for ``team``, the teams in which the user may create things.
     """
 
     display = serializers.SerializerMethodField()
-    team_fields = ("team",)
 
     def get_display(self, obj) -> str:
         return str(obj)
@@ -31,12 +29,8 @@ class MeshModelSerializer(serializers.ModelSerializer):
         for name, field in fields.items():
             related = getattr(field, "child_relation", field)
             queryset = getattr(related, "queryset", None)
-            if queryset is None or field.read_only:
-                continue
-            if name in self.team_fields:
-                related.queryset = editor_teams(user)
-            elif hasattr(queryset, "restrict"):
-                related.queryset = queryset.restrict(user, VIEW)
+            if queryset is not None and not field.read_only:
+                related.queryset = self.related_choices(user, name, queryset)
         return fields
 
     def validate(self, attrs):

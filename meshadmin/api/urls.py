@@ -8,5 +8,5 @@ urlpatterns = [
     path("", include("topics.api.urls")),
     path("", include("governance.api.urls")),
     path("", include("subscriptions.api.urls")),
-    path("", include("governance.runtime_api")),
+    path("", include("rollout.api.urls")),
 ]

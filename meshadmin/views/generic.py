@@ -12,7 +12,7 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import transaction
 from django.db.models import ProtectedError
-from django.http import Http404, HttpResponseRedirect
+from django.http import Http404, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import NoReverseMatch, path, reverse
 from django.utils.functional import cached_property
@@ -177,7 +177,12 @@ class ObjectHistoryView(ObjectDetailView):
 
 
 class ObjectEditView(BaseObjectView):
-    """Create (no pk) or update (pk) through the model's form; the form sees the user."""
+    """Create (no pk) or update (pk) through the model's form; the form sees the user.
+
+    A model with more to do around the save overrides :meth:`save` (runs in the transaction:
+    give a new key its material, notify the other team on commit) or :meth:`saved` (the answer),
+    not ``post``.
+    """
 
     form_class = None
     template_name = "generic/object_edit.html"
@@ -213,7 +218,15 @@ class ObjectEditView(BaseObjectView):
             return self.render_form(request, form, obj)
         created = obj.pk is None
         with transaction.atomic():
-            obj = form.save()
+            obj = self.save(request, form, created)
+        return self.saved(request, obj, created)
+
+    def save(self, request, form, created: bool):
+        """Save the valid ``form`` inside the request's transaction; return the object."""
+        return form.save()
+
+    def saved(self, request, obj, created: bool) -> HttpResponse:
+        """The answer once ``obj`` is saved and committed."""
         messages.success(request, f"{'Created' if created else 'Saved'} {obj._meta.verbose_name} {obj}.")
         return redirect(obj.get_absolute_url())
 

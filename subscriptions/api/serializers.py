@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from governance.models import Application
 from meshadmin.api.serializers import MeshModelSerializer
 from meshadmin.querysets import CHANGE
 
@@ -15,6 +14,7 @@ class SubscriptionSerializer(MeshModelSerializer):
 
     url = serializers.HyperlinkedIdentityField(view_name="api:subscription-detail")
     subscription_id = serializers.CharField(read_only=True)
+    choice_actions = {"application": CHANGE}
 
     class Meta:
         model = Subscription
@@ -29,11 +29,8 @@ class SubscriptionSerializer(MeshModelSerializer):
 
     def get_fields(self):
         fields = super().get_fields()
-        request = self.context.get("request")
         if isinstance(self.instance, Subscription):
             fields["topic"].read_only = fields["application"].read_only = True
-        elif request is not None:
-            fields["application"].queryset = Application.objects.restrict(request.user, CHANGE)
         return fields
 
     def validate(self, attrs):

@@ -11,7 +11,7 @@ from meshadmin.api.views import MeshModelViewSet
 
 from ..filtersets import SubscriptionFilterSet
 from ..models import APPLICATION_SIDE, Subscription, TransitionRefused
-from ..notifications import notify
+from ..tasks import notify
 from ..views import NOTIFIED
 from .serializers import SigningSecretSerializer, StepSerializer, SubscriptionSerializer
 

@@ -11,8 +11,8 @@ import shutil
 
 import pytest
 
-from tests.portal.conftest import *  # noqa: F403 - the personas and their teams
-from tests.portal.conftest import PASSWORD
+from tests.portal_support.personas import *  # noqa: F403 - the personas and their teams
+from tests.portal_support.personas import PASSWORD
 
 # Playwright's sync API runs an event loop in this thread; Django's ORM calls from the test
 # body are still synchronous and safe.

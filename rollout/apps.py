@@ -1,0 +1,15 @@
+from django.apps import AppConfig
+
+
+class RolloutConfig(AppConfig):
+    name = "rollout"
+
+    def ready(self) -> None:
+        from meshadmin import audit
+
+        from . import capture
+        from .models import ConfigVersion
+
+        # Versions are audited (a rollback names its operator); the documents are too big for the log.
+        audit.register(ConfigVersion, exclude=("document", "diff", "changes"))
+        capture.connect()  # every committed change to what feeds the MeshConfig schedules a push

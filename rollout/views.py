@@ -1,0 +1,139 @@
+"""Pages of the rollout: runtimes (live), config versions with their diffs, push now, rollback.
+
+Every signed-in user sees runtimes and versions; push now and rollback are staff-only, enforced
+by ``ConfigVersion.objects.restrict(user, CHANGE)`` (empty for others, so a rollback answers
+404) and ``ConfigVersion.can_push`` (push now answers 403).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from django.conf import settings
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.http import JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views import View
+from django.views.decorators.http import require_POST
+
+from meshadmin.querysets import CHANGE
+
+from . import push
+from .diff import SECTIONS
+from .models import ConfigVersion, Runtime, redacted
+
+
+def _rows(runtimes, latest):
+    now = timezone.now()
+    version = latest.version if latest else None
+    return [(runtime, runtime.state_at(now), runtime.sync_with(version)) for runtime in runtimes]
+
+
+def runtime_list(request):
+    """Every runtime with its health and convergence; updated live over ``/ws/runtimes/``."""
+    latest = push.latest_version()
+    runtimes = Runtime.objects.restrict(request.user)
+    if request.GET.get("application"):
+        runtimes = runtimes.filter(application=request.GET["application"])
+    rows = _rows(runtimes, latest)
+    context = {
+        "rows": rows,
+        "latest": latest,
+        "states": Counter(state for _, state, _ in rows),
+        "syncs": Counter(sync for _, state, sync in rows if state != Runtime.GONE),
+    }
+    return render(request, "rollout/runtime_list.html", context)
+
+
+def runtime_detail(request, pk):
+    runtime = get_object_or_404(Runtime.objects.restrict(request.user), pk=pk)
+    latest = push.latest_version()
+    return render(request, "rollout/runtime.html", {
+        "object": runtime, "latest": latest, "state": runtime.state,
+        "sync": runtime.sync_with(latest.version if latest else None),
+        "counters": sorted(runtime.counters.items()) if isinstance(runtime.counters, dict) else [],
+    })
+
+
+def configversion_list(request):
+    versions = ConfigVersion.objects.restrict(request.user).defer("document", "changes")
+    page = Paginator(versions, 50).get_page(request.GET.get("page"))
+    return render(request, "rollout/configversion_list.html", {
+        "page": page,
+        "latest": push.latest_version(),
+        "status": push.last_status(),
+        "can_push": ConfigVersion.can_push(request.user),
+        "runtime_count": Runtime.objects.restrict(request.user).count(),
+    })
+
+
+def _diff_sections(diff: dict) -> list[dict]:
+    return [{"label": label, **diff[section]} for section, _identity, label in SECTIONS if section in diff]
+
+
+def configversion_detail(request, pk):
+    """The version, its diff against the one before, what led to it, and the runtimes
+    converging to it (live)."""
+    version = get_object_or_404(ConfigVersion.objects.restrict(request.user).defer("document"), pk=pk)
+    latest = push.latest_version()
+    runtimes = [r for r in Runtime.objects.restrict(request.user) if r.state != Runtime.GONE]
+    applied = [r for r in runtimes if r.config_version is not None and r.config_version >= version.version]
+    return render(request, "rollout/configversion.html", {
+        "object": version,
+        "latest": latest,
+        "is_latest": latest is not None and latest.pk == version.pk,
+        "sections": _diff_sections(version.diff or {}),
+        "runtimes": runtimes,
+        "applied_count": len(applied),
+        "can_rollback": ConfigVersion.objects.restrict(request.user, CHANGE).filter(pk=version.pk).exists(),
+        "can_push": ConfigVersion.can_push(request.user),
+        "keep_documents": settings.MESH_CONFIG_KEEP_DOCUMENTS,
+    })
+
+
+def configversion_document(request, pk):
+    version = get_object_or_404(ConfigVersion.objects.restrict(request.user).only("pk"), pk=pk)
+    document = ConfigVersion.objects.values_list("document", flat=True).get(pk=version.pk)
+    if document is None:
+        return JsonResponse({"detail": push.PRUNED}, status=410)
+    return JsonResponse(redacted(document), json_dumps_params={"indent": 2, "sort_keys": True})
+
+
+class ConfigPushView(View):
+    """Push now (staff): publish the database's state, or announce the latest version again."""
+
+    def post(self, request):
+        if not ConfigVersion.can_push(request.user):
+            raise PermissionDenied("Only staff push the mesh configuration.")
+        try:
+            result = push.push(ConfigVersion.MANUAL, force=True, user=request.user, wait=10.0)
+        except push.PushBusy:
+            messages.warning(request, "Another push is in progress; try again in a moment.")
+            return redirect("rollout:configversion_list")
+        return _report(request, result)
+
+
+@require_POST
+def configversion_rollback(request, pk):
+    target = get_object_or_404(ConfigVersion.objects.restrict(request.user, CHANGE).only("pk", "version"), pk=pk)
+    try:
+        result = push.rollback(target, user=request.user)
+    except push.PushBusy:
+        messages.warning(request, "Another push is in progress; try again in a moment.")
+        return redirect(target.get_absolute_url())
+    return _report(request, result)
+
+
+def _report(request, result: push.PushResult):
+    if result.outcome == "failed":
+        messages.error(request, f"Not published: {result.error}")
+        return redirect("rollout:configversion_list")
+    text = {"published": "Published version {v}.", "republished": "Nothing changed; announced version {v} again.",
+            "unchanged": "Nothing changed; version {v} stays."}[result.outcome]
+    messages.success(request, text.format(v=result.version))
+    version = ConfigVersion.objects.filter(version=result.version).only("pk").first()
+    return redirect(version.get_absolute_url() if version else reverse("rollout:configversion_list"))

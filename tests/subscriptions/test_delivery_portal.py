@@ -1,0 +1,254 @@
+"""The Delivery tab of a subscription: state, dead letters, redeliver and skip to now, and who may.
+
+As in the workflow tests, the subscription is Logistics' application ``tracker`` on Payments' topic
+``orders.created``: carol (member of Logistics) is the subscriber's side and may act; alice and
+bob (Payments) see the tab but may not act (404); dave (viewer of Payments) sees it; erin is in
+neither team (404 everywhere); sam is staff. Redis is the real one, under this test's prefix.
+"""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import pytest
+from django.urls import reverse
+
+from meshadmin.models import AuditEntry, Membership, Team
+from subscriptions.models import Subscription
+from tests.portal_support.factories import make_app, make_subscription, make_topic
+from tests.portal_support.personas import client_for, make_member
+
+pytestmark = pytest.mark.django_db
+
+MAY_ACT = ("carol", "sam")
+MAY_NOT_ACT = ("alice", "bob", "dave", "erin")  # see the tab (but erin) and get 404 on actions
+
+
+@pytest.fixture
+def erin(db):
+    return make_member("erin", Team.objects.create(name="Compliance", slug="compliance"), Membership.OWNER)
+
+
+@pytest.fixture
+def people(personas, erin):
+    return {**personas, "erin": erin}
+
+
+@pytest.fixture
+def mesh_redis(settings, key_prefix, redis_client):
+    settings.MESH_KEY_PREFIX = key_prefix
+    return redis_client
+
+
+@pytest.fixture
+def sub(payments, logistics, store, mesh_redis, key_prefix) -> Subscription:
+    topic = make_topic(payments, store, "orders.created")
+    subscription = make_subscription(make_app(logistics, "tracker"), topic, Subscription.ACTIVE)
+    key = f"{key_prefix}topic:orders.created"
+    mesh_redis.xgroup_create(key, subscription.subscription_id, id="0", mkstream=True)
+    for i in range(7):
+        mesh_redis.xadd(key, {"event": event(f"new-{i}")})
+    return subscription
+
+
+def event(event_id: str) -> bytes:
+    return orjson.dumps({"specversion": "1.0", "id": event_id, "source": "/shop", "type": "com.example.order",
+                         "data": {"n": event_id}})
+
+
+def dead_letter(redis_client, key_prefix: str, sub: Subscription, event_id: str, *, status: str = "400",
+                reason: str = "rejected: HTTP 400: unknown order", attempts: int = 1) -> str:
+    """A dead letter as a runtime writes it (meshruntime.store: fields event, reason, status, ...)."""
+    return redis_client.xadd(f"{key_prefix}dlq:{sub.subscription_id}", {
+        "event": event(event_id), "reason": reason, "status": status, "attempts": str(attempts),
+        "source_id": "1-0", "at": str(int(time.time() * 1000))}).decode()
+
+
+def delivery_url(sub: Subscription, name: str = "subscription_delivery") -> str:
+    return reverse(f"subscriptions:{name}", args=[sub.pk])
+
+
+def redelivered(redis_client, key_prefix: str, sub: Subscription) -> list[dict]:
+    return [{k.decode(): v for k, v in fields.items()}
+            for _id, fields in redis_client.xrange(f"{key_prefix}redeliver:{sub.subscription_id}")]
+
+
+def actions(sub: Subscription):
+    return AuditEntry.objects.filter(object_id=str(sub.pk), after__action__isnull=False)
+
+
+# -- the tab -----------------------------------------------------------------------------------
+
+
+def test_the_tab_shows_lag_pending_rate_totals_last_error_and_dead_letters(
+        people, sub, mesh_redis, key_prefix):
+    for i in range(3):
+        dead_letter(mesh_redis, key_prefix, sub, f"dead-{i}")
+    key = f"{key_prefix}topic:orders.created"
+    mesh_redis.xreadgroup(sub.subscription_id, "rt-1", {key: ">"}, count=2)  # 2 in flight, 5 to read
+    minute = int(time.time() // 60)
+    mesh_redis.hset(f"{key_prefix}delivery:{sub.subscription_id}", mapping={
+        "delivered": 1234, "dead_lettered": 3, "retries": 17, "filtered": 2,
+        "last_error": "exhausted: 8 attempts, the last: HTTP 503: busy", "last_error_status": 503,
+        "last_error_at": int(time.time() * 1000), "last_delivered_at": int(time.time() * 1000)})
+    mesh_redis.set(f"{key_prefix}delivery:{sub.subscription_id}:m:{minute}", 90)
+    response = client_for(people["dave"]).get(delivery_url(sub))
+    assert response.status_code == 200
+    page = response.content.decode()
+    state = response.context["state"]
+    assert (state.lag, state.pending, state.consumers, state.dead_letters) == (5, 2, 1, 3)
+    assert state.delivered == 1234 and state.rate_per_second > 0
+    assert 'data-testid="lag">5 ' in page and 'data-testid="pending">2 ' in page
+    assert "exhausted: 8 attempts, the last: HTTP 503: busy" in page
+    assert page.count('data-testid="dead-letter"') == 3 and "rejected: HTTP 400: unknown order" in page
+    assert "dead-2" in page and page.index("dead-2") < page.index("dead-0")  # newest first
+    assert 'data-testid="redeliver-one"' not in page and 'data-testid="skip-to-now"' not in page  # dave views
+
+
+def test_the_subscriber_side_gets_the_buttons(people, sub, mesh_redis, key_prefix):
+    dead_letter(mesh_redis, key_prefix, sub, "dead-0")
+    page = client_for(people["carol"]).get(delivery_url(sub)).content.decode()
+    for testid in ("redeliver-one", "redeliver-all", "skip-to-now"):
+        assert f'data-testid="{testid}"' in page
+
+
+@pytest.mark.parametrize("who", ["alice", "bob", "carol", "dave", "sam"])
+def test_both_teams_see_the_tab(people, sub, who):
+    assert client_for(people[who]).get(delivery_url(sub)).status_code == 200
+
+
+def test_others_get_404_and_strangers_the_login_page(people, sub, client):
+    assert client_for(people["erin"]).get(delivery_url(sub)).status_code == 404
+    response = client.get(delivery_url(sub))
+    assert response.status_code == 302 and "login" in response["Location"]
+
+
+def test_the_overview_links_to_the_tab(people, sub):
+    page = client_for(people["carol"]).get(sub.get_absolute_url()).content.decode()
+    assert f'href="{delivery_url(sub)}"' in page and 'data-testid="tab-delivery"' in page
+
+
+def test_dead_letters_are_paged(people, sub, mesh_redis, key_prefix):
+    for i in range(55):
+        dead_letter(mesh_redis, key_prefix, sub, f"dead-{i}")
+    carol = client_for(people["carol"])
+    first = carol.get(delivery_url(sub))
+    assert len(first.context["letters"]) == 50 and first.context["next_before"]
+    older = carol.get(delivery_url(sub), {"before": first.context["next_before"]})
+    assert [letter.event_id for letter, _event in older.context["letters"]] == [f"dead-{i}" for i in range(4, -1, -1)]
+    assert older.context["next_before"] is None
+    assert carol.get(delivery_url(sub), {"before": "'; DROP"}).status_code == 200  # ignored, not an error
+
+
+def test_a_subscription_no_runtime_has_started_says_so(people, payments, logistics, store, mesh_redis):
+    topic = make_topic(payments, store, "orders.paid")
+    waiting = make_subscription(make_app(logistics, "ledger"), topic, Subscription.ACTIVE)
+    response = client_for(people["carol"]).get(delivery_url(waiting))
+    assert response.status_code == 200 and not response.context["state"].group_exists
+    assert "not created yet" in response.content.decode()
+
+
+def test_the_tab_says_when_redis_is_unreachable(people, sub, settings):
+    settings.REDIS_URL = "redis://127.0.0.1:9/0"
+    response = client_for(people["carol"]).get(delivery_url(sub))
+    assert response.status_code == 200
+    assert 'data-testid="delivery-unavailable"' in response.content.decode()
+
+
+# -- redeliver --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("who", MAY_ACT)
+def test_redeliver_one_puts_it_back_for_this_subscription_only_and_is_audited(
+        people, sub, mesh_redis, key_prefix, who):
+    first = dead_letter(mesh_redis, key_prefix, sub, "dead-0")
+    dead_letter(mesh_redis, key_prefix, sub, "dead-1")
+    response = client_for(people[who]).post(delivery_url(sub, "subscription_redeliver"), {"dlq_id": first})
+    assert response.status_code == 302 and response["Location"] == delivery_url(sub)
+    (back,) = redelivered(mesh_redis, key_prefix, sub)
+    assert back["event"] == event("dead-0") and back["by"] == who.encode() and back["dlq_id"] == first.encode()
+    remaining = mesh_redis.xrange(f"{key_prefix}dlq:{sub.subscription_id}")
+    assert [orjson.loads(f[b"event"])["id"] for _i, f in remaining] == ["dead-1"]
+    (entry,) = actions(sub)
+    assert entry.actor == people[who] and entry.action == AuditEntry.UPDATE and entry.team == sub.application.team
+    assert entry.after == {"action": "redeliver dead letters", "dead_letters": [first], "redelivered": 1}
+
+
+def test_redeliver_all(people, sub, mesh_redis, key_prefix):
+    for i in range(5):
+        dead_letter(mesh_redis, key_prefix, sub, f"dead-{i}")
+    client_for(people["carol"]).post(delivery_url(sub, "subscription_redeliver"), {"all": "1"})
+    assert [orjson.loads(r["event"])["id"] for r in redelivered(mesh_redis, key_prefix, sub)] == [
+        f"dead-{i}" for i in range(5)]
+    assert mesh_redis.xlen(f"{key_prefix}dlq:{sub.subscription_id}") == 0
+    assert actions(sub).get().after == {"action": "redeliver dead letters", "dead_letters": "all", "redelivered": 5}
+
+
+@pytest.mark.parametrize("who", MAY_NOT_ACT)
+def test_only_the_subscriber_side_may_redeliver(people, sub, mesh_redis, key_prefix, who):
+    letter = dead_letter(mesh_redis, key_prefix, sub, "dead-0")
+    for data in ({"dlq_id": letter}, {"all": "1"}):
+        response = client_for(people[who]).post(delivery_url(sub, "subscription_redeliver"), data)
+        assert response.status_code == 404
+    assert redelivered(mesh_redis, key_prefix, sub) == []
+    assert not actions(sub).exists()
+
+
+@pytest.mark.parametrize("data", [{}, {"dlq_id": "abc"}, {"dlq_id": "1-0", "all": "1"}])
+def test_redeliver_needs_ids_or_all(people, sub, data):
+    response = client_for(people["carol"]).post(delivery_url(sub, "subscription_redeliver"), data)
+    assert response.status_code == 400
+    assert not actions(sub).exists()
+
+
+def test_redelivering_a_dead_letter_already_put_back_does_nothing_twice(people, sub, mesh_redis, key_prefix):
+    letter = dead_letter(mesh_redis, key_prefix, sub, "dead-0")
+    carol = client_for(people["carol"])
+    carol.post(delivery_url(sub, "subscription_redeliver"), {"dlq_id": letter})
+    response = carol.post(delivery_url(sub, "subscription_redeliver"), {"dlq_id": letter}, follow=True)
+    assert "Nothing to redeliver" in response.content.decode()
+    assert len(redelivered(mesh_redis, key_prefix, sub)) == 1
+
+
+# -- skip to now ------------------------------------------------------------------------------
+
+
+def test_skip_to_now_asks_first_then_moves_the_group_and_is_audited(people, sub, mesh_redis, key_prefix):
+    key = f"{key_prefix}topic:orders.created"
+    mesh_redis.xreadgroup(sub.subscription_id, "rt-1", {key: ">"}, count=2)
+    carol = client_for(people["carol"])
+    confirm = carol.get(delivery_url(sub, "subscription_skip_to_now"))
+    assert confirm.status_code == 200
+    page = confirm.content.decode()
+    assert 'data-testid="confirm-skip"' in page and "5 events" in page and "the 2 read" in page
+    assert carol.post(delivery_url(sub, "subscription_skip_to_now")).status_code == 400  # not confirmed
+    assert not actions(sub).exists()
+    response = carol.post(delivery_url(sub, "subscription_skip_to_now"), {"confirm": "yes"})
+    assert response.status_code == 302
+    group = next(g for g in mesh_redis.xinfo_groups(key) if g["name"].decode() == sub.subscription_id)
+    assert group["pending"] == 0 and group["last-delivered-id"] == mesh_redis.xinfo_stream(key)["last-generated-id"]
+    assert actions(sub).get().after == {"action": "skip to now", "skipped": 5, "acknowledged": 2}
+
+
+@pytest.mark.parametrize("who", MAY_NOT_ACT)
+def test_only_the_subscriber_side_may_skip_to_now(people, sub, mesh_redis, key_prefix, who):
+    client = client_for(people[who])
+    assert client.get(delivery_url(sub, "subscription_skip_to_now")).status_code == 404
+    assert client.post(delivery_url(sub, "subscription_skip_to_now"), {"confirm": "yes"}).status_code == 404
+    key = f"{key_prefix}topic:orders.created"
+    group = next(g for g in mesh_redis.xinfo_groups(key) if g["name"].decode() == sub.subscription_id)
+    assert group["last-delivered-id"] == b"0-0"
+    assert not actions(sub).exists()
+
+
+@pytest.mark.parametrize("state", [Subscription.REVOKED, Subscription.REQUESTED, Subscription.REJECTED])
+def test_a_subscription_no_runtime_delivers_refuses_the_actions(people, sub, mesh_redis, key_prefix, state):
+    letter = dead_letter(mesh_redis, key_prefix, sub, "dead-0")
+    Subscription.objects.filter(pk=sub.pk).update(state=state)
+    carol = client_for(people["carol"])
+    assert 'data-testid="redeliver-one"' not in carol.get(delivery_url(sub)).content.decode()
+    assert carol.post(delivery_url(sub, "subscription_redeliver"), {"dlq_id": letter}).status_code == 409
+    assert carol.get(delivery_url(sub, "subscription_skip_to_now")).status_code == 409
+    assert carol.post(delivery_url(sub, "subscription_skip_to_now"), {"confirm": "yes"}).status_code == 409
+    assert redelivered(mesh_redis, key_prefix, sub) == [] and not actions(sub).exists()
