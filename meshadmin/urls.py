@@ -26,6 +26,7 @@ urlpatterns = [
     path("", include("governance.urls")),
     path("", include("subscriptions.urls")),
     path("", include("rollout.urls")),
+    path("", include("tracing.urls")),
     # Login and health are the only pages anonymous visitors reach (LoginRequiredMiddleware).
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),

@@ -9,4 +9,5 @@ urlpatterns = [
     path("", include("governance.api.urls")),
     path("", include("subscriptions.api.urls")),
     path("", include("rollout.api.urls")),
+    path("", include("tracing.api.urls")),
 ]

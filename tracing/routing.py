@@ -1,0 +1,3 @@
+"""Websocket routes of ``tracing``; each consumer authorises in ``connect()`` before ``accept()``."""
+
+websocket_urlpatterns: list = []

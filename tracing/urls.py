@@ -1,0 +1,4 @@
+"""Pages of ``tracing`` (namespace ``tracing``)."""
+
+app_name = "tracing"
+urlpatterns: list = []
