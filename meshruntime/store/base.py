@@ -61,6 +61,7 @@ class StoredEntry:
     id: str  # the engine's position, e.g. a Redis stream id "1732800000000-0"
     topic: str
     event: bytes
+    time_ms: int | None = None  # when the store appended it, by the engine's clock (range reads)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,9 +170,13 @@ class Store(Protocol):
         ...
 
     async def read_range(
-        self, topic: str, start: str = "-", end: str = "+", count: int | None = None
+        self, topic: str, *, count: int = 100, newest_first: bool = False, after: str | None = None,
+        before: str | None = None, from_ms: int | None = None, to_ms: int | None = None,
     ) -> list[StoredEntry]:
-        """Events of a topic by position (inspection, tests, replays)."""
+        """At most ``count`` events of a topic, oldest or newest first: those after and before the
+        positions given (both exclusive) and appended in ``[from_ms, to_ms)``, with ``time_ms``
+        set. The event browser's read: never more than ``count``, so a page costs what it shows;
+        around a time T is ``to_ms=T, newest_first=True`` and ``from_ms=T``."""
         ...
 
     async def length(self, topic: str) -> int:

@@ -55,6 +55,30 @@ def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def id_key(stream_id: str) -> tuple[int, int]:
+    """A stream id as ``(milliseconds, sequence)``, which orders as the stream does; the
+    milliseconds are the append time by Redis' clock. Raises StoreError for anything else."""
+    ms, _, seq = stream_id.partition("-")
+    try:
+        return int(ms), int(seq or 0)
+    except ValueError:
+        raise StoreError(f"{stream_id!r} is not a Redis stream position (<milliseconds>-<sequence>)") from None
+
+
+def _tighter(position: str | None, at_time: str | None, *, low: bool) -> str:
+    """The narrower of an exclusive position bound and an inclusive time bound, as XRANGE takes it."""
+    if position is None and at_time is None:
+        return "-" if low else "+"
+    if at_time is None:
+        id_key(position)  # a clear error rather than Redis' "Invalid stream ID"
+        return f"({position}"
+    if position is None:
+        return at_time if low else f"({at_time}"  # the time's upper bound is exclusive too
+    if low:
+        return f"({position}" if id_key(position) >= id_key(at_time) else at_time
+    return f"({position}" if id_key(position) <= id_key(at_time) else f"({at_time}"
+
+
 class RedisStreamsStore:
     """:class:`~meshruntime.store.base.Store` on Redis Streams.
 
@@ -419,13 +443,19 @@ class RedisStreamsStore:
         return None
 
     async def read_range(
-        self, topic: str, start: str = "-", end: str = "+", count: int | None = None
+        self, topic: str, *, count: int = 100, newest_first: bool = False, after: str | None = None,
+        before: str | None = None, from_ms: int | None = None, to_ms: int | None = None,
     ) -> list[StoredEntry]:
+        low = _tighter(after, None if from_ms is None else f"{from_ms}-0", low=True)
+        high = _tighter(before, None if to_ms is None else f"{to_ms}-0", low=False)
         try:
-            rows = await self.client.xrange(self.stream_key(topic), min=start, max=end, count=count)
+            if newest_first:
+                rows = await self.client.xrevrange(self.stream_key(topic), max=high, min=low, count=count)
+            else:
+                rows = await self.client.xrange(self.stream_key(topic), min=low, max=high, count=count)
         except RedisError as exc:
             raise StoreError(f"read_range failed: {exc}") from exc
-        return [StoredEntry(_s(i), topic, f[EVENT_FIELD]) for i, f in rows]
+        return [StoredEntry(i, topic, f[EVENT_FIELD], id_key(i)[0]) for i, f in ((_s(i), f) for i, f in rows)]
 
     async def read_dead_letters(self, subscription_id: str, count: int | None = None) -> list[dict]:
         """The dead-letter stream of a subscription, newest last (inspection and tests)."""

@@ -217,3 +217,34 @@ async def test_reads_and_acks_answer_the_same_on_raw_connections_and_through_red
     with pytest.raises(StoreError):
         await down.ack("t.same", "g", ["1-0"])
     await down.close()
+
+
+async def test_range_reads_are_bounded_by_count_positions_and_time(store, redis_client, keys):
+    """The event browser's read: at most ``count`` entries, either way round, between exclusive
+    positions and within ``[from_ms, to_ms)``, each with the time the store appended it."""
+    key = keys.topic("t.range")
+    ids = [redis_client.xadd(key, {"event": event(i)}, id=f"{1000 + 10 * i}-0").decode() for i in range(10)]
+    read = store.read_range
+
+    async def positions(**kwargs) -> list[str]:
+        return [e.id for e in await read("t.range", **kwargs)]
+
+    assert await positions(count=3) == ids[:3]
+    assert await positions(count=3, newest_first=True) == ids[::-1][:3]
+    assert await positions(count=3, newest_first=True, before=ids[5]) == [ids[4], ids[3], ids[2]]
+    assert await positions(count=3, after=ids[5]) == ids[6:9]
+    assert await positions(count=100, after=ids[2], before=ids[5]) == ids[3:5]
+    # 14:05 as a time: [from, to) in milliseconds, the entry at ``to`` excluded
+    assert await positions(count=100, from_ms=1020, to_ms=1050) == ids[2:5]
+    assert await positions(count=2, newest_first=True, to_ms=1050) == [ids[4], ids[3]]
+    # a position and a time together: whichever is narrower
+    assert await positions(count=100, after=ids[6], from_ms=1020) == ids[7:]
+    assert await positions(count=100, after=ids[1], from_ms=1050) == ids[5:]
+    entries = await read("t.range", count=1)
+    assert (entries[0].time_ms, entries[0].event, entries[0].topic) == (1000, event(0), "t.range")
+    assert await read("t.missing") == []
+
+
+async def test_a_range_read_from_a_position_that_is_no_stream_id_names_it(store):
+    with pytest.raises(StoreError, match="'nonsense' is not a Redis stream position"):
+        await store.read_range("t.range", before="nonsense")
