@@ -66,3 +66,45 @@ class MissingJourneySerializer(serializers.Serializer):
 
 class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
+
+
+class TestEventSerializer(serializers.Serializer):
+    """A test event to send; the portal sets id, time, specversion, datacontenttype and ``meshsender``."""
+
+    __test__ = False  # not a pytest class, whatever its name
+
+    application = serializers.CharField(help_text="The name of an application of a team you own or are a "
+                                                  "member of: it is sent as that application.")
+    type = serializers.CharField(max_length=500)
+    source = serializers.CharField(max_length=500)
+    subject = serializers.CharField(max_length=500, required=False, default="", allow_blank=True)
+    extensions = serializers.DictField(required=False, default=dict,
+                                       help_text="Extension attributes: lowercase names; string, integer or "
+                                                 "boolean values.")
+    data = serializers.JSONField(required=False, allow_null=True,
+                                 help_text="JSON data, checked against the topic's schema. Absent or null: no data.")
+
+
+class TestEventAcceptedSerializer(serializers.Serializer):
+    __test__ = False
+
+    id = serializers.CharField(help_text="The event's id; chosen so that every runtime records its journey.")
+    topic = serializers.CharField()
+    config_version = serializers.IntegerField(help_text="The published configuration it was checked against.")
+    copies = serializers.IntegerField(help_text="Copies routing rules made to other topics.")
+    warnings = serializers.ListField(child=serializers.CharField())
+    event = serializers.DictField(help_text="The event as stored.")
+    journey = serializers.CharField(help_text="The journey's API URL.")
+
+
+class RefusalSerializer(serializers.Serializer):
+    """What a runtime answers when it refuses an event (docs/runtime.md), plus the event's id."""
+
+    error = serializers.CharField(help_text="forbidden, schema_mismatch, unknown_topic, too_large, not_published, "
+                                            "not_ready, store_unavailable")
+    status = serializers.IntegerField()
+    message = serializers.CharField()
+    event_id = serializers.CharField()
+    rule = serializers.CharField(required=False, allow_null=True, help_text="forbidden: the deciding access rule "
+                                                                            "(null: no rule allows it).")
+    path = serializers.CharField(required=False, help_text="schema_mismatch: where the data does not match.")
