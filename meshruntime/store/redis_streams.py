@@ -119,7 +119,11 @@ class RedisStreamsStore:
 
     @classmethod
     def from_url(cls, url: str, **kwargs) -> RedisStreamsStore:
-        return cls(make_client(url), owns_client=True, url=url, **kwargs)
+        try:
+            return cls(make_client(url), owns_client=True, url=url, **kwargs)
+        except ValueError as error:  # redis-py's words for a malformed URL, with the store named
+            raise ValueError(f"event store {kwargs.get('name', 'default')!r}: {redact(url)!r} is not a usable "
+                             f"Redis URL ({error})") from error
 
     # keys ---------------------------------------------------------------------------------
     def stream_key(self, topic: str) -> str:
