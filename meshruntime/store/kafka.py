@@ -33,6 +33,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
+from aiokafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 from aiokafka.protocol.admin import DeleteGroupsRequest
 from aiokafka.structs import OffsetAndMetadata
@@ -246,26 +247,25 @@ class KafkaStore:
         await self.journal.record_journey(steps)
 
     # -- groups ----------------------------------------------------------------------------------
-    async def _committed(self, group: str, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+    async def _committed(self, kafka_group: str, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
         """The group's committed offsets (partitions it has none for are left out)."""
         if not tps:
             return {}
         try:
-            found = await self._admin.list_consumer_group_offsets(names.kafka_group(self.prefix, group), partitions=tps)
+            found = await self._admin.list_consumer_group_offsets(kafka_group, partitions=tps)
         except _ERRORS as error:
             raise StoreError(f"{self.label}: committed offsets failed: {error!r}") from error
         return {tp: meta.offset for tp, meta in found.items() if meta.offset >= 0}
 
-    async def _commit_as_admin(self, group: str, offsets: dict[TopicPartition, int]) -> None:
+    async def _commit_as_admin(self, kafka_group: str, offsets: dict[TopicPartition, int]) -> None:
         """Commit for a group that has no member (its creation): a consumer outside the group."""
-        committer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=names.kafka_group(self.prefix, group),
-                                     enable_auto_commit=False)
+        committer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=kafka_group, enable_auto_commit=False)
         try:
             await committer.start()
             committer.assign(list(offsets))
             await committer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in offsets.items()})
         except _ERRORS as error:
-            raise StoreError(f"{self.label}: creating group {group} failed: {error!r}") from error
+            raise StoreError(f"{self.label}: creating group {kafka_group} failed: {error!r}") from error
         finally:
             with contextlib.suppress(*_ERRORS):
                 await committer.stop()
@@ -279,8 +279,11 @@ class KafkaStore:
         await self._ensure_topic(redeliver, partitions=1)
         await self._ensure_topic(names.kafka_dlq_topic(self.prefix, group), partitions=1)
         tps = await self._partitions(kafka_topic)
+        redeliver_group = names.kafka_redeliver_group(self.prefix, group)
         redeliver_tps = await self._partitions(redeliver)
-        if await self._committed(group, tps + redeliver_tps):
+        if not await self._committed(redeliver_group, redeliver_tps):
+            await self._commit_as_admin(redeliver_group, dict.fromkeys(redeliver_tps, 0))
+        if await self._committed(names.kafka_group(self.prefix, group), tps):
             return False
         try:
             if start == GROUP_START_ALL:
@@ -288,23 +291,22 @@ class KafkaStore:
             elif start == GROUP_START_NEW:
                 offsets = await self._ends(tps)
             else:
-                ends = await self._ends(tps)
-                found = await self._reader.offsets_for_times(dict.fromkeys(tps, int(start)))
-                offsets = {tp: found[tp].offset if found.get(tp) else ends[tp] for tp in tps}
+                offsets = await self._time_offsets(tps, int(start), await self._ends(tps))
         except _ERRORS as error:
             raise StoreError(f"{self.label}: ensure_group failed: {error!r}") from error
-        offsets.update(dict.fromkeys(redeliver_tps, 0))
-        await self._commit_as_admin(group, offsets)
+        await self._commit_as_admin(names.kafka_group(self.prefix, group), offsets)
         return True
 
     async def remove_group(self, topic: str, group: str) -> bool:
         await self._start()
         kafka_group = names.kafka_group(self.prefix, group)
-        existed = bool(await self._committed(group, await self._partitions(names.kafka_topic(self.prefix, topic))))
+        tps = await self._partitions(names.kafka_topic(self.prefix, topic))
+        existed = bool(await self._committed(kafka_group, tps))
         try:
-            coordinator = await self._admin.find_coordinator(kafka_group)
-            # aiokafka's admin has no call for DeleteGroups; its generic send carries the request
-            await self._admin._send_request(DeleteGroupsRequest([kafka_group]), coordinator)
+            for doomed in (kafka_group, names.kafka_redeliver_group(self.prefix, group)):
+                coordinator = await self._admin.find_coordinator(doomed)
+                # aiokafka's admin has no call for DeleteGroups; its generic send carries the request
+                await self._admin._send_request(DeleteGroupsRequest([doomed]), coordinator)
             await self._admin.delete_topics([names.kafka_redeliver_topic(self.prefix, group)])
         except _ERRORS as error:
             raise StoreError(f"{self.label}: remove_group failed: {error!r}") from error
@@ -319,7 +321,7 @@ class KafkaStore:
         """Lag is the events after the committed offsets, those being delivered included (only
         members know which they hold: ``pending`` is None)."""
         tps = await self._partitions(names.kafka_topic(self.prefix, topic))
-        committed = await self._committed(group, tps)
+        committed = await self._committed(names.kafka_group(self.prefix, group), tps)
         if not committed:
             return None
         ends = await self._ends(tps)
@@ -344,12 +346,28 @@ class KafkaStore:
         return {tp: (starts[tp], ends[tp]) for tp in tps}
 
     async def _time_offsets(self, tps: list[TopicPartition], at_ms: int,
-                            ends: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+                             ends: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """Per partition, the offset of the first record appended at or after ``at_ms`` (the end
+        when there is none). The broker's answer is checked forward: some (Tansu) answer with the
+        start of the batch that holds the time, not the record."""
         try:
             found = await self._reader.offsets_for_times(dict.fromkeys(tps, at_ms))
         except _ERRORS as error:
             raise StoreError(f"{self.label}: offsets by time failed: {error!r}") from error
-        return {tp: found[tp].offset if found.get(tp) else ends[tp] for tp in tps}
+        out = {}
+        for tp in tps:
+            offset = found[tp].offset if found.get(tp) else ends[tp]
+            while offset < ends[tp]:
+                records = await self._fetch(tp, offset, ends[tp], 500)
+                if not records:
+                    break
+                first = next((r.offset for r in records if r.timestamp >= at_ms), None)
+                if first is not None:
+                    offset = first
+                    break
+                offset = records[-1].offset + 1
+            out[tp] = min(offset, ends[tp])
+        return out
 
     async def read_range(
         self, topic: str, *, count: int = 100, newest_first: bool = False, after: str | None = None,
@@ -516,6 +534,14 @@ class KafkaStore:
         self._producer = self._admin = self._reader = None
 
 
+def _own_sticky_assignor() -> type[StickyPartitionAssignor]:
+    """aiokafka's sticky assignor remembers a member's last assignment on the class: two
+    consumers in one process (a member's topic and redelivery consumers) would each announce
+    the other's, and lose what they hold at every rebalance. A class per consumer keeps it apart."""
+    return type("MemberStickyAssignor", (StickyPartitionAssignor,),
+                {"member_assignment": None, "generation": StickyPartitionAssignor.DEFAULT_GENERATION_ID})
+
+
 class _Partition:
     """What a member has read of one partition and not finished, in offset order."""
 
@@ -537,7 +563,8 @@ class _Partition:
 
 
 class KafkaGroupConsumer(ConsumerRebalanceListener):
-    """One member of a subscription's consumer group, reading the topic and its redelivery topic."""
+    """One member of a subscription's groups: one Kafka consumer for the topic, one for its
+    redelivery topic (see :func:`~.names.kafka_redeliver_group`)."""
 
     def __init__(self, store: KafkaStore, topic: str, group: str, name: str) -> None:
         self.store = store
@@ -545,47 +572,64 @@ class KafkaGroupConsumer(ConsumerRebalanceListener):
         self.group = group
         self.name = name
         self._kafka_topic = names.kafka_topic(store.prefix, topic)
-        self._consumer: AIOKafkaConsumer | None = None
+        self._consumers: dict[str, AIOKafkaConsumer] = {}  # by Kafka topic
         self._parts: dict[TopicPartition, _Partition] = {}
+        self._revoked: dict[TopicPartition, _Partition] = {}  # during a rebalance
         self._committing = asyncio.Lock()
 
-    async def _start(self) -> AIOKafkaConsumer:
-        if self._consumer is None:
+    async def _start(self) -> list[AIOKafkaConsumer]:
+        if not self._consumers:
             await self.store._start()
+            prefix = self.store.prefix
             timeout_ms = int(self.store.visibility_timeout_s * 1000)
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.store.bootstrap, group_id=names.kafka_group(self.store.prefix, self.group),
-                client_id=self.name, enable_auto_commit=False, auto_offset_reset="earliest",
-                session_timeout_ms=timeout_ms, heartbeat_interval_ms=max(100, timeout_ms // 3),
-                rebalance_timeout_ms=timeout_ms, max_poll_interval_ms=max(timeout_ms, 300_000),
-            )
-            consumer.subscribe([self._kafka_topic, names.kafka_redeliver_topic(self.store.prefix, self.group)],
-                               listener=self)
+            pairs = ((self._kafka_topic, names.kafka_group(prefix, self.group)),
+                     (names.kafka_redeliver_topic(prefix, self.group), names.kafka_redeliver_group(prefix, self.group)))
+            started = {}
             try:
-                await consumer.start()
+                for kafka_topic, kafka_group in pairs:
+                    consumer = AIOKafkaConsumer(
+                        bootstrap_servers=self.store.bootstrap, group_id=kafka_group, client_id=self.name,
+                        enable_auto_commit=False, auto_offset_reset="earliest", session_timeout_ms=timeout_ms,
+                        heartbeat_interval_ms=max(100, timeout_ms // 3), rebalance_timeout_ms=timeout_ms,
+                        max_poll_interval_ms=max(timeout_ms, 300_000),
+                        partition_assignment_strategy=(_own_sticky_assignor(),),
+                    )
+                    consumer.subscribe([kafka_topic], listener=self)
+                    await consumer.start()
+                    started[kafka_topic] = consumer
             except _ERRORS as error:
+                for consumer in started.values():
+                    with contextlib.suppress(*_ERRORS):
+                        await consumer.stop()
                 raise StoreError(f"{self.store.label}: joining group {self.group} failed: {error!r}") from error
-            self._consumer = consumer
-        return self._consumer
+            self._consumers = started
+        return list(self._consumers.values())
 
-    # rebalance listener: what this member finished is committed before a partition leaves it
+    # Rebalance listener. Every rebalance revokes all partitions and assigns them again; the
+    # sticky assignor gives a member back what it had, so what it holds stays its own (a new
+    # member joining takes nothing it holds). What it finished is committed before any revoke.
     async def on_partitions_revoked(self, revoked) -> None:
         with contextlib.suppress(StoreError):
             await self._commit([tp for tp in revoked if tp in self._parts])
         for tp in revoked:
-            self._parts.pop(tp, None)
+            if tp in self._parts:
+                self._revoked[tp] = self._parts.pop(tp)
 
     async def on_partitions_assigned(self, assigned) -> None:
         for tp in assigned:
-            self._parts.setdefault(tp, _Partition())
+            self._parts[tp] = self._revoked.pop(tp, None) or self._parts.get(tp) or _Partition()
+        for tp in [tp for tp in self._revoked if tp.topic in {a.topic for a in assigned}]:
+            del self._revoked[tp]  # gone to another member, which delivers their events again
 
     def _source(self, tp: TopicPartition) -> str:
         return "topic" if tp.topic == self._kafka_topic else "redeliver"
 
     async def read(self, count: int, block_ms: int | None = None) -> list[Held]:
-        consumer = await self._start()
+        topic_consumer, redeliver_consumer = await self._start()
         try:
-            batches = await consumer.getmany(timeout_ms=block_ms or 0, max_records=count)
+            batches = await redeliver_consumer.getmany(timeout_ms=0, max_records=count)
+            if not batches:
+                batches = await topic_consumer.getmany(timeout_ms=block_ms or 0, max_records=count)
         except _ERRORS as error:
             raise StoreError(f"{self.store.label}: read failed: {error!r}") from error
         held = []
@@ -608,7 +652,7 @@ class KafkaGroupConsumer(ConsumerRebalanceListener):
 
     async def renew(self, held: Sequence[Held], *, attempts: int | None = None) -> None:
         """The lease is the membership, which the client's heartbeats keep: nothing to send."""
-        if self._consumer is None:
+        if not self._consumers:
             raise StoreError(f"{self.store.label}: the member {self.name} has not joined its group")
 
     async def release(self, held: Sequence[Held]) -> None:
@@ -622,10 +666,11 @@ class KafkaGroupConsumer(ConsumerRebalanceListener):
                 continue
             part.held.discard(offset)
             lowest[tp] = min(offset, lowest.get(tp, offset))
-        if self._consumer is not None:
-            for tp, offset in lowest.items():
+        for tp, offset in lowest.items():
+            consumer = self._consumers.get(tp.topic)
+            if consumer is not None:
                 with contextlib.suppress(*_ERRORS, AssertionError, ValueError):
-                    self._consumer.seek(tp, offset)
+                    consumer.seek(tp, offset)
 
     async def ack(self, held: Sequence[Held]) -> None:
         touched = []
@@ -643,18 +688,20 @@ class KafkaGroupConsumer(ConsumerRebalanceListener):
 
     async def _commit(self, tps: list[TopicPartition]) -> None:
         async with self._committing:
-            offsets = {}
+            by_consumer: dict[str, dict[TopicPartition, OffsetAndMetadata]] = {}
             for tp in tps:
                 part = self._parts.get(tp)
                 position = part.commit_position() if part is not None else None
                 if position is not None:
-                    offsets[tp] = position
-            if not offsets or self._consumer is None:
-                return
-            try:
-                await self._consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()})
-            except _ERRORS as error:
-                raise StoreError(f"{self.store.label}: commit failed: {error!r}") from error
+                    by_consumer.setdefault(tp.topic, {})[tp] = OffsetAndMetadata(position, "")
+            for kafka_topic, offsets in by_consumer.items():
+                consumer = self._consumers.get(kafka_topic)
+                if consumer is None:
+                    continue
+                try:
+                    await consumer.commit(offsets)
+                except _ERRORS as error:
+                    raise StoreError(f"{self.store.label}: commit failed: {error!r}") from error
 
     async def dead_letter(self, held: Held, reason: str, status: int | None, attempts: int) -> str:
         dlq_id = await self.store._dead_letter(self.group, held.entry, reason, status, attempts)
@@ -662,10 +709,11 @@ class KafkaGroupConsumer(ConsumerRebalanceListener):
         return dlq_id
 
     async def close(self) -> None:
-        if self._consumer is not None:
+        if self._consumers:
             with contextlib.suppress(StoreError):
                 await self._commit(list(self._parts))
-            with contextlib.suppress(*_ERRORS):
-                await self._consumer.stop()
-            self._consumer = None
+            for consumer in self._consumers.values():
+                with contextlib.suppress(*_ERRORS):
+                    await consumer.stop()
+            self._consumers = {}
         self._parts.clear()

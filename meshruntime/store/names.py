@@ -10,8 +10,8 @@ are. The mesh's key prefix (``mesh:`` by default) is free text, so it is reduced
 token: letters, digits, ``-`` and ``_`` stay, anything else (the usual trailing ``:``) is cut at
 the ends and becomes ``-`` inside.
 
-- Kafka: ``<p>.topic.<topic>``, ``<p>.redeliver.<sub>``, ``<p>.dlq.<sub>``; consumer group
-  ``<p>.<sub>``.
+- Kafka: ``<p>.topic.<topic>``, ``<p>.redeliver.<sub>``, ``<p>.dlq.<sub>``; consumer groups
+  ``<p>.<sub>`` (the topic) and ``<p>.<sub>.redeliver``.
 - NATS: one stream per topic, ``<p>_topic_<topic with . as ~>`` (stream names cannot hold a
   dot) on subject ``<p>.topic.<topic>``; dead letters in one stream ``<p>_dlq`` on subjects
   ``<p>.dlq.<sub>``; dead letters put back in one stream ``<p>_redeliver`` on subjects
@@ -24,8 +24,8 @@ from __future__ import annotations
 import re
 
 __all__ = [
-    "kafka_dlq_topic", "kafka_group", "kafka_redeliver_topic", "kafka_topic", "mesh_topic_of_mqtt",
-    "mqtt_filter", "mqtt_topic", "nats_consumer", "nats_dlq_stream", "nats_dlq_subject",
+    "kafka_dlq_topic", "kafka_group", "kafka_redeliver_group", "kafka_redeliver_topic", "kafka_topic",
+    "mesh_topic_of_mqtt",    "mqtt_filter", "mqtt_topic", "nats_consumer", "nats_dlq_stream", "nats_dlq_subject",
     "nats_redeliver_stream", "nats_redeliver_subject", "nats_topic_stream", "nats_topic_subject",
     "prefix_token",
 ]
@@ -63,6 +63,12 @@ def kafka_dlq_topic(prefix: str, subscription: str) -> str:
 
 def kafka_group(prefix: str, subscription: str) -> str:
     return f"{prefix_token(prefix)}.{_topic(subscription)}"
+
+
+def kafka_redeliver_group(prefix: str, subscription: str) -> str:
+    """The group reading the redelivery topic: apart from the topic's, so that balancing the two
+    never moves the topic's partition away from a member that holds its events."""
+    return f"{prefix_token(prefix)}.{_topic(subscription)}.redeliver"
 
 
 # -- NATS JetStream ------------------------------------------------------------------------------

@@ -96,13 +96,15 @@ class NatsStore:
                 try:
                     # reconnects forever once connected (the server restarts, the runtime waits);
                     # the first connection fails fast so that a wrong URL is reported at start
-                    self._nc = await nats.connect(
+                    nc = await nats.connect(
                         servers=[self.url], name=f"meshruntime {self.name}", connect_timeout=self.connect_timeout_s,
-                        allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=0.25,
+                        allow_reconnect=True, max_reconnect_attempts=1, reconnect_time_wait=0.25,
                         error_cb=self._on_error, disconnected_cb=self._on_disconnect,
                     )
                 except (*_NATS_ERRORS, nats.errors.NoServersError) as error:
                     raise StoreError(f"{self.label} cannot be reached: {error!r}") from error
+                nc.options["max_reconnect_attempts"] = -1  # from now on, for as long as it takes
+                self._nc = nc
             return self._nc
 
     async def _on_error(self, error: Exception) -> None:
