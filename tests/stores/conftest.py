@@ -17,8 +17,7 @@ import nats
 import pytest
 import redis
 
-from meshruntime.store import Store, open_store, redact
-from meshruntime.store import names
+from meshruntime.store import Store, names, open_store, redact
 
 from .servers import answers, tansu
 
@@ -49,6 +48,7 @@ TRAITS = {
     "mqtt": Traits(durable=False, survives_restart="the machine's shared Mosquitto is not the suite's to restart"),
 }
 ENGINES = list(TRAITS)
+DURABLE = [kind for kind, traits in TRAITS.items() if traits.durable]  # MQTT has tests of its own
 
 
 def position_key(kind: str, position: str) -> tuple[int, ...]:
@@ -78,8 +78,15 @@ def engine_url(kind: str, request) -> str:
     return url
 
 
-@pytest.fixture(params=ENGINES)
+@pytest.fixture(params=DURABLE)
 def kind(request) -> str:
+    """An engine that keeps events: the tests of the Store interface run once for each."""
+    return request.param
+
+
+@pytest.fixture(params=ENGINES)
+def any_kind(request) -> str:
+    """Every engine, MQTT too (connection handling)."""
     return request.param
 
 
@@ -95,27 +102,18 @@ def prefix() -> str:
 
 
 @pytest.fixture
-def url(kind, request, prefix) -> str:
-    url = engine_url(kind, request)
-    if kind == "mqtt":  # the test's own branch of the broker's topic tree
-        url += f"/{names.prefix_token(prefix)}"
-    return url
+def url(kind, request) -> str:
+    return engine_url(kind, request)
 
 
 @pytest.fixture
-async def store(kind, url, prefix, traits):
+async def durable(kind, url, prefix, traits) -> Store:
+    """A store of the engine ``kind``, naming everything after the test's own prefix."""
     store = open_store(url, prefix=prefix, name=f"conformance-{kind}", visibility_timeout_s=traits.visibility_timeout_s)
     await store.connect()
     yield store
     await store.close()
     await forget(kind, url, prefix)
-
-
-@pytest.fixture
-def durable(store, traits) -> Store:
-    if not traits.durable:
-        pytest.skip(f"{store.kind} keeps no events: {store.label} is a transport (docs/stores.md)")
-    return store
 
 
 async def forget(kind: str, url: str, prefix: str) -> None:

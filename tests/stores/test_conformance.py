@@ -14,7 +14,7 @@ import pytest
 
 from meshruntime.store import AppendEntry, Held, Retention, StoreError, StoreUnsupported, open_store
 
-from .conftest import TRAITS, position_key, wait_for
+from .conftest import TRAITS, engine_url, position_key, wait_for
 from .servers import free_port, private_nats, private_redis
 
 TOPIC = "orders.created"
@@ -190,7 +190,8 @@ async def test_renewing_keeps_a_live_members_events(durable, traits):
         until = time.monotonic() + traits.visibility_timeout_s * 2.5
         while time.monotonic() < until:  # two and a half timeouts, renewed every third of one
             await holder.renew(held, attempts=2)
-            assert await other.claim_stale(10) == [] and await other.read(10, int(traits.visibility_timeout_s * 300)) == []
+            assert await other.claim_stale(10) == []
+            assert await other.read(10, int(traits.visibility_timeout_s * 300)) == []
         await holder.close()  # gone without acknowledging: now they go to the other member
         taken = await read_until(other, 2, timeout_s=traits.visibility_timeout_s * 6 + 30, claim=True)
         assert events_of(taken) == [event(0), event(1)]
@@ -217,7 +218,8 @@ async def test_a_dead_letter_keeps_the_event_the_reason_and_the_attempts(durable
         newest, oldest = letters
         assert (oldest.id, oldest.reason, oldest.status, oldest.attempts, oldest.source_id, oldest.topic) == (
             dlq_id, "rejected: 400 Bad Request", 400, 3, held[0].entry.id, TOPIC)
-        assert (newest.reason, newest.status, newest.attempts) == ("exhausted: 5 attempts, the last: timed out", None, 5)
+        assert (newest.reason, newest.status, newest.attempts) == (
+            "exhausted: 5 attempts, the last: timed out", None, 5)
         assert abs(oldest.at_ms - time.time() * 1000) < 60_000
         assert [d.id for d in await durable.dead_letters("sub-1", before=newest.id)] == [oldest.id]
         # dead-lettered is acknowledged: nothing comes back, even after the visibility timeout
@@ -354,13 +356,14 @@ BAD_URLS = {
 }
 
 
-async def test_a_bad_url_names_the_store(kind):
+async def test_a_bad_url_names_the_store(any_kind):
     with pytest.raises(ValueError, match="event store 'orders'"):
-        store = open_store(BAD_URLS[kind], name="orders")
+        store = open_store(BAD_URLS[any_kind], name="orders")
         await store.connect()
 
 
-async def test_an_unreachable_server_names_the_store_at_start(kind):
+async def test_an_unreachable_server_names_the_store_at_start(any_kind):
+    kind = any_kind
     port = free_port()  # nothing listens there
     url = {"redis": f"redis://127.0.0.1:{port}/0", "kafka": f"kafka://127.0.0.1:{port}",
            "nats": f"nats://127.0.0.1:{port}", "mqtt": f"mqtt://127.0.0.1:{port}"}[kind]
@@ -426,3 +429,69 @@ async def _append_once(store):
 
 def test_every_engine_says_why_it_is_not_restarted():
     assert all(t.survives_restart is None or t.survives_restart for t in TRAITS.values())
+
+
+# -- MQTT: a transport, tested as one ----------------------------------------------------------------------
+@pytest.fixture
+async def mqtt(request, prefix):
+    store = open_store(f"{engine_url('mqtt', request)}/{prefix.rstrip(':')}", prefix=prefix, name="devices")
+    await store.connect()
+    yield store
+    await store.close()
+
+
+async def _take(ingest_iter, count: int, timeout_s: float = 10.0, ack=None) -> list:
+    """``count`` messages; with ``ack``, each acknowledged as it comes (the broker sends no more
+    than its in-flight window, 20 on Mosquitto, ahead of the acknowledgements)."""
+    got = []
+    async with asyncio.timeout(timeout_s):
+        while len(got) < count:
+            got.append(await anext(ingest_iter))
+            if ack is not None:
+                ack(got[-1])
+    return got
+
+
+async def test_mqtt_ingest_receives_what_is_published_byte_exact_and_in_order(mqtt):
+    payloads = [event(i) for i in range(50)] + [b"\x00\xff binary \xfe"]
+    async with mqtt.ingest([TOPIC, "devices.*"], session="runtime-a") as ingest:
+        messages = aiter(ingest)
+        assert await mqtt.append_many([AppendEntry(TOPIC, p) for p in payloads]) == [""] * 51
+        got = await _take(messages, 51, ack=ingest.ack)
+        assert [m.payload for m in got] == payloads and {m.topic for m in got} == {TOPIC}
+        assert got[0].mqtt_topic == f"{mqtt.root}/orders/created"
+        await mqtt.append_many([AppendEntry("devices.thermo.reading", b"21.5")])
+        [reading] = await _take(messages, 1, ack=ingest.ack)
+        assert (reading.topic, reading.payload) == ("devices.thermo.reading", b"21.5")
+
+
+async def test_mqtt_ingest_gets_again_what_it_did_not_acknowledge_and_what_came_while_away(mqtt):
+    async with mqtt.ingest([TOPIC], session="runtime-a") as ingest:
+        messages = aiter(ingest)
+        await mqtt.append_many([AppendEntry(TOPIC, event(i)) for i in range(3)])
+        first = await _take(messages, 3)
+        ingest.ack(first[0])  # the runtime stops before dealing with the other two
+    await mqtt.append_many([AppendEntry(TOPIC, event(i)) for i in range(3, 5)])  # while it is away
+    async with mqtt.ingest([TOPIC], session="runtime-a") as ingest:
+        again = await _take(aiter(ingest), 4, ack=ingest.ack)
+        assert [m.payload for m in again] == [event(i) for i in range(1, 5)]
+
+
+async def test_mqtt_names_outside_the_mesh_are_reported_not_guessed(mqtt):
+    async with mqtt.ingest(["*"], session="runtime-a") as ingest:
+        messages = aiter(ingest)
+        publisher = mqtt._client()
+        async with publisher:
+            await publisher.publish(f"{mqtt.root}/Bad Name/x", b"?", qos=1)
+        [odd] = await _take(messages, 1)
+        assert (odd.topic, odd.mqtt_topic) == (None, f"{mqtt.root}/Bad Name/x")
+        ingest.ack(odd)
+
+
+async def test_mqtt_refuses_what_only_a_store_can_do(mqtt):
+    for call in (mqtt.ensure_group(TOPIC, "sub-1"), mqtt.read_range(TOPIC, count=1), mqtt.dead_letters("sub-1"),
+                 mqtt.group_info(TOPIC, "sub-1"), mqtt.length(TOPIC)):
+        with pytest.raises(StoreUnsupported, match=r"event store 'devices' \(mqtt at .*\) is a transport"):
+            await call
+    assert await mqtt.trim(TOPIC, Retention(max_length=1)) == 0
+    assert await mqtt.ping() is True
