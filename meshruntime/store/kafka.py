@@ -228,11 +228,16 @@ class KafkaStore:
     # -- publish ---------------------------------------------------------------------------------
     async def append_many(self, entries: Sequence[AppendEntry], *, journey: Sequence[JourneyStep] = ()) -> list[str]:
         await self._start()
-        for entry in entries:
-            await self._ensure_topic(names.kafka_topic(self.prefix, entry.topic), entry.retention)
+        for topic, retention in {(e.topic, e.retention): None for e in entries}:
+            await self._ensure_topic(names.kafka_topic(self.prefix, topic), retention)
         try:
-            futures = [await self._producer.send(names.kafka_topic(self.prefix, e.topic), e.event) for e in entries]
-            results = await asyncio.gather(*futures)
+            if len(entries) == 1:
+                results = [await self._producer.send_and_wait(names.kafka_topic(self.prefix, entries[0].topic),
+                                                              entries[0].event)]
+            else:
+                futures = [await self._producer.send(names.kafka_topic(self.prefix, e.topic), e.event)
+                           for e in entries]
+                results = await asyncio.gather(*futures)
         except _ERRORS as error:
             raise StoreError(f"{self.label}: append failed: {error!r}") from error
         if journey:

@@ -165,15 +165,18 @@ class NatsStore:
 
     # -- publish ---------------------------------------------------------------------------------
     async def append_many(self, entries: Sequence[AppendEntry], *, journey: Sequence[JourneyStep] = ()) -> list[str]:
-        for entry in entries:
-            await self._ensure_stream(entry.topic, entry.retention)
+        for topic, retention in {(e.topic, e.retention): None for e in entries}:
+            await self._ensure_stream(topic, retention)
         js = await self._js()
         try:
-            # published back to back on one connection (stored in this order), acks awaited together
-            futures = [await js.publish_async(names.nats_topic_subject(self.prefix, e.topic), e.event)
-                       for e in entries]
-            async with asyncio.timeout(self.request_timeout_s):
-                acks = await asyncio.gather(*futures)
+            if len(entries) == 1:
+                acks = [await js.publish(names.nats_topic_subject(self.prefix, entries[0].topic), entries[0].event)]
+            else:
+                # published back to back on one connection (stored in this order), acks awaited together
+                futures = [await js.publish_async(names.nats_topic_subject(self.prefix, e.topic), e.event)
+                           for e in entries]
+                async with asyncio.timeout(self.request_timeout_s):
+                    acks = await asyncio.gather(*futures)
         except _NATS_ERRORS as error:
             raise StoreError(f"{self.label}: append failed: {error!r}") from error
         if journey:
