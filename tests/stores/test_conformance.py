@@ -12,7 +12,16 @@ from pathlib import Path
 import orjson
 import pytest
 
-from meshruntime.store import AppendEntry, Held, Retention, StoreError, StoreUnsupported, open_store
+from meshruntime.store import (
+    AppendEntry,
+    GroupConsumer,
+    Held,
+    Retention,
+    Store,
+    StoreError,
+    StoreUnsupported,
+    open_store,
+)
 
 from .conftest import TRAITS, engine_url, position_key, wait_for
 from .servers import free_port, private_nats, private_redis
@@ -53,6 +62,13 @@ def events_of(held: list[Held]) -> list[bytes]:
 
 
 # -- appending and reading back ---------------------------------------------------------------------
+async def test_the_engine_implements_the_interface(durable, kind):
+    assert isinstance(durable, Store) and durable.kind == kind and durable.durable
+    member = durable.consumer(TOPIC, "sub-1", "runtime-a")
+    assert isinstance(member, GroupConsumer)
+    await member.close()
+
+
 async def test_it_appends_and_reads_back_byte_exact(durable, kind):
     payloads = [event(1), event(2, text="ünïcödé ✓ \u2028", blob="\x00\x01"), b'{"not":"json"' + b"\xff\xfe" * 3,
                 event(3, big="x" * 200_000)]
