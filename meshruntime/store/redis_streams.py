@@ -17,24 +17,31 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError, ResponseError
 
-from meshruntime.consumer_groups import GROUPS_SCRIPT, LAG_SCAN_CAP, parse_groups
+from meshruntime.consumer_groups import GROUPS_SCRIPT, LAG_SCAN_CAP, REDELIVER_SCRIPT, parse_groups
 from meshruntime.keys import DEFAULT_PREFIX, KeySpace
 
 from .base import (
+    GROUP_START_ALL,
+    GROUP_START_NEW,
     AppendEntry,
     ClaimResult,
+    DeadLetter,
     GroupInfo,
     JourneyStep,
     PendingEntry,
     Retention,
     StoredEntry,
     StoreError,
+    redact,
 )
+from .redis_group import RedisGroupConsumer, id_key
 from .resp import RespPool, bulk, command
 
 EVENT_FIELD = b"event"
 # A blocked read whose answer is this much later than its block time is given up as dead.
 READ_GRACE_SECONDS = 10.0
+_PAGE = 500
+
 
 
 def make_client(url: str, **kwargs) -> aioredis.Redis:
@@ -63,6 +70,7 @@ class RedisStreamsStore:
     """
 
     kind = "redis"
+    durable = True
 
     def __init__(
         self,
@@ -73,8 +81,13 @@ class RedisStreamsStore:
         dlq_max_length: int = 100_000,
         owns_client: bool = False,
         url: str | None = None,
+        name: str = "default",
+        visibility_timeout_s: float = 30.0,
     ) -> None:
         self.client = client
+        self.name = name
+        self.label = f"event store {name!r} (redis at {redact(url) if url else 'a given client'})"
+        self.visibility_timeout_s = visibility_timeout_s
         # The append path's own connections (see resp.py); without a URL, redis-py's pipeline.
         self._resp = RespPool(url) if url is not None else None
         self.prefix = prefix
@@ -88,7 +101,11 @@ class RedisStreamsStore:
 
     @classmethod
     def from_url(cls, url: str, **kwargs) -> RedisStreamsStore:
-        return cls(make_client(url), owns_client=True, url=url, **kwargs)
+        try:
+            return cls(make_client(url), owns_client=True, url=url, **kwargs)
+        except ValueError as error:  # redis-py's words for a malformed URL, with the store named
+            raise ValueError(f"event store {kwargs.get('name', 'default')!r}: {redact(url)!r} is not a usable "
+                             f"Redis URL ({error})") from error
 
     # keys ---------------------------------------------------------------------------------
     def stream_key(self, topic: str) -> str:
@@ -99,6 +116,18 @@ class RedisStreamsStore:
 
     def journey_key(self, event_id: str) -> str:
         return self.keys.journey(event_id)
+
+    def redeliver_key(self, subscription_id: str) -> str:
+        return self.keys.redeliver(subscription_id)
+
+    async def connect(self) -> None:
+        try:
+            await self.client.ping()
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"{self.label} cannot be reached: {exc}") from exc
+
+    def consumer(self, topic: str, group: str, name: str) -> RedisGroupConsumer:
+        return RedisGroupConsumer(self, topic, group, name)
 
     # publish ------------------------------------------------------------------------------
     # The append is the hot path: its commands are packed into RESP here, from per-topic
@@ -221,20 +250,27 @@ class RedisStreamsStore:
             raise StoreError(f"journey write failed: {exc}") from exc
 
     # consumer groups ----------------------------------------------------------------------
-    async def ensure_group(self, topic: str, group: str, start_id: str = "$") -> bool:
-        try:
-            await self.client.xgroup_create(self.stream_key(topic), group, id=start_id, mkstream=True)
-            return True
-        except ResponseError as exc:
-            if "BUSYGROUP" in str(exc):
-                return False
-            raise StoreError(f"ensure_group failed: {exc}") from exc
-        except RedisError as exc:
-            raise StoreError(f"ensure_group failed: {exc}") from exc
+    async def ensure_group(self, topic: str, group: str, start_id: str | int = GROUP_START_NEW) -> bool:
+        """Also creates the group on the subscription's redelivery stream (from its start)."""
+        if isinstance(start_id, int):
+            start_id = f"{start_id}-0"
+        created = True
+        for key, start in ((self.stream_key(topic), start_id), (self.redeliver_key(group), GROUP_START_ALL)):
+            try:
+                await self.client.xgroup_create(key, group, id=start, mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise StoreError(f"ensure_group failed: {exc}") from exc
+                if key != self.redeliver_key(group):
+                    created = False
+            except RedisError as exc:
+                raise StoreError(f"ensure_group failed: {exc}") from exc
+        return created
 
     async def remove_group(self, topic: str, group: str) -> bool:
         self._claim_cursors.pop((topic, group), None)
         try:
+            await self.client.delete(self.redeliver_key(group))
             return bool(await self.client.xgroup_destroy(self.stream_key(topic), group))
         except ResponseError as exc:
             if "requires the key to exist" in str(exc) or "no such key" in str(exc).lower():
@@ -263,7 +299,7 @@ class RedisStreamsStore:
             for entry_id, fields in items:
                 if not fields:  # a pending entry trimmed away; claim_stale reports those
                     continue
-                out.append(StoredEntry(_s(entry_id), topic, fields[EVENT_FIELD]))
+                out.append(StoredEntry(_s(entry_id), topic, fields[EVENT_FIELD], id_key(_s(entry_id))[0]))
         return out
 
     # Delivery reads the stream once per event or so at moderate rates; through redis-py that is
@@ -292,7 +328,7 @@ class RedisStreamsStore:
                     continue
                 event = fields[1] if fields[0] == EVENT_FIELD else dict(zip(fields[::2], fields[1::2],
                                                                             strict=True))[EVENT_FIELD]
-                out.append(StoredEntry(entry_id.decode(), topic, event))
+                out.append(StoredEntry(entry_id.decode(), topic, event, id_key(entry_id.decode())[0]))
         return out
 
     async def ack(self, topic: str, group: str, ids: Sequence[str]) -> int:
@@ -367,9 +403,11 @@ class RedisStreamsStore:
 
     async def dead_letter(
         self, subscription_id: str, entry: StoredEntry, reason: str, status: int | None, attempts: int,
-        *, ack: bool = True,
+        *, ack: bool = True, stream_key: str | None = None,
     ) -> str:
+        """``stream_key``: the stream the entry was read from, when not the topic's (a redelivery)."""
         fields = {
+            b"topic": entry.topic,
             b"event": entry.event,
             b"reason": reason,
             b"status": "" if status is None else str(status),
@@ -380,7 +418,7 @@ class RedisStreamsStore:
         pipe = self.client.pipeline(transaction=True)
         pipe.xadd(self.dlq_key(subscription_id), fields, maxlen=self.dlq_max_length, approximate=True)
         if ack:
-            pipe.xack(self.stream_key(entry.topic), subscription_id, entry.id)
+            pipe.xack(stream_key or self.stream_key(entry.topic), subscription_id, entry.id)
         try:
             results = await pipe.execute()
         except RedisError as exc:
@@ -419,13 +457,46 @@ class RedisStreamsStore:
         return None
 
     async def read_range(
-        self, topic: str, start: str = "-", end: str = "+", count: int | None = None
+        self, topic: str, *, count: int = 100, newest_first: bool = False, after: str | None = None,
+        before: str | None = None, from_ms: int | None = None, to_ms: int | None = None,
     ) -> list[StoredEntry]:
+        low = _tighter(after, None if from_ms is None else f"{from_ms}-0", low=True)
+        high = _tighter(before, None if to_ms is None else f"{to_ms}-0", low=False)
         try:
-            rows = await self.client.xrange(self.stream_key(topic), min=start, max=end, count=count)
+            if newest_first:
+                rows = await self.client.xrevrange(self.stream_key(topic), max=high, min=low, count=count)
+            else:
+                rows = await self.client.xrange(self.stream_key(topic), min=low, max=high, count=count)
         except RedisError as exc:
             raise StoreError(f"read_range failed: {exc}") from exc
-        return [StoredEntry(_s(i), topic, f[EVENT_FIELD]) for i, f in rows]
+        return [StoredEntry(_s(i), topic, f[EVENT_FIELD], id_key(_s(i))[0]) for i, f in rows]
+
+    async def dead_letters(self, group: str, *, count: int = 50, before: str | None = None) -> list[DeadLetter]:
+        try:
+            rows = await self.client.xrevrange(self.dlq_key(group), max=f"({before}" if before else "+",
+                                               min="-", count=count)
+        except RedisError as exc:
+            raise StoreError(f"dead_letters failed: {exc}") from exc
+        return [_dead_letter(entry_id, fields) for entry_id, fields in rows]
+
+    async def redeliver(self, group: str, ids: Sequence[str] | None, *, by: str) -> int:
+        keys = [self.dlq_key(group), self.redeliver_key(group)]
+        moved = 0
+        try:
+            if ids is not None:
+                for start in range(0, len(ids), _PAGE):
+                    moved += int(await self.client.eval(REDELIVER_SCRIPT, 2, *keys, by, *ids[start:start + _PAGE]))
+                return moved
+            after = "-"
+            while True:
+                rows = await self.client.xrange(keys[0], min=after, max="+", count=_PAGE)
+                if not rows:
+                    return moved
+                page = [_s(entry_id) for entry_id, _fields in rows]
+                moved += int(await self.client.eval(REDELIVER_SCRIPT, 2, *keys, by, *page))
+                after = f"({page[-1]}"
+        except RedisError as exc:
+            raise StoreError(f"redeliver failed: {exc}") from exc
 
     async def read_dead_letters(self, subscription_id: str, count: int | None = None) -> list[dict]:
         """The dead-letter stream of a subscription, newest last (inspection and tests)."""
@@ -452,3 +523,26 @@ class RedisStreamsStore:
             await self._resp.close()
         if self._owns_client:
             await self.client.aclose()
+
+
+def _tighter(position: str | None, at_time: str | None, *, low: bool) -> str:
+    """The narrower of an exclusive position bound and an inclusive time bound, as XRANGE takes it."""
+    if position is None and at_time is None:
+        return "-" if low else "+"
+    if at_time is None:
+        return f"({position}"
+    if position is None:
+        return at_time if low else f"({at_time}"  # the time's upper bound is exclusive too
+    if low:
+        return f"({position}" if id_key(position) >= id_key(at_time) else at_time
+    return f"({position}" if id_key(position) <= id_key(at_time) else f"({at_time}"
+
+
+def _dead_letter(entry_id: bytes | str, fields: dict) -> DeadLetter:
+    status = _s(fields.get(b"status", b""))
+    return DeadLetter(
+        id=_s(entry_id), topic=_s(fields.get(b"topic", b"")), event=fields.get(b"event", b""),
+        reason=_s(fields.get(b"reason", b"")), status=int(status) if status.isdigit() else None,
+        attempts=int(_s(fields.get(b"attempts", b"0")) or 0), source_id=_s(fields.get(b"source_id", b"")),
+        at_ms=int(_s(fields.get(b"at", b"0")) or 0),
+    )
