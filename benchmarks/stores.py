@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from _runtime import default_redis_url  # noqa: E402
 
+from meshruntime.keys import KeySpace  # noqa: E402
 from meshruntime.store import AppendEntry, names, open_store  # noqa: E402
 from tests.stores.servers import tansu  # noqa: E402
 
@@ -151,7 +152,7 @@ REFERENCES = {"redis": redis_reference, "kafka": kafka_reference, "nats": nats_r
 async def forget(kind: str, url: str, prefix: str) -> None:
     if kind == "redis":
         client = aioredis.Redis.from_url(url)
-        async for key in client.scan_iter(match=f"{prefix}*"):
+        async for key in client.scan_iter(match=KeySpace(prefix).pattern):
             await client.delete(key)
         await client.aclose()
     elif kind == "nats":
