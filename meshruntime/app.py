@@ -11,8 +11,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +25,7 @@ from .config import ConfigWatcher, load_file
 from .delivery import DeliveryManager, DeliverySettings
 from .delivery.process import DeliveryProcess
 from .heartbeat import Heartbeater
+from .identity import SOFTWARE_VERSION, default_runtime_id
 from .journey import JourneyRecorder
 from .metrics import CONTENT_TYPE_LATEST, RuntimeMetrics
 from .publish import Limits, Prepared, Publisher, Refusal
@@ -41,7 +40,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Runtime", "Settings"]
 
-SOFTWARE_VERSION = "0.1.0"
 JSON = "application/json"
 
 
@@ -57,7 +55,7 @@ class Settings:
     config_file: Path | None = None
     config_cache: Path | None = None
     prefix: str = "mesh:"
-    runtime_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
+    runtime_id: str = field(default_factory=default_runtime_id)
     limits: Limits = field(default_factory=Limits)
     journey_sample_rate: float = 1.0
     journey_ttl_seconds: int = 86_400

@@ -21,7 +21,8 @@ from factories import make_config, topic
 
 from meshruntime import config as config_module
 from meshruntime.config import ConfigWatcher, canonical_json, load_file, publish_document, seal
-from meshruntime.heartbeat import Heartbeater, default_runtime_id
+from meshruntime.heartbeat import Heartbeater
+from meshruntime.identity import default_runtime_id
 from meshruntime.patch import make_patch
 
 # Generous bounds for a loaded CI machine; every wait ends as soon as its condition holds.
