@@ -18,7 +18,7 @@ from factories import make_config, subscription
 
 from meshruntime.delivery import DeliveryManager, DeliverySettings, verify
 from meshruntime.delivery.operations import DeliveryOperations
-from meshruntime.delivery.receiver import Received, Receiver
+from meshruntime.demo.receiver import Received, Receiver
 from meshruntime.journey import JourneyRecorder
 from meshruntime.store import AppendEntry
 

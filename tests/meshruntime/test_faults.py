@@ -31,7 +31,7 @@ from aiohttp import web
 from factories import access_rule, key_for, make_config, subscription
 
 from meshruntime.delivery.operations import DeliveryOperations
-from meshruntime.delivery.receiver import Receiver
+from meshruntime.demo.receiver import Receiver
 
 TOPIC = "orders.shipped"
 ROOT = Path(__file__).resolve().parents[2]
