@@ -7,7 +7,6 @@ Keys follow docs/meshconfig.md: ``<prefix>topic:<topic>`` (field ``event``),
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 
@@ -26,14 +25,12 @@ from .base import (
     StoredEntry,
     StoreError,
 )
-from .resp import RespPool, bulk, command
+from .resp import REPLY_TIMEOUT_SECONDS, RespPool, bulk, command
 
 EVENT_FIELD = b"event"
 # Lag is counted by scanning when the server cannot report it (Redis 6.2); beyond this many
 # entries the figure is reported as unknown rather than paid for.
 LAG_SCAN_CAP = 10_000
-# A blocked read whose answer is this much later than its block time is given up as dead.
-READ_GRACE_SECONDS = 10.0
 
 
 def make_client(url: str, **kwargs) -> aioredis.Redis:
@@ -72,10 +69,12 @@ class RedisStreamsStore:
         dlq_max_length: int = 100_000,
         owns_client: bool = False,
         url: str | None = None,
+        reply_timeout_s: float = REPLY_TIMEOUT_SECONDS,
     ) -> None:
         self.client = client
         # The append path's own connections (see resp.py); without a URL, redis-py's pipeline.
-        self._resp = RespPool(url) if url is not None else None
+        # Their replies are due within reply_timeout_s (a blocked read: after its block time).
+        self._resp = RespPool(url, reply_timeout=reply_timeout_s) if url is not None else None
         self.prefix = prefix
         self.journey_ttl_ms = journey_ttl_seconds * 1000
         self.dlq_max_length = dlq_max_length
@@ -272,12 +271,12 @@ class RedisStreamsStore:
         if block_ms is not None:
             args += [b"BLOCK", b"%d" % block_ms]
         args += [b"STREAMS", key.encode(), b"0" if pending else b">"]
-        assert self._resp is not None
+        resp = self._resp
+        assert resp is not None
         try:
-            # the server answers a blocked read after block_ms; a connection silent well beyond
-            # that is dead (redis-py relies on keepalive there; a raw connection has none)
-            async with asyncio.timeout(None if block_ms is None else block_ms / 1000 + READ_GRACE_SECONDS):
-                [response] = await self._resp.request(command(*args), 1)
+            # the server answers a blocked read after block_ms: its reply is due that much later
+            [response] = await resp.request(command(*args), 1, None if block_ms is None
+                                            else block_ms / 1000 + resp.reply_timeout)
         except (RedisError, OSError) as exc:
             raise StoreError(f"read_group failed: {exc}") from exc
         if isinstance(response, Exception):
