@@ -1,9 +1,9 @@
 """Deadlines of many operations under way, kept with one timer.
 
 A timer per operation (``call_at`` when it starts, ``cancel`` when it ends in time, which is
-nearly always) costs microseconds each; on the paths that run thousands of times a second (a
-webhook push, a Redis round trip of the append or the delivery read) that was a tenth of their
-CPU. Here an operation's deadline is a number on the operation, the operations under way are a
+nearly always) costs microseconds each, a share of the CPU worth saving on the paths that run
+thousands of times a second (a webhook push, a Redis round trip of the append or the delivery
+read). Here an operation's deadline is a number on the operation, the operations under way are a
 set, and one timer is armed for the earliest deadline; when it fires, the operations whose
 deadline has come are expired and it is armed for the next.
 """

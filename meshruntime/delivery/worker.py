@@ -288,8 +288,8 @@ class SubscriptionWorker:
         Unordered subscriptions read up to ``max_in_flight`` events ahead of their free slots
         (held like events under way: pending, their leases renewed). An attempt that ends starts
         the next of them at once (_finish), and the loop reads more while half of them are left,
-        so that slots do not wait for a round trip to the store; at loopback speeds that wait
-        cost a third of the delivery rate. Ordered subscriptions read one at a time, as before."""
+        so that slots do not wait for a round trip to the store; at loopback speeds that wait,
+        not the push, would set the delivery rate. Ordered subscriptions read one at a time, as before."""
         ahead, spec = self._ahead, self.spec
         started = bool(ahead) and self._in_flight < spec.max_in_flight
         self._start_in_free_slots(())
