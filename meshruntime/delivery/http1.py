@@ -99,7 +99,7 @@ class _Connection(asyncio.Protocol):
         # the answer under way (see start)
         self._received = False  # any byte of it
         self._head_bytes = 0  # bytes received while its head was incomplete
-        self._head_size = 0  # of its status line and header fields, as parsed
+        self._head_size = 0  # of its header fields, as parsed
         self._in_head = True  # its final (non-1xx) head is not complete yet
         self._status = 0
         self._headers: dict[str, str] = {}
