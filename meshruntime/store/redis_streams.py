@@ -8,7 +8,6 @@ derived (:mod:`meshruntime.consumer_groups`).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 
@@ -35,13 +34,10 @@ from .base import (
     redact,
 )
 from .redis_group import RedisGroupConsumer, id_key
-from .resp import RespPool, bulk, command
+from .resp import REPLY_TIMEOUT_SECONDS, RespPool, bulk, command
 
 EVENT_FIELD = b"event"
-# A blocked read whose answer is this much later than its block time is given up as dead.
-READ_GRACE_SECONDS = 10.0
 _PAGE = 500
-
 
 
 def make_client(url: str, **kwargs) -> aioredis.Redis:
@@ -83,13 +79,15 @@ class RedisStreamsStore:
         url: str | None = None,
         name: str = "default",
         visibility_timeout_s: float = 30.0,
+        reply_timeout_s: float = REPLY_TIMEOUT_SECONDS,
     ) -> None:
         self.client = client
         self.name = name
         self.label = f"event store {name!r} (redis at {redact(url) if url else 'a given client'})"
         self.visibility_timeout_s = visibility_timeout_s
         # The append path's own connections (see resp.py); without a URL, redis-py's pipeline.
-        self._resp = RespPool(url) if url is not None else None
+        # Their replies are due within reply_timeout_s (a blocked read: after its block time).
+        self._resp = RespPool(url, reply_timeout=reply_timeout_s) if url is not None else None
         self.prefix = prefix
         self.keys = KeySpace(prefix)
         self._groups_script = client.register_script(GROUPS_SCRIPT)
@@ -311,12 +309,12 @@ class RedisStreamsStore:
         if block_ms is not None:
             args += [b"BLOCK", b"%d" % block_ms]
         args += [b"STREAMS", key.encode(), b"0" if pending else b">"]
-        assert self._resp is not None
+        resp = self._resp
+        assert resp is not None
         try:
-            # the server answers a blocked read after block_ms; a connection silent well beyond
-            # that is dead (redis-py relies on keepalive there; a raw connection has none)
-            async with asyncio.timeout(None if block_ms is None else block_ms / 1000 + READ_GRACE_SECONDS):
-                [response] = await self._resp.request(command(*args), 1)
+            # the server answers a blocked read after block_ms: its reply is due that much later
+            [response] = await resp.request(command(*args), 1, None if block_ms is None
+                                            else block_ms / 1000 + resp.reply_timeout)
         except (RedisError, OSError) as exc:
             raise StoreError(f"read_group failed: {exc}") from exc
         if isinstance(response, Exception):

@@ -20,13 +20,6 @@ from meshruntime.store import (
 )
 
 
-@pytest.fixture
-async def store(redis_url, key_prefix, redis_client):  # redis_client cleans the prefix afterwards
-    store = open_store(redis_url, prefix=key_prefix, journey_ttl_seconds=60)
-    yield store
-    await store.close()
-
-
 def event(i: int, topic: str = "orders.created") -> bytes:
     return orjson.dumps({"specversion": "1.0", "id": f"e{i}", "source": "/t", "type": "t", "data": {"i": i}})
 
