@@ -50,7 +50,7 @@ def processes(data_dir: Path, redis_url: str) -> dict[str, str]:
             f"--store-url {redis_url} --config-redis-url {redis_url} "
             f"--config-cache {data_dir / f'runtime-{application}.json'}"
         )
-    procs["subscriber"] = f"{py} -m meshruntime.delivery.receiver --listen 127.0.0.1:{SUBSCRIBER_PORT}"
+    procs["subscriber"] = f"{py} -m meshruntime.demo.receiver --listen 127.0.0.1:{SUBSCRIBER_PORT}"
     publishers = " ".join(f"--runtime {app}=http://127.0.0.1:{RUNTIME_BASE_PORT + RUNTIMES.index(app)}"
                           for app in ("checkout", "billing"))
     procs["producer"] = f"{py} -m meshruntime.demo.producer {publishers} --keys-file {data_dir / 'demo-keys.json'}"

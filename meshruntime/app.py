@@ -11,9 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +27,7 @@ from .config_watcher import ConfigWatcher
 from .delivery import DeliveryManager, DeliverySettings
 from .delivery.process import DeliveryProcess
 from .heartbeat import Heartbeater
+from .identity import SOFTWARE_VERSION, default_runtime_id
 from .journey import JourneyRecorder
 from .keys import DEFAULT_PREFIX
 from .metrics import CONTENT_TYPE_LATEST, RuntimeMetrics
@@ -45,7 +44,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Runtime", "Settings"]
 
-SOFTWARE_VERSION = "0.1.0"
 JSON = "application/json"
 
 
@@ -61,7 +59,7 @@ class Settings:
     config_file: Path | None = None
     config_cache: Path | None = None
     prefix: str = DEFAULT_PREFIX
-    runtime_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
+    runtime_id: str = field(default_factory=default_runtime_id)
     limits: Limits = field(default_factory=Limits)
     journey_sample_rate: float = 1.0
     journey_ttl_seconds: int = 86_400

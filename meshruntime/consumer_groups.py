@@ -8,7 +8,8 @@ rather than paid for.
 
 The whole reading is one Lua script, so that the runtime's asyncio client (the store) and the
 portal's synchronous one (:mod:`meshruntime.delivery_admin`) run the very same thing, and only
-the count crosses the network, not the entries counted. Pure: the callers run the script.
+the count crosses the network, not the entries counted. Putting dead letters back
+(:data:`REDELIVER_SCRIPT`) is shared the same way. Pure: the callers run the scripts.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-__all__ = ["GROUPS_SCRIPT", "LAG_SCAN_CAP", "ConsumerGroup", "parse_groups"]
+__all__ = ["GROUPS_SCRIPT", "LAG_SCAN_CAP", "REDELIVER_SCRIPT", "ConsumerGroup", "parse_groups"]
 
 LAG_SCAN_CAP = 10_000
 
@@ -62,3 +63,26 @@ def parse_groups(reply: Sequence[Sequence[Any]]) -> list[ConsumerGroup]:
         ConsumerGroup(_s(name), int(consumers), int(pending), _s(last), None if int(lag) < 0 else int(lag))
         for name, consumers, pending, last, lag in reply
     ]
+
+
+# KEYS: dlq, redeliver. ARGV: by, id... Returns how many were put back (a missing id is skipped).
+# One script per batch: two operators pressing "redeliver all" at once put each event back once.
+REDELIVER_SCRIPT = """
+local moved = 0
+for i = 2, #ARGV do
+  local rows = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])
+  if #rows > 0 then
+    local fields = rows[1][2]
+    local event = nil
+    for j = 1, #fields, 2 do
+      if fields[j] == 'event' then event = fields[j + 1] end
+    end
+    if event then
+      redis.call('XADD', KEYS[2], '*', 'event', event, 'dlq_id', ARGV[i], 'by', ARGV[1])
+    end
+    redis.call('XDEL', KEYS[1], ARGV[i])
+    moved = moved + 1
+  end
+end
+return moved
+"""

@@ -24,33 +24,13 @@ from datetime import UTC, datetime
 import orjson
 import redis
 
-from meshruntime.consumer_groups import GROUPS_SCRIPT, LAG_SCAN_CAP, ConsumerGroup, parse_groups
+from meshruntime.consumer_groups import GROUPS_SCRIPT, LAG_SCAN_CAP, REDELIVER_SCRIPT, ConsumerGroup, parse_groups
 from meshruntime.keys import DEFAULT_PREFIX, KeySpace
 
 __all__ = ["DeadLetter", "DeliveryOperations", "DeliveryState", "SkipResult"]
 
 _PAGE = 500
 
-# KEYS: dlq, redeliver. ARGV: by, id... Returns how many were put back (a missing id is skipped).
-_REDELIVER = """
-local moved = 0
-for i = 2, #ARGV do
-  local rows = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])
-  if #rows > 0 then
-    local fields = rows[1][2]
-    local event = nil
-    for j = 1, #fields, 2 do
-      if fields[j] == 'event' then event = fields[j + 1] end
-    end
-    if event then
-      redis.call('XADD', KEYS[2], '*', 'event', event, 'dlq_id', ARGV[i], 'by', ARGV[1])
-    end
-    redis.call('XDEL', KEYS[1], ARGV[i])
-    moved = moved + 1
-  end
-end
-return moved
-"""
 
 
 def _s(value: bytes | str | None) -> str:
@@ -137,7 +117,7 @@ class DeliveryOperations:
         self.client = client
         self.prefix = prefix
         self.keys = KeySpace(prefix)
-        self._redeliver = client.register_script(_REDELIVER)
+        self._redeliver = client.register_script(REDELIVER_SCRIPT)
         self._groups = client.register_script(GROUPS_SCRIPT)
 
     def topic_key(self, topic: str) -> str:

@@ -10,10 +10,8 @@ Timestamps (``started_at``, ``sent_at``) are RFC 3339 in UTC with milliseconds a
 from __future__ import annotations
 
 import asyncio
-import importlib.metadata
 import logging
 import os
-import secrets
 import socket
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -24,29 +22,17 @@ import redis
 import redis.asyncio
 
 from meshruntime.background import COMMAND_TIMEOUT, async_redis_client, cancel_and_wait
+from meshruntime.identity import SOFTWARE_VERSION, default_runtime_id
 from meshruntime.keys import DEFAULT_PREFIX, KeySpace
 
 if TYPE_CHECKING:
     from meshruntime.config_watcher import ConfigWatcher
 
-__all__ = ["Heartbeater", "default_runtime_id", "software_version"]
+__all__ = ["Heartbeater"]
 
 log = logging.getLogger(__name__)
 
 STREAM_MAXLEN = 10_000
-
-
-def default_runtime_id() -> str:
-    """``<host>-<pid>-<4 hex>``: readable in the portal, and distinct when a pid is reused."""
-    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
-
-
-def software_version() -> str:
-    """The installed meshadmin version; ``0+unknown`` when running from a source tree."""
-    try:
-        return importlib.metadata.version("meshadmin")
-    except importlib.metadata.PackageNotFoundError:
-        return "0+unknown"
 
 
 def _now() -> str:
@@ -89,7 +75,7 @@ class Heartbeater:
         self.journey_ttl_seconds = journey_ttl_seconds
         self.host = socket.gethostname()
         self.pid = os.getpid()
-        self.version = software_version()
+        self.version = SOFTWARE_VERSION
         self.started_at = _now()
         self._redis: redis.asyncio.Redis | None = None
         self._task: asyncio.Task[None] | None = None

@@ -1,9 +1,10 @@
 """Config patches: a version as the entries that changed since the version before it.
 
-A runtime holding version N-1 of a mesh of 10,000 topics and 10,000 rules spends ~0.4 s of CPU
-to fetch, parse and check snapshot N whole, after a change to one rule. So the portal publishes,
-beside snapshot N, a patch from N-1 (``<prefix>config:<N>:patch``), and a runtime that holds
-N-1 applies it in a few milliseconds instead. It trusts a patch no more than a snapshot:
+A runtime holding version N-1 of a large mesh (tens of thousands of topics and rules) spends a
+good share of a second to fetch, parse and check snapshot N whole after a change to one rule.
+So the portal publishes, beside snapshot N, a patch from N-1 (``<prefix>config:<N>:patch``),
+and a runtime that holds N-1 applies it in a few milliseconds instead. It trusts a patch no more
+than a snapshot:
 
 - the checksum is recomputed over the canonical JSON of the whole resulting content and must be
   the one the portal sealed (each entry's canonical bytes are kept between versions, so only the
@@ -61,7 +62,7 @@ def _splices(before: list[dict[str, Any]], after: list[dict[str, Any]], identity
     then, and runtimes fetch the snapshot). ``changed``: the identities of the entries both
     hold that differ, when known (else the entries are compared)."""
     if len(before) == len(after) and [e[identity] for e in before] == [e[identity] for e in after]:
-        # The common case, entries changed in place: no walk (42 ms at 12,000 rules, this 3 ms).
+        # The common case, entries changed in place: one pass comparing them, no walk.
         return [[at, 1, [entry]] for at, (old, entry) in enumerate(zip(before, after, strict=True))
                 if (old != entry if changed is None else entry[identity] in changed)]
     before_ids = {entry[identity] for entry in before}

@@ -1,31 +1,35 @@
 """A small HTTP/1.1 client for webhook pushes: keep-alive pools, TLS, and nothing else.
 
 Why not aiohttp's client: a push is one POST with a small body and a small answer, thousands
-of times a second, and aiohttp's client spends about 300 µs of CPU on each (request and
-response objects, cookie jar, tracing hooks, redirects, multidicts); this one spends a few.
-At loopback speeds that is the difference between delivery keeping up with publishing or not.
-Each connection is an :class:`asyncio.Protocol` that parses the answer as its bytes arrive and
-wakes the waiting push once: no stream reader in between, which alone cost a quarter of a
-delivery's CPU (its buffer, a future per read, a wake-up per read).
+of times a second, and aiohttp's client spends many times this one's CPU on each (request and
+response objects, cookie jar, tracing hooks, redirects); at loopback speeds that is the
+difference between delivery keeping up with publishing or not (``benchmarks/http_stack.py``
+measures the two side by side). Each connection is an :class:`asyncio.Protocol` that feeds the
+answer's bytes to httptools' response parser (llhttp, the one the runtime's server uses for
+requests) as they arrive and wakes the waiting push once: no stream reader in between, with its
+buffer, a future per read and a wake-up per read.
 
-What it does: ``POST`` with ``Content-Length``; reads the status, the headers and the body
-(``Content-Length``, ``chunked``, or until close); keeps the connection for the next request
-when HTTP/1.1 allows; one silent retry on a fresh connection when a pooled one turns out to have
-been closed by the server before it answered anything (the usual keep-alive race). No redirects,
-no cookies, no proxies, no compression, no HTTP/2, no pipelining: a webhook receiver needs none
-of them.
+What it does: ``POST`` with ``Content-Length`` (and ``GET``); reads the status, the headers and
+the body (``Content-Length``, ``chunked``, or until close); keeps the connection for the next
+request when HTTP/1.1 allows; one silent retry on a fresh connection when a pooled one turns out
+to have been closed by the server before it answered anything (the usual keep-alive race). No
+redirects, no cookies, no proxies, no compression, no HTTP/2, no pipelining: a webhook receiver
+needs none of them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from urllib.parse import urlsplit
+
+import httptools
+
+from meshruntime.deadlines import Deadlines
 
 __all__ = ["HttpError", "HttpResponse", "Http1Client", "InvalidUrl"]
 
@@ -45,7 +49,7 @@ class InvalidUrl(ValueError):
 @dataclass(frozen=True, slots=True)
 class HttpResponse:
     status: int
-    headers: dict[str, str]  # lower-case names; the last value wins; read-only (shared, see _HEADS)
+    headers: dict[str, str]  # lower-case names; the last value wins
     body: bytes  # at most MAX_BODY_BYTES; truncated when the response was longer
 
 
@@ -55,19 +59,24 @@ class _Origin:
     host: str
     port: int
     key: tuple[str, str, int]  # the pool's key
-    head: bytes  # "POST <target> HTTP/1.1", Host and User-Agent, ending in "Content-Length: "
+    post: bytes  # "POST <target> HTTP/1.1", Host and User-Agent, ending in "Content-Length: "
+    get: bytes  # "GET <target> HTTP/1.1", Host and User-Agent
 
 
 class _Retry(Exception):
     """A pooled connection was closed before any answer: try once more on a new one."""
 
 
-# How the body of the answer under way is delimited (_Connection.mode)
-_HEAD, _LENGTH, _CHUNKED, _UNTIL_CLOSE = range(4)
+class _Stop(Exception):
+    """Raised in a parser callback to stop parsing: the answer is settled (see ``_failure``/``_cut``)."""
 
 
 # What a request is told when it ends: the response, or the error (exactly one of them is None)
 Done = Callable[[HttpResponse | None, BaseException | None], None]
+
+# Header names as they arrive (bytes) and as responses name them (lower-case text): a receiver
+# sends the same few names on every answer.
+_NAMES: dict[bytes, str] = {}
 
 
 class _Connection(asyncio.Protocol):
@@ -78,6 +87,7 @@ class _Connection(asyncio.Protocol):
         self.origin = origin
         self.key = origin.key
         self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
         self.used_at = time.monotonic()
         self.pooled = False  # has answered before: a close before any answer may be the keep-alive race
         self.lost = False
@@ -86,13 +96,22 @@ class _Connection(asyncio.Protocol):
         self._request = b""
         self.deadline = 0.0  # of the request under way, on the loop's clock
         self._timeout = 0.0
-        self._buffer = b""
-        self._received = False  # any byte of the answer under way
-        self._mode = _HEAD
+        # the answer under way (see start)
+        self._received = False  # any byte of it
+        self._head_bytes = 0  # bytes received while its head was incomplete
+        self._head_size = 0  # of its header fields, as parsed
+        self._in_head = True  # its final (non-1xx) head is not complete yet
         self._status = 0
-        self._version = ""
         self._headers: dict[str, str] = {}
-        self._length = 0
+        self._body: list[bytes] = []
+        self._size = 0
+        self._keep = False  # HTTP/1.1 and no "Connection: close"
+        self._until_close = False  # no length: the body ends with the connection
+        self._too_long = False  # its Content-Length is over MAX_BODY_BYTES
+        self._complete = False
+        self._cut = False  # its body was cut at MAX_BODY_BYTES
+        self._rest = False  # the server sent more than the answer
+        self._failure: HttpError | None = None  # found by a parser callback
 
     # -- the client's side -----------------------------------------------------------------------
     def usable(self, now: float) -> bool:
@@ -106,19 +125,22 @@ class _Connection(asyncio.Protocol):
         self._done = done
         self._retry = retry
         self._request = request
-        self.deadline = deadline
         self._timeout = timeout
-        self.client._watch(self, loop, deadline)  # noqa: SLF001 - the client's timer
-        self._buffer = b""
+        self.client._deadlines.watch(self, loop, deadline)  # noqa: SLF001 - the client's timer
         self._received = False
-        self._mode = _HEAD
+        self._head_bytes = self._head_size = self._size = 0
+        self._headers = {}
+        self._body = []
+        self._in_head = True
+        self._until_close = self._too_long = self._complete = self._cut = self._rest = False
+        self._failure = None
         self.transport.write(request)
 
     def abandon(self) -> None:
         """The asker gave up (cancelled): no answer is awaited, and the connection cannot be reused."""
         if self._done is not None:
             self._done = None
-            self.client._busy.discard(self)  # noqa: SLF001
+            self.client._deadlines.discard(self)  # noqa: SLF001
         self.close()
 
     def close(self) -> None:
@@ -133,8 +155,8 @@ class _Connection(asyncio.Protocol):
         done, self._done = self._done, None
         if done is None:
             return
-        self.client._busy.discard(self)  # noqa: SLF001
-        self._buffer = b""
+        self.client._deadlines.discard(self)  # noqa: SLF001
+        self._body = []
         if response is not None and not self.lost:
             self.client._release(self)  # noqa: SLF001 - the pool is the client's
         else:
@@ -155,11 +177,28 @@ class _Connection(asyncio.Protocol):
             self.close()
             return
         self._received = True
-        self._buffer = self._buffer + data if self._buffer else data
+        if self._in_head:
+            self._head_bytes += len(data)
         try:
-            self._parse()
-        except HttpError as error:
-            self._settle(None, error)
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as error:
+            if self._failure is not None or not (self._complete or self._cut):
+                self._settle(None, self._failure or HttpError(f"the response could not be read: {error.__context__!r}"))
+                return
+        except httptools.HttpParserUpgrade:
+            if not self._complete:
+                self._settle(None, HttpError("the server switched protocols instead of answering"))
+                return
+            self._rest = True
+        except httptools.HttpParserError as error:
+            if not self._complete:
+                self._settle(None, self._malformed(error))
+                return
+            self._rest = True  # bytes after the answer (or after its "Connection: close")
+        if self._complete or self._cut:
+            self._finish()
+        elif self._in_head and self._head_bytes > MAX_HEAD_BYTES:  # a field without end
+            self._settle(None, HttpError(f"the response head is longer than {MAX_HEAD_BYTES} bytes"))
 
     def eof_received(self) -> bool:
         self._end(None)
@@ -168,85 +207,86 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._end(exc)
 
-    # -- parsing ---------------------------------------------------------------------------------
-    def _parse(self) -> None:
-        buffer = self._buffer
-        if self._mode == _HEAD:
-            while True:  # 1xx informational answers are skipped
-                end = buffer.find(b"\r\n\r\n")
-                if end < 0:
-                    if len(buffer) > MAX_HEAD_BYTES:
-                        raise HttpError(f"the response head is longer than {MAX_HEAD_BYTES} bytes")
-                    self._buffer = buffer
-                    return
-                if end > MAX_HEAD_BYTES:
-                    raise HttpError(f"the response head is longer than {MAX_HEAD_BYTES} bytes")
-                head = buffer[:end]
-                parsed = _HEADS.get(head)
-                if parsed is None:
-                    parsed = _parse_head(head)
-                    if len(_HEADS) >= 256:
-                        _HEADS.clear()
-                    _HEADS[head] = parsed
-                status, version, headers = parsed
-                buffer = buffer[end + 4:]
-                if status >= 200:
-                    break
-            self._status, self._version, self._headers = status, version, headers
-            if status in (204, 304):
-                self._finish(b"", buffer)
-                return
-            if "chunked" in headers.get("transfer-encoding", "").lower():
-                self._mode = _CHUNKED
-            elif (length := headers.get("content-length")) is not None:
-                try:
-                    self._length = int(length)
-                except ValueError:
-                    raise HttpError(f"the response body is malformed or cut off: Content-Length {length!r}"
-                                    ) from None
-                self._mode = _LENGTH
-            else:
-                self._mode = _UNTIL_CLOSE
-        if self._mode == _LENGTH:
-            length = self._length
-            if length > MAX_BODY_BYTES:
-                if buffer:  # what has come of a body too long to read: the connection goes
-                    self._finish(buffer[:MAX_BODY_BYTES], b"", complete=False)
-                    return
-            elif len(buffer) >= length:
-                self._finish(buffer[:length], buffer[length:])
-                return
-        elif self._mode == _CHUNKED:
-            parsed = _parse_chunked(buffer)
-            if parsed is not None:
-                body, rest, complete = parsed
-                self._finish(body, rest, complete=complete)
-                return
-        elif len(buffer) >= MAX_BODY_BYTES:  # _UNTIL_CLOSE
-            self._finish(buffer[:MAX_BODY_BYTES], b"", complete=False)
-            return
-        self._buffer = buffer
+    # -- httptools' callbacks ----------------------------------------------------------------------
+    # They run for every answer: they do as little as they can.
+    def on_message_begin(self) -> None:
+        if self._complete:  # a second answer to one request
+            self._rest = True
+            raise _Stop
 
-    def _finish(self, body: bytes, rest: bytes, *, complete: bool = True) -> None:
-        keep = (complete and not rest and self._version == "HTTP/1.1"
-                and "close" not in self._headers.get("connection", "").lower())
-        if not keep:
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value)
+        if self._head_size > MAX_HEAD_BYTES:
+            self._failure = HttpError(f"the response head is longer than {MAX_HEAD_BYTES} bytes")
+            raise _Stop
+        text = _NAMES.get(name)
+        if text is None:
+            text = name.decode("latin-1").lower()
+            if len(_NAMES) < 256:
+                _NAMES[name] = text
+        self._headers[text] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        status = self._status = parser.get_status_code()
+        if status < 200:
+            return  # informational: skipped, the answer follows (see on_message_complete)
+        self._in_head = False
+        headers = self._headers
+        # kept: HTTP/1.1 without "Connection: close" (llhttp would keep HTTP/1.0 with keep-alive too)
+        self._keep = parser.should_keep_alive() and ("connection" not in headers
+                                                     or parser.get_http_version() == "1.1")
+        length = headers.get("content-length")  # llhttp has checked its digits
+        if length is None:
+            self._until_close = (status != 204 and status != 304
+                                 and "chunked" not in headers.get("transfer-encoding", "").lower())
+        else:
+            self._too_long = int(length) > MAX_BODY_BYTES
+
+    def on_body(self, body: bytes) -> None:
+        size = self._size + len(body)
+        if size > MAX_BODY_BYTES or self._too_long:
+            # what has come of a body too long to read: the connection goes
+            self._body.append(body[:MAX_BODY_BYTES - self._size])
+            self._cut = True
+            raise _Stop
+        self._size = size
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._status >= 200:
+            self._complete = True
+        else:  # the informational answer is forgotten
+            self._headers = {}
+            self._head_size = 0
+
+    # -- the answer --------------------------------------------------------------------------------
+    def _malformed(self, error: httptools.HttpParserError) -> HttpError:
+        if self.parser.get_status_code() == 0:  # not even a status line
+            return HttpError(f"not an HTTP/1.x response: {error}")
+        return HttpError(f"the response is malformed: {error}")
+
+    def _finish(self) -> None:
+        body = self._body
+        if not (self._complete and self._keep) or self._rest:
             self.close()
-        self._settle(HttpResponse(self._status, self._headers, body), None)
+        self._settle(HttpResponse(self._status, self._headers, body[0] if len(body) == 1 else b"".join(body)),
+                     None)
 
     def _end(self, exc: Exception | None) -> None:
         """The server closed the connection (or it broke): what it means for the answer under way."""
         self.lost = True
         if self._done is None:
             return
-        if self._mode == _UNTIL_CLOSE and exc is None:
-            self._finish(self._buffer, b"", complete=False)
+        if self._until_close and not self._in_head and exc is None:
+            self._complete = True  # its body ends here
+            self._finish()
         elif self.pooled and not self._received and (exc is None or isinstance(
                 exc, ConnectionResetError | BrokenPipeError)):
             self._settle(None, _Retry())
         elif exc is not None:
             self._settle(None, HttpError(f"{type(exc).__name__}: {exc}"))
-        elif self._mode == _HEAD:
+        elif self._in_head:
             self._settle(None, HttpError("the server closed the connection without answering"))
         else:
             self._settle(None, HttpError("the response body is malformed or cut off: the connection was closed"))
@@ -259,11 +299,7 @@ class Http1Client:
         self._origins: dict[str, _Origin] = {}
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
         self._tasks: set[asyncio.Task] = set()  # sends that wait for a new connection
-        # Connections with a request under way, and one timer for the earliest of their deadlines:
-        # a timer per request (call_at, then cancel) cost 2 µs, a tenth of a delivery's CPU.
-        self._busy: set[_Connection] = set()
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = math.inf
+        self._deadlines = Deadlines()  # of the requests under way: one timer for all
         self._closed = False
 
     def _origin(self, url: str) -> _Origin:
@@ -283,9 +319,9 @@ class Http1Client:
             host_header = bracketed if default else f"{bracketed}:{port}"
             if any(c in f"{target}{host_header}" for c in "\r\n"):
                 raise InvalidUrl(f"{url!r} contains a line break")
-            head = (f"POST {target} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: {self.user_agent}\r\n"
-                    "Content-Length: ")
-            origin = _Origin(parts.scheme, host, port, (parts.scheme, host, port), head.encode("latin-1"))
+            line = f" {target} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: {self.user_agent}\r\n"
+            origin = _Origin(parts.scheme, host, port, (parts.scheme, host, port),
+                             f"POST{line}Content-Length: ".encode("latin-1"), f"GET{line}".encode("latin-1"))
             if len(self._origins) > 10_000:
                 self._origins.clear()
             self._origins[url] = origin
@@ -332,7 +368,14 @@ class Http1Client:
     async def post(self, url: str, headers: dict[str, str], body: bytes, timeout: float) -> HttpResponse:
         """POST ``body``; raises :class:`HttpError`, :class:`InvalidUrl` or :class:`TimeoutError`."""
         origin = self._origin(url)
-        request = _request(origin, headers, body)
+        return await self._call(origin, _request(origin, headers, body), timeout)
+
+    async def get(self, url: str, timeout: float, headers: dict[str, str] | None = None) -> HttpResponse:
+        """GET ``url``; raises as :meth:`post` does."""
+        origin = self._origin(url)
+        return await self._call(origin, origin.get + _header_lines(headers or {}) + b"\r\n", timeout)
+
+    async def _call(self, origin: _Origin, request: bytes, timeout: float) -> HttpResponse:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         try:
@@ -352,26 +395,6 @@ class Http1Client:
         except asyncio.CancelledError:
             connection.abandon()
             raise
-
-    def _watch(self, connection: _Connection, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
-        self._busy.add(connection)
-        if deadline < self._timer_at:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer_at = deadline
-            self._timer = loop.call_at(deadline, self._expire_due, loop)
-
-    def _expire_due(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Time out the requests whose deadline has come; set the timer for the next one."""
-        self._timer, self._timer_at = None, math.inf
-        now = loop.time() + 0.001  # the loop's timers have millisecond resolution
-        due = [connection for connection in self._busy if connection.deadline <= now]
-        for connection in due:
-            connection.expire()
-        if self._busy:
-            nearest = min(connection.deadline for connection in self._busy)
-            self._timer_at = nearest
-            self._timer = loop.call_at(nearest, self._expire_due, loop)
 
     def _take_idle(self, origin: _Origin) -> _Connection | None:
         idle = self._idle.get(origin.key)
@@ -422,12 +445,16 @@ class Http1Client:
 
 
 def _request(origin: _Origin, headers: dict[str, str], body: bytes) -> bytes:
+    return b"%s%d\r\n%s\r\n%s" % (origin.post, len(body), _header_lines(headers), body)
+
+
+def _header_lines(headers: dict[str, str]) -> bytes:
     lines = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
     # each header adds exactly one CR and one LF, unless a name or a value carries one more
     if lines.count("\n") != len(headers) or lines.count("\r") != len(headers):
         bad = next(name for name, value in headers.items() if any(c in f"{name}{value}" for c in "\r\n"))
         raise HttpError(f"header {bad} contains a line break")
-    return b"%s%d\r\n%s\r\n%s" % (origin.head, len(body), lines.encode("latin-1"), body)
+    return lines.encode("latin-1")
 
 
 def _resolve(answer: asyncio.Future, response: HttpResponse | None, error: BaseException | None) -> None:
@@ -437,62 +464,3 @@ def _resolve(answer: asyncio.Future, response: HttpResponse | None, error: BaseE
         answer.set_result(response)
     else:
         answer.set_exception(error)
-
-
-# A receiver answers most pushes with the same few heads (the Date header changes once a second):
-# each is parsed once. The headers dict is shared by the responses with that head: read-only.
-_HEADS: dict[bytes, tuple[int, str, dict[str, str]]] = {}
-
-
-def _parse_head(head: bytes) -> tuple[int, str, dict[str, str]]:
-    lines = head.decode("latin-1").split("\r\n")
-    version, _, rest = lines[0].partition(" ")
-    code = rest[:3]
-    if not version.startswith("HTTP/1.") or not code.isdigit():
-        raise HttpError(f"not an HTTP/1.x response: {lines[0][:80]!r}")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if not line:
-            continue
-        name, sep, value = line.partition(":")
-        if not sep:
-            raise HttpError(f"malformed response header: {line[:80]!r}")
-        headers[name.strip().lower()] = value.strip()
-    return int(code), version, headers
-
-
-def _parse_chunked(buffer: bytes) -> tuple[bytes, bytes, bool] | None:
-    """A chunked body from the start of ``buffer``: (body, what follows it, whether whole), or
-    None while incomplete. A body longer than MAX_BODY_BYTES is cut there (not whole)."""
-    parts: list[bytes] = []
-    size = 0
-    at = 0
-    while True:
-        end = buffer.find(b"\r\n", at)
-        if end < 0:
-            if len(buffer) - at > 1024:
-                raise HttpError("the response body is malformed or cut off: a chunk size line is too long")
-            return None
-        try:
-            length = int(buffer[at:end].split(b";", 1)[0].strip(), 16)
-        except ValueError:
-            raise HttpError("the response body is malformed or cut off: a bad chunk size") from None
-        if length == 0:
-            at = end + 2
-            while True:  # trailers, up to the empty line
-                line_end = buffer.find(b"\r\n", at)
-                if line_end < 0:
-                    return None
-                if line_end == at:
-                    return b"".join(parts), buffer[at + 2:], True
-                at = line_end + 2
-        if size + length > MAX_BODY_BYTES:
-            return b"".join(parts), b"", False
-        start = end + 2
-        if len(buffer) < start + length + 2:
-            return None
-        if buffer[start + length:start + length + 2] != b"\r\n":
-            raise HttpError("the response body is malformed or cut off: a chunk without its line end")
-        parts.append(buffer[start:start + length])
-        size += length
-        at = start + length + 2

@@ -14,7 +14,8 @@ runtimes (tests) use, under the runtime's id as its consumer name:
   document as a line after it (the runtime checks a document before sending it, so a document
   the engine cannot use is refused as a whole, as in-process);
 - it serves its Prometheus metrics and its counters on a loopback port that it prints once
-  ready; the runtime adds them to its own ``/metrics`` and heartbeat;
+  ready (with the runtime's own HTTP server, :mod:`meshruntime.server`); the runtime reads them
+  with the delivery's HTTP client and adds them to its own ``/metrics`` and heartbeat;
 - it dies with the runtime (``PR_SET_PDEATHSIG`` on Linux, and the end of its standard input
   anywhere), so a runtime killed with -9 leaves no delivering orphan behind;
 - when it dies on its own, the runtime starts another one, which takes up the entries the dead
@@ -36,7 +37,15 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from meshruntime.journey import JourneyRecorder
+from meshruntime.server import HttpServer, Request, Response, error_response
+from meshruntime.store import open_store
+
+from .http1 import Http1Client, HttpError
+from .manager import DeliveryManager
 from .spec import specs_from_config
 from .worker import DeliverySettings
 
@@ -89,6 +98,7 @@ class DeliveryProcess:
         self._stopping = False
         self._running = asyncio.Event()
         self._counters: dict[str, float] = {}
+        self._http = Http1Client(user_agent=user_agent)
         self.restarts = 0
 
     @property
@@ -184,6 +194,7 @@ class DeliveryProcess:
             self._supervisor.cancel()
             await asyncio.gather(self._supervisor, return_exceptions=True)
             self._supervisor = None
+        await self._http.close()
 
     # -- what the child reports ------------------------------------------------------------------
     async def _get(self, path: str) -> bytes | None:
@@ -191,17 +202,10 @@ class DeliveryProcess:
         if port is None:
             return None
         try:
-            async with asyncio.timeout(2):
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                try:
-                    writer.write(f"GET {path} HTTP/1.1\r\nHost: delivery\r\nConnection: close\r\n\r\n".encode())
-                    data = await reader.read()
-                finally:
-                    writer.close()
-        except (OSError, TimeoutError):
+            response = await self._http.get(f"http://127.0.0.1:{port}{path}", 2.0)
+        except (HttpError, TimeoutError):
             return None
-        head, _, body = data.partition(b"\r\n\r\n")
-        return body if head.startswith(b"HTTP/1.1 200") else None
+        return response.body if response.status == 200 else None
 
     async def metrics_text(self) -> bytes:
         """The child's metrics in the Prometheus text format (empty while it is down)."""
@@ -221,15 +225,6 @@ class DeliveryProcess:
 
 # -- the child -------------------------------------------------------------------------------------
 async def _child(settings: dict[str, Any], stdin: asyncio.StreamReader) -> None:
-    from aiohttp import web
-    from prometheus_client import CollectorRegistry
-    from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-
-    from meshruntime.journey import JourneyRecorder
-    from meshruntime.store import open_store
-
-    from .manager import DeliveryManager
-
     store = open_store(settings["store_url"], prefix=settings["prefix"],
                        journey_ttl_seconds=settings["journey_ttl_seconds"])
     registry = CollectorRegistry(auto_describe=True)
@@ -240,18 +235,15 @@ async def _child(settings: dict[str, Any], stdin: asyncio.StreamReader) -> None:
         settings=DeliverySettings(visibility_timeout_s=settings["visibility_timeout_s"]))
     await manager.start()
 
-    async def handle(request: web.BaseRequest) -> web.Response:
+    def handle(request: Request) -> Response:
         if request.path == "/metrics":
-            return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+            return Response(200, generate_latest(registry), CONTENT_TYPE_LATEST)
         if request.path == "/counters":
-            return web.Response(body=orjson.dumps(manager.counters()), content_type="application/json")
-        return web.Response(status=404)
+            return Response.json(200, manager.counters())
+        return error_response(404, "not_found", f"{request.path}: the delivery process serves /metrics and /counters")
 
-    runner = web.ServerRunner(web.Server(handle, access_log=None), handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # noqa: SLF001
+    server = HttpServer(handle, max_body=64 * 1024)
+    _host, port = await server.start("127.0.0.1", 0)
     print(f"{_READY}{port}", flush=True)
     gc.collect()  # see meshruntime.__main__: what start-up built is never scanned again
     gc.freeze()
@@ -273,7 +265,7 @@ async def _child(settings: dict[str, Any], stdin: asyncio.StreamReader) -> None:
     await stop.wait()
     follower.cancel()
     await manager.stop(timeout=settings["shutdown_timeout"])
-    await runner.cleanup()
+    await server.shutdown()
     await store.close()
 
 

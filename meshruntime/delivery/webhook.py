@@ -18,7 +18,6 @@ from .signing import SIGNATURE_HEADER, signature_header
 
 __all__ = ["AttemptResult", "WebhookClient"]
 
-STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
 MAX_ERROR_TEXT = 200  # of an error response's body, to show an operator why
 
 

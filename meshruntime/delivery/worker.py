@@ -13,11 +13,9 @@ pending in the store, to be picked up when the subscription resumes (or by anoth
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import random
-import re
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -26,7 +24,7 @@ from functools import partial
 
 import orjson
 
-from meshruntime.cloudevents import CloudEvent
+from meshruntime.cloudevents import STRUCTURED_CONTENT_TYPE, binary_from_stored
 from meshruntime.replies import ReplyPoster
 from meshruntime.store import StoredEntry, StoreError
 
@@ -37,7 +35,7 @@ from .retry import Verdict, retry_wait_seconds
 from .spec import SubscriptionSpec
 from .status import StatusReport
 from .streams import Acquired, DeliveryStream, RedeliveryStream, TopicStream, id_key
-from .webhook import STRUCTURED_CONTENT_TYPE, AttemptResult, WebhookClient
+from .webhook import AttemptResult, WebhookClient
 
 log = logging.getLogger(__name__)
 
@@ -84,14 +82,23 @@ class Delivery:
 
 
 @dataclass(slots=True)
-class _FirstAttempt:
-    """An event's first attempt, started without a task, for the task that carries on after it."""
+class _Prepared:
+    """What an event's attempts need, read from the stored event once (see _prepare); ``result``
+    is the first attempt's when it was made without a task and the task carries on after it."""
 
     spec: SubscriptionSpec
     attributes: dict
     event_id: str
     request: tuple[str, dict[str, str], bytes]
     result: AttemptResult | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _DeadLetter:
+    """An event that goes to the dead-letter stream without an attempt."""
+
+    event_id: str | None
+    reason: str
 
 
 def _stream_time_ms(entry_id: str) -> int:
@@ -284,8 +291,8 @@ class SubscriptionWorker:
         Unordered subscriptions read up to ``max_in_flight`` events ahead of their free slots
         (held like events under way: pending, their leases renewed). An attempt that ends starts
         the next of them at once (_finish), and the loop reads more while half of them are left,
-        so that slots do not wait for a round trip to the store; at loopback speeds that wait
-        cost a third of the delivery rate. Ordered subscriptions read one at a time, as before."""
+        so that slots do not wait for a round trip to the store; at loopback speeds that wait,
+        not the push, would set the delivery rate. Ordered subscriptions read one at a time, as before."""
         ahead, spec = self._ahead, self.spec
         started = bool(ahead) and self._in_flight < spec.max_in_flight
         self._start_in_free_slots(())
@@ -415,16 +422,21 @@ class SubscriptionWorker:
         self._held[delivery.key] = delivery
         self._in_flight += 1
         try:
-            started = self._start_first_attempt(delivery)
+            prepared = self._prepare(delivery)
+            if prepared is None:  # filtered out
+                self._finish(delivery)
+                return
+            if prepared.__class__ is _Prepared and delivery.recorded > delivery.attempts:
+                self._send_first(delivery, prepared)
+                return
         except Exception:  # a bug: log it, leave the event pending (another attempt after a claim)
             log.exception("subscription %s: delivery of %s failed", self.spec.id, delivery.entry.id)
             self._finish(delivery)
             return
-        if not started:
-            self._in_task(delivery, None)
+        self._in_task(delivery, prepared)
 
-    def _in_task(self, delivery: Delivery, first: _FirstAttempt | None) -> None:
-        task = asyncio.create_task(self._deliver(delivery, first))
+    def _in_task(self, delivery: Delivery, prepared: _Prepared | _DeadLetter) -> None:
+        task = asyncio.create_task(self._deliver(delivery, prepared))
         self._deliveries.add(task)
         task.add_done_callback(self._deliveries.discard)
 
@@ -436,86 +448,69 @@ class SubscriptionWorker:
         self._wake.set()
 
     # -- one event -------------------------------------------------------------------------------
-    # The usual case (a new event, one attempt, 2xx) runs without a task: the attempt starts here
-    # and its answer is handled in a callback (_first_answered), which acknowledges it. Anything
-    # else (a failed attempt, an event to dead-letter, a recorded attempt count to raise) goes on
-    # in a task, _deliver_one, which has time for waits and the store.
-    def _start_first_attempt(self, d: Delivery) -> bool:
-        """Start the event's attempt without a task if nothing asks for one; False if something does."""
-        if d.missing or d.recorded <= d.attempts:
-            return False
+    # The usual case (a new event, one attempt, 2xx) runs without a task: the attempt starts in
+    # _start and its answer is handled in a callback (_first_answered), which acknowledges it.
+    # Anything else (a failed attempt, an event to dead-letter, a recorded attempt count to raise)
+    # goes on in a task, _deliver_one, which has time for waits and the store. Both start from
+    # what _prepare read of the event.
+    def _prepare(self, d: Delivery) -> _Prepared | _DeadLetter | None:
+        """Read the stored event for its attempts: what they need, or why it is dead-lettered
+        without one, or None when the subscription's filters leave it out (acknowledged here)."""
+        if d.missing:
+            return _DeadLetter(None, "expired: the event was removed by the topic's retention before it could "
+                                     "be delivered")
         try:
             attributes = orjson.loads(d.entry.event)
             event_id = attributes["id"]
-        except (orjson.JSONDecodeError, TypeError, KeyError):
-            return False
-        if event_id.__class__ is not str:
-            return False
+            if event_id.__class__ is not str:
+                raise TypeError("id is not a string")
+        except (orjson.JSONDecodeError, TypeError, KeyError) as error:
+            return _DeadLetter(None, f"invalid: the stored event is not a CloudEvent ({error})")
         spec = self.spec
         if not spec.matches(attributes):
             self._filtered(d)
-            self._finish(d)
-            return True
-        if d.attempts >= spec.max_attempts:
-            return False
-        request = _request(spec.mode, d.entry.event, attributes)
-        self.http.send(spec.url, self._headers(spec, d, request, d.attempts + 1), request[2], secret=spec.secret,
-                       timeout_s=spec.timeout_s,
-                       done=partial(self._first_answered, d, _FirstAttempt(spec, attributes, event_id, request)))
-        return True
+            return None
+        if d.attempts >= spec.max_attempts:  # exhausted before a crash; dead-letter what we know
+            return _DeadLetter(event_id, f"exhausted: {d.attempts} attempts made, the last one's result unknown "
+                                         "(the runtime making it stopped)")
+        return _Prepared(spec, attributes, event_id, _request(spec.mode, d.entry.event, attributes))
 
-    def _first_answered(self, d: Delivery, first: _FirstAttempt, result: AttemptResult) -> None:
+    def _send_first(self, d: Delivery, prepared: _Prepared) -> None:
+        spec, request = prepared.spec, prepared.request
+        self.http.send(spec.url, self._headers(spec, d, request, d.attempts + 1), request[2], secret=spec.secret,
+                       timeout_s=spec.timeout_s, done=partial(self._first_answered, d, prepared))
+
+    def _first_answered(self, d: Delivery, prepared: _Prepared, result: AttemptResult) -> None:
         try:
             d.attempts += 1
-            first.result = result
-            if self._attempted(d, first.spec, first.event_id, result):
+            prepared.result = result
+            if self._attempted(d, prepared.spec, prepared.event_id, result):
                 self._finish(d)
             else:
-                self._in_task(d, first)  # retried or dead-lettered from there
+                self._in_task(d, prepared)  # retried or dead-lettered from there
         except Exception:  # a bug: as in _deliver
             log.exception("subscription %s: delivery of %s failed", self.spec.id, d.entry.id)
             self._finish(d)
 
-    async def _deliver(self, delivery: Delivery, first: _FirstAttempt | None) -> None:
+    async def _deliver(self, delivery: Delivery, prepared: _Prepared | _DeadLetter) -> None:
         try:
-            await self._deliver_one(delivery, first)
+            await self._deliver_one(delivery, prepared)
         except Exception:  # a bug: log it, leave the event pending (another attempt after a claim)
             log.exception("subscription %s: delivery of %s failed", self.spec.id, delivery.entry.id)
         finally:
             self._finish(delivery)
 
-    async def _deliver_one(self, d: Delivery, first: _FirstAttempt | None = None) -> None:
-        """The event from its first attempt (or, given ``first``, after it) to its outcome."""
-        if first is None:
-            if d.missing:
-                await self._dead_letter(d, None, "expired: the event was removed by the topic's retention "
-                                        "before it could be delivered", None)
-                return
-            try:
-                attributes = orjson.loads(d.entry.event)
-                event_id = attributes["id"]
-                if not isinstance(event_id, str):
-                    raise TypeError("id is not a string")
-            except (orjson.JSONDecodeError, TypeError, KeyError) as error:
-                await self._dead_letter(d, None, f"invalid: the stored event is not a CloudEvent ({error})", None)
-                return
-            spec = self.spec
-            if not spec.matches(attributes):
-                self._filtered(d)
-                return
-            if d.attempts >= spec.max_attempts:  # exhausted before a crash; dead-letter what we know
-                await self._dead_letter(d, event_id, f"exhausted: {d.attempts} attempts made, the last one's "
-                                        "result unknown (the runtime making it stopped)", None)
-                return
-            request: tuple[str, dict[str, str], bytes] | None = None
-            result: AttemptResult | None = None
-        else:
-            spec, attributes, event_id, request, result = (first.spec, first.attributes, first.event_id,
-                                                           first.request, first.result)
+    async def _deliver_one(self, d: Delivery, prepared: _Prepared | _DeadLetter) -> None:
+        """The event from its next attempt (after the first, if ``prepared`` has its result) to its outcome."""
+        if prepared.__class__ is _DeadLetter:
+            await self._dead_letter(d, prepared.event_id, prepared.reason, None)
+            return
+        spec, attributes, event_id, request, result = (prepared.spec, prepared.attributes, prepared.event_id,
+                                                       prepared.request, prepared.result)
         while True:
             if result is None:
                 spec = self.spec  # a config change applies from the next attempt
-                if request is None or request[0] != spec.mode:
+                if request[0] != spec.mode:
                     request = _request(spec.mode, d.entry.event, attributes)
                 n = d.attempts + 1
                 if d.recorded < n:
@@ -707,39 +702,10 @@ class SubscriptionWorker:
             self.metrics.lag.set(info.lag + (redeliver.lag or 0 if redeliver else 0))
 
 
-# A header value made only of these characters is its own percent-encoding (printable ASCII but
-# space, '"' and '%': what the codec's binary mode leaves as is).
-_ENCODED_AS_IS = re.compile(r"[!#$&-~]*")
-
-
 def _request(mode: str, stored: bytes, attributes: dict) -> tuple[str, dict[str, str], bytes]:
     """Headers and body of the push, without the per-attempt headers."""
     if mode == "structured":
         # the stored form is the structured form: sent byte for byte
         return mode, {"Content-Type": STRUCTURED_CONTENT_TYPE}, stored
-    # Binary mode is the codec's (CloudEvent.to_binary), with two savings on this hot path: the
-    # stored event was checked when it was published, so it is not validated again; and plain
-    # string attributes that percent-encoding would leave unchanged (nearly all of them) become
-    # headers directly, so the codec only encodes the rest, and the data.
-    plain: dict[str, str] = {}
-    rest: dict = {}
-    data = encoded = None
-    for name, value in attributes.items():
-        if name == "data":
-            data = value
-        elif name == "data_base64":
-            encoded = value
-        elif value.__class__ is str and name != "datacontenttype" and _ENCODED_AS_IS.fullmatch(value):
-            plain[f"ce-{name}"] = value
-        elif value is not None:
-            rest[name] = value
-    if encoded is None and data.__class__ in (dict, list) and (not rest or (
-            len(rest) == 1 and rest.get("datacontenttype").__class__ is str)):
-        # the usual event (JSON data, plain attributes): what the codec makes of it, made here
-        plain["content-type"] = rest.get("datacontenttype") or "application/json"
-        return mode, plain, orjson.dumps(data)
-    if encoded is not None:
-        data = base64.b64decode(encoded)
-    headers, body = CloudEvent(rest, data).to_binary()
-    plain.update(headers)
-    return mode, plain, body
+    headers, body = binary_from_stored(attributes)
+    return mode, headers, body

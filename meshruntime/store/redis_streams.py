@@ -8,7 +8,6 @@ derived (:mod:`meshruntime.consumer_groups`).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 
@@ -17,24 +16,28 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError, ResponseError
 
-from meshruntime.consumer_groups import GROUPS_SCRIPT, LAG_SCAN_CAP, parse_groups
+from meshruntime.consumer_groups import GROUPS_SCRIPT, LAG_SCAN_CAP, REDELIVER_SCRIPT, parse_groups
 from meshruntime.keys import DEFAULT_PREFIX, KeySpace
 
 from .base import (
+    GROUP_START_ALL,
+    GROUP_START_NEW,
     AppendEntry,
     ClaimResult,
+    DeadLetter,
     GroupInfo,
     JourneyStep,
     PendingEntry,
     Retention,
     StoredEntry,
     StoreError,
+    redact,
 )
-from .resp import RespPool, bulk, command
+from .redis_group import RedisGroupConsumer, id_key
+from .resp import REPLY_TIMEOUT_SECONDS, RespPool, bulk, command
 
 EVENT_FIELD = b"event"
-# A blocked read whose answer is this much later than its block time is given up as dead.
-READ_GRACE_SECONDS = 10.0
+_PAGE = 500
 
 
 def make_client(url: str, **kwargs) -> aioredis.Redis:
@@ -55,30 +58,6 @@ def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def id_key(stream_id: str) -> tuple[int, int]:
-    """A stream id as ``(milliseconds, sequence)``, which orders as the stream does; the
-    milliseconds are the append time by Redis' clock. Raises StoreError for anything else."""
-    ms, _, seq = stream_id.partition("-")
-    try:
-        return int(ms), int(seq or 0)
-    except ValueError:
-        raise StoreError(f"{stream_id!r} is not a Redis stream position (<milliseconds>-<sequence>)") from None
-
-
-def _tighter(position: str | None, at_time: str | None, *, low: bool) -> str:
-    """The narrower of an exclusive position bound and an inclusive time bound, as XRANGE takes it."""
-    if position is None and at_time is None:
-        return "-" if low else "+"
-    if at_time is None:
-        id_key(position)  # a clear error rather than Redis' "Invalid stream ID"
-        return f"({position}"
-    if position is None:
-        return at_time if low else f"({at_time}"  # the time's upper bound is exclusive too
-    if low:
-        return f"({position}" if id_key(position) >= id_key(at_time) else at_time
-    return f"({position}" if id_key(position) <= id_key(at_time) else f"({at_time}"
-
-
 class RedisStreamsStore:
     """:class:`~meshruntime.store.base.Store` on Redis Streams.
 
@@ -87,6 +66,7 @@ class RedisStreamsStore:
     """
 
     kind = "redis"
+    durable = True
 
     def __init__(
         self,
@@ -97,10 +77,17 @@ class RedisStreamsStore:
         dlq_max_length: int = 100_000,
         owns_client: bool = False,
         url: str | None = None,
+        name: str = "default",
+        visibility_timeout_s: float = 30.0,
+        reply_timeout_s: float = REPLY_TIMEOUT_SECONDS,
     ) -> None:
         self.client = client
+        self.name = name
+        self.label = f"event store {name!r} (redis at {redact(url) if url else 'a given client'})"
+        self.visibility_timeout_s = visibility_timeout_s
         # The append path's own connections (see resp.py); without a URL, redis-py's pipeline.
-        self._resp = RespPool(url) if url is not None else None
+        # Their replies are due within reply_timeout_s (a blocked read: after its block time).
+        self._resp = RespPool(url, reply_timeout=reply_timeout_s) if url is not None else None
         self.prefix = prefix
         self.keys = KeySpace(prefix)
         self._groups_script = client.register_script(GROUPS_SCRIPT)
@@ -112,7 +99,11 @@ class RedisStreamsStore:
 
     @classmethod
     def from_url(cls, url: str, **kwargs) -> RedisStreamsStore:
-        return cls(make_client(url), owns_client=True, url=url, **kwargs)
+        try:
+            return cls(make_client(url), owns_client=True, url=url, **kwargs)
+        except ValueError as error:  # redis-py's words for a malformed URL, with the store named
+            raise ValueError(f"event store {kwargs.get('name', 'default')!r}: {redact(url)!r} is not a usable "
+                             f"Redis URL ({error})") from error
 
     # keys ---------------------------------------------------------------------------------
     def stream_key(self, topic: str) -> str:
@@ -123,6 +114,18 @@ class RedisStreamsStore:
 
     def journey_key(self, event_id: str) -> str:
         return self.keys.journey(event_id)
+
+    def redeliver_key(self, subscription_id: str) -> str:
+        return self.keys.redeliver(subscription_id)
+
+    async def connect(self) -> None:
+        try:
+            await self.client.ping()
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"{self.label} cannot be reached: {exc}") from exc
+
+    def consumer(self, topic: str, group: str, name: str) -> RedisGroupConsumer:
+        return RedisGroupConsumer(self, topic, group, name)
 
     # publish ------------------------------------------------------------------------------
     # The append is the hot path: its commands are packed into RESP here, from per-topic
@@ -245,20 +248,27 @@ class RedisStreamsStore:
             raise StoreError(f"journey write failed: {exc}") from exc
 
     # consumer groups ----------------------------------------------------------------------
-    async def ensure_group(self, topic: str, group: str, start_id: str = "$") -> bool:
-        try:
-            await self.client.xgroup_create(self.stream_key(topic), group, id=start_id, mkstream=True)
-            return True
-        except ResponseError as exc:
-            if "BUSYGROUP" in str(exc):
-                return False
-            raise StoreError(f"ensure_group failed: {exc}") from exc
-        except RedisError as exc:
-            raise StoreError(f"ensure_group failed: {exc}") from exc
+    async def ensure_group(self, topic: str, group: str, start_id: str | int = GROUP_START_NEW) -> bool:
+        """Also creates the group on the subscription's redelivery stream (from its start)."""
+        if isinstance(start_id, int):
+            start_id = f"{start_id}-0"
+        created = True
+        for key, start in ((self.stream_key(topic), start_id), (self.redeliver_key(group), GROUP_START_ALL)):
+            try:
+                await self.client.xgroup_create(key, group, id=start, mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise StoreError(f"ensure_group failed: {exc}") from exc
+                if key != self.redeliver_key(group):
+                    created = False
+            except RedisError as exc:
+                raise StoreError(f"ensure_group failed: {exc}") from exc
+        return created
 
     async def remove_group(self, topic: str, group: str) -> bool:
         self._claim_cursors.pop((topic, group), None)
         try:
+            await self.client.delete(self.redeliver_key(group))
             return bool(await self.client.xgroup_destroy(self.stream_key(topic), group))
         except ResponseError as exc:
             if "requires the key to exist" in str(exc) or "no such key" in str(exc).lower():
@@ -287,7 +297,7 @@ class RedisStreamsStore:
             for entry_id, fields in items:
                 if not fields:  # a pending entry trimmed away; claim_stale reports those
                     continue
-                out.append(StoredEntry(_s(entry_id), topic, fields[EVENT_FIELD]))
+                out.append(StoredEntry(_s(entry_id), topic, fields[EVENT_FIELD], id_key(_s(entry_id))[0]))
         return out
 
     # Delivery reads the stream once per event or so at moderate rates; through redis-py that is
@@ -299,12 +309,12 @@ class RedisStreamsStore:
         if block_ms is not None:
             args += [b"BLOCK", b"%d" % block_ms]
         args += [b"STREAMS", key.encode(), b"0" if pending else b">"]
-        assert self._resp is not None
+        resp = self._resp
+        assert resp is not None
         try:
-            # the server answers a blocked read after block_ms; a connection silent well beyond
-            # that is dead (redis-py relies on keepalive there; a raw connection has none)
-            async with asyncio.timeout(None if block_ms is None else block_ms / 1000 + READ_GRACE_SECONDS):
-                [response] = await self._resp.request(command(*args), 1)
+            # the server answers a blocked read after block_ms: its reply is due that much later
+            [response] = await resp.request(command(*args), 1, None if block_ms is None
+                                            else block_ms / 1000 + resp.reply_timeout)
         except (RedisError, OSError) as exc:
             raise StoreError(f"read_group failed: {exc}") from exc
         if isinstance(response, Exception):
@@ -316,7 +326,7 @@ class RedisStreamsStore:
                     continue
                 event = fields[1] if fields[0] == EVENT_FIELD else dict(zip(fields[::2], fields[1::2],
                                                                             strict=True))[EVENT_FIELD]
-                out.append(StoredEntry(entry_id.decode(), topic, event))
+                out.append(StoredEntry(entry_id.decode(), topic, event, id_key(entry_id.decode())[0]))
         return out
 
     async def ack(self, topic: str, group: str, ids: Sequence[str]) -> int:
@@ -391,9 +401,11 @@ class RedisStreamsStore:
 
     async def dead_letter(
         self, subscription_id: str, entry: StoredEntry, reason: str, status: int | None, attempts: int,
-        *, ack: bool = True,
+        *, ack: bool = True, stream_key: str | None = None,
     ) -> str:
+        """``stream_key``: the stream the entry was read from, when not the topic's (a redelivery)."""
         fields = {
+            b"topic": entry.topic,
             b"event": entry.event,
             b"reason": reason,
             b"status": "" if status is None else str(status),
@@ -404,7 +416,7 @@ class RedisStreamsStore:
         pipe = self.client.pipeline(transaction=True)
         pipe.xadd(self.dlq_key(subscription_id), fields, maxlen=self.dlq_max_length, approximate=True)
         if ack:
-            pipe.xack(self.stream_key(entry.topic), subscription_id, entry.id)
+            pipe.xack(stream_key or self.stream_key(entry.topic), subscription_id, entry.id)
         try:
             results = await pipe.execute()
         except RedisError as exc:
@@ -455,7 +467,34 @@ class RedisStreamsStore:
                 rows = await self.client.xrange(self.stream_key(topic), min=low, max=high, count=count)
         except RedisError as exc:
             raise StoreError(f"read_range failed: {exc}") from exc
-        return [StoredEntry(i, topic, f[EVENT_FIELD], id_key(i)[0]) for i, f in ((_s(i), f) for i, f in rows)]
+        return [StoredEntry(_s(i), topic, f[EVENT_FIELD], id_key(_s(i))[0]) for i, f in rows]
+
+    async def dead_letters(self, group: str, *, count: int = 50, before: str | None = None) -> list[DeadLetter]:
+        try:
+            rows = await self.client.xrevrange(self.dlq_key(group), max=f"({before}" if before else "+",
+                                               min="-", count=count)
+        except RedisError as exc:
+            raise StoreError(f"dead_letters failed: {exc}") from exc
+        return [_dead_letter(entry_id, fields) for entry_id, fields in rows]
+
+    async def redeliver(self, group: str, ids: Sequence[str] | None, *, by: str) -> int:
+        keys = [self.dlq_key(group), self.redeliver_key(group)]
+        moved = 0
+        try:
+            if ids is not None:
+                for start in range(0, len(ids), _PAGE):
+                    moved += int(await self.client.eval(REDELIVER_SCRIPT, 2, *keys, by, *ids[start:start + _PAGE]))
+                return moved
+            after = "-"
+            while True:
+                rows = await self.client.xrange(keys[0], min=after, max="+", count=_PAGE)
+                if not rows:
+                    return moved
+                page = [_s(entry_id) for entry_id, _fields in rows]
+                moved += int(await self.client.eval(REDELIVER_SCRIPT, 2, *keys, by, *page))
+                after = f"({page[-1]}"
+        except RedisError as exc:
+            raise StoreError(f"redeliver failed: {exc}") from exc
 
     async def read_dead_letters(self, subscription_id: str, count: int | None = None) -> list[dict]:
         """The dead-letter stream of a subscription, newest last (inspection and tests)."""
@@ -482,3 +521,26 @@ class RedisStreamsStore:
             await self._resp.close()
         if self._owns_client:
             await self.client.aclose()
+
+
+def _tighter(position: str | None, at_time: str | None, *, low: bool) -> str:
+    """The narrower of an exclusive position bound and an inclusive time bound, as XRANGE takes it."""
+    if position is None and at_time is None:
+        return "-" if low else "+"
+    if at_time is None:
+        return f"({position}"
+    if position is None:
+        return at_time if low else f"({at_time}"  # the time's upper bound is exclusive too
+    if low:
+        return f"({position}" if id_key(position) >= id_key(at_time) else at_time
+    return f"({position}" if id_key(position) <= id_key(at_time) else f"({at_time}"
+
+
+def _dead_letter(entry_id: bytes | str, fields: dict) -> DeadLetter:
+    status = _s(fields.get(b"status", b""))
+    return DeadLetter(
+        id=_s(entry_id), topic=_s(fields.get(b"topic", b"")), event=fields.get(b"event", b""),
+        reason=_s(fields.get(b"reason", b"")), status=int(status) if status.isdigit() else None,
+        attempts=int(_s(fields.get(b"attempts", b"0")) or 0), source_id=_s(fields.get(b"source_id", b"")),
+        at_ms=int(_s(fields.get(b"at", b"0")) or 0),
+    )

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from meshruntime.appender import AppendCoalescer
-from meshruntime.store import AppendEntry, JourneyStep, StoreError, open_store
+from meshruntime.store import AppendEntry, JourneyStep, StoreError
 
 
 class RecordingStore:
@@ -29,10 +29,9 @@ class RecordingStore:
 
 
 @pytest.fixture
-async def store(redis_url, key_prefix, redis_client):
-    real = open_store(redis_url, prefix=key_prefix)
-    yield RecordingStore(real)
-    await real.close()
+def store(store):
+    """The shared store (see conftest.py), wrapped to record and hold its writes."""
+    return RecordingStore(store)
 
 
 def entries(topic: str, n: int, tag: str) -> list[AppendEntry]:

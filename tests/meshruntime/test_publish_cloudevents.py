@@ -7,6 +7,9 @@ holds exactly what was sent (attributes, extensions, data), plus the traceparent
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
+import os
+import socket
 import time
 
 import orjson
@@ -17,6 +20,8 @@ from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent as SdkEvent
 from factories import default_prefix, key_for, make_config, routing_rule, topic
 from runtime_harness import event, running_runtime, serving
+
+from meshruntime.app import Settings
 
 AUTH = {"Authorization": f"Bearer {key_for('billing')}"}
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -180,6 +185,14 @@ async def test_health_and_readiness(h):
     assert ready.status == 200 and (await ready.json())["config_version"] == 1
     info = await (await h.client.get("/v1/info")).json()
     assert info["mode"] == "gateway" and info["config_version"] == 1
+
+
+async def test_a_runtime_is_named_and_versioned_the_way_its_heartbeats_name_it(h):
+    host, pid, suffix = Settings(store_url="redis://127.0.0.1:1/0").runtime_id.rsplit("-", 2)
+    assert host == socket.gethostname() and pid == str(os.getpid()) and len(suffix) == 4
+    info = await (await h.client.get("/v1/info")).json()
+    assert info["runtime"] == h.runtime.settings.runtime_id
+    assert info["software_version"] == importlib.metadata.version("meshadmin")
 
 
 async def test_readiness_fails_while_the_store_is_unreachable(key_prefix):

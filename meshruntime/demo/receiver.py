@@ -1,10 +1,10 @@
-"""A webhook receiver that verifies deliveries: the demo subscriber, and the tests' and benchmarks'.
+"""A webhook receiver that verifies deliveries: the demo subscriber, and the tests'.
 
 It accepts CloudEvents in binary and structured mode, checks the ``Mesh-Signature`` header with
 the subscription's secret, and records what arrived (event id, receive time, headers). What it
 answers is up to ``respond``: the tests make it fail, stall or refuse on purpose.
 
-    python -m meshruntime.delivery.receiver --listen 127.0.0.1:8800 --secret whsec-...
+    python -m meshruntime.demo.receiver --listen 127.0.0.1:8800 --secret whsec-...
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import orjson
 from aiohttp import web
 
-from .signing import SIGNATURE_HEADER, SignatureError, verify
+from meshruntime.delivery.signing import SIGNATURE_HEADER, SignatureError, verify
 
 __all__ = ["Received", "Receiver"]
 
@@ -129,7 +129,7 @@ class Receiver:
 
 
 def main() -> None:  # pragma: no cover - the demo subscriber
-    parser = argparse.ArgumentParser(prog="meshruntime.delivery.receiver",
+    parser = argparse.ArgumentParser(prog="meshruntime.demo.receiver",
                                      description="Receive and verify webhook deliveries; print them.")
     parser.add_argument("--listen", default="127.0.0.1:8800")
     parser.add_argument("--secret", help="the subscription's signing secret (unchecked without)")
