@@ -14,6 +14,9 @@ class GovernanceConfig(AppConfig):
         audit.register(AccessRule)
         audit.register(RoutingRule)
 
-        from . import push
+        from . import (
+            notifications,  # noqa: F401 - registers the routing rule notices (for the worker too)
+            push,
+        )
 
         push.connect()  # every committed change to what feeds the MeshConfig schedules a push

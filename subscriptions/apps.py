@@ -10,3 +10,5 @@ class SubscriptionsConfig(AppConfig):
         from .models import Subscription
 
         audit.register(Subscription, exclude=("signing_secret",))
+
+        from . import notifications  # noqa: F401 - registers the subscription notices (for the worker too)

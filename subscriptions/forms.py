@@ -4,7 +4,7 @@ from django import forms
 
 from governance.forms import FiltersField
 from governance.models import Application
-from meshadmin.forms import MeshModelForm
+from meshadmin.forms import MeshModelForm, ReviewForm  # noqa: F401 - ReviewForm: the subscription pages' too
 from meshadmin.querysets import CHANGE
 
 from .models import Subscription
@@ -42,8 +42,3 @@ class SubscriptionForm(MeshModelForm):
         if self.instance.pk is None:
             self.instance.requested_by = self.user
         return super().save(commit)
-
-
-class ReviewForm(forms.Form):
-    comment = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2, "class": "form-control"}),
-                              help_text="Required to reject; the requesting team reads it.")

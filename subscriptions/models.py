@@ -19,18 +19,23 @@ from __future__ import annotations
 import ipaddress
 import re
 import secrets
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import models, transaction
+from django.db import models
 from django.db.models import Q
 from django.urls import reverse
-from django.utils import timezone
 
 from meshadmin.querysets import VIEW, RestrictedQuerySet, team_ids
+from meshadmin.workflow import (  # noqa: F401 - re-exported: the subscription workflow's names
+    IllegalTransition,
+    NotPermitted,
+    Reviewed,
+    Transition,
+    TransitionRefused,
+)
 from meshruntime.filters import FilterError, validate_filters
 
 APPLICATION_SIDE, TOPIC_SIDE = "application", "topic"
@@ -72,33 +77,6 @@ def validate_webhook_url(value: str) -> None:
         raise ValidationError("Port 0 is not a valid port.")
 
 
-class TransitionRefused(Exception):
-    """A workflow step that may not happen. ``status`` is what pages and the API answer."""
-
-    status = 409
-
-
-class IllegalTransition(TransitionRefused):
-    """The subscription is not in a state the step starts from."""
-
-    status = 409
-
-
-class NotPermitted(TransitionRefused):
-    """The user is not on a side that may take this step."""
-
-    status = 403
-
-
-@dataclass(frozen=True)
-class Transition:
-    name: str
-    done: str  # the past participle, for messages
-    sources: tuple[str, ...]
-    target: str
-    sides: frozenset[str]
-
-
 class SubscriptionQuerySet(RestrictedQuerySet):
     """Both teams see a subscription; only the application's team changes or deletes it.
 
@@ -129,7 +107,7 @@ def new_signing_secret() -> str:
     return f"whsec_{secrets.token_urlsafe(32)}"
 
 
-class Subscription(models.Model):
+class Subscription(Reviewed, models.Model):
     REQUESTED, ACTIVE, PAUSED, REVOKED, REJECTED = "requested", "active", "paused", "revoked", "rejected"
     STATE_CHOICES = [(REQUESTED, "Requested"), (ACTIVE, "Active"), (PAUSED, "Paused"),
                      (REVOKED, "Revoked"), (REJECTED, "Rejected")]
@@ -254,54 +232,13 @@ class Subscription(models.Model):
             sides.add(TOPIC_SIDE)
         return frozenset(sides)
 
-    def available_transitions(self, user, sides: frozenset[str] | None = None) -> list[str]:
-        """The steps ``user`` may take now, for buttons (``sides``: if already known)."""
-        sides = self.sides(user) if sides is None else sides
-        return [t.name for t in self.TRANSITIONS.values() if self.state in t.sources and t.sides & sides]
-
-    def _side_names(self, transition: Transition) -> str:
+    def side_names(self, transition: Transition) -> str:
         teams = []
         if TOPIC_SIDE in transition.sides:
             teams.append(f"{self.topic.team} (the topic's team)")
         if APPLICATION_SIDE in transition.sides and self.application.team_id != self.topic.team_id:
             teams.insert(0, f"{self.application.team} (the application's team)")
         return " or ".join(teams)
-
-    def transition(self, name: str, *, by, comment: str = "") -> None:
-        """Take the workflow step ``name`` as user ``by``, or raise :class:`TransitionRefused`.
-
-        The row is locked while the step is checked and saved, so two reviewers clicking at
-        once cannot both succeed. The audit log records the change through its signals.
-        """
-        step = self.TRANSITIONS.get(name)
-        if step is None:
-            raise IllegalTransition(f"There is no step {name!r}; steps are {', '.join(self.TRANSITIONS)}.")
-        if not step.sides & self.sides(by):
-            raise NotPermitted(f"Only the owners and members of {self._side_names(step)} may {name} "
-                               "this subscription.")
-        if name == "reject" and not comment.strip():
-            raise ValidationError({"comment": "Say why you reject the request: the requesting team reads it."})
-        with transaction.atomic():
-            current = Subscription.objects.select_for_update().only("state").get(pk=self.pk)
-            self.state = current.state
-            if self.state not in step.sources:
-                raise IllegalTransition(self._illegal_message(step))
-            self.state = step.target
-            fields = ["state", "updated"]
-            if name in ("approve", "reject"):
-                self.reviewer_comment = comment.strip()
-                self.reviewed_by = by
-                self.reviewed_at = timezone.now()
-                fields += ["reviewer_comment", "reviewed_by", "reviewed_at"]
-            self.save(update_fields=fields)
-
-    def _illegal_message(self, step: Transition) -> str:
-        if self.state == step.target:
-            return f"This subscription is already {self.get_state_display().lower()}."
-        sources = " or ".join(step.sources)
-        article = "an" if sources[0] in "aeiou" else "a"
-        return (f"This subscription is {self.state}: only {article} {sources} subscription can be "
-                f"{step.done}.")
 
     def approve(self, *, by, comment: str = "") -> None:
         self.transition("approve", by=by, comment=comment)

@@ -1,56 +1,30 @@
-"""E-mail about the review of subscriptions, to the other side's editors.
+"""E-mail about the review of subscriptions (meshadmin.notices), to the other side's editors.
 
 - requested: the editors of the topic's team (they approve or reject);
 - approved, rejected: the editors of the application's team (they asked).
-
-The person who acted gets no copy. Mail goes out from a Celery task enqueued on commit, so a
-slow or failing mail server neither slows down nor undoes the review; the task retries what can
-succeed on retry.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from django.contrib.auth import get_user_model
-from django.db import transaction
-
-from meshadmin.models import Membership
+from meshadmin import notices
+from meshadmin.tasks import notify as _notify
 
 from .models import Subscription
 
+KIND = "subscription"
 EVENTS = ("requested", "approved", "rejected")
-
-
-@dataclass(frozen=True)
-class Notice:
-    subject: str
-    body: str
-    recipients: list[str]
 
 
 def notify(subscription: Subscription, event: str, request) -> None:
     """E-mail the other side about ``event`` once the current transaction commits."""
-    from .tasks import send_subscription_notice
-
-    if event not in EVENTS:
-        raise ValueError(f"unknown event {event!r}")
-    args = (subscription.pk, event, request.user.pk, request.build_absolute_uri("/"))
-    transaction.on_commit(lambda: send_subscription_notice.delay(*args))
+    _notify(KIND, subscription.pk, event, request)
 
 
-def recipients(subscription: Subscription, event: str, actor_id: int | None) -> list[str]:
-    team_id = subscription.topic.team_id if event == "requested" else subscription.application.team_id
-    users = (get_user_model().objects
-             .filter(memberships__team_id=team_id, memberships__role__in=Membership.EDITOR_ROLES, is_active=True)
-             .exclude(pk=actor_id).exclude(email="").order_by("email"))
-    return list(users.values_list("email", flat=True).distinct())
-
-
-def compose(subscription: Subscription, event: str, actor_id: int | None, base_url: str) -> Notice:
-    sub = subscription
-    actor = get_user_model().objects.filter(pk=actor_id).first()
-    who = actor.get_username() if actor else "someone"
+def compose(pk: int, event: str, actor_id: int | None, base_url: str) -> notices.Notice | None:
+    sub = Subscription.objects.select_related("application__team", "topic__team").filter(pk=pk).first()
+    if sub is None:
+        return None
+    who = notices.actor_name(actor_id)
     link = base_url.rstrip("/") + sub.get_absolute_url()
     if event == "requested":
         subject = f"[Meshadmin] {sub.application} asks to subscribe to {sub.topic}"
@@ -62,4 +36,8 @@ def compose(subscription: Subscription, event: str, actor_id: int | None, base_u
         comment = f"\n\nTheir comment:\n{sub.reviewer_comment}" if sub.reviewer_comment else ""
         body = (f"{who} {event} the subscription of {sub.application} to {sub.topic}.{comment}\n\n"
                 f"Details: {link}\n")
-    return Notice(subject, body, recipients(sub, event, actor_id))
+    team_id = sub.topic.team_id if event == "requested" else sub.application.team_id
+    return notices.Notice(subject, body, notices.editors_of(team_id, actor_id))
+
+
+notices.register(KIND, compose, EVENTS)

@@ -3,7 +3,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from governance.models import Application
-from meshadmin.api.serializers import MeshModelSerializer
+from meshadmin.api.serializers import MeshModelSerializer, StepSerializer  # noqa: F401 - re-exported
 from meshadmin.querysets import CHANGE
 
 from ..models import Subscription
@@ -37,11 +37,6 @@ class SubscriptionSerializer(MeshModelSerializer):
         if "filters" in attrs and attrs["filters"] is None:
             attrs["filters"] = []
         return super().validate(attrs)
-
-
-class StepSerializer(serializers.Serializer):
-    comment = serializers.CharField(required=False, allow_blank=True, default="",
-                                    help_text="The reviewer's comment (approve, reject); required to reject.")
 
 
 class SigningSecretSerializer(serializers.Serializer):

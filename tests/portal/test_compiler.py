@@ -95,7 +95,8 @@ def build_mesh() -> Mesh:
                        webhook_url="http://billing.internal/old"),
     }
     mesh.routes = {
-        "audit": RoutingRule.objects.create(team=payments, source_pattern="orders.*", order=10),
+        # orders.* covers Logistics' orders.shipped too: Logistics approved it
+        "audit": RoutingRule.objects.create(team=payments, source_pattern="orders.*", order=10, source_team=logistics),
         "disabled": RoutingRule.objects.create(team=payments, source_pattern="orders.created", enabled=False),
         "nowhere": RoutingRule.objects.create(team=payments, source_pattern="orders.shipped"),
     }
