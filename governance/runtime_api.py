@@ -20,12 +20,11 @@ from meshadmin.api.views import MeshReadOnlyViewSet
 from meshadmin.querysets import CHANGE
 
 from . import push as mesh_push
+from .disclosure import may_read_documents, redact
 from .models import ConfigVersion, Runtime
 
-
-def redacted(document: dict) -> dict:
-    """The document without the subscriptions' signing secrets (the portal never shows them)."""
-    return {**document, "subscriptions": [{**s, "secret": "(redacted)"} for s in document.get("subscriptions", ())]}
+DOCUMENTS_FOR_STAFF = ("Only staff read whole config documents: they describe every team's setup. "
+                       "The version's summary and diff are open to everyone signed in.")
 
 
 class RuntimeSerializer(serializers.ModelSerializer):
@@ -67,8 +66,13 @@ class ConfigVersionSerializer(serializers.ModelSerializer):
 
 
 class ConfigVersionDetailSerializer(ConfigVersionSerializer):
+    diff = serializers.SerializerMethodField(help_text="Added, removed and changed entries; no digest or secret.")
+
     class Meta(ConfigVersionSerializer.Meta):
         fields = [*ConfigVersionSerializer.Meta.fields, "changes", "diff"]
+
+    def get_diff(self, obj) -> dict:
+        return redact(obj.diff or {})
 
 
 class PushResultSerializer(serializers.Serializer):
@@ -103,13 +107,15 @@ class ConfigVersionViewSet(MeshReadOnlyViewSet):
     @extend_schema(responses=dict)
     @action(detail=True, methods=["get"])
     def document(self, request, pk=None):
-        """The published document, signing secrets redacted (``manage.py mesh export-config``
-        prints the current one whole)."""
+        """The published document, for staff, with key digests and signing secrets redacted
+        (governance.disclosure); 403 for everyone else."""
         version = self.get_object()
+        if not may_read_documents(request.user):
+            raise PermissionDenied(DOCUMENTS_FOR_STAFF)
         document = ConfigVersion.objects.values_list("document", flat=True).get(pk=version.pk)
         if document is None:
             return Response({"detail": mesh_push.PRUNED}, status=status.HTTP_410_GONE)
-        return Response(redacted(document))
+        return Response(redact(document))
 
     @extend_schema(request=None, responses=PushResultSerializer)
     @action(detail=False, methods=["post"])

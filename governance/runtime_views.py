@@ -24,8 +24,9 @@ from meshadmin.querysets import CHANGE
 
 from . import push
 from .diff import SECTIONS
+from .disclosure import may_read_documents, redact
 from .models import ConfigVersion, Runtime
-from .runtime_api import redacted
+from .runtime_api import DOCUMENTS_FOR_STAFF
 
 
 def _rows(runtimes, latest):
@@ -87,7 +88,8 @@ def configversion_detail(request, pk):
         "object": version,
         "latest": latest,
         "is_latest": latest is not None and latest.pk == version.pk,
-        "sections": _diff_sections(version.diff or {}),
+        "sections": _diff_sections(redact(version.diff or {})),
+        "may_read_document": may_read_documents(request.user),
         "runtimes": runtimes,
         "applied_count": len(applied),
         "can_rollback": ConfigVersion.objects.restrict(request.user, CHANGE).filter(pk=version.pk).exists(),
@@ -97,11 +99,14 @@ def configversion_detail(request, pk):
 
 
 def configversion_document(request, pk):
+    """The whole document, for staff (governance.disclosure), digests and secrets redacted."""
     version = get_object_or_404(ConfigVersion.objects.restrict(request.user).only("pk"), pk=pk)
+    if not may_read_documents(request.user):
+        return JsonResponse({"detail": DOCUMENTS_FOR_STAFF}, status=403)
     document = ConfigVersion.objects.values_list("document", flat=True).get(pk=version.pk)
     if document is None:
         return JsonResponse({"detail": push.PRUNED}, status=410)
-    return JsonResponse(redacted(document), json_dumps_params={"indent": 2, "sort_keys": True})
+    return JsonResponse(redact(document), json_dumps_params={"indent": 2, "sort_keys": True})
 
 
 class ConfigPushView(View):

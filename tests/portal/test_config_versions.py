@@ -107,7 +107,7 @@ def test_a_failed_push_is_shown_on_the_versions_page(versions, personas):
 
 def test_the_document_download_hides_signing_secrets(versions, personas):
     mesh, v1, _ = versions
-    response = client_for(personas["carol"]).get(reverse("meshconfig:configversion_document", args=[v1.pk]))
+    response = client_for(personas["sam"]).get(reverse("meshconfig:configversion_document", args=[v1.pk]))
     assert response.status_code == 200
     assert mesh.subs["active"].signing_secret not in response.content.decode()
     assert {s["secret"] for s in response.json()["subscriptions"]} == {"(redacted)"}
