@@ -4,7 +4,7 @@ def navigation(request):
 
 
 def inbox(request):
-    """How many requests await the user's review (subscriptions, routing rules), for the
+    """How many requests await the user's review (subscriptions, changes to them, routing rules), for the
     navigation's badge.
 
     One COUNT query over all kinds, run only when a template shows the badge (lazily), and never for anonymous
@@ -18,9 +18,10 @@ def inbox(request):
 
     def count() -> int:
         from governance.models import RoutingRule
-        from subscriptions.models import Subscription
+        from subscriptions.models import Subscription, SubscriptionChange
 
-        kinds = [Subscription.objects.awaiting_review_by(user), RoutingRule.objects.awaiting_review_by(user)]
+        kinds = [Subscription.objects.awaiting_review_by(user), SubscriptionChange.objects.awaiting_review_by(user),
+                 RoutingRule.objects.awaiting_review_by(user)]
         first, *others = (queryset.order_by().values("pk") for queryset in kinds)
         return first.union(*others, all=True).count()
 

@@ -13,8 +13,8 @@ from meshadmin.views import generic
 from meshadmin.views.workflow import TransitionView
 
 from . import filtersets, forms, tables
-from .models import APPLICATION_SIDE, Subscription
-from .notifications import notify
+from .models import APPLICATION_SIDE, Subscription, SubscriptionChange
+from .notifications import notify, notify_change
 
 #: Steps that e-mail the other side, and the event they announce.
 NOTIFIED = {"approve": "approved", "reject": "rejected"}
@@ -35,7 +35,12 @@ class SubscriptionView(generic.ObjectDetailView):
     def extra_context(self, request, obj) -> dict:
         sides = obj.sides(request.user)
         steps = obj.available_transitions(request.user, sides)
+        change = obj.pending_change()
         return {
+            "change": change,
+            "change_steps": change.available_transitions(request.user, sides) if change else [],
+            "past_changes": obj.changes.exclude(state=SubscriptionChange.REQUESTED)
+                               .select_related("requested_by", "reviewed_by")[:10],
             "steps": [step for step in steps if step not in ("approve", "reject")],
             "may_review": "approve" in steps,
             "review_form": forms.ReviewForm(),
@@ -65,16 +70,45 @@ class SubscriptionEditView(generic.ObjectEditView):
     form_class = forms.SubscriptionForm
 
     def post(self, request, pk=None):
-        if pk is not None:
-            return super().post(request, pk)
-        form = self.form_class(request.POST, instance=self.get_instance(request, None), user=request.user)
+        form = self.form_class(request.POST, instance=self.get_instance(request, pk), user=request.user)
         if not form.is_valid():
             return self.render_form(request, form, form.instance)
         with transaction.atomic():
             subscription = form.save()
-            notify(subscription, "requested", request)
-        messages.success(request, f"Requested {subscription}: {subscription.topic.team} reviews it.")
+            if pk is None:
+                notify(subscription, "requested", request)
+            elif form.change is not None:
+                notify_change(form.change, "requested", request)
+        if pk is None:
+            messages.success(request, f"Requested {subscription}: {subscription.topic.team} reviews it.")
+        elif form.change is not None:
+            changed = ", ".join(label.lower() for label, _before, _after in form.change.fields)
+            messages.info(request, f"The change of {changed} awaits the approval of {subscription.topic.team}; "
+                                   "the approved settings keep delivering until then.")
+        else:
+            messages.success(request, f"Saved subscription {subscription}.")
         return redirect(subscription.get_absolute_url())
+
+
+class SubscriptionChangeTransitionView(TransitionView):
+    """POST approve, reject or withdraw a change of an approved subscription."""
+
+    queryset = SubscriptionChange.objects.select_related("subscription__application__team",
+                                                         "subscription__topic__team")
+    detail_view = None  # the change has no page of its own: its subscription's page shows it
+    row_template = "subscriptions/change_inbox_row.html"
+    row_name = "change"
+    notified = NOTIFIED
+
+    def notify(self, request, obj, event):
+        notify_change(obj, event, request)
+
+    def refused(self, request, obj, status):
+        view = SubscriptionView()
+        view.setup(request, pk=obj.subscription_id)
+        response = view.get(request, obj.subscription_id)
+        response.status_code = status
+        return response
 
 
 class SubscriptionDeleteView(generic.ObjectDeleteView):
@@ -99,10 +133,14 @@ class SubscriptionTransitionView(TransitionView):
 
 def inbox(request):
     """What awaits a decision from the user's teams, with approve and reject in place: requests
-    to subscribe to their topics, and routing rules that read their topics."""
+    to subscribe to their topics, changes of approved subscriptions to them (as a diff), and
+    routing rules that read their topics."""
     pending = (Subscription.objects.awaiting_review_by(request.user)
                .select_related("application__team", "topic__team", "requested_by").order_by("created"))
+    changes = (SubscriptionChange.objects.awaiting_review_by(request.user)
+               .select_related("subscription__application__team", "subscription__topic__team", "requested_by")
+               .order_by("created"))
     routes = (RoutingRule.objects.awaiting_review_by(request.user)
               .select_related("team", "source_team", "requested_by").prefetch_related("targets").order_by("created"))
     return render(request, "subscriptions/inbox.html",
-                  {"pending": pending, "routes": routes, "review_form": forms.ReviewForm()})
+                  {"pending": pending, "changes": changes, "routes": routes, "review_form": forms.ReviewForm()})

@@ -53,13 +53,17 @@ class TransitionView(View):
                           {self.row_name: obj, "error": error, "done": None if error else done, "oob": True})
         if error:
             messages.error(request, error)
-            view = self.detail_view()
-            view.setup(request, pk=pk)
-            response = view.get(request, pk)
-            response.status_code = status
-            return response
+            return self.refused(request, obj, status)
         messages.success(request, f"{model._meta.verbose_name.capitalize()} {self.label(obj)} {done}.")
         return redirect(safe_return_url(request, obj.get_absolute_url()))
+
+    def refused(self, request, obj, status: int):
+        """The object's page again, with the refusal among its messages."""
+        view = self.detail_view()
+        view.setup(request, pk=obj.pk)
+        response = view.get(request, obj.pk)
+        response.status_code = status
+        return response
 
     def label(self, obj) -> str:
         return str(obj)

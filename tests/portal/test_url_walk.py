@@ -60,7 +60,7 @@ def _steps(url: str) -> list[str]:
 def world(payments, logistics, store, personas):
     """One object of every governed model, owned by Payments, and the secrets carol must never see."""
     from governance.models import AccessRule, Application, ApplicationKey, RoutingRule
-    from subscriptions.models import Subscription
+    from subscriptions.models import Subscription, SubscriptionChange
     from topics.models import Topic
 
     topic = Topic.objects.create(name="payments.secret", team=payments, store=store)
@@ -82,6 +82,8 @@ def world(payments, logistics, store, personas):
                                        state=RoutingRule.REQUESTED)
     asked.targets.set([topic])
     subscription = Subscription.objects.create(topic=topic, application=app, webhook_url="https://example.com/h")
+    SubscriptionChange.objects.create(subscription=subscription, before={"webhook_url": "https://example.com/h"},
+                                      after={"webhook_url": "https://example.com/new"})
     return {"markers": ["alice-private-token", token.prefix, token.digest, "checkout-private-key", key.sha256,
                         plain_key, subscription.signing_secret]}
 
@@ -148,4 +150,4 @@ def test_an_outsider_changes_nothing_and_sees_no_secret(world, personas):
     changed = AuditEntry.objects.filter(pk__gt=before).exclude(actor_name="carol", team__isnull=True)
     assert not changed.exclude(team=personas["carol"].memberships.get().team).exists(), list(changed)
     assert walked > 50
-    assert {"subscriptions", "routingrules"} <= reviewed  # every workflow step was tried
+    assert {"subscriptions", "subscriptionchanges", "routingrules"} <= reviewed  # every workflow step was tried
