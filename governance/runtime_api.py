@@ -3,7 +3,8 @@
 The runtimes pages receive :class:`RuntimeSerializer`'s output over the websocket too
 (governance.consumers), so the page and the API never disagree on what a runtime's state is.
 Push now and rollback are staff-only: ``ConfigVersion.objects.restrict(user, CHANGE)`` is empty
-for everyone else, so a rollback of a version answers 404, and push now 403.
+for everyone else, so a rollback of a version answers 404, and push now 403. A rollback restores
+the database (governance.restore): preview first, then confirm with the preview's fingerprint.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied
+from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
 
@@ -20,6 +21,7 @@ from meshadmin.api.views import MeshReadOnlyViewSet
 from meshadmin.querysets import CHANGE
 
 from . import push as mesh_push
+from . import restore
 from .disclosure import may_read_documents, redact
 from .models import ConfigVersion, Runtime
 
@@ -73,6 +75,27 @@ class ConfigVersionDetailSerializer(ConfigVersionSerializer):
 
     def get_diff(self, obj) -> dict:
         return redact(obj.diff or {})
+
+
+class RowChangeSerializer(serializers.Serializer):
+    action = serializers.ChoiceField(choices=["create", "update", "delete"])
+    model = serializers.CharField()
+    object = serializers.CharField(help_text="The entry's identity in the document: a name or rule-12, sub-7, …")
+    fields = serializers.ListField(child=serializers.DictField(), help_text="field, before, after")
+    note = serializers.CharField(allow_blank=True)
+
+
+class RestorePlanSerializer(serializers.Serializer):
+    version = serializers.IntegerField()
+    confirm = serializers.CharField(help_text="POST it to …/rollback/ to do exactly this.")
+    summary = serializers.CharField()
+    changes = RowChangeSerializer(many=True)
+    notes = serializers.ListField(child=serializers.CharField(), help_text="What the restore cannot do, and why.")
+    remaining = serializers.DictField(help_text="What would still differ from the version afterwards.")
+
+
+class RollbackRequestSerializer(serializers.Serializer):
+    confirm = serializers.CharField(help_text="The ``confirm`` of the restore preview you reviewed.")
 
 
 class PushResultSerializer(serializers.Serializer):
@@ -131,18 +154,52 @@ class ConfigVersionViewSet(MeshReadOnlyViewSet):
         code = status.HTTP_400_BAD_REQUEST if result.outcome == "failed" else status.HTTP_200_OK
         return Response(result.as_dict(), status=code)
 
-    @extend_schema(request=None, responses=PushResultSerializer)
+    def _rollback_target(self, pk):
+        if not str(pk).isdigit():
+            raise NotFound("No config version with this id.")
+        return get_object_or_404(ConfigVersion.objects.restrict(self.request.user, CHANGE)
+                                 .only("pk", "version", "created"), pk=pk)
+
+    @extend_schema(responses={200: RestorePlanSerializer, 400: PushResultSerializer})
+    @action(detail=True, methods=["get"], url_path="restore-preview")
+    def restore_preview(self, request, pk=None):
+        """What rolling back to this version would do to the database (staff): every row it
+        creates, changes or deletes, what it cannot restore, and what would still differ. POST
+        its ``confirm`` to ``…/rollback/`` to do exactly that."""
+        target = self._rollback_target(pk)
+        try:
+            plan = restore.preview(target, request.user)
+        except restore.RestoreRefused as error:
+            return Response({"outcome": "failed", "version": None, "error": str(error)},
+                            status=status.HTTP_400_BAD_REQUEST)
+        return Response(plan.as_dict())
+
+    @extend_schema(request=RollbackRequestSerializer,
+                   responses={201: PushResultSerializer, 400: PushResultSerializer, 409: RestorePlanSerializer})
     @action(detail=True, methods=["post"])
     def rollback(self, request, pk=None):
-        """Publish this version's content again under a new version number (staff)."""
-        target = get_object_or_404(ConfigVersion.objects.restrict(request.user, CHANGE).only("pk", "version"),
-                                   pk=pk)
+        """Restore the database to this version's content and publish it (staff): send the
+        ``confirm`` of ``…/restore-preview/``. 409 with the new preview if the database changed
+        since; 400 when the version cannot be restored."""
+        target = self._rollback_target(pk)
+        body = RollbackRequestSerializer(data=request.data)
         try:
-            result = mesh_push.rollback(target, user=request.user)
+            restore.target_document(target)
+        except restore.RestoreRefused as error:
+            return Response({"outcome": "failed", "version": None, "error": str(error)},
+                            status=status.HTTP_400_BAD_REQUEST)
+        body.is_valid(raise_exception=True)
+        try:
+            outcome = restore.rollback(target, request.user, confirm=body.validated_data["confirm"])
+        except restore.PlanChanged as changed:
+            return Response({"detail": str(changed), **changed.plan.as_dict()}, status=status.HTTP_409_CONFLICT)
+        except restore.RestoreRefused as error:
+            return Response({"outcome": "failed", "version": None, "error": str(error)},
+                            status=status.HTTP_400_BAD_REQUEST)
         except mesh_push.PushBusy:
             return Response({"detail": "Another push is in progress; try again."}, status=status.HTTP_409_CONFLICT)
-        code = status.HTTP_400_BAD_REQUEST if result.outcome == "failed" else status.HTTP_201_CREATED
-        return Response(result.as_dict(), status=code)
+        code = status.HTTP_400_BAD_REQUEST if outcome.push.outcome == "failed" else status.HTTP_201_CREATED
+        return Response({**outcome.push.as_dict(), "restore": outcome.plan.as_dict()}, status=code)
 
 
 router = SimpleRouter()

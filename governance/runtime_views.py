@@ -13,16 +13,15 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import JsonResponse
+from django.http import HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views import View
-from django.views.decorators.http import require_POST
 
 from meshadmin.querysets import CHANGE
 
-from . import push
+from . import push, restore
 from .diff import SECTIONS
 from .disclosure import may_read_documents, redact
 from .models import ConfigVersion, Runtime
@@ -52,9 +51,11 @@ def runtime_list(request):
 
 
 def runtime_detail(request, pk):
+    """The runtime, and the drift: what changed in the database since the version it runs."""
     runtime = get_object_or_404(Runtime.objects.restrict(request.user), pk=pk)
     latest = push.latest_version()
     return render(request, "governance/runtime.html", {
+        "drift": restore.drift_since(runtime.config_version),
         "object": runtime, "latest": latest, "state": runtime.state,
         "sync": runtime.sync_with(latest.version if latest else None),
         "counters": sorted(runtime.counters.items()) if isinstance(runtime.counters, dict) else [],
@@ -123,15 +124,38 @@ class ConfigPushView(View):
         return _report(request, result)
 
 
-@require_POST
 def configversion_rollback(request, pk):
-    target = get_object_or_404(ConfigVersion.objects.restrict(request.user, CHANGE).only("pk", "version"), pk=pk)
-    try:
-        result = push.rollback(target, user=request.user)
-    except push.PushBusy:
-        messages.warning(request, "Another push is in progress; try again in a moment.")
-        return redirect(target.get_absolute_url())
-    return _report(request, result)
+    """Staff: GET previews restoring the database to this version (governance.restore), POST with
+    the preview's ``confirm`` restores it and publishes it. Others get 404."""
+    target = get_object_or_404(ConfigVersion.objects.restrict(request.user, CHANGE).only("pk", "version", "created"),
+                               pk=pk)
+    status, plan, refused = 200, None, ""
+    if request.method == "POST":
+        try:
+            outcome = restore.rollback(target, request.user, confirm=request.POST.get("confirm", ""))
+        except restore.PlanChanged as changed:
+            messages.warning(request, str(changed))
+            status, plan = 409, changed.plan
+        except restore.RestoreRefused as error:
+            status, refused = 400, str(error)
+        except push.PushBusy:
+            messages.warning(request, "Another push is in progress; try again in a moment.")
+            return redirect(reverse("meshconfig:configversion_rollback", args=[target.pk]))
+        else:
+            messages.success(request, f"Restored the database to version {target.version} "
+                                      f"({outcome.plan.summary}).")
+            return _report(request, outcome.push)
+    elif request.method != "GET":
+        return HttpResponseNotAllowed(["GET", "POST"])
+    if plan is None and not refused:
+        try:
+            plan = restore.preview(target, request.user)
+        except restore.RestoreRefused as error:
+            refused = str(error)
+    return render(request, "governance/configversion_rollback.html", {
+        "object": target, "plan": plan, "refused": refused,
+        "sections": _diff_sections(plan.remaining) if plan else [],
+    }, status=status)
 
 
 def _report(request, result: push.PushResult):
