@@ -93,6 +93,7 @@ class RoutingRuleForm(MeshModelForm):
                                         "another team's topics routes once that team approves it."}
 
     review_requested = False
+    source_team = None
 
     def clean(self):
         cleaned = super().clean()

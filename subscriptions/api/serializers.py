@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from governance.models import Application
@@ -55,7 +56,8 @@ class SubscriptionSerializer(MeshModelSerializer):
     #: The change request an update became (Subscription.save_edit), for the view's answer.
     change = None
 
-    def get_pending_change(self, obj) -> SubscriptionChangeSerializer | None:
+    @extend_schema_field(SubscriptionChangeSerializer(allow_null=True))
+    def get_pending_change(self, obj) -> dict | None:
         change = obj.pending_change()
         return None if change is None else SubscriptionChangeSerializer(change, context=self.context).data
 
