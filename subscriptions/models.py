@@ -7,9 +7,10 @@ The workflow lives here, so that pages and the API share it::
         └──reject──► rejected └──revoke──► revoked ◄──revoke──┘
 
 Changing what an approved (active or paused) subscription delivers, or where (its webhook URL,
-filters and delivery mode: ``REVIEWED_FIELDS``), needs the topic side's approval again: the edit
-becomes a :class:`SubscriptionChange`, the approved settings keep delivering, and approving the
-change writes it onto the subscription in one save, so the next configuration switches at once.
+filters, delivery mode, and whether it answers the topic's requests: ``REVIEWED_FIELDS``), needs
+the topic side's approval again: the edit becomes a :class:`SubscriptionChange`, the approved
+settings keep delivering, and approving the change writes it onto the subscription in one save,
+so the next configuration switches at once.
 
 Who may do what (``Subscription.sides``): the editors (owners and members) of the
 application's team are its *application side*, those of the topic's team its *topic side*;
@@ -317,8 +318,10 @@ class Subscription(Reviewed, models.Model):
 
 
 #: What an approved subscription delivers, and where: changing these needs the topic side again.
-REVIEWED_FIELDS = ("webhook_url", "delivery_mode", "filters")
-FIELD_LABELS = {"webhook_url": "Webhook URL", "delivery_mode": "Delivery mode", "filters": "Filters"}
+#: ``responder`` too: a responder's answers become the replies the topic's requesters receive.
+REVIEWED_FIELDS = ("webhook_url", "delivery_mode", "filters", "responder")
+FIELD_LABELS = {"webhook_url": "Webhook URL", "delivery_mode": "Delivery mode", "filters": "Filters",
+                "responder": "Responder of the topic"}
 
 
 class SubscriptionChangeQuerySet(RestrictedQuerySet):

@@ -27,9 +27,10 @@ class SubscriptionSerializer(MeshModelSerializer):
     """A subscription without its signing secret (``GET …/signing-secret/``, for the subscriber).
     ``state`` changes only through the workflow actions; topic and application are set once.
 
-    Its delivery fields are the approved ones, which deliver. Changing the webhook URL, filters or
-    delivery mode of an active or paused subscription asks the topic's team: the answer is 202 and
-    ``pending_change`` holds the request, unless you are on the topic side yourself."""
+    Its delivery fields are the approved ones, which deliver. Changing the webhook URL, filters,
+    delivery mode or ``responder`` of an active or paused subscription asks the topic's team: the
+    answer is 202 and ``pending_change`` holds the request, unless you are on the topic side
+    yourself."""
 
     url = serializers.HyperlinkedIdentityField(view_name="api:subscription-detail")
     subscription_id = serializers.CharField(read_only=True)

@@ -4,8 +4,9 @@ item 2).
 The subscription is Logistics' application ``tracker`` on Payments' topic ``orders.created``,
 active: carol (member of Logistics) is the application side; alice (owner) and bob (member) of
 Payments are the topic side; dave is a viewer of Payments; erin is in neither team; sam is staff.
-A change of webhook URL, filters or delivery mode by the application side waits for the topic
-side, while the approved settings keep delivering; approving switches the next configuration.
+A change of webhook URL, filters, delivery mode or responder flag by the application side waits
+for the topic side, while the approved settings keep delivering; approving switches the next
+configuration.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ CHANGES = {
     "webhook_url": (NEW_URL, NEW_URL, NEW_URL),
     "filters": (json.dumps(FILTERS), FILTERS, FILTERS),
     "delivery_mode": ("structured", "structured", "structured"),
+    # its webhook's answers become the replies to the topic's requests (EventMesh 101)
+    "responder": ("on", True, True),
 }
 
 
@@ -261,6 +264,14 @@ def test_the_inbox_shows_the_diff_to_the_topic_side_only(sub, people):
             assert "<th>Webhook URL</th>" in row
             assert f'<del class="diff-before">{OLD_URL}</del>' in row
             assert f'<ins class="diff-after">{NEW_URL}</ins>' in row
+
+
+def test_a_responder_change_shows_as_yes_and_no(sub, people):
+    asked(sub, people, "responder")
+    html = client_for(people["bob"]).get(sub.get_absolute_url()).content.decode()
+    diff = html.split('data-testid="change-diff"')[1].split("</table>")[0]
+    assert "<th>Responder of the topic</th>" in diff
+    assert '<del class="diff-before">no</del>' in diff and '<ins class="diff-after">yes</ins>' in diff
 
 
 def test_approving_in_the_inbox_replaces_the_row(sub, people):
