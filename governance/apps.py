@@ -13,3 +13,5 @@ class GovernanceConfig(AppConfig):
         audit.register(ApplicationKey, exclude=("sha256",))  # never a key's digest in the log
         audit.register(AccessRule)
         audit.register(RoutingRule)
+
+        from . import notifications  # noqa: F401 - registers the routing rule notices (for the worker too)

@@ -60,7 +60,7 @@ class RoutingRuleFilterSet(MeshFilterSet):
 
     class Meta:
         model = RoutingRule
-        fields = ["team", "enabled", "target", "source_pattern"]
+        fields = ["team", "enabled", "state", "source_team", "target", "source_pattern"]
 
     def filter_target(self, queryset, name, value):
         return queryset.filter(pk__in=RoutingRule.objects.filter(targets__name=value.strip()).values("pk"))

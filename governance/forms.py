@@ -79,12 +79,20 @@ class AccessRuleForm(MeshModelForm):
 
 
 class RoutingRuleForm(MeshModelForm):
+    """A routing rule; one that reads another team's topics is requested from that team when
+    saved (``review_requested`` is then True: the view tells them)."""
+
     filters = FiltersField()
 
     class Meta:
         model = RoutingRule
         fields = ["team", "source_pattern", "filters", "targets", "enabled", "order", "description"]
-        help_texts = {"targets": "Topics that receive a copy of each matching event."}
+        help_texts = {"targets": "Topics that receive a copy of each matching event.",
+                      "source_pattern": "An exact topic name, a prefix such as orders.*, or *. A rule that reads "
+                                        "another team's topics routes once that team approves it."}
+
+    review_requested = False
+    source_team = None
 
     def clean(self):
         cleaned = super().clean()
@@ -92,12 +100,18 @@ class RoutingRuleForm(MeshModelForm):
         if targets is None or self.errors:
             return cleaned
         try:
+            self.source_team = rules.check_routing_source(cleaned.get("team"), cleaned.get("source_pattern", ""))
             rules.check_routing_targets(self.user, cleaned.get("team"), targets)
             rules.check_routing_cycle(cleaned.get("source_pattern", ""), targets, cleaned.get("enabled", False),
                                       exclude_pk=self.instance.pk)
         except ValidationError as exc:
             self.add_error(None, exc)
         return cleaned
+
+    def save(self, commit=True):
+        self.review_requested = self.instance.prepare_review(self.user, self.source_team,
+                                                             self.cleaned_data["targets"])
+        return super().save(commit)
 
 
 class SimulatorForm(BootstrapMixin, forms.Form):

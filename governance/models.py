@@ -12,8 +12,9 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
-from meshadmin.models import Team, TeamOwned
-from meshadmin.querysets import CatalogQuerySet, TeamOwnedQuerySet
+from meshadmin.models import Membership, Team, TeamOwned
+from meshadmin.querysets import CatalogQuerySet, TeamOwnedQuerySet, team_ids
+from meshadmin.workflow import Reviewed, Transition
 from meshruntime.policy import PolicyError, validate_pattern
 
 application_name_validator = RegexValidator(
@@ -168,8 +169,47 @@ class AccessRule(TeamOwned, models.Model):
             raise ValidationError(errors)
 
 
-class RoutingRule(TeamOwned, models.Model):
-    """Copies events published to matching topics onto target topics."""
+RULE_SIDE, SOURCE_SIDE = "rule", "source"
+
+
+class RoutingRuleQuerySet(CatalogQuerySet):
+    def awaiting_review_by(self, user) -> RoutingRuleQuerySet:
+        """Rules that wait for this user's approval: reading topics of teams they edit (all for staff)."""
+        requested = self.filter(state=RoutingRule.REQUESTED)
+        if user.is_staff or user.is_superuser:
+            return requested
+        return requested.filter(source_team__in=team_ids(user, Membership.EDITOR_ROLES))
+
+
+class RoutingRule(TeamOwned, Reviewed, models.Model):
+    """Copies events published to matching topics onto target topics.
+
+    Routing out of a topic is reading it, so a rule whose source covers another team's topics
+    needs that team's approval, like a subscription: requested, then approved or rejected by the
+    source side; an approved rule can be revoked by the source side; a rejected or revoked one
+    can be requested again by the rule's side.
+
+    ``source_team`` is that other team (at most one: ``governance.rules.check_routing_source``);
+    its editors are the rule's *source side*, the editors of ``team`` its *rule side*, staff
+    both. A rule reading only its own team's topics needs nobody's approval and is approved when
+    saved; so is one saved by an editor of the source team, or by staff. Changing what a rule
+    copies or where (source, filters, targets) asks again (``prepare_review``). Only approved
+    rules are compiled, and only while their source covers no topic of a third team
+    (``governance.rules.compiled_routing_rules``).
+    """
+
+    REQUESTED, APPROVED, REJECTED, REVOKED = "requested", "approved", "rejected", "revoked"
+    STATE_CHOICES = [(REQUESTED, "Requested"), (APPROVED, "Approved"), (REJECTED, "Rejected"),
+                     (REVOKED, "Revoked")]
+    #: Fields whose change alters what the rule copies, or where: the source team reviews it again.
+    REVIEWED_FIELDS = ("team", "source_pattern", "filters", "targets")
+    EITHER_SIDE = frozenset({RULE_SIDE, SOURCE_SIDE})
+    TRANSITIONS = {t.name: t for t in (
+        Transition("approve", "approved", (REQUESTED,), APPROVED, frozenset({SOURCE_SIDE})),
+        Transition("reject", "rejected", (REQUESTED,), REJECTED, frozenset({SOURCE_SIDE})),
+        Transition("revoke", "revoked", (APPROVED,), REVOKED, frozenset({SOURCE_SIDE})),
+        Transition("request", "requested again", (REJECTED, REVOKED), REQUESTED, frozenset({RULE_SIDE})),
+    )}
 
     team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="routing_rules",
                              help_text="The team that manages this rule.")
@@ -181,10 +221,21 @@ class RoutingRule(TeamOwned, models.Model):
     enabled = models.BooleanField(default=True)
     order = models.PositiveIntegerField(default=100, help_text="Rules apply in ascending order.")
     description = models.CharField(max_length=250, blank=True)
+    state = models.CharField(max_length=10, choices=STATE_CHOICES, default=APPROVED, editable=False,
+                             db_index=True)  # the inbox counts requests on every page
+    source_team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                                    editable=False,
+                                    help_text="The other team whose topics the source covers; it approves the rule.")
+    reviewer_comment = models.TextField(blank=True, editable=False)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="+", editable=False)
+    reviewed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+", editable=False)
+    reviewed_at = models.DateTimeField(null=True, blank=True, editable=False)
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 
-    objects = CatalogQuerySet.as_manager()
+    objects = RoutingRuleQuerySet.as_manager()
 
     class Meta:
         ordering = ["order", "pk"]
@@ -196,3 +247,69 @@ class RoutingRule(TeamOwned, models.Model):
     @property
     def rule_id(self) -> str:
         return f"route-{self.pk}"
+
+    # Review
+
+    def sides(self, user) -> frozenset[str]:
+        """The sides ``user`` acts for: editors of the rule's team and of its source team."""
+        if not user.is_authenticated or not user.is_active:
+            return frozenset()
+        if user.is_staff or user.is_superuser:
+            return self.EITHER_SIDE
+        teams = set(Membership.objects.filter(
+            user=user, role__in=Membership.EDITOR_ROLES, team_id__in=[self.team_id, self.source_team_id],
+        ).values_list("team_id", flat=True))
+        sides = set()
+        if self.team_id in teams:
+            sides.add(RULE_SIDE)
+        if self.source_team_id is not None and self.source_team_id in teams:
+            sides.add(SOURCE_SIDE)
+        return frozenset(sides)
+
+    def side_names(self, transition: Transition) -> str:
+        teams = []
+        if SOURCE_SIDE in transition.sides:
+            teams.append(f"{self.source_team} (whose topics the rule reads)" if self.source_team_id
+                         else "staff")
+        if RULE_SIDE in transition.sides:
+            teams.insert(0, f"{self.team} (the rule's team)")
+        return " or ".join(teams)
+
+    def transition_fields(self, step: Transition, by) -> list[str]:
+        if step.name == "request":
+            self.requested_by = by
+            return ["requested_by"]
+        return []
+
+    def prepare_review(self, by, source_team: Team | None, targets) -> bool:
+        """Set the review state for a save of this rule by ``by``; True if ``source_team`` must be
+        asked (the caller tells them once the save commits).
+
+        ``source_team`` is the other team whose topics the source covers (None: only the rule's
+        own team's), ``targets`` the topics the save gives the rule. A save that leaves source,
+        filters, targets, team and source team as they are keeps the state: reordering, disabling
+        or describing a rule asks nobody.
+        """
+        if self.pk is not None:
+            stored = RoutingRule.objects.filter(pk=self.pk).values(
+                "team_id", "source_pattern", "filters", "source_team_id").first()
+            if stored is not None:
+                stored_targets = set(RoutingRule.targets.through.objects.filter(routingrule_id=self.pk)
+                                     .values_list("topic_id", flat=True))
+                same = (stored["team_id"] == self.team_id and stored["source_pattern"] == self.source_pattern
+                        and stored["filters"] == self.filters
+                        and stored["source_team_id"] == (source_team.pk if source_team else None)
+                        and stored_targets == {topic.pk for topic in targets})
+                if same:
+                    return False
+        self.source_team = source_team
+        self.reviewer_comment = ""
+        if source_team is None:
+            self.state, self.reviewed_by, self.reviewed_at = self.APPROVED, None, None
+            return False
+        if SOURCE_SIDE in self.sides(by):
+            # The author may approve it: asking them to would add a click and nothing else.
+            self.state, self.reviewed_by, self.reviewed_at = self.APPROVED, by, timezone.now()
+            return False
+        self.state, self.requested_by, self.reviewed_by, self.reviewed_at = self.REQUESTED, by, None, None
+        return True

@@ -1,18 +1,20 @@
 """The policy simulator: what the runtimes would decide, and why, if the database were compiled now.
 
 Every answer comes from ``meshruntime.policy`` over :func:`governance.rules.compiled_access_rules`,
-the same rules the config compiler publishes, so the simulator cannot disagree with the mesh.
+the same rules the config compiler publishes, so the simulator cannot disagree with the mesh. A
+publish also says where routing rules copy the event (:func:`governance.rules.compiled_routing_rules`,
+the compiler's own: a rule that awaits approval copies nothing here either).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from meshruntime.policy import ACTIONS, Decision, Policy
+from meshruntime.policy import ACTIONS, Decision, Policy, pattern_matches
 
 from .models import Application
-from .rules import current_policy, rule_url
+from .rules import compiled_routing_rules, current_policy, rule_url
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,8 @@ class Explanation:
     topic: str
     action: str
     decision: Decision
+    #: Routing rules that copy a published event (when their filters match it), for a publish.
+    routes: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def allowed(self) -> bool:
@@ -40,13 +44,18 @@ class Explanation:
     def as_dict(self) -> dict[str, Any]:
         return {"application": self.application, "topic": self.topic, "action": self.action,
                 "allowed": self.allowed, "reason": self.decision.reason,
-                "deciding_rule": self.deciding_rule, "matched": self.matched}
+                "deciding_rule": self.deciding_rule, "matched": self.matched, "routes": self.routes}
 
 
 def simulate(application: str, topic: str, action: str, policy: Policy | None = None) -> Explanation:
     """May ``application`` (a name) do ``action`` on ``topic`` (a name)? With every rule that matched."""
     policy = policy or current_policy()
-    return Explanation(application, topic, action, policy.explain(application, topic, action))
+    decision = policy.explain(application, topic, action)
+    routes = []
+    if action == "publish" and decision.allowed:
+        routes = [{**route, "url": rule_url(route["id"])} for route in compiled_routing_rules()
+                  if pattern_matches(route["source"], topic)]
+    return Explanation(application, topic, action, decision, routes)
 
 
 def who_may(topic: str, policy: Policy | None = None) -> dict[str, list[str]]:

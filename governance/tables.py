@@ -30,6 +30,7 @@ ACCESSRULE_COLUMNS = [
 ROUTINGRULE_COLUMNS = [
     Column("id", "Rule", template="governance/cells/rule_link.html", order_by="pk"),
     Column("source_pattern", "Source"),
+    Column("state", template="governance/cells/review_state.html"),
     Column("targets", accessor="targets", order_by=None),
     Column("enabled"),
     Column("order"),

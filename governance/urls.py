@@ -15,6 +15,8 @@ urlpatterns = [
                 edit_view=views.AccessRuleEditView, delete_view=views.AccessRuleDeleteView),
     *model_urls("routingrule", list_view=views.RoutingRuleListView, detail_view=views.RoutingRuleView,
                 edit_view=views.RoutingRuleEditView, delete_view=views.RoutingRuleDeleteView),
+    path("routingrules/<int:pk>/<slug:step>/", views.RoutingRuleTransitionView.as_view(),
+         name="routingrule_transition"),
     path("simulator/", views.simulator, name="simulator"),
     path("validation/", views.validation, name="validation"),
 ]

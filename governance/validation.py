@@ -2,6 +2,8 @@
 
 - a subscription whose application a deny rule keeps from subscribing to its topic;
 - a routing rule that targets a deprecated topic;
+- a routing rule that routes nothing because it is not approved, or because its source now covers
+  a topic of a team that did not approve it (the compiler leaves it out: the same check);
 - a subscription to a deprecated topic whose sunset has passed;
 - a team with no owner (nobody can manage its members).
 
@@ -20,12 +22,12 @@ from meshadmin.models import Membership, Team
 from meshruntime.policy import Policy
 
 from .models import RoutingRule
-from .rules import current_policy
+from .rules import TopicOwners, current_policy, routing_blocker_of
 
 
 @dataclass(frozen=True)
 class Finding:
-    code: str  # subscription_denied, route_to_deprecated, subscription_past_sunset, team_without_owner
+    code: str  # a key of TITLES
     obj: Model
     message: str
 
@@ -37,6 +39,7 @@ class Finding:
 TITLES = {
     "subscription_denied": "Subscription denied by a rule",
     "route_to_deprecated": "Routing into a deprecated topic",
+    "route_not_approved": "Routing rule without the approval it needs",
     "subscription_past_sunset": "Subscription to a topic past its sunset",
     "team_without_owner": "Team without an owner",
 }
@@ -71,7 +74,12 @@ def routing_findings(rules: QuerySet[RoutingRule]) -> list[Finding]:
     from topics.models import Topic
 
     findings = []
-    for rule in rules.prefetch_related("targets").order_by("order", "pk"):
+    owners = TopicOwners.load()
+    for rule in rules.select_related("source_team").prefetch_related("targets").order_by("order", "pk"):
+        if rule.enabled and rule.targets.all():
+            blocker = routing_blocker_of(rule, owners)
+            if blocker is not None:
+                findings.append(Finding("route_not_approved", rule, f"{rule.rule_id} routes nothing: {blocker}."))
         deprecated = sorted(t.name for t in rule.targets.all() if t.lifecycle == Topic.DEPRECATED)
         if deprecated:
             findings.append(Finding("route_to_deprecated", rule, (

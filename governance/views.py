@@ -8,14 +8,17 @@ from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django.views import View
 
+from meshadmin.forms import ReviewForm
 from meshadmin.querysets import CHANGE
 from meshadmin.views import generic
+from meshadmin.views.workflow import TransitionView
 from subscriptions.models import Subscription
 from topics.models import Topic
 
 from . import filtersets, forms, tables
 from .models import AccessRule, Application, ApplicationKey, RoutingRule
-from .rules import compiled_access_rules, current_policy, rule_url
+from .notifications import NOTIFIED, notify
+from .rules import compiled_access_rules, current_policy, routing_blocker_of, rule_url
 from .simulator import capabilities, simulate
 from .validation import TITLES, all_findings, findings_for, subscription_findings
 
@@ -168,20 +171,64 @@ class RoutingRuleListView(generic.ObjectListView):
 
 
 class RoutingRuleView(generic.ObjectDetailView):
-    queryset = RoutingRule.objects.select_related("team").prefetch_related("targets")
+    queryset = RoutingRule.objects.select_related("team", "source_team", "requested_by", "reviewed_by") \
+        .prefetch_related("targets")
     template_name = "governance/routingrule.html"
 
     def extra_context(self, request, obj) -> dict:
-        return {"findings": findings_for(obj)}
+        steps = obj.available_transitions(request.user)
+        return {
+            "findings": findings_for(obj),
+            "steps": [step for step in steps if step not in ("approve", "reject")],
+            "may_review": "approve" in steps,
+            "review_form": ReviewForm(),
+            "blocker": routing_blocker_of(obj),
+        }
 
 
 class RoutingRuleEditView(generic.ObjectEditView):
+    """Create or change a rule; one that now reads another team's topics is requested from that
+    team, who is told by e-mail."""
+
     queryset = RoutingRule.objects.all()
     form_class = forms.RoutingRuleForm
+
+    #: Whether the save asked the source team (RoutingRuleForm.review_requested).
+    review_requested = False
+
+    def save(self, request, form, created):
+        rule = super().save(request, form, created)
+        if form.review_requested:
+            notify(rule, "requested", request)
+        self.review_requested = form.review_requested
+        return rule
+
+    def saved(self, request, obj, created):
+        if not self.review_requested:
+            return super().saved(request, obj, created)
+        messages.info(request, f"Saved {obj.rule_id}: it reads topics of {obj.source_team}, so it routes "
+                               f"nothing until {obj.source_team} approves it. They are told.")
+        return redirect(obj.get_absolute_url())
 
 
 class RoutingRuleDeleteView(generic.ObjectDeleteView):
     queryset = RoutingRule.objects.all()
+
+
+class RoutingRuleTransitionView(TransitionView):
+    """POST approve, reject, revoke or request (meshadmin.views.workflow)."""
+
+    queryset = RoutingRule.objects.select_related("team", "source_team")
+    detail_view = RoutingRuleView
+    row_template = "governance/routingrule_inbox_row.html"
+    row_name = "rule"
+    notified = NOTIFIED
+
+    def notify(self, request, obj, event):
+        notify(obj, event, request)
+
+    def label(self, obj) -> str:
+        return obj.rule_id
 
 
 # Simulator and validation

@@ -4,9 +4,10 @@ def navigation(request):
 
 
 def inbox(request):
-    """How many subscription requests await the user's review, for the navigation's badge.
+    """How many requests await the user's review (subscriptions, changes to them, routing rules), for the
+    navigation's badge.
 
-    One COUNT query, run only when a template shows the badge (lazily), and never for anonymous
+    One COUNT query over all kinds, run only when a template shows the badge (lazily), and never for anonymous
     visitors.
     """
     from django.utils.functional import SimpleLazyObject
@@ -16,8 +17,12 @@ def inbox(request):
         return {"inbox_count": 0}
 
     def count() -> int:
-        from subscriptions.models import Subscription
+        from governance.models import RoutingRule
+        from subscriptions.models import Subscription, SubscriptionChange
 
-        return Subscription.objects.awaiting_review_by(user).count()
+        kinds = [Subscription.objects.awaiting_review_by(user), SubscriptionChange.objects.awaiting_review_by(user),
+                 RoutingRule.objects.awaiting_review_by(user)]
+        first, *others = (queryset.order_by().values("pk") for queryset in kinds)
+        return first.union(*others, all=True).count()
 
     return {"inbox_count": SimpleLazyObject(count)}

@@ -64,3 +64,10 @@ class APITokenForm(MeshModelForm):
     class Meta:
         model = APIToken
         fields = ["description", "read_only", "expires"]
+
+
+class ReviewForm(forms.Form):
+    """The comment of a review (approve, reject): required to reject, read by the asking team."""
+
+    comment = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2, "class": "form-control"}),
+                              help_text="Required to reject; the requesting team reads it.")

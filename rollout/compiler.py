@@ -21,8 +21,8 @@ from typing import Any
 from django.db.models import Q
 from django.utils import timezone
 
-from governance.models import Application, ApplicationKey, RoutingRule
-from governance.rules import compiled_access_rules
+from governance.models import Application, ApplicationKey
+from governance.rules import compiled_access_rules, compiled_routing_rules
 from meshadmin.rows import date_text, json_value, raw_rows
 from meshruntime.config import FORMAT
 from subscriptions.models import Subscription
@@ -105,20 +105,9 @@ def compile_subscriptions() -> list[dict[str, Any]]:
 
 
 def compile_routing_rules() -> list[dict[str, Any]]:
-    """Enabled routing rules. One without targets routes nowhere, so it is left out (the
-    contract requires at least one target)."""
-    targets: dict[int, list[str]] = defaultdict(list)
-    through = RoutingRule.targets.through.objects.filter(routingrule__enabled=True)
-    for rule_id, topic in through.order_by("topic__name").values_list("routingrule_id", "topic__name"):
-        targets[rule_id].append(topic)
-    rules = [
-        {"id": f"route-{pk}", "source": source, "filters": filters or [], "targets": targets[pk], "order": order}
-        for pk, source, filters, order in RoutingRule.objects.filter(enabled=True).values_list(
-            "pk", "source_pattern", "filters", "order"
-        )
-        if targets.get(pk)
-    ]
-    return sorted(rules, key=lambda rule: rule["id"])
+    """Routing rules that route: governance.rules.compiled_routing_rules, which the simulator
+    and the validation page share."""
+    return compiled_routing_rules()
 
 
 def compile_mesh_config(now: datetime | None = None) -> dict[str, Any]:

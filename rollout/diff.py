@@ -13,6 +13,8 @@ from typing import Any
 
 from meshruntime import patch
 
+from .disclosure import without_digests
+
 #: (section, identity field, label) in the order a reader expects them; identities are the
 #: contract's (meshruntime.patch.IDENTITY).
 SECTIONS: tuple[tuple[str, str, str], ...] = tuple(
@@ -45,7 +47,8 @@ def _field_changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, A
             changes[name] = {"added": sorted(new_prefixes - old_prefixes),
                              "removed": sorted(old_prefixes - new_prefixes)}
             if not (changes[name]["added"] or changes[name]["removed"]):
-                changes[name] = {"before": _shown(old), "after": _shown(new)}  # an expiry changed
+                # an expiry changed: shown without the digests, which never leave the server
+                changes[name] = {"before": _shown(without_digests(old)), "after": _shown(without_digests(new))}
         else:
             changes[name] = {"before": _shown(old), "after": _shown(new)}
     return changes

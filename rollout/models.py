@@ -19,11 +19,6 @@ from .diff import summarize
 from .fields import DocumentField
 
 
-def redacted(document: dict) -> dict:
-    """The document without the subscriptions' signing secrets (the portal never shows them)."""
-    return {**document, "subscriptions": [{**s, "secret": "(redacted)"} for s in document.get("subscriptions", ())]}
-
-
 class ConfigVersionQuerySet(RestrictedQuerySet):
     """Every signed-in user sees the versions (their diffs name no secret); only staff push
     or roll back (``restrict(user, CHANGE)`` is empty for everyone else)."""
@@ -34,10 +29,11 @@ class ConfigVersionQuerySet(RestrictedQuerySet):
 class ConfigVersion(models.Model):
     """One published MeshConfig document: what was pushed, when, by whom, and what changed.
 
-    ``checksum`` is the content's checksum (a rollback keeps the old one). ``source_checksum``
-    is the checksum of the database's compile that this version answers: equal to ``checksum``
-    for a normal push, the overridden compile for a rollback. The automatic push compares a new
-    compile with it, so an unchanged database keeps a rollback in place.
+    ``checksum`` is the content's checksum. ``source_checksum`` is the checksum of the database's
+    compile that this version answers: equal to ``checksum`` since a rollback restores the
+    database (rollout.restore); the rollbacks of old published a version's content over the
+    database, and answered the overridden compile. The automatic push compares a new compile
+    with it.
     """
 
     PUSH, MANUAL, ROLLBACK, RECONCILE = "push", "manual", "rollback", "reconcile"

@@ -1,4 +1,4 @@
-"""Compile → record → publish: from the database to a published, recorded version; rollback; prune.
+"""Compile → record → publish: from the database to a published, recorded version; prune.
 
 :func:`push` (run by rollout.tasks after committed changes, see rollout.capture, and by the
 periodic reconcile) holds ``push:lock``, clears the pending marker, compiles
@@ -31,7 +31,7 @@ import logging
 import secrets
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -289,15 +289,19 @@ def compile_snapshot() -> dict[str, Any]:
         return compile_mesh_config()
 
 
-def push(kind: str = "push", *, force: bool = False, user=None, reason: str = "", wait: float = 0.0) -> PushResult:
+def push(kind: str = "push", *, force: bool = False, user=None, reason: str = "", wait: float = 0.0,
+         rollback_of=None, lock_held: bool = False) -> PushResult:
     """Compile the database and publish a new version if its content changed.
 
     ``force`` ("push now") compares with the latest version's content rather than with the
-    compile it answered, so it also replaces a rollback with the database's state; when even the
-    content is unchanged it announces the latest version again. Raises :class:`PushBusy` when
-    the lock stays taken for ``wait`` seconds.
+    compile it answered (they differ only for the rollbacks of old, which published a version's
+    content over the database), so it replaces such a version with the database's state; when even the
+    content is unchanged it announces the latest version again. ``rollback_of``: the version whose
+    content a rollback restored (rollout.restore), which holds the lock already
+    (``lock_held``) so that no other push publishes its restore first. Raises :class:`PushBusy`
+    when the lock stays taken for ``wait`` seconds.
     """
-    with push_lock(wait), gc_paused():
+    with nullcontext() if lock_held else push_lock(wait), gc_paused():
         changes = _take_changes()
         started = time.perf_counter()
         try:
@@ -332,7 +336,7 @@ def push(kind: str = "push", *, force: bool = False, user=None, reason: str = ""
         elif kind == ConfigVersion.RECONCILE and changes:
             kind = ConfigVersion.PUSH
         version = _record_and_publish(doc, kind=kind, source_checksum=checksum, diff=diff, previous=previous,
-                                      changes=changes, user=user, reason=reason)
+                                      changes=changes, user=user, reason=reason, rollback_of=rollback_of)
         _mark_recent()
         done = time.perf_counter()
         first = min((datetime.fromisoformat(change["at"]) for change in changes), default=None)
@@ -360,28 +364,3 @@ def prune_documents(keep: int | None = None) -> int:
     return pruned
 
 
-def rollback(target, *, user=None, wait: float = 10.0) -> PushResult:
-    """Publish ``target``'s content again under a new version number.
-
-    The new version answers the same database compile as the latest one, so the automatic push
-    leaves it in place until the database changes again (or someone pushes now).
-    """
-    with push_lock(wait):
-        latest = latest_version()
-        document = ConfigVersion.objects.values_list("document", flat=True).get(pk=target.pk)
-        if document is None:
-            return _record_status(ConfigVersion.ROLLBACK, PushResult("failed", error=(
-                f"version {target.version} cannot be rolled back to: its document was pruned (only the "
-                f"newest {settings.MESH_CONFIG_KEEP_DOCUMENTS} versions keep theirs)")))
-        doc = seal(document, _next_version(latest))
-        try:
-            validate_document(doc)  # whole: the contract may have grown stricter since
-        except ConfigError as error:
-            return _record_status(ConfigVersion.ROLLBACK, PushResult("failed", error=str(error)))
-        previous = _previous_document(latest)
-        version = _record_and_publish(
-            doc, kind=ConfigVersion.ROLLBACK, source_checksum=latest.source_checksum if latest else doc["checksum"],
-            diff=diff_documents(previous, doc), previous=previous, user=user,
-            reason=f"Rollback to version {target.version}", rollback_of=target,
-        )
-        return _record_status(ConfigVersion.ROLLBACK, PushResult("published", version.version))

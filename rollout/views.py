@@ -13,18 +13,18 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import JsonResponse
+from django.http import HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views import View
-from django.views.decorators.http import require_POST
 
 from meshadmin.querysets import CHANGE
 
-from . import push
+from . import push, restore
 from .diff import SECTIONS
-from .models import ConfigVersion, Runtime, redacted
+from .disclosure import DOCUMENTS_FOR_STAFF, may_read_documents, redact
+from .models import ConfigVersion, Runtime
 
 
 def _rows(runtimes, latest):
@@ -50,9 +50,11 @@ def runtime_list(request):
 
 
 def runtime_detail(request, pk):
+    """The runtime, and the drift: what changed in the database since the version it runs."""
     runtime = get_object_or_404(Runtime.objects.restrict(request.user), pk=pk)
     latest = push.latest_version()
     return render(request, "rollout/runtime.html", {
+        "drift": restore.drift_since(runtime.config_version),
         "object": runtime, "latest": latest, "state": runtime.state,
         "sync": runtime.sync_with(latest.version if latest else None),
         "counters": sorted(runtime.counters.items()) if isinstance(runtime.counters, dict) else [],
@@ -86,7 +88,8 @@ def configversion_detail(request, pk):
         "object": version,
         "latest": latest,
         "is_latest": latest is not None and latest.pk == version.pk,
-        "sections": _diff_sections(version.diff or {}),
+        "sections": _diff_sections(redact(version.diff or {})),
+        "may_read_document": may_read_documents(request.user),
         "runtimes": runtimes,
         "applied_count": len(applied),
         "can_rollback": ConfigVersion.objects.restrict(request.user, CHANGE).filter(pk=version.pk).exists(),
@@ -96,11 +99,14 @@ def configversion_detail(request, pk):
 
 
 def configversion_document(request, pk):
+    """The whole document, for staff (rollout.disclosure), digests and secrets redacted."""
     version = get_object_or_404(ConfigVersion.objects.restrict(request.user).only("pk"), pk=pk)
+    if not may_read_documents(request.user):
+        return JsonResponse({"detail": DOCUMENTS_FOR_STAFF}, status=403)
     document = ConfigVersion.objects.values_list("document", flat=True).get(pk=version.pk)
     if document is None:
         return JsonResponse({"detail": push.PRUNED}, status=410)
-    return JsonResponse(redacted(document), json_dumps_params={"indent": 2, "sort_keys": True})
+    return JsonResponse(redact(document), json_dumps_params={"indent": 2, "sort_keys": True})
 
 
 class ConfigPushView(View):
@@ -117,15 +123,38 @@ class ConfigPushView(View):
         return _report(request, result)
 
 
-@require_POST
 def configversion_rollback(request, pk):
-    target = get_object_or_404(ConfigVersion.objects.restrict(request.user, CHANGE).only("pk", "version"), pk=pk)
-    try:
-        result = push.rollback(target, user=request.user)
-    except push.PushBusy:
-        messages.warning(request, "Another push is in progress; try again in a moment.")
-        return redirect(target.get_absolute_url())
-    return _report(request, result)
+    """Staff: GET previews restoring the database to this version (rollout.restore), POST with
+    the preview's ``confirm`` restores it and publishes it. Others get 404."""
+    target = get_object_or_404(ConfigVersion.objects.restrict(request.user, CHANGE).only("pk", "version", "created"),
+                               pk=pk)
+    status, plan, refused = 200, None, ""
+    if request.method == "POST":
+        try:
+            outcome = restore.rollback(target, request.user, confirm=request.POST.get("confirm", ""))
+        except restore.PlanChanged as changed:
+            messages.warning(request, str(changed))
+            status, plan = 409, changed.plan
+        except restore.RestoreRefused as error:
+            status, refused = 400, str(error)
+        except push.PushBusy:
+            messages.warning(request, "Another push is in progress; try again in a moment.")
+            return redirect(reverse("rollout:configversion_rollback", args=[target.pk]))
+        else:
+            messages.success(request, f"Restored the database to version {target.version} "
+                                      f"({outcome.plan.summary}).")
+            return _report(request, outcome.push)
+    elif request.method != "GET":
+        return HttpResponseNotAllowed(["GET", "POST"])
+    if plan is None and not refused:
+        try:
+            plan = restore.preview(target, request.user)
+        except restore.RestoreRefused as error:
+            refused = str(error)
+    return render(request, "rollout/configversion_rollback.html", {
+        "object": target, "plan": plan, "refused": refused,
+        "sections": _diff_sections(plan.remaining) if plan else [],
+    }, status=status)
 
 
 def _report(request, result: push.PushResult):

@@ -7,6 +7,9 @@ class SubscriptionsConfig(AppConfig):
     def ready(self) -> None:
         from meshadmin import audit
 
-        from .models import Subscription
+        from .models import Subscription, SubscriptionChange
 
         audit.register(Subscription, exclude=("signing_secret",))
+        audit.register(SubscriptionChange)
+
+        from . import notifications  # noqa: F401 - registers the subscription notices (for the worker too)

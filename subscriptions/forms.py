@@ -3,10 +3,10 @@ from __future__ import annotations
 from django import forms
 
 from governance.forms import FiltersField
-from meshadmin.forms import MeshModelForm
+from meshadmin.forms import MeshModelForm, ReviewForm  # noqa: F401 - ReviewForm: the subscription pages' too
 from meshadmin.querysets import CHANGE
 
-from .models import Subscription
+from .models import REVIEWED_FIELDS, TOPIC_SIDE, Subscription
 
 #: What the "Subscribe" form on a topic page asks; the rest keeps the defaults.
 QUICK_FIELDS = ("application", "webhook_url", "delivery_mode")
@@ -15,7 +15,9 @@ QUICK_FIELDS = ("application", "webhook_url", "delivery_mode")
 class SubscriptionForm(MeshModelForm):
     """Request a subscription for one of your teams' applications, or change its delivery settings.
 
-    The topic and the application are chosen once: changing them would be a new request.
+    The topic and the application are chosen once: changing them would be a new request. A change
+    of what an approved subscription delivers, or where, is asked of the topic's team
+    (``Subscription.save_edit``).
     """
 
     filters = FiltersField()
@@ -35,15 +37,21 @@ class SubscriptionForm(MeshModelForm):
         super().__init__(*args, user=user, **kwargs)
         if self.instance.pk:
             del self.fields["topic"], self.fields["application"]
+            sub = self.instance
+            if sub.state in Subscription.LIVE_STATES and TOPIC_SIDE not in sub.sides(user):
+                for name in REVIEWED_FIELDS:
+                    self.fields[name].help_text = (
+                        f"Changing it asks {sub.topic.team} again; the approved value keeps delivering until "
+                        "they approve. " + str(self.fields[name].help_text or ""))
         else:
             self.fields["application"].help_text = "One of your teams' applications."
+
+    #: The change request an edit of an approved subscription became (Subscription.save_edit).
+    change = None
 
     def save(self, commit=True):
         if self.instance.pk is None:
             self.instance.requested_by = self.user
-        return super().save(commit)
-
-
-class ReviewForm(forms.Form):
-    comment = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2, "class": "form-control"}),
-                              help_text="Required to reject; the requesting team reads it.")
+            return super().save(commit)
+        self.change = self.instance.save_edit(self.user)
+        return self.instance

@@ -6,6 +6,12 @@ The workflow lives here, so that pages and the API share it::
         │                    │ └────pause────►  │
         └──reject──► rejected └──revoke──► revoked ◄──revoke──┘
 
+Changing what an approved (active or paused) subscription delivers, or where (its webhook URL,
+filters, delivery mode, and whether it answers the topic's requests: ``REVIEWED_FIELDS``), needs
+the topic side's approval again: the edit becomes a :class:`SubscriptionChange`, the approved
+settings keep delivering, and approving the change writes it onto the subscription in one save,
+so the next configuration switches at once.
+
 Who may do what (``Subscription.sides``): the editors (owners and members) of the
 application's team are its *application side*, those of the topic's team its *topic side*;
 staff are both. The application side requests; the topic side approves or rejects; either
@@ -19,7 +25,6 @@ from __future__ import annotations
 import ipaddress
 import re
 import secrets
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -28,9 +33,15 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
 from django.db.models import Q
 from django.urls import reverse
-from django.utils import timezone
 
 from meshadmin.querysets import VIEW, RestrictedQuerySet, team_ids
+from meshadmin.workflow import (  # noqa: F401 - re-exported: the subscription workflow's names
+    IllegalTransition,
+    NotPermitted,
+    Reviewed,
+    Transition,
+    TransitionRefused,
+)
 from meshruntime.filters import FilterError, validate_filters
 
 APPLICATION_SIDE, TOPIC_SIDE = "application", "topic"
@@ -72,33 +83,6 @@ def validate_webhook_url(value: str) -> None:
         raise ValidationError("Port 0 is not a valid port.")
 
 
-class TransitionRefused(Exception):
-    """A workflow step that may not happen. ``status`` is what pages and the API answer."""
-
-    status = 409
-
-
-class IllegalTransition(TransitionRefused):
-    """The subscription is not in a state the step starts from."""
-
-    status = 409
-
-
-class NotPermitted(TransitionRefused):
-    """The user is not on a side that may take this step."""
-
-    status = 403
-
-
-@dataclass(frozen=True)
-class Transition:
-    name: str
-    done: str  # the past participle, for messages
-    sources: tuple[str, ...]
-    target: str
-    sides: frozenset[str]
-
-
 class SubscriptionQuerySet(RestrictedQuerySet):
     """Both teams see a subscription; only the application's team changes or deletes it.
 
@@ -115,6 +99,12 @@ class SubscriptionQuerySet(RestrictedQuerySet):
             return self.filter(Q(application__team__in=teams) | Q(topic__team__in=teams))
         return self.filter(application__team__in=team_ids(user, Membership.EDITOR_ROLES))
 
+    def with_pending_change(self) -> SubscriptionQuerySet:
+        """Prefetch each subscription's pending change: one query for a whole list."""
+        return self.prefetch_related(models.Prefetch(
+            "changes", queryset=SubscriptionChange.objects.filter(state=SubscriptionChange.REQUESTED),
+            to_attr="requested_changes"))
+
     def awaiting_review_by(self, user) -> SubscriptionQuerySet:
         """Requests this user may approve or reject: to topics of teams they edit (all for staff)."""
         from meshadmin.models import Membership
@@ -129,7 +119,7 @@ def new_signing_secret() -> str:
     return f"whsec_{secrets.token_urlsafe(32)}"
 
 
-class Subscription(models.Model):
+class Subscription(Reviewed, models.Model):
     REQUESTED, ACTIVE, PAUSED, REVOKED, REJECTED = "requested", "active", "paused", "revoked", "rejected"
     STATE_CHOICES = [(REQUESTED, "Requested"), (ACTIVE, "Active"), (PAUSED, "Paused"),
                      (REVOKED, "Revoked"), (REJECTED, "Rejected")]
@@ -271,12 +261,7 @@ class Subscription(models.Model):
             sides.add(TOPIC_SIDE)
         return frozenset(sides)
 
-    def available_transitions(self, user, sides: frozenset[str] | None = None) -> list[str]:
-        """The steps ``user`` may take now, for buttons (``sides``: if already known)."""
-        sides = self.sides(user) if sides is None else sides
-        return [t.name for t in self.TRANSITIONS.values() if self.state in t.sources and t.sides & sides]
-
-    def _side_names(self, transition: Transition) -> str:
+    def side_names(self, transition: Transition) -> str:
         teams = []
         if TOPIC_SIDE in transition.sides:
             teams.append(f"{self.topic.team} (the topic's team)")
@@ -284,41 +269,37 @@ class Subscription(models.Model):
             teams.insert(0, f"{self.application.team} (the application's team)")
         return " or ".join(teams)
 
-    def transition(self, name: str, *, by, comment: str = "") -> None:
-        """Take the workflow step ``name`` as user ``by``, or raise :class:`TransitionRefused`.
+    # Changes to an approved subscription
 
-        The row is locked while the step is checked and saved, so two reviewers clicking at
-        once cannot both succeed. The audit log records the change through its signals.
+    def pending_change(self) -> SubscriptionChange | None:
+        """The change that awaits approval (from ``with_pending_change()``'s prefetch if it ran)."""
+        if hasattr(self, "requested_changes"):
+            return self.requested_changes[0] if self.requested_changes else None
+        return self.changes.filter(state=SubscriptionChange.REQUESTED).first()
+
+    def save_edit(self, by) -> SubscriptionChange | None:
+        """Save an edit of this (existing) subscription by ``by``; return the change request it
+        became, if it did.
+
+        What changes what is delivered where (``REVIEWED_FIELDS``) of a live subscription needs
+        the topic side: when ``by`` is not on it, those fields keep their approved values, and
+        their new values become (or replace) the pending :class:`SubscriptionChange`. Everything
+        else (timeouts, retries, in-flight limit) is saved at once, as it always was.
         """
-        step = self.TRANSITIONS.get(name)
-        if step is None:
-            raise IllegalTransition(f"There is no step {name!r}; steps are {', '.join(self.TRANSITIONS)}.")
-        if not step.sides & self.sides(by):
-            raise NotPermitted(f"Only the owners and members of {self._side_names(step)} may {name} "
-                               "this subscription.")
-        if name == "reject" and not comment.strip():
-            raise ValidationError({"comment": "Say why you reject the request: the requesting team reads it."})
         with transaction.atomic():
-            current = Subscription.objects.select_for_update().only("state").get(pk=self.pk)
-            self.state = current.state
-            if self.state not in step.sources:
-                raise IllegalTransition(self._illegal_message(step))
-            self.state = step.target
-            fields = ["state", "updated"]
-            if name in ("approve", "reject"):
-                self.reviewer_comment = comment.strip()
-                self.reviewed_by = by
-                self.reviewed_at = timezone.now()
-                fields += ["reviewer_comment", "reviewed_by", "reviewed_at"]
-            self.save(update_fields=fields)
-
-    def _illegal_message(self, step: Transition) -> str:
-        if self.state == step.target:
-            return f"This subscription is already {self.get_state_display().lower()}."
-        sources = " or ".join(step.sources)
-        article = "an" if sources[0] in "aeiou" else "a"
-        return (f"This subscription is {self.state}: only {article} {sources} subscription can be "
-                f"{step.done}.")
+            stored = Subscription.objects.select_for_update().get(pk=self.pk)
+            proposed = {name: getattr(self, name) for name in REVIEWED_FIELDS}
+            approved = {name: getattr(stored, name) for name in REVIEWED_FIELDS}
+            if stored.state not in self.LIVE_STATES or proposed == approved or TOPIC_SIDE in self.sides(by):
+                self.save()
+                return None
+            for name, value in approved.items():
+                setattr(self, name, value)
+            self.save()
+            change = self.pending_change() or SubscriptionChange(subscription=self)
+            change.before, change.after, change.requested_by = approved, proposed, by
+            change.save()
+            return change
 
     def approve(self, *, by, comment: str = "") -> None:
         self.transition("approve", by=by, comment=comment)
@@ -334,3 +315,109 @@ class Subscription(models.Model):
 
     def revoke(self, *, by) -> None:
         self.transition("revoke", by=by)
+
+
+#: What an approved subscription delivers, and where: changing these needs the topic side again.
+#: ``responder`` too: a responder's answers become the replies the topic's requesters receive.
+REVIEWED_FIELDS = ("webhook_url", "delivery_mode", "filters", "responder")
+FIELD_LABELS = {"webhook_url": "Webhook URL", "delivery_mode": "Delivery mode", "filters": "Filters",
+                "responder": "Responder of the topic"}
+
+
+class SubscriptionChangeQuerySet(RestrictedQuerySet):
+    """Both teams see a change; only the application's team withdraws it (by its step)."""
+
+    def scope(self, user, action: str):
+        from meshadmin.models import Membership
+
+        if action == VIEW:
+            teams = team_ids(user)
+            return self.filter(Q(subscription__application__team__in=teams) | Q(subscription__topic__team__in=teams))
+        return self.filter(subscription__application__team__in=team_ids(user, Membership.EDITOR_ROLES))
+
+    def awaiting_review_by(self, user) -> SubscriptionChangeQuerySet:
+        """Changes this user may approve or reject: to subscriptions of topics of teams they edit."""
+        from meshadmin.models import Membership
+
+        requested = self.filter(state=SubscriptionChange.REQUESTED)
+        if user.is_staff or user.is_superuser:
+            return requested
+        return requested.filter(subscription__topic__team__in=team_ids(user, Membership.EDITOR_ROLES))
+
+
+class SubscriptionChange(Reviewed, models.Model):
+    """A requested change of what an approved subscription delivers, or where.
+
+    ``before`` holds the approved values when it was asked, ``after`` the requested ones (both
+    for ``REVIEWED_FIELDS`` only). Requested, then approved or rejected by the topic side, or
+    withdrawn by the application side. Approving writes ``after`` onto the subscription in the
+    same transaction, so the configuration switches from one version to the next; until then,
+    and after a rejection, the approved settings keep delivering.
+    """
+
+    REQUESTED, APPROVED, REJECTED, WITHDRAWN = "requested", "approved", "rejected", "withdrawn"
+    STATE_CHOICES = [(REQUESTED, "Requested"), (APPROVED, "Approved"), (REJECTED, "Rejected"),
+                     (WITHDRAWN, "Withdrawn")]
+    TRANSITIONS = {t.name: t for t in (
+        Transition("approve", "approved", (REQUESTED,), APPROVED, frozenset({TOPIC_SIDE})),
+        Transition("reject", "rejected", (REQUESTED,), REJECTED, frozenset({TOPIC_SIDE})),
+        Transition("withdraw", "withdrawn", (REQUESTED,), WITHDRAWN, frozenset({APPLICATION_SIDE})),
+    )}
+
+    subscription = models.ForeignKey(Subscription, on_delete=models.CASCADE, related_name="changes")
+    state = models.CharField(max_length=10, choices=STATE_CHOICES, default=REQUESTED, editable=False,
+                             db_index=True)
+    before = models.JSONField(editable=False, help_text="The approved values when the change was asked.")
+    after = models.JSONField(editable=False, help_text="The values asked for.")
+    reviewer_comment = models.TextField(blank=True, editable=False)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="+", editable=False)
+    reviewed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+", editable=False)
+    reviewed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    objects = SubscriptionChangeQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created"]
+        verbose_name = "subscription change"
+        constraints = [
+            models.UniqueConstraint(fields=["subscription"], condition=Q(state="requested"),
+                                    name="one_requested_change_per_subscription"),
+        ]
+
+    def __str__(self) -> str:
+        return f"change {self.pk} of {self.subscription.subscription_id}"
+
+    def get_absolute_url(self) -> str:
+        return self.subscription.get_absolute_url() + f"#change-{self.pk}"
+
+    @property
+    def owning_team(self):
+        return self.subscription.application.team
+
+    @property
+    def fields(self) -> list[tuple[str, object, object]]:
+        """(label, before, after) of every field the change changes: the diff people review."""
+        before, after = self.before or {}, self.after or {}
+        return [(FIELD_LABELS.get(name, name), before.get(name), after.get(name))
+                for name in REVIEWED_FIELDS if before.get(name) != after.get(name)]
+
+    def sides(self, user) -> frozenset[str]:
+        return self.subscription.sides(user)
+
+    def side_names(self, transition: Transition) -> str:
+        return self.subscription.side_names(transition)
+
+    def after_transition(self, step: Transition, by) -> None:
+        if step.name != "approve":
+            return
+        subscription = Subscription.objects.select_for_update().get(pk=self.subscription_id)
+        for name in REVIEWED_FIELDS:
+            if name in self.after:
+                setattr(subscription, name, self.after[name])
+        subscription.full_clean(exclude=["topic", "application"])  # a URL refused since stays refused
+        subscription.save(update_fields=[*REVIEWED_FIELDS, "updated"])
+        self.subscription = subscription

@@ -18,5 +18,7 @@ urlpatterns = [
          name="subscription_skip_to_now"),
     path("subscriptions/<int:pk>/<slug:step>/", views.SubscriptionTransitionView.as_view(),
          name="subscription_transition"),
+    path("subscriptionchanges/<int:pk>/<slug:step>/", views.SubscriptionChangeTransitionView.as_view(),
+         name="subscriptionchange_transition"),
     path("inbox/", views.inbox, name="inbox"),
 ]

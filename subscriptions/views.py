@@ -2,20 +2,18 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.contenttypes.models import ContentType
-from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db import transaction
-from django.http import Http404
-from django.shortcuts import get_object_or_404, redirect, render
-from django.views import View
+from django.shortcuts import redirect, render
 
+from governance.models import RoutingRule
 from governance.validation import findings_for
 from meshadmin.models import AuditEntry
 from meshadmin.views import generic
+from meshadmin.views.workflow import TransitionView
 
 from . import filtersets, forms, tables
-from .models import APPLICATION_SIDE, Subscription, TransitionRefused
-from .tasks import notify
+from .models import APPLICATION_SIDE, Subscription, SubscriptionChange
+from .notifications import notify, notify_change
 
 #: Steps that e-mail the other side, and the event they announce.
 NOTIFIED = {"approve": "approved", "reject": "rejected"}
@@ -36,7 +34,12 @@ class SubscriptionView(generic.ObjectDetailView):
     def extra_context(self, request, obj) -> dict:
         sides = obj.sides(request.user)
         steps = obj.available_transitions(request.user, sides)
+        change = obj.pending_change()
         return {
+            "change": change,
+            "change_steps": change.available_transitions(request.user, sides) if change else [],
+            "past_changes": obj.changes.exclude(state=SubscriptionChange.REQUESTED)
+                               .select_related("requested_by", "reviewed_by")[:10],
             "steps": [step for step in steps if step not in ("approve", "reject")],
             "may_review": "approve" in steps,
             "review_form": forms.ReviewForm(),
@@ -65,59 +68,81 @@ class SubscriptionEditView(generic.ObjectEditView):
     queryset = Subscription.objects.select_related("application", "topic")
     form_class = forms.SubscriptionForm
 
+    #: The change request the edit of an approved subscription became (Subscription.save_edit).
+    change = None
+
     def save(self, request, form, created):
         subscription = super().save(request, form, created)
         if created:
             notify(subscription, "requested", request)
+        elif form.change is not None:
+            notify_change(form.change, "requested", request)
+        self.change = form.change
         return subscription
 
     def saved(self, request, obj, created):
-        if not created:
-            return super().saved(request, obj, created)
-        messages.success(request, f"Requested {obj}: {obj.topic.team} reviews it.")
-        return redirect(obj.get_absolute_url())
+        if created:
+            messages.success(request, f"Requested {obj}: {obj.topic.team} reviews it.")
+            return redirect(obj.get_absolute_url())
+        if self.change is not None:
+            changed = ", ".join(label.lower() for label, _before, _after in self.change.fields)
+            messages.info(request, f"The change of {changed} awaits the approval of {obj.topic.team}; "
+                                   "the approved settings keep delivering until then.")
+            return redirect(obj.get_absolute_url())
+        return super().saved(request, obj, created)
+
+
+class SubscriptionChangeTransitionView(TransitionView):
+    """POST approve, reject or withdraw a change of an approved subscription."""
+
+    queryset = SubscriptionChange.objects.select_related("subscription__application__team",
+                                                         "subscription__topic__team")
+    detail_view = None  # the change has no page of its own: its subscription's page shows it
+    row_template = "subscriptions/change_inbox_row.html"
+    row_name = "change"
+    notified = NOTIFIED
+
+    def notify(self, request, obj, event):
+        notify_change(obj, event, request)
+
+    def refused(self, request, obj, status):
+        view = SubscriptionView()
+        view.setup(request, pk=obj.subscription_id)
+        response = view.get(request, obj.subscription_id)
+        response.status_code = status
+        return response
 
 
 class SubscriptionDeleteView(generic.ObjectDeleteView):
     queryset = Subscription.objects.all()
 
 
-class SubscriptionTransitionView(View):
-    """POST approve, reject, pause, resume or revoke. The model decides who may and when; a refusal
-    answers 403 or 409 with its reason (in the inbox row, for htmx, with 200 so that it shows)."""
+class SubscriptionTransitionView(TransitionView):
+    """POST approve, reject, pause, resume or revoke (meshadmin.views.workflow)."""
 
-    def post(self, request, pk, step):
-        if step not in Subscription.TRANSITIONS:
-            raise Http404("No such step.")
-        subscription = get_object_or_404(
-            Subscription.objects.restrict(request.user).select_related("application__team", "topic__team"), pk=pk)
-        error, status = None, 200
-        try:
-            with transaction.atomic():
-                subscription.transition(step, by=request.user, comment=request.POST.get("comment", ""))
-                if step in NOTIFIED:
-                    notify(subscription, NOTIFIED[step], request)
-        except TransitionRefused as exc:
-            error, status = str(exc), exc.status
-        except ValidationError as exc:
-            error, status = " ".join(exc.messages), 400
-        done = Subscription.TRANSITIONS[step].done
-        if request.htmx:
-            return render(request, "subscriptions/inbox_row.html",
-                          {"sub": subscription, "error": error, "done": None if error else done, "oob": True})
-        if error:
-            messages.error(request, error)
-            view = SubscriptionView()
-            view.setup(request, pk=pk)
-            response = view.get(request, pk)
-            response.status_code = status
-            return response
-        messages.success(request, f"Subscription {subscription.subscription_id} {done}.")
-        return redirect(generic.safe_return_url(request, subscription.get_absolute_url()))
+    queryset = Subscription.objects.select_related("application__team", "topic__team")
+    detail_view = SubscriptionView
+    row_template = "subscriptions/inbox_row.html"
+    row_name = "sub"
+    notified = NOTIFIED
+
+    def notify(self, request, obj, event):
+        notify(obj, event, request)
+
+    def label(self, obj) -> str:
+        return obj.subscription_id
 
 
 def inbox(request):
-    """Requests that await a decision from the user's teams, with approve and reject in place."""
+    """What awaits a decision from the user's teams, with approve and reject in place: requests
+    to subscribe to their topics, changes of approved subscriptions to them (as a diff), and
+    routing rules that read their topics."""
     pending = (Subscription.objects.awaiting_review_by(request.user)
                .select_related("application__team", "topic__team", "requested_by").order_by("created"))
-    return render(request, "subscriptions/inbox.html", {"pending": pending, "review_form": forms.ReviewForm()})
+    changes = (SubscriptionChange.objects.awaiting_review_by(request.user)
+               .select_related("subscription__application__team", "subscription__topic__team", "requested_by")
+               .order_by("created"))
+    routes = (RoutingRule.objects.awaiting_review_by(request.user)
+              .select_related("team", "source_team", "requested_by").prefetch_related("targets").order_by("created"))
+    return render(request, "subscriptions/inbox.html",
+                  {"pending": pending, "changes": changes, "routes": routes, "review_form": forms.ReviewForm()})

@@ -81,13 +81,31 @@ class AccessRuleSerializer(MeshModelSerializer):
 
 
 class RoutingRuleSerializer(MeshModelSerializer):
+    """A routing rule with its review. Saving one that reads another team's topics requests it
+    from that team (``state`` = requested; it routes nothing until approved); approve, reject,
+    revoke and request again with ``POST …/<step>/``."""
+
     url = serializers.HyperlinkedIdentityField(view_name="api:routingrule-detail")
     rule_id = serializers.CharField(read_only=True)
+    routes = serializers.SerializerMethodField(help_text="Whether the rule is in the configuration now.")
+    not_routing_because = serializers.SerializerMethodField(help_text="Why it is not, or null.")
 
     class Meta:
         model = RoutingRule
         fields = ["id", "url", "display", "rule_id", "team", "source_pattern", "filters", "targets", "enabled",
-                  "order", "description", "created", "updated"]
+                  "order", "description", "state", "source_team", "requested_by", "reviewed_by", "reviewed_at",
+                  "reviewer_comment", "routes", "not_routing_because", "created", "updated"]
+        read_only_fields = ["state", "source_team", "requested_by", "reviewed_by", "reviewed_at", "reviewer_comment"]
+
+    review_requested = False
+
+    def get_routes(self, obj) -> bool:
+        return self.get_not_routing_because(obj) is None
+
+    def get_not_routing_because(self, obj) -> str | None:
+        if "topic_owners" not in self.context:  # once per response, however many rules it lists
+            self.context["topic_owners"] = rules.TopicOwners.load()
+        return rules.routing_blocker_of(obj, self.context["topic_owners"])
 
     def validate(self, attrs):
         current = self.instance
@@ -96,15 +114,29 @@ class RoutingRuleSerializer(MeshModelSerializer):
         attrs = super().validate(attrs)
         targets = attrs.get("targets", list(current.targets.all()) if current else [])
         user = self.context["request"].user
+        team = attrs.get("team", getattr(current, "team", None))
+        source = attrs.get("source_pattern", getattr(current, "source_pattern", ""))
         try:
             rules.check_filters(attrs.get("filters", getattr(current, "filters", [])))
-            rules.check_routing_targets(user, attrs.get("team", getattr(current, "team", None)), targets)
-            rules.check_routing_cycle(
-                attrs.get("source_pattern", getattr(current, "source_pattern", "")), targets,
-                attrs.get("enabled", getattr(current, "enabled", True)), exclude_pk=getattr(current, "pk", None))
+            self.source_team = rules.check_routing_source(team, source)
+            rules.check_routing_targets(user, team, targets)
+            rules.check_routing_cycle(source, targets, attrs.get("enabled", getattr(current, "enabled", True)),
+                                      exclude_pk=getattr(current, "pk", None))
         except DjangoValidationError as exc:
             _raise(exc)
+        self.targets = targets
         return attrs
+
+    def save(self, **kwargs):
+        rule = self.instance or RoutingRule()
+        for name, value in {**self.validated_data, **kwargs}.items():
+            if name != "targets":
+                setattr(rule, name, value)
+        self.review_requested = rule.prepare_review(self.context["request"].user, self.source_team, self.targets)
+        if self.instance is None:
+            kwargs = {**kwargs, "state": rule.state, "source_team": rule.source_team, "requested_by":
+                      rule.requested_by, "reviewed_by": rule.reviewed_by, "reviewed_at": rule.reviewed_at}
+        return super().save(**kwargs)
 
 
 class SimulationQuerySerializer(serializers.Serializer):
@@ -130,6 +162,15 @@ class RuleSerializer(serializers.Serializer):
     url = serializers.CharField(allow_null=True, help_text="The page of the rule or subscription.")
 
 
+class RouteSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    source = serializers.CharField()
+    targets = serializers.ListField(child=serializers.CharField())
+    filters = serializers.JSONField()
+    order = serializers.IntegerField()
+    url = serializers.CharField(allow_null=True, help_text="The page of the routing rule.")
+
+
 class SimulationSerializer(serializers.Serializer):
     application = serializers.CharField()
     topic = serializers.CharField()
@@ -138,3 +179,5 @@ class SimulationSerializer(serializers.Serializer):
     reason = serializers.CharField()
     deciding_rule = RuleSerializer(allow_null=True)
     matched = RuleSerializer(many=True)
+    routes = RouteSerializer(many=True, help_text="For an allowed publish: the routing rules that copy the event "
+                                                  "(when their filters match it).")

@@ -1,17 +1,23 @@
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import transaction
 from drf_spectacular.utils import extend_schema
+from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.generics import get_object_or_404
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from meshadmin.api.serializers import StepSerializer
 from meshadmin.api.views import MeshModelViewSet
 from meshadmin.querysets import CHANGE
+from meshadmin.workflow import TransitionRefused
 
 from ..filtersets import AccessRuleFilterSet, ApplicationFilterSet, ApplicationKeyFilterSet, RoutingRuleFilterSet
 from ..models import AccessRule, Application, ApplicationKey, RoutingRule
+from ..notifications import NOTIFIED, notify
 from ..simulator import simulate
 from .serializers import (
     AccessRuleSerializer,
@@ -57,9 +63,64 @@ class AccessRuleViewSet(MeshModelViewSet):
 
 
 class RoutingRuleViewSet(MeshModelViewSet):
-    queryset = RoutingRule.objects.select_related("team").prefetch_related("targets").order_by("order", "pk")
+    """Routing rules. One whose source covers another team's topics is requested from that team
+    when saved, and routes nothing until approved (``routes``, ``not_routing_because``). The
+    source team approves or rejects it (``POST …/approve/``, ``…/reject/`` with a comment) and may
+    revoke its approval; the rule's team requests a rejected or revoked rule again. A step the
+    state does not allow answers 409, a step your side may not take 403, each with ``detail``."""
+
+    queryset = (RoutingRule.objects.select_related("team", "source_team").prefetch_related("targets")
+                .order_by("order", "pk"))
     serializer_class = RoutingRuleSerializer
     filterset_class = RoutingRuleFilterSet
+
+    def perform_create(self, serializer):
+        with transaction.atomic():
+            super().perform_create(serializer)
+            if serializer.review_requested:
+                notify(serializer.instance, "requested", self.request)
+
+    def perform_update(self, serializer):
+        with transaction.atomic():
+            serializer.save()
+            if serializer.review_requested:
+                notify(serializer.instance, "requested", self.request)
+
+    def _step(self, request, step):
+        rule = self.get_object()
+        body = StepSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            with transaction.atomic():
+                rule.transition(step, by=request.user, comment=body.validated_data["comment"])
+                if step in NOTIFIED:
+                    notify(rule, NOTIFIED[step], request)
+        except TransitionRefused as exc:
+            return Response({"detail": str(exc)}, status=exc.status)
+        except DjangoValidationError as exc:
+            return Response(exc.message_dict, status=status.HTTP_400_BAD_REQUEST)
+        return Response(self.get_serializer(rule).data)
+
+    @extend_schema(request=StepSerializer, responses=RoutingRuleSerializer)
+    @action(detail=True, methods=["post"])
+    def approve(self, request, pk=None):
+        return self._step(request, "approve")
+
+    @extend_schema(request=StepSerializer, responses=RoutingRuleSerializer)
+    @action(detail=True, methods=["post"])
+    def reject(self, request, pk=None):
+        return self._step(request, "reject")
+
+    @extend_schema(request=None, responses=RoutingRuleSerializer)
+    @action(detail=True, methods=["post"])
+    def revoke(self, request, pk=None):
+        return self._step(request, "revoke")
+
+    @extend_schema(request=None, responses=RoutingRuleSerializer)
+    @action(detail=True, methods=["post"], url_path="request")
+    def request_again(self, request, pk=None):
+        """Ask the source team again for a rejected or revoked rule."""
+        return self._step(request, "request")
 
 
 class SimulatorView(APIView):

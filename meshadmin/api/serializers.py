@@ -46,3 +46,10 @@ class MeshModelSerializer(RelatedChoices, serializers.ModelSerializer):
         except DjangoValidationError as exc:
             raise serializers.ValidationError(exc.message_dict) from None
         return attrs
+
+
+class StepSerializer(serializers.Serializer):
+    """The body of a review step (meshadmin.workflow)."""
+
+    comment = serializers.CharField(required=False, allow_blank=True, default="",
+                                    help_text="The reviewer's comment (approve, reject); required to reject.")

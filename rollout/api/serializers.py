@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from ..disclosure import redact
 from ..models import ConfigVersion, Runtime
 
 
@@ -47,8 +48,34 @@ class ConfigVersionSerializer(serializers.ModelSerializer):
 
 
 class ConfigVersionDetailSerializer(ConfigVersionSerializer):
+    diff = serializers.SerializerMethodField(help_text="Added, removed and changed entries; no digest or secret.")
+
     class Meta(ConfigVersionSerializer.Meta):
         fields = [*ConfigVersionSerializer.Meta.fields, "changes", "diff"]
+
+    def get_diff(self, obj) -> dict:
+        return redact(obj.diff or {})
+
+
+class RowChangeSerializer(serializers.Serializer):
+    action = serializers.ChoiceField(choices=["create", "update", "delete"])
+    model = serializers.CharField()
+    object = serializers.CharField(help_text="The entry's identity in the document: a name or rule-12, sub-7, …")
+    fields = serializers.ListField(child=serializers.DictField(), help_text="field, before, after")
+    note = serializers.CharField(allow_blank=True)
+
+
+class RestorePlanSerializer(serializers.Serializer):
+    version = serializers.IntegerField()
+    confirm = serializers.CharField(help_text="POST it to …/rollback/ to do exactly this.")
+    summary = serializers.CharField()
+    changes = RowChangeSerializer(many=True)
+    notes = serializers.ListField(child=serializers.CharField(), help_text="What the restore cannot do, and why.")
+    remaining = serializers.DictField(help_text="What would still differ from the version afterwards.")
+
+
+class RollbackRequestSerializer(serializers.Serializer):
+    confirm = serializers.CharField(help_text="The ``confirm`` of the restore preview you reviewed.")
 
 
 class PushResultSerializer(serializers.Serializer):

@@ -4,4 +4,5 @@ from . import views
 
 router = SimpleRouter()
 router.register("subscriptions", views.SubscriptionViewSet)
+router.register("subscription-changes", views.SubscriptionChangeViewSet)
 urlpatterns = router.urls

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
@@ -7,13 +8,18 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 
-from meshadmin.api.views import MeshModelViewSet
+from meshadmin.api.views import MeshModelViewSet, MeshReadOnlyViewSet
 
 from ..filtersets import SubscriptionFilterSet
-from ..models import APPLICATION_SIDE, Subscription, TransitionRefused
-from ..tasks import notify
+from ..models import APPLICATION_SIDE, Subscription, SubscriptionChange, TransitionRefused
+from ..notifications import notify, notify_change
 from ..views import NOTIFIED
-from .serializers import SigningSecretSerializer, StepSerializer, SubscriptionSerializer
+from .serializers import (
+    SigningSecretSerializer,
+    StepSerializer,
+    SubscriptionChangeSerializer,
+    SubscriptionSerializer,
+)
 
 
 class SubscriptionViewSet(MeshModelViewSet):
@@ -24,9 +30,23 @@ class SubscriptionViewSet(MeshModelViewSet):
     your side may not take 403, each with ``detail`` saying why.
     """
 
-    queryset = Subscription.objects.select_related("application", "topic").order_by("-created")
+    queryset = Subscription.objects.select_related("application", "topic").with_pending_change().order_by("-created")
     serializer_class = SubscriptionSerializer
     filterset_class = SubscriptionFilterSet
+
+    @extend_schema(responses={200: SubscriptionSerializer, 202: SubscriptionSerializer})
+    def update(self, request, *args, **kwargs):
+        """Save the subscription; 202 when (part of) the change awaits the topic's team."""
+        partial = kwargs.pop("partial", False)
+        serializer = self.get_serializer(self.get_object(), data=request.data, partial=partial)
+        serializer.is_valid(raise_exception=True)
+        with transaction.atomic():
+            serializer.save()
+            if serializer.change is not None:
+                notify_change(serializer.change, "requested", request)
+        code = status.HTTP_202_ACCEPTED if serializer.change is not None else status.HTTP_200_OK
+        fresh = self.get_queryset().get(pk=serializer.instance.pk)
+        return Response(self.get_serializer(fresh).data, status=code)
 
     def perform_create(self, serializer):
         if not Subscription.can_create(self.request.user):
@@ -47,6 +67,10 @@ class SubscriptionViewSet(MeshModelViewSet):
         except TransitionRefused as exc:
             return Response({"detail": str(exc)}, status=exc.status)
         return Response(self.get_serializer(subscription).data, status=status.HTTP_200_OK)
+
+    @extend_schema(responses={200: SubscriptionSerializer, 202: SubscriptionSerializer})
+    def partial_update(self, request, *args, **kwargs):
+        return super().partial_update(request, *args, **kwargs)
 
     @extend_schema(request=StepSerializer, responses=SubscriptionSerializer)
     @action(detail=True, methods=["post"])
@@ -81,3 +105,45 @@ class SubscriptionViewSet(MeshModelViewSet):
         if APPLICATION_SIDE not in subscription.sides(request.user):
             raise PermissionDenied("Only the owners and members of the application's team see its signing secret.")
         return Response({"signing_secret": subscription.signing_secret})
+
+
+class SubscriptionChangeViewSet(MeshReadOnlyViewSet):
+    """Changes of approved subscriptions (what they deliver, or where), which both teams see.
+    The topic's team approves or rejects one (a comment is required to reject); the
+    application's team withdraws it. Approving writes it onto the subscription at once."""
+
+    queryset = (SubscriptionChange.objects.select_related("subscription__application__team",
+                                                          "subscription__topic__team").order_by("-created"))
+    serializer_class = SubscriptionChangeSerializer
+    filterset_fields = ["state", "subscription"]
+
+    def _step(self, request, step):
+        change = self.get_object()
+        body = StepSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            with transaction.atomic():
+                change.transition(step, by=request.user, comment=body.validated_data["comment"])
+                if step in NOTIFIED:
+                    notify_change(change, NOTIFIED[step], request)
+        except TransitionRefused as exc:
+            return Response({"detail": str(exc)}, status=exc.status)
+        except DjangoValidationError as exc:
+            return Response(exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages},
+                            status=status.HTTP_400_BAD_REQUEST)
+        return Response(self.get_serializer(change).data)
+
+    @extend_schema(request=StepSerializer, responses=SubscriptionChangeSerializer)
+    @action(detail=True, methods=["post"])
+    def approve(self, request, pk=None):
+        return self._step(request, "approve")
+
+    @extend_schema(request=StepSerializer, responses=SubscriptionChangeSerializer)
+    @action(detail=True, methods=["post"])
+    def reject(self, request, pk=None):
+        return self._step(request, "reject")
+
+    @extend_schema(request=None, responses=SubscriptionChangeSerializer)
+    @action(detail=True, methods=["post"])
+    def withdraw(self, request, pk=None):
+        return self._step(request, "withdraw")

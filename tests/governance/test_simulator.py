@@ -134,7 +134,8 @@ class TestSimulatorAPI:
     def test_default_deny_has_no_deciding_rule(self, mesh, personas):
         body = self.ask(personas["carol"], application="tracker", topic="orders.shipped", action="publish").json()
         assert body == {"application": "tracker", "topic": "orders.shipped", "action": "publish", "allowed": False,
-                        "reason": "denied: no rule matches (default deny)", "deciding_rule": None, "matched": []}
+                        "reason": "denied: no rule matches (default deny)", "deciding_rule": None, "matched": [],
+                        "routes": []}
 
     def test_bad_parameters_answer_400_per_field(self, mesh, personas):
         response = self.ask(personas["carol"], application="nobody", topic="Bad Topic", action="fly")

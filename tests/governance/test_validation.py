@@ -122,7 +122,7 @@ class TestValidationPage:
         html = page(personas["alice"])
         total = html.split('data-testid="finding-total">')[1].split("<")[0]
         assert total == str(len(all_findings(personas["alice"])))
-        assert html.count("None.") == 3  # the three other kinds
+        assert html.count("None.") == 4  # the four other kinds
 
     def test_it_runs_a_constant_number_of_queries(self, payments, logistics, store, personas,
                                                  django_assert_num_queries):

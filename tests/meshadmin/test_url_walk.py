@@ -1,7 +1,8 @@
 """Walk every URL pattern of the pages and the API as anonymous and as an outsider.
 
 New apps' URLs are walked without touching this file: patterns come from the resolver, the
-objects from ``world`` (one of each model, owned by Payments, where carol is an outsider).
+objects from ``world`` (one of each model, owned by Payments, where carol is an outsider), the
+steps of workflow URLs (``<slug:step>``) from their model's ``TRANSITIONS``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import re
 import pytest
 from django.urls import Resolver404, URLPattern, URLResolver, get_resolver, resolve
 
-from meshadmin.models import APIToken, AuditEntry
+from meshadmin.models import APIToken, AuditEntry, Team
 from tests.portal_support.personas import client_for
 
 pytestmark = pytest.mark.django_db
@@ -37,17 +38,28 @@ def _plain(piece: str) -> str:
     return _REGEX_GROUP.sub(r"<\1>", piece.lstrip("^").rstrip("$"))
 
 
-def _concrete(route: str, pk: int) -> str | None:
+def _concrete(route: str, pk: int, step: str = "x") -> str | None:
     if "<format>" in route or "(" in route:
         return None  # DRF's format-suffix variants: the plain route is walked
-    return "/" + _PARAM.sub(lambda m: str(pk) if m.group(1) in ("int", None) else "x", route)
+    return "/" + _PARAM.sub(lambda m: str(pk) if m.group(1) in ("int", None) else step, route)
+
+
+def _steps(url: str) -> list[str]:
+    """For a workflow URL (``<slug:step>``): every step of its model, and one that does not exist."""
+    try:
+        match = resolve(url)
+    except Resolver404:
+        return ["x"]
+    cls = getattr(match.func, "view_class", None)
+    model = getattr(getattr(cls, "queryset", None), "model", None)
+    return [*getattr(model, "TRANSITIONS", {}), "x"]
 
 
 @pytest.fixture
 def world(payments, logistics, store, personas):
     """One object of every governed model, owned by Payments, and the secrets carol must never see."""
     from governance.models import AccessRule, Application, ApplicationKey, RoutingRule
-    from subscriptions.models import Subscription
+    from subscriptions.models import Subscription, SubscriptionChange
     from topics.models import Topic
 
     topic = Topic.objects.create(name="payments.secret", team=payments, store=store)
@@ -62,7 +74,15 @@ def world(payments, logistics, store, personas):
                               topic_pattern=topic.name, publish=True)
     route = RoutingRule.objects.create(team=payments, source_pattern="payments.*")
     route.targets.set([Topic.objects.create(name="audit.payments", team=payments, store=store)])
+    # A request that waits for a third team (carol is on neither side of it)
+    compliance = Team.objects.create(name="Compliance", slug="compliance")
+    Topic.objects.create(name="compliance.cases", team=compliance, store=store)
+    asked = RoutingRule.objects.create(team=payments, source_pattern="compliance.cases", source_team=compliance,
+                                       state=RoutingRule.REQUESTED)
+    asked.targets.set([topic])
     subscription = Subscription.objects.create(topic=topic, application=app, webhook_url="https://example.com/h")
+    SubscriptionChange.objects.create(subscription=subscription, before={"webhook_url": "https://example.com/h"},
+                                      after={"webhook_url": "https://example.com/new"})
     return {"markers": ["alice-private-token", token.prefix, token.digest, "checkout-private-key", key.sha256,
                         plain_key, subscription.signing_secret]}
 
@@ -105,16 +125,19 @@ def test_an_outsider_changes_nothing_and_sees_no_secret(world, personas):
     """carol (Logistics) tries every verb on every URL with the ids of every object there is."""
     carol = client_for(personas["carol"])
     before = AuditEntry.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
-    walked = 0
+    walked, reviewed = 0, set()
     for route in _urls():
         probe = _concrete(route, 1)
         if probe is None or probe.startswith("/static/") or probe == "/logout/":
             continue
         pks = _objects_for(probe) if "<" in route else [1]
-        for pk in pks:
-            url = _concrete(route, pk)
+        steps = _steps(probe) if "<slug:step>" in route else ["x"]
+        for pk, step in ((pk, step) for pk in pks for step in steps):
+            url = _concrete(route, pk, step)
             response = carol.get(url)
             walked += 1
+            if step == "approve":
+                reviewed.add(url.split("/")[1])
             body = response.content.decode(errors="replace")
             for marker in world["markers"]:
                 assert marker not in body, (url, marker)
@@ -126,3 +149,4 @@ def test_an_outsider_changes_nothing_and_sees_no_secret(world, personas):
     changed = AuditEntry.objects.filter(pk__gt=before).exclude(actor_name="carol", team__isnull=True)
     assert not changed.exclude(team=personas["carol"].memberships.get().team).exists(), list(changed)
     assert walked > 50
+    assert {"subscriptions", "subscriptionchanges", "routingrules"} <= reviewed  # every workflow step was tried

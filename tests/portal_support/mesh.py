@@ -1,11 +1,14 @@
 """``build_mesh()``: the small mesh that the compiler, push, registry and config version tests
-share: two teams, three topics, two applications, keys, rules and subscriptions of every kind."""
+share: two teams, three topics, two applications, keys, rules and subscriptions of every kind;
+``mesh_redis``: the fixture that gives a test its own key prefix and push queue on the shared
+Redis (the rollout's conftest, and the other suites' tests that push, import it)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+import pytest
 from django.utils import timezone
 
 from governance.models import AccessRule, Application, ApplicationKey, RoutingRule
@@ -14,6 +17,16 @@ from subscriptions.models import Subscription
 from topics.models import EventStore, Topic
 
 BROKER_PREFIX = "meshadmin-celery:"  # CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"]
+
+
+@pytest.fixture
+def mesh_redis(settings, key_prefix, redis_client):
+    """This test's own key prefix and task queue on the shared Redis."""
+    settings.MESH_KEY_PREFIX = key_prefix
+    settings.MESH_PUSH_QUEUE = f"{key_prefix}push"
+    yield redis_client
+    for key in redis_client.scan_iter(match=f"{BROKER_PREFIX}*{key_prefix}*"):
+        redis_client.delete(key)
 
 ORDER_SCHEMA = {"type": "object", "required": ["order_id"], "properties": {"order_id": {"type": "string"}}}
 
@@ -84,7 +97,8 @@ def build_mesh() -> Mesh:
                        webhook_url="http://billing.internal/old"),
     }
     mesh.routes = {
-        "audit": RoutingRule.objects.create(team=payments, source_pattern="orders.*", order=10),
+        # orders.* covers Logistics' orders.shipped too: Logistics approved it
+        "audit": RoutingRule.objects.create(team=payments, source_pattern="orders.*", order=10, source_team=logistics),
         "disabled": RoutingRule.objects.create(team=payments, source_pattern="orders.created", enabled=False),
         "nowhere": RoutingRule.objects.create(team=payments, source_pattern="orders.shipped"),
     }

@@ -261,63 +261,27 @@ def test_reconcile_is_skipped_while_a_push_runs_and_the_task_retries(mesh, mesh_
     assert ConfigVersion.objects.count() == 0
 
 
-# Rollback and push now
+# Patches and snapshots
 
 
 def _change_rule(mesh, **fields):
     AccessRule.objects.filter(pk=mesh.rules["billing-publish"].pk).update(**fields)
 
 
-def test_rollback_publishes_old_content_under_a_new_version(mesh, mesh_redis, settings, sam):
-    v1 = ConfigVersion.objects.get(version=push.push().version)
-    _change_rule(mesh, subscribe=True)
-    push.push()
-    with audit_context(user=sam):
-        result = push.rollback(v1, user=sam)
-    assert result.outcome == "published" and result.version == 3
-    v3 = ConfigVersion.objects.get(version=3)
-    assert (v3.kind, v3.rollback_of, v3.checksum, v3.created_by) == (ConfigVersion.ROLLBACK, v1, v1.checksum, sam)
-    assert v3.reason == "Rollback to version 1"
-    assert v3.diff["access_rules"]["changed"][0]["fields"]["actions"]["after"] == ["publish"]
-    doc = published(mesh_redis, settings.MESH_KEY_PREFIX)
-    assert (doc["version"], doc["checksum"]) == (3, v1.checksum)
-    entry = AuditEntry.objects.get(object_type__model="configversion", object_id=str(v3.pk))
-    assert entry.actor == sam and "document" not in entry.after
-
-    # The database did not change: neither a push nor reconcile undoes the rollback ...
-    assert push.push().outcome == "unchanged"
-    assert reconcile_config()["outcome"] == "unchanged"
-    # ... until it changes again.
-    _change_rule(mesh, description="again")
-    assert push.push().version == 4
-
-
 def test_each_version_comes_with_the_patch_from_the_one_before(mesh, mesh_redis, settings, sam):
     prefix = settings.MESH_KEY_PREFIX
-    v1 = ConfigVersion.objects.get(version=push.push().version)
+    push.push()
     assert not mesh_redis.exists(f"{prefix}config:1:patch")  # nothing to patch from
     _change_rule(mesh, subscribe=True)
     push.push()
-    push.rollback(v1, user=sam)
+    _change_rule(mesh, subscribe=False)  # back to version 1's content
+    push.push()
     applied = Applied.of(parse_document(mesh_redis.get(f"{prefix}config:1")))
-    for version in (2, 3):  # a change, then a rollback
+    for version in (2, 3):  # a change, then its undoing
         patch = json.loads(mesh_redis.get(f"{prefix}config:{version}:patch"))
         assert set(patch["sections"]) == {"access_rules"}
         applied = applied.apply(patch)
         assert applied.document == published_version(mesh_redis, prefix, version)
-
-
-def test_push_now_replaces_a_rollback_with_the_database_state(mesh, mesh_redis, sam):
-    v1 = ConfigVersion.objects.get(version=push.push().version)
-    _change_rule(mesh, subscribe=True)
-    v2 = ConfigVersion.objects.get(version=push.push().version)
-    push.rollback(v1, user=sam)
-    result = push.push(ConfigVersion.MANUAL, force=True, user=sam)
-    assert result.version == 4
-    assert ConfigVersion.objects.get(version=4).checksum == v2.checksum
-    # Pushing again announces version 4 again rather than making a new one.
-    assert push.push(ConfigVersion.MANUAL, force=True, user=sam).as_dict() == \
-        {"outcome": "republished", "version": 4, "error": ""}
 
 
 def test_old_snapshots_leave_redis_but_every_version_stays(mesh, mesh_redis, settings, monkeypatch):
