@@ -30,8 +30,8 @@ class StoreUnavailable(Exception):
     """The topic's store cannot be reached or read; the message says which and why."""
 
 
-def _open() -> Store:
-    return open_store(settings.REDIS_URL, prefix=settings.MESH_KEY_PREFIX,
+def _open(name: str) -> Store:
+    return open_store(settings.REDIS_URL, prefix=settings.MESH_KEY_PREFIX, name=name,
                       journey_ttl_seconds=settings.MESH_JOURNEY_TTL)
 
 
@@ -42,7 +42,7 @@ def with_store(topic: Topic, operation: Callable[[Store], Awaitable[T]]) -> T:
                                f"{topic.store.get_kind_display()}")
 
     async def run() -> T:
-        store = _open()
+        store = _open(topic.store.name)
         try:
             return await operation(store)
         finally:
