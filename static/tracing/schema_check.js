@@ -53,10 +53,16 @@ class Checker {
     this.depth = 0;
   }
 
+  // Where jsonschema, and so the runtime, reports a problem in a member whose schema is ``false``:
+  // at the object or array holding it, not at the member itself.
+  under(schema, parts, key) {
+    return schema === false ? parts : [...parts, key];
+  }
+
   // null, or {parts, message}; parts are the keys and indexes from the data down
   check(schema, value, parts) {
     if (schema === true || schema === undefined) return null;
-    if (schema === false) return { parts, message: `${show(value)} is not allowed here` };
+    if (schema === false) return { parts, message: `False schema does not allow ${show(value)}` };
     if (schema === null || typeof schema !== "object") return null;
     if (++this.depth > 200) { this.depth--; return null; } // a $ref cycle: leave it to the server
     try {
@@ -110,11 +116,11 @@ class Checker {
       const properties = TYPES.object(s.properties) ? s.properties : {};
       for (const key of keys) {
         if (Object.hasOwn(properties, key)) {
-          const problem = this.check(properties[key], v[key], [...parts, key]);
+          const problem = this.check(properties[key], v[key], this.under(properties[key], parts, key));
           if (problem) return problem;
         } else if ("additionalProperties" in s) {
           if (s.additionalProperties === false) return fail(`additional property '${key}' is not allowed`);
-          const problem = this.check(s.additionalProperties, v[key], [...parts, key]);
+          const problem = this.check(s.additionalProperties, v[key], this.under(s.additionalProperties, parts, key));
           if (problem) return problem;
         }
       }
@@ -125,7 +131,7 @@ class Checker {
       if (s.uniqueItems === true && v.some((x, i) => v.slice(i + 1).some((y) => equal(x, y)))) return fail(`${show(v)} has non-unique elements`);
       if ("items" in s) {
         for (let i = 0; i < v.length; i++) {
-          const problem = this.check(s.items, v[i], [...parts, i]);
+          const problem = this.check(s.items, v[i], this.under(s.items, parts, i));
           if (problem) return problem;
         }
       }
