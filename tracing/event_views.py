@@ -12,7 +12,7 @@ from topics.models import Topic
 from . import browser, eventstore
 from .access import PUBLIC_ATTRIBUTES, may_see_payload
 from .forms import EventSearchForm, TestEventForm
-from .test_events import BadEvent, send, sender_applications
+from .test_events import Answer, BadEvent, send, sender_applications
 
 NOT_A_SENDER = ("You may send test events only as an application of a team you own or are a member of; "
                 "you are neither in any team that has an application.")
@@ -24,34 +24,35 @@ def may_send(user, topic: Topic | None = None) -> bool:
 
 
 class TestEventView(generic.ObjectDetailView):
-    """GET: the form, pre-filled from the topic's example event. POST: the runtime's answer."""
+    """GET: the form, pre-filled from the topic's example event. POST: the runtime's answer, with
+    the form again (status: the answer's, or 400 for input that is not an event)."""
 
     __test__ = False  # not a pytest class, whatever its name
 
     queryset = Topic.objects.select_related("team", "store")
     template_name = "tracing/test_event.html"
     tab = "test_event"
+    form: TestEventForm | None = None
+    answer: Answer | None = None
 
     def extra_context(self, request, obj) -> dict:
         if not may_send(request.user):
             raise PermissionDenied(NOT_A_SENDER)
-        form = getattr(request, "_test_event_form", None) or TestEventForm(user=request.user, topic=obj)
-        return {"form": form, "answer": getattr(request, "_test_event_answer", None), "schema": obj.data_schema}
+        form = self.form or TestEventForm(user=request.user, topic=obj)
+        return {"form": form, "answer": self.answer, "schema": obj.data_schema}
 
     def post(self, request, pk):
         topic = self.get_object(request, pk)
         if not may_send(request.user):
             raise PermissionDenied(NOT_A_SENDER)
-        form = TestEventForm(request.POST, user=request.user, topic=topic)
-        answer = None
-        if form.is_valid():
+        self.form = TestEventForm(request.POST, user=request.user, topic=topic)
+        if self.form.is_valid():
             try:
-                answer = send(topic, form.test_event(), user=request.user)
+                self.answer = send(topic, self.form.test_event(), user=request.user)
             except BadEvent as error:
-                form.add_error(error.field if error.field in form.fields else None, str(error))
-        request._test_event_form, request._test_event_answer = form, answer
+                self.form.add_error(error.field if error.field in self.form.fields else None, str(error))
         response = self.get(request, pk)
-        response.status_code = answer.status if answer is not None else 400
+        response.status_code = self.answer.status if self.answer is not None else 400
         return response
 
 
@@ -62,9 +63,11 @@ class TopicEventsView(generic.ObjectDetailView):
     template_name = "tracing/topic_events.html"
     tab = "events"
 
+    bad_search = False
+
     def get(self, request, pk):
         response = super().get(request, pk)
-        if getattr(request, "_bad_search", False):
+        if self.bad_search:
             response.status_code = 400
         return response
 
@@ -84,7 +87,7 @@ class TopicEventsView(generic.ObjectDetailView):
                                           f"({', '.join(PUBLIC_ATTRIBUTES)}), so filters cannot name "
                                           f"{', '.join(hidden)}.")
         if not form.is_valid():
-            request._bad_search = True
+            self.bad_search = True
             return {**context, "page": None}
         try:
             page = browser.browse(obj, form.cleaned_data, payload_visible=payload)

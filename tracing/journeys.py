@@ -48,7 +48,6 @@ LOCATE_SCAN = 2000
 LOCATE_BEFORE_MS = 2_000
 LOCATE_AFTER_MS = 10_000
 
-PUBLISH_STEPS = ("accepted", "denied", "routed", "stored")
 DELIVERY_STEPS = ("attempt", "acked", "dead_lettered")
 #: What may quote an event's data, per step; masked for those who may not see payloads.
 PAYLOAD_FIELDS = {"denied": ("message",), "attempt": ("error",), "dead_lettered": ("reason",)}
