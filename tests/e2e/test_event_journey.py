@@ -105,7 +105,7 @@ def test_a_test_event_from_the_browser_is_followed_to_its_subscribers(
     page.goto(f"/subscriptions/{auditor.pk}/delivery/")
     page.click(f"[data-testid=dead-letter-journey]:has-text('{event_id}')")
     page.wait_for_url(journey_url)
-    assert page.inner_text("[data-testid=journey-outcome]") == "deadlettered"
+    assert page.inner_text("[data-testid=journey-outcome]") == "dead-lettered"
 
 
 SCHEMA_CASES = [

@@ -73,6 +73,7 @@ def test_pages_go_newest_first_and_read_no_more_than_they_show(alice, topic):
     html = response.content.decode()
     assert f'href="?before={page.older}" data-testid="older"' in html
     assert html.count('data-testid="event-row"') == PAGE
+    assert ">null</textarea>" not in html and "}}]'></textarea>" in html  # no filter: an empty box
     assert 'data-testid="tab-events"' in html  # the tab on the topic's pages
 
 

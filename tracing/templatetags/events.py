@@ -49,3 +49,9 @@ def rule_url(rule_id) -> str:
             except NoReverseMatch:
                 return ""
     return ""
+
+
+@register.filter
+def step_label(name) -> str:
+    """A step or outcome as people write it: ``dead_lettered`` is "dead-lettered"."""
+    return str(name).replace("_", "-")
