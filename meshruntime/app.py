@@ -217,7 +217,8 @@ class Runtime:
             self.settings.config_redis_url or self.settings.store_url, prefix=self.settings.prefix,
             runtime_id=self.settings.runtime_id, application=self.settings.application, watcher=self,
             counters=lambda: {**self.metrics.counters(), **self.delivery.counters()},
-            interval=self.settings.heartbeat_interval)
+            interval=self.settings.heartbeat_interval, journey_sample_rate=self.settings.journey_sample_rate,
+            journey_ttl_seconds=self.settings.journey_ttl_seconds)
         await self.heartbeater.start()
 
     # What the heartbeat reports (the ConfigWatcher's interface).

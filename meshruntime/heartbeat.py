@@ -44,7 +44,10 @@ class Heartbeater:
 
     ``application`` is None (or empty) for a gateway. ``counters`` returns the runtime's totals
     (a JSON object); ``watcher`` supplies the applied config version and checksum and the last
-    configuration error.
+    configuration error. ``journey_sample_rate`` and ``journey_ttl_seconds`` are the runtime's
+    journey settings (``--journey-sample-rate``, ``--journey-ttl``): they are options of each
+    runtime, not of the configuration document, so the heartbeat is the only place the portal
+    learns them (its journey page says why an event has no journey with them).
     """
 
     def __init__(
@@ -57,6 +60,8 @@ class Heartbeater:
         watcher: ConfigWatcher | None = None,
         counters: Callable[[], Mapping[str, Any]] | None = None,
         interval: float = 2.0,
+        journey_sample_rate: float | None = None,
+        journey_ttl_seconds: int | None = None,
     ) -> None:
         self.redis_url = redis_url
         self.prefix = prefix
@@ -66,6 +71,8 @@ class Heartbeater:
         self.watcher = watcher
         self.counters = counters
         self.interval = interval
+        self.journey_sample_rate = journey_sample_rate
+        self.journey_ttl_seconds = journey_ttl_seconds
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.version = SOFTWARE_VERSION
@@ -108,6 +115,8 @@ class Heartbeater:
             "counters": orjson.dumps(counters).decode(),
             "started_at": self.started_at,
             "sent_at": _now(),
+            "journey_sample_rate": "" if self.journey_sample_rate is None else repr(float(self.journey_sample_rate)),
+            "journey_ttl_seconds": "" if self.journey_ttl_seconds is None else str(int(self.journey_ttl_seconds)),
         }
 
     def _client(self) -> redis.asyncio.Redis:

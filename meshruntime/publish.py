@@ -163,7 +163,8 @@ class Publisher:
         journey_on = recorder.enabled
         if journey_on:
             at = str(int(time.time() * 1000)).encode()
-            accepted = recorder.template("accepted", topic=topic_name, application=application)
+            accepted = recorder.template("accepted", topic=topic_name, application=application,
+                                         key_prefix=identity.key_prefix)
             stored = recorder.template("stored", topic=topic_name)
         for index, event in enumerate(events):
             attributes = event.attributes
@@ -299,10 +300,15 @@ class Publisher:
 
     # -- refusals -------------------------------------------------------------------------------
     def _denied(self, events: list[CloudEvent], topic: str, application: str, refusal: Refusal) -> None:
-        """Journey ``denied`` steps and tap copies for refused events (best effort, off the path)."""
+        """Journey ``denied`` steps and tap copies for refused events (best effort, off the path).
+
+        The step names what decided, as the answer does: the access rule (``rule``, None for the
+        default deny) or the schema path (``path``), so the journey page can say it.
+        """
+        decided = {name: refusal.details[name] for name in ("rule", "path") if name in refusal.details}
         steps = [
             self.journey.step(e.attributes["id"], "denied", topic=topic, application=application,
-                              reason=refusal.reason, status=refusal.status, message=refusal.message)
+                              reason=refusal.reason, status=refusal.status, message=refusal.message, **decided)
             for e in events if self.journey.enabled and self.journey.sampled(e.attributes["id"])
         ]
         if self.tap is not None and topic in self.tap.watched:

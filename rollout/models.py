@@ -102,6 +102,10 @@ class Runtime(models.Model):
     config_checksum = models.CharField(max_length=64, blank=True)
     last_error = models.TextField(blank=True)
     counters = models.JSONField(default=dict, blank=True)
+    # the runtime's own journey options (not part of the document); None: not reported
+    journey_sample_rate = models.FloatField(null=True, blank=True,
+                                            help_text="Share of events whose journey it records.")
+    journey_ttl_seconds = models.PositiveIntegerField(null=True, blank=True, help_text="Seconds it keeps a journey.")
     started_at = models.DateTimeField(null=True, blank=True)
     first_seen = models.DateTimeField(default=timezone.now)
     last_seen = models.DateTimeField(default=timezone.now, db_index=True)

@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 
 GROUP = "portal"
 UPDATE_FIELDS = ["application", "host", "pid", "software_version", "config_version", "config_checksum",
-                 "last_error", "counters", "started_at", "last_seen"]
+                 "last_error", "counters", "journey_sample_rate", "journey_ttl_seconds", "started_at",
+                 "last_seen"]
 
 
 def stream_key() -> str:
@@ -69,6 +70,15 @@ def _int(value: str) -> int | None:
     return int(value) if value.isdigit() else None
 
 
+def _rate(value: str) -> float | None:
+    """A sample rate between 0 and 1; None when absent or out of range (never a made-up rate)."""
+    try:
+        rate = float(value)
+    except ValueError:
+        return None
+    return rate if 0.0 <= rate <= 1.0 else None
+
+
 def runtime_from_heartbeat(fields: Mapping[bytes | str, Any], now: datetime) -> Runtime | None:
     """A Runtime (unsaved) from one heartbeat's fields; None for an entry without a runtime id.
 
@@ -93,6 +103,8 @@ def runtime_from_heartbeat(fields: Mapping[bytes | str, Any], now: datetime) -> 
         config_checksum=_text(fields, "config_checksum")[:64],
         last_error=_text(fields, "error")[:10_000],
         counters=counters if isinstance(counters, dict) else {},
+        journey_sample_rate=_rate(_text(fields, "journey_sample_rate")),
+        journey_ttl_seconds=_int(_text(fields, "journey_ttl_seconds")),
         started_at=_time(_text(fields, "started_at")),
         first_seen=now,
         last_seen=min(sent, now) if sent else now,

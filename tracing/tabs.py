@@ -1,15 +1,27 @@
 """The tabs ``tracing`` adds to other apps' object pages (see ``meshadmin.tabs``).
 
-Each feature adds its tab here, in one list, so the order of the tabs is decided in one place.
+Each feature adds its tab here, in one list, so the order of the tabs is decided in one place;
+header buttons (``ObjectAction``) likewise in ``ACTIONS``.
 """
 
 from __future__ import annotations
 
 from meshadmin import tabs
+from topics.models import Topic
 
-TABS: list[tuple[type, tabs.ObjectTab]] = []
+from .event_views import may_send
+
+TABS: list[tuple[type, tabs.ObjectTab]] = [
+    (Topic, tabs.ObjectTab("events", "Events", "tracing:topic_events", weight=20)),
+]
+
+ACTIONS: list[tuple[type, tabs.ObjectAction]] = [
+    (Topic, tabs.ObjectAction("test-event", "Send test event", "tracing:test_event", visible=may_send)),
+]
 
 
 def register_all() -> None:
     for model, tab in TABS:
         tabs.register(model, tab)
+    for model, action in ACTIONS:
+        tabs.register_action(model, action)

@@ -1,4 +1,13 @@
 """Pages of ``tracing`` (namespace ``tracing``)."""
 
+from django.urls import path
+
+from . import event_views, journey_views
+
 app_name = "tracing"
-urlpatterns: list = []
+urlpatterns: list = [
+    path("events/", journey_views.JourneySearchView.as_view(), name="journey_search"),
+    path("events/<path:event_id>/", journey_views.JourneyView.as_view(), name="journey"),
+    path("topics/<int:pk>/events/", event_views.TopicEventsView.as_view(), name="topic_events"),
+    path("topics/<int:pk>/test-event/", event_views.TestEventView.as_view(), name="test_event"),
+]

@@ -116,6 +116,11 @@ MESH_RUNTIME_GONE_SECONDS = env_int("MESH_RUNTIME_GONE_SECONDS", 600)
 MESH_RUNTIME_FORGET_SECONDS = env_int("MESH_RUNTIME_FORGET_SECONDS", 86_400)
 # Config versions older than the newest this many keep their record but not their document (0: all).
 MESH_CONFIG_KEEP_DOCUMENTS = env_int("MESH_CONFIG_KEEP_DOCUMENTS", 1000)
+# Events (tracing): seconds the journey of a test event sent from the portal is kept (the
+# runtimes' own is their --journey-ttl), and how many stored events one filtered search of the
+# event browser reads at most before it says how far it got.
+MESH_JOURNEY_TTL = env_int("MESH_JOURNEY_TTL", 86_400)
+MESH_EVENT_SCAN_LIMIT = env_int("MESH_EVENT_SCAN_LIMIT", 10_000)
 
 CACHES = {
     "default": {

@@ -21,7 +21,7 @@ from django.views import View
 
 from meshadmin.models import AuditEntry
 from meshadmin.querysets import CHANGE, DELETE, VIEW, may_create
-from meshadmin.tabs import tabs_for
+from meshadmin.tabs import actions_for, tabs_for
 
 PER_PAGE_CHOICES = (25, 50, 100, 250)
 DEFAULT_PER_PAGE = 50
@@ -157,6 +157,7 @@ class ObjectDetailView(BaseObjectView):
             "delete_url": object_url(obj, "_delete") if can_change else None,
             "history_url": object_url(obj, "_history"),
             "object_tabs": tabs_for(obj, request.user),
+            "object_actions": actions_for(obj, request.user),
             "object_attrs": object_attrs(obj),
             **self.extra_context(request, obj),
         }

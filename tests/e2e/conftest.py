@@ -13,6 +13,7 @@ import pytest
 
 from tests.portal_support.personas import *  # noqa: F403 - the personas and their teams
 from tests.portal_support.personas import PASSWORD
+from tests.portal_support.runtime import mesh_runtime  # noqa: F401 - a real runtime beside the portal
 
 # Playwright's sync API runs an event loop in this thread; Django's ORM calls from the test
 # body are still synchronous and safe.

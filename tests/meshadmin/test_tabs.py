@@ -13,6 +13,7 @@ from tests.portal_support.personas import client_for
 @pytest.fixture
 def registry(monkeypatch):
     monkeypatch.setattr(tabs, "_registry", tabs.defaultdict(list))
+    monkeypatch.setattr(tabs, "_actions", tabs.defaultdict(list))
     return tabs
 
 
@@ -37,3 +38,14 @@ def test_two_tabs_of_one_name_on_a_model_are_refused(registry):
     registry.register(Team, tabs.ObjectTab("live", "Live", "meshadmin:team_history"))
     with pytest.raises(ValueError, match="meshadmin.Team already has a tab named 'live'"):
         registry.register(Team, tabs.ObjectTab("live", "Live again", "meshadmin:team_history"))
+
+
+def test_a_registered_action_is_a_button_in_the_header_for_whom_it_is_visible(registry, payments, alice, carol):
+    registry.register_action(Team, tabs.ObjectAction("ring", "Ring the bell", "meshadmin:team_history",
+                                                     visible=lambda user, team: user.username == "alice"))
+    url = reverse("meshadmin:team", args=[payments.pk])
+    history = reverse("meshadmin:team_history", args=[payments.pk])
+    assert f'href="{history}" data-testid="action-ring">Ring the bell<' in client_for(alice).get(url).content.decode()
+    assert 'data-testid="action-ring"' not in client_for(carol).get(url).content.decode()
+    with pytest.raises(ValueError, match="meshadmin.Team already has an action named 'ring'"):
+        registry.register_action(Team, tabs.ObjectAction("ring", "Again", "meshadmin:team_history"))

@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from cloudevents.core.bindings import http as sdk_http
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent as SdkEvent
-from factories import key_for, make_config, routing_rule, topic
+from factories import default_prefix, key_for, make_config, routing_rule, topic
 from runtime_harness import event, running_runtime, serving
 
 from meshruntime.app import Settings
@@ -145,6 +145,7 @@ async def test_the_journey_records_accepted_routed_and_stored(h):
     steps = h.journey("evt-1")
     assert [s["step"] for s in steps] == ["accepted", "routed", "stored", "stored"]
     assert steps[0]["application"] == "billing" and steps[0]["runtime"] == "test-runtime"
+    assert steps[0]["key_prefix"] == default_prefix("billing")  # which of billing's keys published
     assert steps[1] == {**steps[1], "rule": "route-1", "target": "audit.orders"}
     assert [s["topic"] for s in steps[2:]] == ["orders.created", "audit.orders"]
     assert 0 < h.redis.ttl(h.keys.journey("evt-1")) <= 86_400

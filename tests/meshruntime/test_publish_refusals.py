@@ -212,7 +212,9 @@ async def test_refusals_are_counted_and_recorded_in_the_journey(h):
     await h.runtime.publisher.drain_background()
     [denied] = h.journey("evt-1")
     assert denied["step"] == "denied" and denied["reason"] == "forbidden" and denied["status"] == 403
-    assert h.journey("evt-2")[0]["reason"] == "schema_mismatch"
+    assert denied["rule"] == "rule-3"  # what decided, as the answer names it
+    [mismatch] = h.journey("evt-2")
+    assert mismatch["reason"] == "schema_mismatch" and mismatch["path"] == "data" and "rule" not in mismatch
     assert h.journey("evt-3") == []  # an unauthenticated body is not even read
 
 

@@ -499,6 +499,8 @@ async def test_heartbeats_carry_the_applied_version(watch, redis_url, redis_clie
         watcher=watcher,
         counters=lambda: {"published": 12, "refused": 1},
         interval=0.05,
+        journey_sample_rate=0.25,
+        journey_ttl_seconds=3600,
     )
     heartbeaters.append(heartbeater)
     await heartbeater.start()
@@ -517,6 +519,8 @@ async def test_heartbeats_carry_the_applied_version(watch, redis_url, redis_clie
         "counters",
         "started_at",
         "sent_at",
+        "journey_sample_rate",
+        "journey_ttl_seconds",
     }
     assert beat["runtime_id"] == "rt-1" and beat["application"] == "billing"
     assert beat["host"] == socket.gethostname() and beat["pid"] == str(os.getpid())
@@ -524,6 +528,7 @@ async def test_heartbeats_carry_the_applied_version(watch, redis_url, redis_clie
     assert beat["config_version"] == "3" and beat["config_checksum"] == doc["checksum"]
     assert beat["error"] == ""
     assert json.loads(beat["counters"]) == {"published": 12, "refused": 1}
+    assert (beat["journey_sample_rate"], beat["journey_ttl_seconds"]) == ("0.25", "3600")
     started, sent = (datetime.fromisoformat(beat[name]) for name in ("started_at", "sent_at"))
     assert started.tzinfo is not None and started <= sent
 
@@ -547,6 +552,7 @@ async def test_a_gateway_beats_without_application_or_config(redis_url, redis_cl
     (beat,) = _beats(redis_client, keys)
     assert beat["application"] == "" and beat["config_version"] == "" and beat["config_checksum"] == ""
     assert beat["counters"] == "{}"
+    assert beat["journey_sample_rate"] == "" and beat["journey_ttl_seconds"] == ""  # not told: not reported
     assert beat["runtime_id"].startswith(f"{socket.gethostname()}-{os.getpid()}-")
 
 
@@ -561,6 +567,7 @@ async def test_broken_counters_still_beat_and_say_why(redis_url, redis_client, k
         await heartbeater.stop()
     (beat,) = _beats(redis_client, keys)
     assert beat["counters"] == "{}"
+    assert beat["journey_sample_rate"] == "" and beat["journey_ttl_seconds"] == ""  # not told: not reported
     assert beat["error"] == "counters unavailable: ZeroDivisionError('division by zero')"
 
 

@@ -51,6 +51,15 @@ def test_heartbeats_become_one_row_per_runtime_with_the_newest_values(ingester, 
     assert mesh_redis.xpending(stream_key(), GROUP)["pending"] == 0  # all acknowledged
 
 
+def test_the_journey_settings_a_runtime_reports_are_kept_and_nonsense_is_not(ingester, mesh_redis):
+    beat(mesh_redis, "sampled-1", journey_sample_rate="0.1", journey_ttl_seconds="3600")
+    beat(mesh_redis, "silent-1")  # an older runtime: does not report them
+    beat(mesh_redis, "odd-1", journey_sample_rate="7", journey_ttl_seconds="-1")
+    ingester.step()
+    reported = {r.runtime_id: (r.journey_sample_rate, r.journey_ttl_seconds) for r in Runtime.objects.all()}
+    assert reported == {"sampled-1": (0.1, 3600), "silent-1": (None, None), "odd-1": (None, None)}
+
+
 def test_a_later_heartbeat_updates_the_row_and_keeps_first_seen(ingester, mesh_redis):
     beat(mesh_redis, config_version="1")
     ingester.step()

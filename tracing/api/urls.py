@@ -1,3 +1,10 @@
 """``/api/v1/`` routes of ``tracing``."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from . import events, test_events
+
+urlpatterns: list = [
+    path("events/<path:event_id>/journey/", events.JourneyAPIView.as_view(), name="event-journey"),
+    path("topics/<str:name>/test-events/", test_events.TestEventsAPIView.as_view(), name="topic-test-events"),
+]
