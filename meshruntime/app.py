@@ -405,7 +405,7 @@ class Runtime:
                 return self._traced_publish(request, state, identity, topic, events, mode)
             if self.sw_publish is not None:
                 span = self.sw_publish.begin(request.headers, f"POST /v1/topics/{topic}/events", topic, events)
-                span.stamp(events)
+                span.stamp(events, identity.application)
             prepared = (self.publisher.prepare(state, identity, topic, events,
                                                trace_id=span.trace_id if span is not None else None),)
         except Refusal as refusal:
@@ -429,8 +429,7 @@ class Runtime:
             return _refused(refusal)
         if span is not None:
             done = prepared[0]
-            span.end(application=done.identity.application, events=len(done.events), status=202, stored=True,
-                     topics={entry.topic for entry in done.entries} if done.routed else ())
+            span.end(application=done.identity.application, events=len(done.events), status=202, stored=True)
         return self._accepted(prepared[0])
 
     @staticmethod
@@ -577,7 +576,7 @@ class Runtime:
         code = request.headers.get("code")
         endpoint = f"POST /eventmesh/publish/{topic}" if code is None else f"POST {request.path} (code {code})"
         span = self.sw_publish.begin(request.headers, endpoint, topic, events)
-        span.stamp(events)
+        span.stamp(events, identity.application)
         refusal: Refusal | None = None
         try:
             if isinstance(parsed, eventmesh.CodeRequest):

@@ -30,13 +30,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-import orjson
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily
 
 from .cloudevents import CloudEvent
 from .delivery.http1 import Http1Client, HttpError, InvalidUrl
-from .sw8 import ContextError, Sw8, entry_span, exit_span, new_id, segment, trace_id_for
+from .sw8 import ContextError, SegmentTemplate, SpanTemplate, Sw8, b64, new_id, references, trace_id_for
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +107,7 @@ class SegmentReporter:
         self.interval_s = interval_s
         self.timeout_s = timeout_s
         self.max_backoff_s = max_backoff_s
-        self._queue: deque[dict[str, Any]] = deque()
+        self._queue: deque[bytes] = deque()  # each a SegmentObject's JSON
         self._http = Http1Client(user_agent=user_agent)
         self._wake = asyncio.Event()
         self._stopping = False
@@ -120,7 +119,7 @@ class SegmentReporter:
     def queued(self) -> int:
         return len(self._queue)
 
-    def report(self, item: dict[str, Any]) -> None:
+    def report(self, item: bytes) -> None:
         queue = self._queue
         if len(queue) >= self.max_queue:
             self.counts.values["dropped_queue_full"] += 1
@@ -169,7 +168,7 @@ class SegmentReporter:
         batch = [queue.popleft() for _ in range(n)]
         try:
             response = await self._http.post(self.url, {"Content-Type": "application/json"},
-                                             orjson.dumps(batch), self.timeout_s)
+                                             b"[" + b",".join(batch) + b"]", self.timeout_s)
             problem = None if 200 <= response.status < 300 else (
                 f"HTTP {response.status}: {response.body[:200].decode('utf-8', 'replace')}")
         except (HttpError, InvalidUrl, TimeoutError, OSError) as error:
@@ -190,6 +189,21 @@ class SegmentReporter:
 
 # -- the publish side ------------------------------------------------------------------------------
 
+class _PublishTemplates:
+    """What is the same in every publish segment of one endpoint, topic and application."""
+
+    __slots__ = ("append", "entry", "tail")
+
+    def __init__(self, tracer: PublishTracer, endpoint: str, topic: str, application: str) -> None:
+        peer = tracer.store_peer
+        self.entry = SpanTemplate(0, -1, endpoint, "Entry", "Http",
+                                  tags={"http.method": "POST", "mq.topic": topic, "mesh.application": application})
+        self.append = SpanTemplate(1, 0, f"Mesh/{topic}/Produce", "Exit", "MQ", peer=peer,
+                                   tags={"mq.topic": topic, "mq.broker": peer})
+        # the part of the events' sw8 after the ids: this process, its endpoint, the store's address
+        self.tail = f"-1-{b64(tracer.service)}-{b64(tracer.instance)}-{b64(endpoint)}-{b64(peer)}"
+
+
 class PublishSpan:
     """One publish request's segment, from its start to :meth:`end`."""
 
@@ -197,7 +211,7 @@ class PublishSpan:
                  "trace_id", "traceparent")
 
     def __init__(self, tracer: PublishTracer, endpoint: str, topic: str, trace_id: str,
-                 ref: dict[str, Any] | None, sw8_error: str | None) -> None:
+                 ref: Sw8 | None, sw8_error: str | None, w3c: str | None) -> None:
         self._tracer = tracer
         self.endpoint = endpoint
         self.topic = topic
@@ -207,15 +221,15 @@ class PublishSpan:
         self.stored = False  # set once the store took the events
         self.segment_id = segment_id = new_id()
         self.start_ms = int(time.time() * 1000)
-        # what the stored events carry: the append's exit span (1) of this segment
-        self.sw8 = Sw8(trace_id, segment_id, 1, tracer.service, tracer.instance, endpoint, tracer.store_peer).encode()
-        w3c = trace_id if len(trace_id) == 32 and trace_id_for(f"00-{trace_id}-") else new_id()
-        self.traceparent = f"00-{w3c}-{segment_id[:16]}-01"
+        self.sw8: str | None = None  # what the stored events carry (see stamp)
+        self.traceparent = f"00-{w3c or new_id()}-{segment_id[:16]}-01"
 
-    def stamp(self, events: Iterable[CloudEvent]) -> None:
-        """Give every event this publish's context: ``sw8`` (replaced: it names the append), and a
-        ``traceparent`` unless the producer set one."""
-        value, traceparent = self.sw8, self.traceparent
+    def stamp(self, events: Iterable[CloudEvent], application: str) -> None:
+        """Give every event this publish's context: ``sw8`` naming the append (replacing one the
+        producer set), and a ``traceparent`` unless the producer set one."""
+        tail = self._tracer.templates(self.endpoint, self.topic, application).tail
+        value = self.sw8 = f"1-{b64(self.trace_id)}-{b64(self.segment_id)}{tail}"
+        traceparent = self.traceparent
         for event in events:
             attributes = event.attributes
             attributes[EXTENSION] = value
@@ -223,24 +237,25 @@ class PublishSpan:
                 attributes["traceparent"] = traceparent
 
     def end(self, *, application: str, events: int, status: int, refusal: str | None = None,
-            stored: bool = False, topics: Iterable[str] = ()) -> None:
+            stored: bool = False) -> None:
         """Report the segment: the entry span and, when the events reached the store (``stored``,
         or a store refusal), the append's exit span."""
         tracer = self._tracer
+        templates = tracer.templates(self.endpoint, self.topic, application)
         now = int(time.time() * 1000)
         stored = stored or self.stored
-        tags = {"http.method": "POST", "http.status_code": status, "mq.topic": self.topic,
-                "mesh.application": application, "mesh.events": events, "mesh.refusal": refusal,
-                "mesh.sw8_error": self.sw8_error}
-        spans = [entry_span(self.endpoint, self.start_ms, now, layer="Http", error=status >= 400 or refusal is not None,
-                            tags=tags,
-                            refs=[self.ref] if self.ref else None)]
+        tags: dict[str, Any] = {"http.status_code": status}
+        if events != 1:
+            tags["mesh.events"] = events
+        if refusal is not None:
+            tags["mesh.refusal"] = refusal
+        if self.sw8_error is not None:
+            tags["mesh.sw8_error"] = self.sw8_error
+        spans = [templates.entry.render(self.start_ms, now, status >= 400 or refusal is not None, tags,
+                                        references(self.ref) if self.ref is not None else b"")]
         if stored or refusal == "store_unavailable":
-            spans.append(exit_span(1, f"Mesh/{self.topic}/Produce", self.start_ms, now, peer=tracer.store_peer,
-                                   layer="MQ", error=not stored,
-                                   tags={"mq.topic": self.topic, "mq.broker": tracer.store_peer,
-                                         "mesh.copies_to": ",".join(t for t in topics if t != self.topic) or None}))
-        tracer.reporter.report(segment(self.trace_id, self.segment_id, tracer.service, tracer.instance, spans))
+            spans.append(templates.append.render(self.start_ms, now, not stored))
+        tracer.reporter.report(tracer.segment.render(self.trace_id, self.segment_id, spans))
 
 
 class PublishTracer:
@@ -251,6 +266,17 @@ class PublishTracer:
         self.service = service
         self.instance = instance
         self.store_peer = address_of(store_url)
+        self.segment = SegmentTemplate(service, instance)
+        self._templates: dict[tuple[str, str, str], _PublishTemplates] = {}
+
+    def templates(self, endpoint: str, topic: str, application: str) -> _PublishTemplates:
+        key = (endpoint, topic, application)
+        found = self._templates.get(key)
+        if found is None:
+            if len(self._templates) >= 10_000:
+                self._templates.clear()
+            found = self._templates[key] = _PublishTemplates(self, endpoint, topic, application)
+        return found
 
     def begin(self, headers: Mapping[str, str], endpoint: str, topic: str,
               events: list[CloudEvent]) -> PublishSpan:
@@ -260,32 +286,45 @@ class PublishTracer:
         incoming = headers.get("sw8")
         if incoming:
             try:
-                parent = Sw8.decode(incoming)
+                ref = Sw8.decode(incoming)
             except ContextError as problem:
                 error = str(problem)  # a tracing header never refuses a publish: a new trace, tagged
             else:
-                ref = parent.reference()
-                trace_id = parent.trace_id
+                trace_id = ref.trace_id
+        w3c = trace_id_for(headers.get("traceparent"))
+        if w3c is None and len(events) == 1:
+            w3c = trace_id_for(events[0].attributes.get("traceparent"))
         if trace_id is None:
-            trace_id = trace_id_for(headers.get("traceparent"))
-        if trace_id is None and len(events) == 1:
-            trace_id = trace_id_for(events[0].attributes.get("traceparent"))
-        return PublishSpan(self, endpoint, topic, trace_id or new_id(), ref, error)
+            trace_id = w3c = w3c or new_id()
+        elif trace_id_for(f"00-{trace_id}-") is not None:
+            w3c = trace_id  # the caller's SkyWalking id is a W3C one too: one id for both headers
+        return PublishSpan(self, endpoint, topic, trace_id, ref, error, w3c)
 
 
 # -- the delivery side -----------------------------------------------------------------------------
 
-class Attempt:
-    __slots__ = ("context", "sw8_error", "segment_id", "spec", "start_ms", "trace_id", "number", "peer")
+class _DeliveryTemplates:
+    __slots__ = ("consume", "push", "tail")
 
-    def __init__(self, spec: Any, number: int, trace_id: str, context: Sw8 | None, sw8_error: str | None,
-                 peer: str) -> None:
-        self.spec = spec
+    def __init__(self, tracer: DeliveryTracer, spec: Any, peer: str) -> None:
+        endpoint = f"Mesh/{spec.topic}/Deliver/{spec.id}"
+        common = {"mq.topic": spec.topic, "mesh.subscription": spec.id}
+        self.consume = SpanTemplate(0, -1, endpoint, "Entry", "MQ", tags=common)
+        self.push = SpanTemplate(1, 0, f"Webhook/{spec.id}", "Exit", "Http", peer=peer,
+                                 tags={**common, "http.method": "POST"})
+        self.tail = f"-1-{b64(tracer.service)}-{b64(tracer.instance)}-{b64(endpoint)}-{b64(peer)}"
+
+
+class Attempt:
+    __slots__ = ("context", "number", "segment_id", "start_ms", "sw8_error", "templates", "trace_id")
+
+    def __init__(self, templates: _DeliveryTemplates, number: int, trace_id: str, context: Sw8 | None,
+                 sw8_error: str | None) -> None:
+        self.templates = templates
         self.number = number
         self.trace_id = trace_id
         self.context = context
         self.sw8_error = sw8_error
-        self.peer = peer
         self.segment_id = new_id()
         self.start_ms = int(time.time() * 1000)
 
@@ -298,50 +337,47 @@ class DeliveryTracer:
         self.reporter = reporter
         self.service = service
         self.instance = instance
-        self._peers: dict[str, str] = {}
+        self.segment = SegmentTemplate(service, instance)
+        self._templates: dict[tuple[str, str, str], _DeliveryTemplates] = {}
 
-    def _peer(self, url: str) -> str:
-        peer = self._peers.get(url)
-        if peer is None:
-            if len(self._peers) > 10_000:
-                self._peers.clear()
-            peer = self._peers[url] = address_of(url)
-        return peer
-
-    @staticmethod
-    def endpoint(spec: Any) -> str:
-        return f"Mesh/{spec.topic}/Deliver/{spec.id}"
+    def _templates_for(self, spec: Any) -> _DeliveryTemplates:
+        key = (spec.id, spec.topic, spec.url)
+        found = self._templates.get(key)
+        if found is None:
+            if len(self._templates) >= 10_000:
+                self._templates.clear()
+            found = self._templates[key] = _DeliveryTemplates(self, spec, address_of(spec.url))
+        return found
 
     def start(self, spec: Any, attributes: Mapping[str, Any], number: int, headers: dict[str, str]) -> Attempt:
         context = error = None
         value = attributes.get(EXTENSION)
-        if isinstance(value, str):
+        if value.__class__ is str:
             try:
                 context = Sw8.decode(value)
             except ContextError as problem:
                 error = str(problem)
         trace_id = context.trace_id if context is not None else (
             trace_id_for(attributes.get("traceparent")) or new_id())
-        attempt = Attempt(spec, number, trace_id, context, error, self._peer(spec.url))
-        headers["sw8"] = Sw8(trace_id, attempt.segment_id, 1, self.service, self.instance, self.endpoint(spec),
-                             attempt.peer).encode()
+        templates = self._templates_for(spec)
+        attempt = Attempt(templates, number, trace_id, context, error)
+        headers["sw8"] = f"1-{b64(trace_id)}-{b64(attempt.segment_id)}{templates.tail}"
         return attempt
 
     def end(self, attempt: Attempt, result: Any) -> None:
         """``result``: the attempt's ``AttemptResult`` (verdict, status, latency)."""
-        spec, now = attempt.spec, int(time.time() * 1000)
+        now = int(time.time() * 1000)
         verdict = result.verdict.value
         failed = verdict != "delivered"
-        common = {"mq.topic": spec.topic, "mesh.subscription": spec.id, "mesh.attempt": attempt.number}
+        templates = attempt.templates
+        tags: dict[str, Any] = {"mesh.attempt": attempt.number, "mesh.outcome": verdict}
+        entry_tags = tags if attempt.sw8_error is None else {**tags, "mesh.sw8_error": attempt.sw8_error}
         spans = [
-            entry_span(self.endpoint(spec), attempt.start_ms, now, layer="MQ", error=failed,
-                       refs=[attempt.context.reference()] if attempt.context is not None else None,
-                       tags={**common, "mesh.outcome": verdict, "mesh.sw8_error": attempt.sw8_error}),
-            exit_span(1, f"Webhook/{spec.id}", attempt.start_ms, now, peer=attempt.peer, layer="Http", error=failed,
-                      tags={**common, "http.method": "POST", "http.status_code": result.status,
-                            "mesh.outcome": verdict}),
+            templates.consume.render(attempt.start_ms, now, failed, entry_tags,
+                                     references(attempt.context) if attempt.context is not None else b""),
+            templates.push.render(attempt.start_ms, now, failed, {**tags, "http.status_code": result.status}),
         ]
-        self.reporter.report(segment(attempt.trace_id, attempt.segment_id, self.service, self.instance, spans))
+        self.reporter.report(self.segment.render(attempt.trace_id, attempt.segment_id, spans))
 
 
 def service_name(application: str | None) -> str:
