@@ -6,8 +6,8 @@ a SkyWalking agent, into traces. This module asks the OAP for them (``POST <SKYW
 
 - :func:`load_trace` — one trace by id (``queryTrace``), its spans laid out as a waterfall;
 - :func:`search_traces` — traces by time, duration and error state (``queryBasicTraces``), of a
-  topic (the ``mq.topic`` tag every mesh span carries, searchable in the OAP's default
-  ``SW_SEARCHABLE_TAG_KEYS``) or of an application (its service: a sidecar reports under its
+  topic (the ``mq.topic`` tag every mesh span carries; the OAP must list it in
+  ``SW_SEARCHABLE_TAG_KEYS``, docs/tracing.md) or of an application (its service: a sidecar reports under its
   application's name).
 
 Every call is bounded by ``SKYWALKING_TIMEOUT`` seconds; whatever goes wrong (not configured,
