@@ -27,6 +27,7 @@ from pathlib import Path
 from .app import Runtime, Settings
 from .keys import DEFAULT_PREFIX
 from .publish import Limits
+from .skywalking import TRACE_MODES
 
 log = logging.getLogger("meshruntime")
 
@@ -84,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--otlp-endpoint", default=_env("MESH_OTLP_ENDPOINT", _env("OTEL_EXPORTER_OTLP_ENDPOINT")),
                    help="OTLP/HTTP endpoint for spans; none by default "
                         "[MESH_OTLP_ENDPOINT, else OTEL_EXPORTER_OTLP_ENDPOINT]")
+    p.add_argument("--traces", choices=TRACE_MODES, default=_env("MESH_TRACES"),
+                   help="where spans go: skywalking (SkyWalking's native protocol, to --skywalking-url), otlp "
+                        "(OpenTelemetry, to --otlp-endpoint) or none; by default the one whose URL is given, "
+                        "else none [MESH_TRACES]")
+    p.add_argument("--skywalking-url", default=_env("MESH_SKYWALKING_URL"),
+                   help="the SkyWalking OAP's HTTP address, e.g. http://oap:12800; segments go to its "
+                        "/v3/segments [MESH_SKYWALKING_URL]")
     p.add_argument("--shutdown-timeout", type=float, default=float(_env("MESH_SHUTDOWN_TIMEOUT", "10")),
                    help="seconds in-flight requests get on SIGTERM [MESH_SHUTDOWN_TIMEOUT, 10]")
     p.add_argument("--visibility-timeout", type=float, default=float(_env("MESH_VISIBILITY_TIMEOUT", "30")),
@@ -120,12 +128,18 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         journey_sample_rate=args.journey_sample_rate,
         journey_ttl_seconds=args.journey_ttl,
         otlp_endpoint=args.otlp_endpoint,
+        traces=args.traces,
+        skywalking_url=args.skywalking_url,
         shutdown_timeout=args.shutdown_timeout,
         visibility_timeout=args.visibility_timeout,
         delivery_process=args.delivery_process,
     )
     if args.runtime_id:
         settings.runtime_id = args.runtime_id
+    try:
+        settings.trace_mode  # noqa: B018 - checks the flags now, with their names, not at start-up
+    except ValueError as error:
+        raise SystemExit(f"meshruntime: {error}") from None
     return settings
 
 

@@ -34,6 +34,15 @@ from .metrics import CONTENT_TYPE_LATEST, RuntimeMetrics
 from .publish import Limits, Prepared, Publisher, Refusal
 from .replies import REPLY_BY_EXTENSION, REPLY_TO_EXTENSION, ReplyWaiter, deadline_text
 from .server import HttpServer, Request, Response, Result, error_response
+from .skywalking import (
+    TRACE_MODES,
+    DeliveryTracer,
+    PublishSpan,
+    PublishTracer,
+    SegmentReporter,
+    reporter_for,
+    service_name,
+)
 from .state import MeshState
 from .store import RedisStreamsStore, Store, StoreError, open_store
 from .store.redis_streams import make_client
@@ -64,6 +73,9 @@ class Settings:
     journey_sample_rate: float = 1.0
     journey_ttl_seconds: int = 86_400
     otlp_endpoint: str | None = None
+    # where spans go: "otlp", "skywalking" or "none"; None picks the one whose URL is set
+    traces: str | None = None
+    skywalking_url: str | None = None  # the OAP's HTTP receiver, e.g. http://oap:12800
     config_poll_interval: float = 3.0
     config_file_poll_interval: float = 2.0
     tap_interval: float = 1.0
@@ -81,6 +93,18 @@ class Settings:
     def gateway(self) -> bool:
         return self.application is None
 
+    @property
+    def trace_mode(self) -> str:
+        """The ``--traces`` mode, checked against the URLs it needs (ValueError names the flag)."""
+        mode = self.traces or ("skywalking" if self.skywalking_url else "otlp" if self.otlp_endpoint else "none")
+        if mode not in TRACE_MODES:
+            raise ValueError(f"--traces must be one of {', '.join(TRACE_MODES)}, got {mode!r}")
+        if mode == "skywalking" and not self.skywalking_url:
+            raise ValueError("--traces skywalking needs --skywalking-url (the OAP, e.g. http://oap:12800)")
+        if mode == "otlp" and not self.otlp_endpoint:
+            raise ValueError("--traces otlp needs --otlp-endpoint")
+        return mode
+
 
 def _refused(refusal: Refusal) -> Response:
     return Response.json(refusal.status, refusal.body())
@@ -95,8 +119,21 @@ class Runtime:
         self.state: MeshState | None = None
         self.stopping = False
         self.config_error: str | None = None
-        self.tracing = Tracing(otlp_endpoint=settings.otlp_endpoint,
+        mode = settings.trace_mode
+        self.tracing = Tracing(otlp_endpoint=settings.otlp_endpoint if mode == "otlp" else None,
                                attributes={"meshruntime.id": settings.runtime_id})
+        # SkyWalking's native protocol (meshruntime.skywalking): one reporter for the process
+        self.segments: SegmentReporter | None = None
+        self.sw_publish: PublishTracer | None = None
+        delivery_tracer = None
+        if mode == "skywalking":
+            self.segments = reporter_for(settings.skywalking_url, metric="meshruntime_trace_segments",
+                                         registry=self.metrics.registry,
+                                         user_agent=f"meshruntime/{SOFTWARE_VERSION}")
+            service = service_name(settings.application)
+            self.sw_publish = PublishTracer(self.segments, service=service, instance=settings.runtime_id,
+                                            store_url=settings.store_url)
+            delivery_tracer = DeliveryTracer(self.segments, service=service, instance=settings.runtime_id)
         self.store: Store = store or open_store(settings.store_url, prefix=settings.prefix,
                                                 journey_ttl_seconds=settings.journey_ttl_seconds)
         self._owns_store = store is None
@@ -124,12 +161,13 @@ class Runtime:
                 store_url=settings.store_url, prefix=settings.prefix, consumer=settings.runtime_id,
                 application=settings.application, settings=delivery_settings,
                 journey_sample_rate=settings.journey_sample_rate, journey_ttl_seconds=settings.journey_ttl_seconds,
-                user_agent=f"meshruntime/{SOFTWARE_VERSION}", shutdown_timeout=settings.shutdown_timeout)
+                user_agent=f"meshruntime/{SOFTWARE_VERSION}", shutdown_timeout=settings.shutdown_timeout,
+                skywalking_url=settings.skywalking_url if mode == "skywalking" else None)
         else:
             self.delivery = DeliveryManager(
                 self.store, consumer=settings.runtime_id, application=settings.application,
                 registry=self.metrics.registry, journey=self.journey, user_agent=f"meshruntime/{SOFTWARE_VERSION}",
-                settings=delivery_settings)
+                settings=delivery_settings, tracer=delivery_tracer)
         # EventMesh's request-reply (code 101) waits on the store's Redis, where replies are posted
         client = getattr(self.store, "client", None)
         self.replies = ReplyWaiter(client, settings.prefix) if client is not None else None
@@ -206,6 +244,8 @@ class Runtime:
                                          poll_interval=settings.config_poll_interval, freeze=True)
             await self.watcher.start()
         self.tap.start()
+        if self.segments is not None:
+            await self.segments.start()
         await self.delivery.start()  # delivers the subscriptions of whatever config is applied, now or later
         self._tasks.append(asyncio.create_task(self._trim_loop(), name="retention-trim"))
         await self._start_heartbeat()
@@ -263,6 +303,8 @@ class Runtime:
             await self.mesh_redis.aclose()
         if self._owns_store:
             await self.store.close()
+        if self.segments is not None:
+            await self.segments.stop()
         await asyncio.to_thread(self.tracing.shutdown)  # flushing spans is blocking I/O
 
     async def _trim_loop(self) -> None:
@@ -346,6 +388,7 @@ class Runtime:
         """``POST /v1/topics/{topic}/events``: CloudEvents in structured, binary or batch mode.
 
         Every check runs here and now; the answer waits only for the append (a future, no task)."""
+        span: PublishSpan | None = None
         try:
             state = self._gate()
             identity = self.publisher.authenticate(state, request.headers.get("Authorization"))
@@ -360,19 +403,33 @@ class Runtime:
                     413, "too_large", f"the event is {len(body)} bytes; the limit is {limit}", limit=limit))
             if self.tracing.enabled:
                 return self._traced_publish(request, state, identity, topic, events, mode)
-            prepared = (self.publisher.prepare(state, identity, topic, events),)
+            if self.sw_publish is not None:
+                span = self.sw_publish.begin(request.headers, f"POST /v1/topics/{topic}/events", topic, events)
+                span.stamp(events, identity.application)
+            prepared = (self.publisher.prepare(state, identity, topic, events,
+                                               trace_id=span.trace_id if span is not None else None),)
         except Refusal as refusal:
+            if span is not None:
+                span.end(application=identity.application, events=len(events), status=refusal.status,
+                         refusal=refusal.reason)
             return _refused(refusal)
         answer = asyncio.get_running_loop().create_future()
         self.publisher.submit(prepared).add_done_callback(
-            lambda appended: answer.set_result(self._published(prepared, appended)))
+            lambda appended: answer.set_result(self._published(prepared, appended, span)))
         return answer
 
-    def _published(self, prepared: tuple[Prepared], appended: asyncio.Future) -> Response:
+    def _published(self, prepared: tuple[Prepared], appended: asyncio.Future,
+                   span: PublishSpan | None = None) -> Response:
         try:
             self.publisher.finish(prepared, appended)
         except Refusal as refusal:
+            if span is not None:
+                span.end(application=prepared[0].identity.application, events=len(prepared[0].events),
+                         status=refusal.status, refusal=refusal.reason)
             return _refused(refusal)
+        if span is not None:
+            done = prepared[0]
+            span.end(application=done.identity.application, events=len(done.events), status=202, stored=True)
         return self._accepted(prepared[0])
 
     @staticmethod
@@ -413,7 +470,7 @@ class Runtime:
     def _eventmesh_refusal(self, refusal: Refusal) -> Response:
         return self._eventmesh_reply(eventmesh.ret_code_for(refusal.reason), refusal.message)
 
-    async def _eventmesh_publish(self, state: MeshState, identity, items) -> Response:
+    async def _eventmesh_publish(self, state: MeshState, identity, items, span: PublishSpan | None = None) -> Response:
         """Check every (topic, event) of an EventMesh request, then append them all at once."""
         limit = self.settings.limits.max_batch_events
         if len(items) > limit:  # a batch spanning topics counts whole, as EventMesh counts it
@@ -422,9 +479,12 @@ class Runtime:
         by_topic: dict[str, list] = {}
         for topic, event in items:
             by_topic.setdefault(topic, []).append(event)
-        prepared = [self.publisher.prepare(state, identity, topic, events)
+        trace_id = span.trace_id if span is not None else None
+        prepared = [self.publisher.prepare(state, identity, topic, events, trace_id=trace_id)
                     for topic, events in by_topic.items()]
         await self.publisher.commit(prepared)
+        if span is not None:
+            span.stored = True
         return self._eventmesh_reply(eventmesh.RET_OK, "success")
 
     async def handle_eventmesh_publish(self, request: Request, topic: str) -> Response:
@@ -445,13 +505,14 @@ class Runtime:
 
         return await self._eventmesh(request, items, form_fields=True)
 
-    async def _eventmesh_request_reply(self, state: MeshState, identity, request: eventmesh.CodeRequest) -> Response:
+    async def _eventmesh_request_reply(self, state: MeshState, identity, request: eventmesh.CodeRequest,
+                                       span: PublishSpan | None = None) -> Response:
         """Code 101: publish, wait for the topic's responder to answer, answer with its reply
         (see :mod:`meshruntime.replies`)."""
         [(topic, event)] = request.items
         topic_state = state.topics.get(topic)
         if topic_state is None:  # refused as for any code (unknown topic)
-            return await self._eventmesh_publish(state, identity, request.items)
+            return await self._eventmesh_publish(state, identity, request.items, span)
         # checked before storing: nothing would answer
         why = ("request-reply needs the Redis Streams store" if self.replies is None
                else "none of its subscriptions is its responder" if topic_state.responder is None
@@ -470,7 +531,7 @@ class Runtime:
         event.attributes[REPLY_TO_EXTENSION] = token
         event.attributes[REPLY_BY_EXTENSION] = deadline_text(time.time() + wait_s)
         try:
-            await self._eventmesh_publish(state, identity, request.items)
+            await self._eventmesh_publish(state, identity, request.items, span)
         except BaseException:
             self.replies.forget(token)
             raise
@@ -496,6 +557,8 @@ class Runtime:
                 form = eventmesh.form_fields(request.content_type, body)
                 identity = self.publisher.authenticate(state, eventmesh.eventmesh_key(request.headers, form))
             parsed = items(body, form)
+            if self.sw_publish is not None:
+                return await self._eventmesh_traced(request, state, identity, parsed)
             if isinstance(parsed, eventmesh.CodeRequest):
                 return await self._eventmesh_request_reply(state, identity, parsed)
             return await self._eventmesh_publish(state, identity, parsed)
@@ -504,6 +567,32 @@ class Runtime:
         except eventmesh.EventMeshError as error:
             self.metrics.count_refusal(error.reason)
             return self._eventmesh_reply(error.ret_code, error.message)
+
+    async def _eventmesh_traced(self, request: Request, state: MeshState, identity, parsed) -> Response:
+        """An EventMesh publish as a SkyWalking segment (see :meth:`_eventmesh`; raises as it does)."""
+        pairs = parsed.items if isinstance(parsed, eventmesh.CodeRequest) else parsed
+        events = [event for _topic, event in pairs]
+        topic = pairs[0][0] if pairs else ""
+        code = request.headers.get("code")
+        endpoint = f"POST /eventmesh/publish/{topic}" if code is None else f"POST {request.path} (code {code})"
+        span = self.sw_publish.begin(request.headers, endpoint, topic, events)
+        span.stamp(events, identity.application)
+        refusal: Refusal | None = None
+        try:
+            if isinstance(parsed, eventmesh.CodeRequest):
+                answer = await self._eventmesh_request_reply(state, identity, parsed, span)
+            else:
+                answer = await self._eventmesh_publish(state, identity, parsed, span)
+        except Refusal as refused:
+            refusal = refused
+            raise
+        finally:
+            failed = refusal.reason if refusal is not None else None
+            if failed is None and span.stored is False:
+                failed = "not_stored"  # request-reply that found no responder, or stopped early
+            span.end(application=identity.application, events=len(events), status=200 if failed is None else (
+                refusal.status if refusal is not None else 503), refusal=failed)
+        return answer
 
     # -- health and metrics ----------------------------------------------------------------------
     def handle_healthz(self, request: Request) -> Response:

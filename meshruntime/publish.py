@@ -26,6 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from .appender import AppendCoalescer
 from .cloudevents import CloudEvent
 from .journey import JourneyRecorder
@@ -118,9 +120,13 @@ class Publisher:
         return refusal
 
     def prepare(
-        self, state: MeshState, identity: Identity, topic_name: str, events: list[CloudEvent]
+        self, state: MeshState, identity: Identity, topic_name: str, events: list[CloudEvent],
+        trace_id: str | None = None,
     ) -> Prepared:
-        """Run every check on every event and build what to append; raises :class:`Refusal`."""
+        """Run every check on every event and build what to append; raises :class:`Refusal`.
+
+        ``trace_id`` (SkyWalking's, see meshruntime.skywalking) goes into the ``accepted`` steps,
+        so that the portal finds the trace of an event from its journey."""
         n = len(events)
         application = identity.application
         topic = state.topics.get(topic_name)
@@ -166,6 +172,8 @@ class Publisher:
             accepted = recorder.template("accepted", topic=topic_name, application=application,
                                          key_prefix=identity.key_prefix)
             stored = recorder.template("stored", topic=topic_name)
+            if trace_id is not None:  # one per request: spliced in, not a cached template of its own
+                accepted = (accepted[0], accepted[1][:-1] + b',"trace_id":' + orjson.dumps(trace_id) + b"}")
         for index, event in enumerate(events):
             attributes = event.attributes
             event_id = attributes["id"]

@@ -124,3 +124,26 @@ class EventSearchForm(forms.Form):
     @staticmethod
     def at_ms(at: datetime) -> int:
         return int(at.timestamp() * 1000)
+
+
+class TraceSearchForm(forms.Form):
+    """The "Traces" tab's search: a time range, a duration range, errors only or none (SkyWalking)."""
+
+    range = forms.ChoiceField(choices=[(key, key) for key in ("15m", "1h", "6h", "24h", "7d")], required=False)
+    state = forms.ChoiceField(choices=[("ALL", "all"), ("ERROR", "errors"), ("SUCCESS", "without errors")],
+                              required=False)
+    min_ms = forms.IntegerField(min_value=0, max_value=86_400_000, required=False, label="At least (ms)")
+    max_ms = forms.IntegerField(min_value=0, max_value=86_400_000, required=False, label="At most (ms)")
+    page = forms.IntegerField(min_value=1, max_value=500, required=False)
+    trace = forms.RegexField(regex=r"^[\w.\-:]{1,200}$", required=False, error_messages={
+        "invalid": "A trace id is 1 to 200 letters, digits and . - _ :"})
+
+    def clean(self):
+        data = super().clean()
+        low, high = data.get("min_ms"), data.get("max_ms")
+        if low is not None and high is not None and low > high:
+            self.add_error("max_ms", f"At most ({high} ms) is below at least ({low} ms).")
+        data["range"] = data.get("range") or "1h"
+        data["state"] = data.get("state") or "ALL"
+        data["page"] = data.get("page") or 1
+        return data

@@ -11,7 +11,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views import View
 
-from . import eventstore
+from . import eventstore, skywalking
 from .journeys import explain_missing, load_journey, locate_stored
 from .presenting import event_context
 
@@ -64,4 +64,5 @@ class JourneyView(View):
             "event": event,
             "store_problem": store_problem,
             "timeline": journey.as_dict(),
+            "trace_configured": skywalking.configured(),
         })

@@ -6,6 +6,7 @@ header buttons (``ObjectAction``) likewise in ``ACTIONS``.
 
 from __future__ import annotations
 
+from governance.models import Application
 from meshadmin import tabs
 from topics.models import Topic
 
@@ -13,6 +14,8 @@ from .event_views import may_send
 
 TABS: list[tuple[type, tabs.ObjectTab]] = [
     (Topic, tabs.ObjectTab("events", "Events", "tracing:topic_events", weight=20)),
+    (Topic, tabs.ObjectTab("traces", "Traces", "tracing:topic_traces", weight=40)),
+    (Application, tabs.ObjectTab("traces", "Traces", "tracing:application_traces", weight=40)),
 ]
 
 ACTIONS: list[tuple[type, tabs.ObjectAction]] = [

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import event_views, journey_views
+from . import event_views, journey_views, trace_views
 
 app_name = "tracing"
 urlpatterns: list = [
@@ -10,4 +10,7 @@ urlpatterns: list = [
     path("events/<path:event_id>/", journey_views.JourneyView.as_view(), name="journey"),
     path("topics/<int:pk>/events/", event_views.TopicEventsView.as_view(), name="topic_events"),
     path("topics/<int:pk>/test-event/", event_views.TestEventView.as_view(), name="test_event"),
+    path("traces/events/<path:event_id>/", trace_views.EventTraceView.as_view(), name="event_trace"),
+    path("topics/<int:pk>/traces/", trace_views.TopicTracesView.as_view(), name="topic_traces"),
+    path("applications/<int:pk>/traces/", trace_views.ApplicationTracesView.as_view(), name="application_traces"),
 ]

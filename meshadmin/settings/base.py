@@ -203,7 +203,9 @@ SPECTACULAR_SETTINGS = {
 }
 
 PROMETHEUS_URL = env_str("PROMETHEUS_URL", "")
-SKYWALKING_URL = env_str("SKYWALKING_URL", "")
+SKYWALKING_URL = env_str("SKYWALKING_URL", "")  # the OAP, e.g. http://oap:12800 (docs/tracing.md)
+SKYWALKING_UI_URL = env_str("SKYWALKING_UI_URL", "")  # linked to; "{trace_id}" in it links to the trace
+SKYWALKING_TIMEOUT = env_int("SKYWALKING_TIMEOUT", 3)  # seconds a query to the OAP may take
 
 LOGGING = {
     "version": 1,

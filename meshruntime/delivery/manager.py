@@ -41,7 +41,7 @@ from .spec import SubscriptionSpec, group_start_id, specs_from_config
 from .status import StatusReport
 from .streams import RedeliveryStream, TopicStream
 from .webhook import WebhookClient
-from .worker import DeliverySettings, SubscriptionWorker
+from .worker import AttemptObserver, DeliverySettings, SubscriptionWorker
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ class DeliveryManager:
         client: aioredis.Redis | None = None,
         prefix: str | None = None,
         user_agent: str = "meshruntime",
+        tracer: AttemptObserver | None = None,
     ) -> None:
         """``consumer`` names this runtime in every consumer group (its runtime id: unique among
         live runtimes). ``application`` None is gateway mode. ``client``/``prefix`` default to the
@@ -75,6 +76,7 @@ class DeliveryManager:
         self.consumer = consumer
         self.application = application
         self.settings = settings or DeliverySettings()
+        self.tracer = tracer  # each worker tells it of its attempts (meshruntime.skywalking.DeliveryTracer)
         self.metrics = DeliveryMetrics(registry)
         self.http = WebhookClient(user_agent=user_agent)
         self.journal = JourneyWriter(store, journey, delay=self.settings.flush_delay_s)
@@ -189,7 +191,7 @@ class DeliveryManager:
             lock=OrderLock(self.client, self.keys.delivery_lock(spec.id), self.consumer,
                            int(self.settings.visibility_timeout_s * 1000)),
             http=self.http, journal=self.journal, metrics=self.metrics.subscription(spec.id),
-            settings=self.settings, replies=self.replies,
+            settings=self.settings, replies=self.replies, tracer=self.tracer,
         )
 
     def _retire(self, sub_id: str, *, remove: bool) -> None:

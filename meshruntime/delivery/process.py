@@ -42,6 +42,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from meshruntime.journey import JourneyRecorder
 from meshruntime.server import HttpServer, Request, Response, error_response
+from meshruntime.skywalking import DeliveryTracer, reporter_for, service_name
 from meshruntime.store import open_store
 
 from .http1 import Http1Client, HttpError
@@ -79,6 +80,7 @@ class DeliveryProcess:
         journey_ttl_seconds: int,
         user_agent: str,
         shutdown_timeout: float = 10.0,
+        skywalking_url: str | None = None,
         restart_delay: float = 1.0,
         start_timeout: float = 30.0,
     ) -> None:
@@ -89,7 +91,7 @@ class DeliveryProcess:
             "store_url": store_url, "prefix": prefix, "consumer": consumer, "application": application,
             "visibility_timeout_s": settings.visibility_timeout_s, "journey_sample_rate": journey_sample_rate,
             "journey_ttl_seconds": journey_ttl_seconds, "user_agent": user_agent,
-            "shutdown_timeout": shutdown_timeout,
+            "shutdown_timeout": shutdown_timeout, "skywalking_url": skywalking_url,
         }) + b"\n"
         self._doc_line: bytes | None = None
         self._process: asyncio.subprocess.Process | None = None
@@ -228,10 +230,17 @@ async def _child(settings: dict[str, Any], stdin: asyncio.StreamReader) -> None:
     store = open_store(settings["store_url"], prefix=settings["prefix"],
                        journey_ttl_seconds=settings["journey_ttl_seconds"])
     registry = CollectorRegistry(auto_describe=True)
+    reporter = tracer = None
+    if settings.get("skywalking_url"):  # attempts reported as segments (meshruntime.skywalking)
+        reporter = reporter_for(settings["skywalking_url"], metric="meshruntime_delivery_trace_segments",
+                                registry=registry, user_agent=settings["user_agent"])
+        tracer = DeliveryTracer(reporter, service=service_name(settings["application"]),
+                                instance=settings["consumer"])
+        await reporter.start()
     manager = DeliveryManager(
         store, consumer=settings["consumer"], application=settings["application"], registry=registry,
         journey=JourneyRecorder(settings["consumer"], sample_rate=settings["journey_sample_rate"]),
-        user_agent=settings["user_agent"],
+        user_agent=settings["user_agent"], tracer=tracer,
         settings=DeliverySettings(visibility_timeout_s=settings["visibility_timeout_s"]))
     await manager.start()
 
@@ -265,6 +274,8 @@ async def _child(settings: dict[str, Any], stdin: asyncio.StreamReader) -> None:
     await stop.wait()
     follower.cancel()
     await manager.stop(timeout=settings["shutdown_timeout"])
+    if reporter is not None:
+        await reporter.stop()
     await server.shutdown()
     await store.close()
 

@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any, Protocol
 
 import orjson
 
@@ -105,6 +106,14 @@ def _stream_time_ms(entry_id: str) -> int:
     return int(entry_id.partition("-")[0])
 
 
+class AttemptObserver(Protocol):
+    """Told of every attempt (tracing): ``start`` may add headers and returns what ``end`` gets."""
+
+    def start(self, spec: SubscriptionSpec, attributes: dict, attempt: int, headers: dict[str, str]) -> Any: ...
+
+    def end(self, started: Any, result: AttemptResult) -> None: ...
+
+
 
 class SubscriptionWorker:
     def __init__(
@@ -121,6 +130,7 @@ class SubscriptionWorker:
         metrics: SubscriptionMetrics,
         settings: DeliverySettings,
         replies: ReplyPoster | None = None,
+        tracer: AttemptObserver | None = None,
     ) -> None:
         self.spec = spec
         self.topic = topic
@@ -133,6 +143,7 @@ class SubscriptionWorker:
         self.metrics = metrics
         self.settings = settings
         self.replies = replies
+        self.tracer = tracer  # told of each attempt's start and end (meshruntime.skywalking)
         self.ready = asyncio.Event()  # the consumer groups exist
         self.report = StatusReport()  # taken and written by the manager every few seconds
         self._streams: tuple[DeliveryStream, ...] = (topic, redeliver)
@@ -477,11 +488,15 @@ class SubscriptionWorker:
 
     def _send_first(self, d: Delivery, prepared: _Prepared) -> None:
         spec, request = prepared.spec, prepared.request
-        self.http.send(spec.url, self._headers(spec, d, request, d.attempts + 1), request[2], secret=spec.secret,
-                       timeout_s=spec.timeout_s, done=partial(self._first_answered, d, prepared))
+        headers = self._headers(spec, d, request, d.attempts + 1)
+        traced = self.tracer and self.tracer.start(spec, prepared.attributes, d.attempts + 1, headers)
+        self.http.send(spec.url, headers, request[2], secret=spec.secret,
+                       timeout_s=spec.timeout_s, done=partial(self._first_answered, d, prepared, traced))
 
-    def _first_answered(self, d: Delivery, prepared: _Prepared, result: AttemptResult) -> None:
+    def _first_answered(self, d: Delivery, prepared: _Prepared, traced, result: AttemptResult) -> None:
         try:
+            if traced:
+                self.tracer.end(traced, result)
             d.attempts += 1
             prepared.result = result
             if self._attempted(d, prepared.spec, prepared.event_id, result):
@@ -517,8 +532,12 @@ class SubscriptionWorker:
                     with contextlib.suppress(StoreError):  # best effort: the lease is renewed anyway
                         await d.stream.touch([d.entry.id], attempts=n)
                         d.recorded = n
-                result = await self.http.post(spec.url, self._headers(spec, d, request, n), request[2],
-                                              secret=spec.secret, timeout_s=spec.timeout_s)
+                headers = self._headers(spec, d, request, n)
+                traced = self.tracer and self.tracer.start(spec, attributes, n, headers)
+                result = await self.http.post(spec.url, headers, request[2], secret=spec.secret,
+                                              timeout_s=spec.timeout_s)
+                if traced:
+                    self.tracer.end(traced, result)
                 d.attempts = n
                 if self._attempted(d, spec, event_id, result):
                     return

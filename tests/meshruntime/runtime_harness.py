@@ -74,8 +74,9 @@ async def running_runtime(
     limits: Limits | None = None, apply: bool = True, store: Any = None, **settings: Any,
 ) -> AsyncIterator[Harness]:
     """A started runtime; ``apply=False`` leaves the configuration to its watcher or file."""
+    settings.setdefault("runtime_id", "test-runtime")
     runtime = Runtime(Settings(store_url=redis_url, application=application, prefix=prefix,
-                               runtime_id="test-runtime", limits=limits or Limits(), **settings), store=store)
+                               limits=limits or Limits(), **settings), store=store)
     if apply:
         runtime.apply_config(doc or make_config())
     await runtime.start()
