@@ -1,0 +1,60 @@
+// Live updates from /ws/runtimes/: rows keyed by runtime id, rendered as runtime_row.html renders them.
+// Loaded before the page's own script, which adds a handler to meshLive.handlers.
+(function () {
+  const BADGES = {in_sync: ["success", "in sync"], behind: ["warning", "behind"], error: ["danger", "error"],
+                  healthy: ["success", "healthy"], stale: ["warning", "stale"], gone: ["secondary", "gone"],
+                  unknown: ["light border", "unknown"], applied: ["success", "applied"], pending: ["warning", "pending"]};
+  function badge(value) {
+    const [style, text] = BADGES[value] || ["light border", value];
+    const span = document.createElement("span");
+    span.className = "badge text-bg-" + style;
+    span.textContent = text;
+    return span;
+  }
+  function cell(text, className) {
+    const td = document.createElement("td");
+    if (className) td.className = className;
+    if (text instanceof Node) td.appendChild(text); else td.textContent = text;
+    return td;
+  }
+  function when(iso) { return iso ? iso.replace("T", " ").slice(0, 19) : "—"; }
+  const live = window.meshLive = {latest: null, handlers: []};
+  // Each page says how a runtime looks in its table: rowFor(runtime, latest) returns the cells.
+  live.render = function (tbody, runtime, cells) {
+    let row = tbody.querySelector(`tr[data-runtime-id="${CSS.escape(runtime.runtime_id)}"]`);
+    if (!row) {
+      row = document.createElement("tr");
+      row.dataset.runtimeId = runtime.runtime_id;
+      row.dataset.testid = "runtime-row";
+      row.setAttribute("data-testid", "runtime-row");
+      tbody.appendChild(row);
+      const empty = tbody.querySelector("[data-empty]");
+      if (empty) empty.remove();
+    }
+    row.replaceChildren(...cells);
+    row.dataset.state = runtime.state;
+    row.dataset.sync = runtime.sync;
+    row.dataset.configVersion = runtime.config_version ?? "";
+    return row;
+  };
+  live.badge = badge; live.cell = cell; live.when = when;
+  function connect(delay) {
+    const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    const socket = new WebSocket(scheme + location.host + "/ws/runtimes/");
+    const status = document.getElementById("live-status");
+    socket.onopen = () => { delay = 500; if (status) { status.textContent = "live"; status.className = "badge text-bg-success"; } };
+    socket.onmessage = (event) => {
+      const message = JSON.parse(event.data);
+      if (message.latest !== undefined) live.latest = message.latest;
+      for (const id of message.forgotten || []) {  // silent for long enough: deleted by the portal
+        document.querySelectorAll(`tr[data-runtime-id="${CSS.escape(id)}"]`).forEach((row) => row.remove());
+      }
+      for (const handler of live.handlers) handler(message);
+    };
+    socket.onclose = () => {
+      if (status) { status.textContent = "reconnecting"; status.className = "badge text-bg-secondary"; }
+      setTimeout(() => connect(Math.min(delay * 2, 15000)), delay);
+    };
+  }
+  document.addEventListener("DOMContentLoaded", () => connect(500));
+})();
