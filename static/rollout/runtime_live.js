@@ -17,7 +17,15 @@
     if (text instanceof Node) td.appendChild(text); else td.textContent = text;
     return td;
   }
-  function when(iso) { return iso ? iso.replace("T", " ").slice(0, 19) : "—"; }
+  // A time as the templates' |timestamp filter shows it: "2026-05-01 12:34:56 UTC" in a <time>.
+  function when(iso) {
+    if (!iso) return "—";
+    const utc = new Date(iso).toISOString().slice(0, 19);
+    const time = document.createElement("time");
+    time.dateTime = time.title = utc + "+00:00";
+    time.textContent = utc.replace("T", " ") + " UTC";
+    return time;
+  }
   const live = window.meshLive = {latest: null, handlers: []};
   // Each page says how a runtime looks in its table: rowFor(runtime, latest) returns the cells.
   live.render = function (tbody, runtime, cells) {
