@@ -1,6 +1,7 @@
-// Live updates from /ws/runtimes/: rows keyed by runtime id, rendered as runtime_row.html renders them.
+// Live updates from the runtimes websocket (its path: data-socket on this script tag): rows keyed by runtime id, rendered as runtime_row.html renders them.
 // Loaded before the page's own script, which adds a handler to meshLive.handlers.
 (function () {
+  const SOCKET = document.currentScript.dataset.socket;  // the path, from the template
   const BADGES = {in_sync: ["success", "in sync"], behind: ["warning", "behind"], error: ["danger", "error"],
                   healthy: ["success", "healthy"], stale: ["warning", "stale"], gone: ["secondary", "gone"],
                   unknown: ["light border", "unknown"], applied: ["success", "applied"], pending: ["warning", "pending"]};
@@ -48,7 +49,7 @@
   live.badge = badge; live.cell = cell; live.when = when;
   function connect(delay) {
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-    const socket = new WebSocket(scheme + location.host + "/ws/runtimes/");
+    const socket = new WebSocket(scheme + location.host + SOCKET);
     const status = document.getElementById("live-status");
     socket.onopen = () => { delay = 500; if (status) { status.textContent = "live"; status.className = "badge text-bg-success"; } };
     socket.onmessage = (event) => {
