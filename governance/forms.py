@@ -20,8 +20,15 @@ class FiltersField(forms.JSONField):
     def __init__(self, **kwargs):
         kwargs.setdefault("required", False)
         kwargs.setdefault("help_text", FILTERS_HELP)
-        kwargs.setdefault("widget", forms.Textarea(attrs={"rows": 4, "class": "form-control font-monospace"}))
+        kwargs.setdefault("widget", forms.Textarea(attrs={"rows": 4, "class": "form-control font-monospace",
+                                                          "placeholder": "none: every event"}))
         super().__init__(**kwargs)
+
+    def prepare_value(self, value):
+        """No filters show as an empty box (its placeholder says "none"), not as ``null``."""
+        if value in (None, [], "[]", "null"):
+            return ""
+        return super().prepare_value(value)
 
     def clean(self, value):
         filters = super().clean(value)

@@ -13,8 +13,8 @@ APPLICATIONKEY_COLUMNS = [
     Column("application", linkify=True, order_by="application__name"),
     Column("description", order_by=None),
     Column("status", template="governance/cells/key_status.html", order_by=None),
-    Column("expires", accessor=lambda k: k.expires and k.expires.strftime("%Y-%m-%d %H:%M")),
-    Column("created", accessor=lambda k: k.created.strftime("%Y-%m-%d %H:%M")),
+    Column("expires"),
+    Column("created"),
 ]
 
 ACCESSRULE_COLUMNS = [

@@ -3,12 +3,15 @@
 Starts the private Redis, migrates SQLite, loads the demo data, then runs the portal, a Celery
 worker and beat, the heartbeat ingester, one runtime per demo application, a demo subscriber (it
 receives the demo subscriptions' webhooks) and a demo producer (a few events a second, some
-refused on purpose) under one supervisor (honcho). Ctrl-C stops all of it, then the private Redis.
+refused on purpose) under one supervisor (honcho). Ctrl-C stops all of it, then the private Redis,
+and the command ends with status 0: stopping the demo is how it is meant to end, not an error
+(``make`` would print ``Error 130``).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -17,13 +20,15 @@ from pathlib import Path
 from honcho.manager import Manager
 from honcho.printer import Printer
 
-from meshadmin.embedded import default_data_dir, ensure_redis, stop_redis
+from meshadmin.embedded import default_data_dir, private_redis
 
 PORTAL_PORT = int(os.environ.get("MESHADMIN_PORT", "8000"))
 SUBSCRIBER_PORT = int(os.environ.get("MESHADMIN_DEMO_SUBSCRIBER_PORT", "8100"))
 RUNTIME_BASE_PORT = int(os.environ.get("MESHADMIN_DEMO_RUNTIME_PORT", "8200"))
 #: Demo applications that get a sidecar runtime, in port order from RUNTIME_BASE_PORT.
 RUNTIMES = ["checkout", "billing", "shipping-service"]
+#: Honcho's status when it stopped everything on SIGINT (Ctrl-C) or SIGTERM.
+STOPPED_BY_SIGNAL = {128 + signal.SIGINT, 128 + signal.SIGTERM}
 
 
 def _port_free(port: int) -> bool:
@@ -57,6 +62,26 @@ def processes(data_dir: Path, redis_url: str) -> dict[str, str]:
     return procs
 
 
+def supervise(commands: dict[str, str], env: dict, cwd: Path) -> int:
+    """Run ``commands`` under honcho until one ends or the user stops them all; 0 when stopped
+    by Ctrl-C or SIGTERM, else the status of the process that ended first."""
+    manager = Manager(Printer(sys.stdout))
+    for name, command in commands.items():
+        manager.add_process(name, command, env=env, cwd=str(cwd))
+    manager.loop()
+    return 0 if manager.returncode in STOPPED_BY_SIGNAL else manager.returncode or 0
+
+
+def run(root: Path, data_dir: Path, redis_url: str) -> int:
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "meshadmin.settings.dev", "REDIS_URL": redis_url,
+           "MESHADMIN_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
+    _manage("migrate", "--no-input", "-v", "0", env=env)
+    _manage("seed_demo", f"--subscriber-url=http://127.0.0.1:{SUBSCRIBER_PORT}/hook", env=env)
+    _manage("mesh", "push", env=env)  # runtimes get their config at once, even if nothing changed
+    print(f"\n  Meshadmin runs at http://127.0.0.1:{PORTAL_PORT}/  (Ctrl-C stops everything)\n", flush=True)
+    return supervise(processes(data_dir, redis_url), env, root)
+
+
 def main() -> int:
     root = Path(__file__).resolve().parent.parent
     os.chdir(root)
@@ -67,22 +92,14 @@ def main() -> int:
             print(f"Port {port} is in use: stop what runs there, or set MESHADMIN_PORT / "
                   f"MESHADMIN_DEMO_SUBSCRIBER_PORT.", file=sys.stderr)
             return 1
-    redis_url = os.environ.get("REDIS_URL") or ensure_redis(data_dir / "redis")
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "meshadmin.settings.dev", "REDIS_URL": redis_url,
-           "MESHADMIN_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
     try:
-        _manage("migrate", "--no-input", "-v", "0", env=env)
-        _manage("seed_demo", f"--subscriber-url=http://127.0.0.1:{SUBSCRIBER_PORT}/hook", env=env)
-        _manage("mesh", "push", env=env)  # runtimes get their config at once, even if nothing changed
-        print(f"\n  Meshadmin runs at http://127.0.0.1:{PORTAL_PORT}/  (Ctrl-C stops everything)\n", flush=True)
-        manager = Manager(Printer(sys.stdout))
-        for name, command in processes(data_dir, redis_url).items():
-            manager.add_process(name, command, env=env, cwd=str(root))
-        manager.loop()
-        return manager.returncode or 0
-    finally:
-        if "REDIS_URL" not in os.environ:
-            stop_redis(data_dir / "redis")
+        if os.environ.get("REDIS_URL"):
+            return run(root, data_dir, os.environ["REDIS_URL"])
+        with private_redis(data_dir / "redis") as redis_url:  # stopped when the demo ends
+            return run(root, data_dir, redis_url)
+    except KeyboardInterrupt:  # Ctrl-C while migrating or loading the data: the user stopped it
+        print("\n  Stopped.", flush=True)
+        return 0
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from csp.middleware import CSPMiddleware, PolicyParts
 from django.contrib.auth.middleware import LoginRequiredMiddleware as DjangoLoginRequiredMiddleware
 
 from .audit import audit_context
@@ -26,3 +27,17 @@ class RequestContextMiddleware:
             response = self.get_response(request)
             response["X-Request-ID"] = str(ctx.request_id)
             return response
+
+
+class ContentSecurityPolicyMiddleware(CSPMiddleware):
+    """django-csp's header (``CONTENT_SECURITY_POLICY``), plus the websocket origin of the host the
+    page came from in ``connect-src``: browsers that predate CSP 3 do not count ``ws:`` and
+    ``wss:`` as ``'self'``, and allowing the schemes alone would allow every host."""
+
+    def get_policy_parts(self, request, response, report_only: bool = False) -> PolicyParts:
+        parts = super().get_policy_parts(request, response, report_only)
+        websocket = f"{'wss' if request.is_secure() else 'ws'}://{request.get_host()}"
+        update = dict(parts.update or {})
+        update["connect-src"] = [*update.get("connect-src", []), websocket]
+        parts.update = update
+        return parts

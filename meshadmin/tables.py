@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.template.loader import render_to_string
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
+
+from meshadmin.formatting import timestamp
 
 EMPTY = mark_safe('<span class="text-body-tertiary">—</span>')  # noqa: S308 - a constant
 
@@ -61,6 +64,8 @@ class Column:
             )
         if value is None or value == "":
             return EMPTY
+        if isinstance(value, datetime):
+            return timestamp(value)
         if isinstance(value, bool):
             return format_html('<span class="badge text-bg-{}">{}</span>',
                                "success" if value else "secondary", "yes" if value else "no")

@@ -44,6 +44,16 @@ def _listen(value: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - an explicit ":PORT" asks for all
 
 
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"expected more than 0 seconds, got {value!r}")
+    return seconds
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="meshruntime",
                                 description="Meshadmin mesh runtime (sidecar or gateway).")
@@ -94,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "/v3/segments [MESH_SKYWALKING_URL]")
     p.add_argument("--shutdown-timeout", type=float, default=float(_env("MESH_SHUTDOWN_TIMEOUT", "10")),
                    help="seconds in-flight requests get on SIGTERM [MESH_SHUTDOWN_TIMEOUT, 10]")
+    p.add_argument("--head-timeout", type=_seconds, default=_env("MESH_HEAD_TIMEOUT", "10"),
+                   help="seconds a request's line and headers may take to arrive; a slower client gets 408 "
+                        "and is disconnected [MESH_HEAD_TIMEOUT, 10]")
     p.add_argument("--visibility-timeout", type=float, default=float(_env("MESH_VISIBILITY_TIMEOUT", "30")),
                    help="seconds after which deliveries a runtime left pending are taken over by another "
                         "runtime of the application [MESH_VISIBILITY_TIMEOUT, 30]")
@@ -131,6 +144,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         traces=args.traces,
         skywalking_url=args.skywalking_url,
         shutdown_timeout=args.shutdown_timeout,
+        head_timeout=args.head_timeout,
         visibility_timeout=args.visibility_timeout,
         delivery_process=args.delivery_process,
     )

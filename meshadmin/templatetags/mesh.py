@@ -7,7 +7,13 @@ import nh3
 from django import template
 from django.utils.safestring import mark_safe
 
+from meshadmin import formatting
+
 register = template.Library()
+register.filter("timestamp", formatting.timestamp)
+register.filter("duration", formatting.duration)
+register.filter("count", formatting.count)
+register.filter("counter_label", formatting.counter_label)
 
 _ALLOWED_TAGS = {"p", "br", "strong", "em", "code", "pre", "ul", "ol", "li", "a", "blockquote",
                  "h1", "h2", "h3", "h4", "h5", "h6", "table", "thead", "tbody", "tr", "th", "td", "hr"}

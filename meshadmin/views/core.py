@@ -114,7 +114,7 @@ class AuditEntryListView(generic.ObjectListView):
     queryset = AuditEntry.objects.select_related("object_type", "team")
     filterset = AuditEntryFilterSet
     columns = [
-        Column("time", linkify=False, accessor=lambda e: e.time.strftime("%Y-%m-%d %H:%M:%S")),
+        Column("time"),
         Column("actor_name", "Actor"),
         Column("action", html=audit_action_badge, order_by="action"),
         Column("object_type", "Type", accessor=lambda e: e.object_type.name, order_by="object_type__model"),

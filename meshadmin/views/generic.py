@@ -117,6 +117,9 @@ class ObjectListView(BaseObjectView):
         per_page = min(max(per_page, 1), max(PER_PAGE_CHOICES))
         page = Paginator(queryset, per_page).get_page(request.GET.get("page"))
         rows = [(obj, [column.render(obj) for column in self.columns]) for obj in page.object_list]
+        # Rows the user may delete get a checkbox; with none, no bulk delete is offered at all.
+        deletable = set(self.queryset.restrict(request.user, DELETE).filter(pk__in=[obj.pk for obj, _ in rows])
+                        .values_list("pk", flat=True)) if self.bulk_delete and rows else set()
 
         query = request.GET.copy()
         query.pop("page", None)
@@ -132,7 +135,8 @@ class ObjectListView(BaseObjectView):
             "per_page": per_page,
             "per_page_choices": PER_PAGE_CHOICES,
             "add_url": reverse(url_name(self.queryset, "_add")) if self.can_add(request) else None,
-            "bulk_delete_url": reverse(url_name(self.queryset, "_bulk_delete")) if self.bulk_delete else None,
+            "bulk_delete_url": reverse(url_name(self.queryset, "_bulk_delete")) if deletable else None,
+            "deletable": deletable,
         }
         template = self.results_template if request.htmx and not request.htmx.boosted else self.template_name
         return render(request, template, context)

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 
+from meshruntime.__main__ import build_parser, settings_from_args
 from meshruntime.server import HttpServer, Request, Response
 
 
@@ -311,3 +312,67 @@ async def test_shutdown_answers_what_it_received_closes_idle_connections_and_sto
     await asyncio.wait_for(shutdown, 5)
     busy_writer.close()
     idle_writer.close()
+
+
+async def test_a_client_trickling_its_head_gets_408_and_is_disconnected():
+    """One header byte every 50 ms keeps the connection from ever being idle for the keep-alive
+    timeout (200 ms); only the head deadline (500 ms) ends it."""
+    async with served(echo, keepalive_timeout=0.2, head_timeout=0.5) as (server, port), \
+            connection(port) as (reader, writer):
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        writer.write(b"GET / HTTP/1.1\r\nHost: t\r\nX-Test: ")
+        answer = asyncio.ensure_future(read_response(reader))
+        try:
+            while not answer.done():
+                assert loop.time() - started < 5, "the trickling connection is still open after 5 s"
+                writer.write(b"a")
+                await asyncio.wait({answer}, timeout=0.05)  # paces the trickle, ends with the answer
+        finally:
+            answer.cancel()
+        status, headers, body = answer.result()
+        assert loop.time() - started >= 0.5
+        assert status == 408 and headers["connection"] == "close"
+        assert orjson.loads(body) == {"error": "request_timeout", "status": 408,
+                                      "message": "the request line and headers did not arrive within 0.5 s"}
+        assert await closed(reader)
+        async with asyncio.timeout(5):  # after the lingering close, however the client carries on
+            while server.connections:
+                with contextlib.suppress(ConnectionError):
+                    writer.write(b"a")
+                await asyncio.sleep(0.05)
+
+
+async def test_a_pipelined_heads_deadline_runs_from_its_turn_not_while_the_request_before_is_answered():
+    release = asyncio.Event()
+
+    async def slow(request: Request) -> Response:
+        await release.wait()
+        return Response(200, b"slow")
+
+    async with served(slow, head_timeout=30) as (server, port), connection(port) as (reader, writer):
+        loop = asyncio.get_running_loop()
+        writer.write(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\nGET /next HTTP/1.1\r\nHo")
+        async with asyncio.timeout(5):
+            while not server.connections or next(iter(server.connections)).head_started is None:
+                await asyncio.sleep(0.01)  # until the second head has begun
+        server.sweep(loop.time() + 100)  # long past the deadline, but the first request is in progress
+        release.set()
+        status, _headers, body = await read_response(reader)
+        assert (status, body) == (200, b"slow")
+        server.sweep(loop.time() + 29)  # within the deadline from the answer
+        writer.write(b"st: t\r\n")
+        server.sweep(loop.time() + 31)
+        status, _headers, _body = await read_response(reader)
+        assert status == 408
+        assert await closed(reader)
+
+
+def test_the_head_deadline_is_a_runtime_flag_of_positive_seconds(capsys):
+    base = ["--application", "a", "--store-url", "redis://x", "--config-redis-url", "redis://x"]
+    assert settings_from_args(build_parser().parse_args([*base, "--head-timeout", "2.5"])).head_timeout == 2.5
+    assert settings_from_args(build_parser().parse_args(base)).head_timeout == 10
+    for bad in ("0", "-1", "soon"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([*base, "--head-timeout", bad])
+        assert "--head-timeout" in capsys.readouterr().err

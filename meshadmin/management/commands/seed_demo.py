@@ -51,6 +51,11 @@ ORDER_SCHEMA = {
 }
 
 
+def _indefinite(noun: str) -> str:
+    """The noun with its indefinite article: ``an order``, ``a payment``."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
 class Command(BaseCommand):
     help = "Load the demo data (idempotent) and print the demo logins."
 
@@ -87,7 +92,8 @@ class Command(BaseCommand):
                     topic_tags = rng.sample(list(tags.values()), k=rng.randrange(3))  # drawn every run
                     topic, created = Topic.objects.get_or_create(name=name, defaults={
                         "team": teams[team], "store": store,
-                        "description": f"A {domain.rstrip('s')} was **{event}**. Owned by {TEAMS[team][0]}.",
+                        "description": f"{_indefinite(domain.rstrip('s')).capitalize()} was **{event}**. "
+                                       f"Owned by {TEAMS[team][0]}.",
                         "retention_max_age": 7 * 24 * 3600, "retention_max_length": 100_000,
                         "data_schema": ORDER_SCHEMA if domain == "orders" else None,
                     })

@@ -14,9 +14,11 @@ import json
 import signal
 import sys
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from meshadmin.embedded import using_private_redis
 from meshruntime.config import ConfigError, canonical_json, seal, validate_document
 from rollout import push
 from rollout.live import serialize, version_summary
@@ -137,5 +139,6 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-        ingester.run()
+        with using_private_redis(settings.EMBEDDED_REDIS_DIR):  # on the embedded defaults
+            ingester.run()
         sys.stdout.flush()
