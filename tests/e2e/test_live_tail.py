@@ -44,7 +44,7 @@ def order(event_id: str, **extra) -> dict:
             "data": {"order_id": event_id.replace("evt", "o"), "amount": 12.5}, **extra}
 
 
-def test_watching_a_topic_live(browser, stack, uvicorn_portal, runtime_process, redis_client):
+def test_watching_a_topic_live(browser, stack, uvicorn_portal, runtime_process, redis_client):  # noqa: F811
     runtime = runtime_process()
     topic = stack["topics"]["orders.created"]
     context = browser.new_context(base_url=uvicorn_portal, viewport={"width": 1500, "height": 1000})
