@@ -242,7 +242,12 @@ def run(args: argparse.Namespace) -> None:
         for process in (watchers, portal, runtime):
             if process is not None and process.poll() is None:
                 process.terminate()
-                process.wait(30)
+                try:
+                    process.wait(30)
+                except subprocess.TimeoutExpired:
+                    print(f"{process.args[2]} did not stop within 30 s of SIGTERM; killed", file=sys.stderr)
+                    process.kill()
+                    process.wait(30)
         for name in client.scan_iter(match=KeySpace(prefix).pattern, count=1000):
             client.delete(name)
         client.close()

@@ -5,7 +5,8 @@ keeps those that match its filters, and sends at most ``rate`` of them a second;
 does not send is counted as skipped, every match that arrives while paused as arrived-while-
 paused, so that what the page says adds up: shown + skipped + paused = matched. Pacing is a
 token bucket of one second's worth, so a burst smaller than the rate is shown whole and a
-sustained flood is sampled evenly rather than cut at the start of each second.
+sustained flood is sampled evenly rather than cut at the start of each second. What is shown goes
+out in one message per 50 ms at most, so a busy topic costs each browser 20 frames a second.
 
 What a copy looks like in the browser depends on the user (``tracing.access``): the whole copy
 for those who may see payloads, the public attributes and the size of the data for the others.
@@ -135,14 +136,14 @@ class _Bucket:
         self.tokens = float(rate)
         self.at = time.monotonic()
 
-    def take(self) -> bool:
+    def take(self, wanted: int) -> int:
+        """Take up to ``wanted`` tokens; how many were taken."""
         now = time.monotonic()
         self.tokens = min(self.rate, self.tokens + (now - self.at) * self.rate)
         self.at = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return True
-        return False
+        taken = min(wanted, int(self.tokens))
+        self.tokens -= taken
+        return taken
 
 
 @dataclass
@@ -162,7 +163,7 @@ class Viewer:
     """One browser's tail. :meth:`offer` is the hub's sink; :meth:`run` sends (one task)."""
 
     def __init__(self, send: Callable[[dict[str, Any]], Awaitable[None]], *, payload: bool, rate: int,
-                 max_rate: int, tick: float = 1.0) -> None:
+                 max_rate: int, tick: float = 1.0, batch: float = 0.05) -> None:
         self._send = send
         self.payload = payload
         self.max_rate = max_rate
@@ -175,6 +176,7 @@ class Viewer:
         self._outbox: list[dict[str, Any]] = []
         self._wake = asyncio.Event()
         self._tick = tick
+        self._batch = batch
         self._last_totals = self.counts.as_dict()
         self._last_stats: dict[str, Any] | None = None
 
@@ -183,19 +185,21 @@ class Viewer:
         counts = self.counts
         counts.received += len(copies)
         tail_filter = self.filter
-        take = self._bucket.take
-        for copy in copies:
-            if tail_filter and not tail_filter.matches(copy.get("attributes") or {}):
-                continue
-            counts.matched += 1
-            if self.paused:
-                counts.paused += 1
-            elif take():
-                counts.shown += 1
-                self._pending.append(present(copy, payload=self.payload))
-            else:
-                counts.skipped += 1
-        if self._pending:
+        if tail_filter:
+            copies = [c for c in copies if tail_filter.matches(c.get("attributes") or {})]
+        matched = len(copies)
+        if not matched:
+            return
+        counts.matched += matched
+        if self.paused:
+            counts.paused += matched
+            return
+        shown = self._bucket.take(matched)
+        counts.shown += shown
+        counts.skipped += matched - shown
+        if shown:  # spread over what came rather than the first few of it
+            payload = self.payload
+            self._pending.extend(present(copies[i * matched // shown], payload=payload) for i in range(shown))
             self._wake.set()
 
     # -- from the browser -----------------------------------------------------------------------
@@ -269,14 +273,20 @@ class Viewer:
             await self._send({"type": "events", "events": events})
 
     async def run(self) -> None:
-        """Send queued events as they come and the counts once a tick, until cancelled (or the
-        socket is gone: the consumer's disconnect then stops the rest)."""
+        """Send queued events as they come, at most one message per ``batch`` seconds, and the
+        counts once a tick, until cancelled (or the socket is gone: the consumer's disconnect then
+        stops the rest)."""
         loop = asyncio.get_running_loop()
         next_tick = loop.time() + self._tick
+        last_flush = 0.0
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.0, next_tick - loop.time()))
+            wait = last_flush + self._batch - loop.time()
+            if wait > 0:  # what arrives meanwhile goes in the same message
+                await asyncio.sleep(wait)
             self._wake.clear()
+            last_flush = loop.time()
             await self.flush()
             if loop.time() >= next_tick:
                 next_tick = loop.time() + self._tick
