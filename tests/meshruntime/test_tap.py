@@ -1,4 +1,4 @@
-"""The live tap: copies of events and refusals, only while watched, one message per channel and turn."""
+"""The live tap: copies of events and refusals, only while watched, gathered into one message per channel."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ async def test_copies_are_sent_only_for_watched_topics(h, listen):
     await nothing_more(pubsub)
 
 
-async def test_the_copies_of_one_turn_travel_in_one_message(h, listen):
+async def test_copies_sent_close_together_travel_in_one_message(h, listen):
     h.redis.set(h.keys.tap_watch("orders.shipped"), "1", ex=30)
     await h.runtime.tap.refresh()
     pubsub = await listen(h.keys.tap("orders.shipped"))
