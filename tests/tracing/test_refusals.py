@@ -3,11 +3,22 @@ show who was refused where and why, to whom may see it."""
 
 from __future__ import annotations
 
+import argparse
+import io
+
 import pytest
+from channels.db import database_sync_to_async
+from django.core.management import call_command
 
+from governance.models import Application
+from meshruntime.app import Runtime, Settings
+from meshruntime.config import seal
+from meshruntime.demo import producer
+from rollout.compiler import compile_mesh_config
 from tracing.consumers import CLOSE_NOT_FOUND, CLOSE_SIGNED_OUT
+from tracing.hub import close_hub
 
-from .conftest import order
+from .conftest import order, until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -73,3 +84,41 @@ async def test_anonymous_and_unknown_scopes_are_closed_with_a_code(live_runtime,
     await socket.expect("hello")
     await socket.send({"type": "filter"})
     assert (await socket.expect("error"))["message"] == "this socket takes no messages"
+
+
+@pytest.mark.slow
+async def test_the_demos_deliberate_refusals_show_with_their_reasons(redis_url, mesh_prefix, sockets, sam, tmp_path):
+    """``make demo`` in small: the demo catalog, a runtime configured from it, the demo producer
+    refusing on purpose; the checkout application's Refused panel says who, where and why."""
+    keys_file = tmp_path / "demo-keys.json"
+
+    def seed() -> tuple[dict, int]:
+        call_command("seed_demo", keys_file=str(keys_file), stdout=io.StringIO())
+        return seal(compile_mesh_config(), 1), Application.objects.get(name="checkout").pk
+
+    doc, checkout = await database_sync_to_async(seed)()
+    runtime = Runtime(Settings(store_url=redis_url, prefix=mesh_prefix, runtime_id="demo", tap_interval=0.1))
+    runtime.apply_config(doc)
+    await runtime.start()
+    server = runtime.make_server()
+    host, port = await server.start("127.0.0.1", 0)
+    try:
+        panel = await sockets(f"/ws/tracing/applications/{checkout}/refusals/", sam)
+        await panel.expect("hello")
+        await until(lambda: "checkout" in runtime.tap.refusal_applications, "the runtime to tap checkout's refusals")
+        url = f"http://{host}:{port}"  # a gateway stands in for both demo sidecars
+        args = argparse.Namespace(runtime=[f"checkout={url}", f"billing={url}"], key=None, keys_file=str(keys_file),
+                                  rate=0, refusal_every=1, count=12, wait=10, seed=7)  # every one refused
+        counts = await producer.run(args)
+        assert counts["unexpected"] == 0 and counts["refused"] >= 1
+        summaries: list[str] = []
+        while len(summaries) < counts["refused"]:
+            summaries += [r["summary"] for r in (await panel.expect("refusals"))["refusals"]]
+        assert set(summaries) == {
+            "checkout refused on orders.failed by rule deny checkout publish orders.failed",
+            "checkout refused on payments.created: no access rule allows it (default deny)",
+            "checkout refused on orders.created: its data does not match the topic's schema at data.amount"}
+    finally:
+        await server.shutdown()
+        await runtime.stop()
+        await close_hub()
