@@ -52,7 +52,7 @@ def test_watching_a_topic_live(browser, stack, uvicorn_portal, runtime_process, 
     context.set_default_timeout(15_000)
     page = context.new_page()
     script_errors: list = []
-    page.on("pageerror", script_errors.append)
+    page.on("pageerror", lambda error: script_errors.append(error))
     page.goto("/login/")
     page.fill("#id_username", "bob")
     page.fill("#id_password", PASSWORD)
