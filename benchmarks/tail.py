@@ -212,7 +212,8 @@ def run(args: argparse.Namespace) -> None:
     portal_port = 8700 + os.getpid() % 1000
     portal_url = f"http://127.0.0.1:{portal_port}"
     portal = subprocess.Popen([sys.executable, "-m", "uvicorn", "meshadmin.asgi:application", "--host", "127.0.0.1",
-                               "--port", str(portal_port), "--no-access-log", "--log-level", "warning"],
+                               "--port", str(portal_port), "--no-access-log", "--log-level", "warning",
+                               "--timeout-graceful-shutdown", "5"],
                               cwd=ROOT, env={**os.environ, **env})
     watchers = None
     client = redis.Redis.from_url(redis_url)

@@ -79,10 +79,10 @@ class WatchHub:
         """Start delivering ``stream``'s items to ``sink``; returns the items kept so far."""
         async with self._lock:
             channel = self._channels.get(stream.channel)
-            if channel is None:
-                channel = self._channels[stream.channel] = _Channel(stream, recent=deque(maxlen=stream.keep))
+            if channel is None:  # Redis errors propagate: the page's socket closes and reconnects
                 await self._pubsub.subscribe(stream.channel)
                 await self.client.set(stream.watch_key, "1", ex=self._ttl_seconds)
+                channel = self._channels[stream.channel] = _Channel(stream, recent=deque(maxlen=stream.keep))
             elif channel.teardown is not None:
                 channel.teardown.cancel()
                 channel.teardown = None
