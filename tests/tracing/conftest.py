@@ -17,6 +17,7 @@ import pytest
 from asgiref.testing import ApplicationCommunicator
 from channels.db import database_sync_to_async
 from django.conf import settings as django_settings
+from django.db import connections
 from django.test import Client
 
 from governance.models import AccessRule, Application, ApplicationKey
@@ -121,6 +122,7 @@ async def live_runtime(live_mesh, redis_url, mesh_prefix) -> AsyncIterator[LiveR
         await server.shutdown()
         await runtime.stop()
         await close_hub()
+        await database_sync_to_async(connections.close_all)()
 
 
 def order(i: int, **overrides: Any) -> dict[str, Any]:
@@ -232,3 +234,6 @@ async def sockets():
     yield open_socket
     for socket in opened:
         await socket.close()
+    # the consumers' queries ran in Channels' database thread: close its connections, or the test
+    # database cannot be dropped at the end of the run
+    await database_sync_to_async(connections.close_all)()

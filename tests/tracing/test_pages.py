@@ -8,6 +8,7 @@ import json
 
 import pytest
 from channels.db import database_sync_to_async
+from django.db import connections
 from django.urls import URLPattern, reverse
 
 from governance.models import Application
@@ -147,3 +148,4 @@ async def test_every_websocket_refuses_anonymous_and_opens_to_who_may_see(world,
             assert outcome == "open", (path, name, outcome)
             walked += 1
     assert walked == len(personas) * 4
+    await database_sync_to_async(connections.close_all)()  # the consumers' database thread
