@@ -28,6 +28,7 @@ from .app import Runtime, Settings
 from .keys import DEFAULT_PREFIX
 from .publish import Limits
 from .skywalking import TRACE_MODES
+from .tap import DATA_LIMIT
 
 log = logging.getLogger("meshruntime")
 
@@ -92,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of events whose journey is recorded, 0..1 [MESH_JOURNEY_SAMPLE_RATE, 1]")
     p.add_argument("--journey-ttl", type=int, default=int(_env("MESH_JOURNEY_TTL", "86400")),
                    help="seconds a journey is kept [MESH_JOURNEY_TTL, 86400]")
+    p.add_argument("--tap-data-limit", type=int, default=int(_env("MESH_TAP_DATA_LIMIT", str(DATA_LIMIT))),
+                   help="bytes of an event's data that a live tap copy carries; larger data is cut there "
+                        "[MESH_TAP_DATA_LIMIT, 64 KiB]")
     p.add_argument("--otlp-endpoint", default=_env("MESH_OTLP_ENDPOINT", _env("OTEL_EXPORTER_OTLP_ENDPOINT")),
                    help="OTLP/HTTP endpoint for spans; none by default "
                         "[MESH_OTLP_ENDPOINT, else OTEL_EXPORTER_OTLP_ENDPOINT]")
@@ -126,6 +130,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise SystemExit("meshruntime: give --config-redis-url (pushed by the portal) or --config-file")
     if not args.application and not args.gateway:
         raise SystemExit("meshruntime: give --application NAME (sidecar) or --gateway")
+    if args.tap_data_limit < 0:
+        raise SystemExit(f"meshruntime: --tap-data-limit must be 0 or more bytes, got {args.tap_data_limit}")
     host, port = args.listen
     settings = Settings(
         store_url=args.store_url,
@@ -140,6 +146,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                       max_batch_events=args.max_batch_events, max_reply_wait_ms=args.max_reply_wait_ms),
         journey_sample_rate=args.journey_sample_rate,
         journey_ttl_seconds=args.journey_ttl,
+        tap_data_limit=args.tap_data_limit,
         otlp_endpoint=args.otlp_endpoint,
         traces=args.traces,
         skywalking_url=args.skywalking_url,

@@ -46,7 +46,7 @@ from .skywalking import (
 from .state import MeshState
 from .store import RedisStreamsStore, Store, StoreError, open_store
 from .store.redis_streams import make_client
-from .tap import Tap
+from .tap import DATA_LIMIT, Tap
 from .tracing import Tracing
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,7 @@ class Settings:
     config_poll_interval: float = 3.0
     config_file_poll_interval: float = 2.0
     tap_interval: float = 1.0
+    tap_data_limit: int = DATA_LIMIT  # bytes of data a tap copy carries whole
     trim_interval: float = 60.0
     heartbeat_interval: float = 10.0
     shutdown_timeout: float = 10.0
@@ -148,7 +149,8 @@ class Runtime:
             self._owns_mesh_redis = True
         self.tap = Tap(self.mesh_redis, prefix=settings.prefix, runtime_id=settings.runtime_id,
                        topics=lambda: self.state.topics if self.state else (),
-                       interval=settings.tap_interval, on_sent=self.metrics.tap_messages.inc)
+                       applications=self._tapped_applications, interval=settings.tap_interval,
+                       data_limit=settings.tap_data_limit, on_sent=self.metrics.tap_messages.inc)
         self.coalescer = AppendCoalescer(
             self.store, max_in_flight=settings.max_in_flight_appends,
             observe=self._observe_append, on_error=lambda e: self.metrics.count_store_error("append"))
@@ -179,6 +181,12 @@ class Runtime:
         self._config_changed = asyncio.Event()  # set (and replaced) on every applied document
         self._get_routes = {"/healthz": self.handle_healthz, "/readyz": self.handle_readyz,
                             "/metrics": self.handle_metrics, "/v1/info": self.handle_info}
+
+    def _tapped_applications(self) -> tuple[str, ...] | dict[str, str | None]:
+        """Whose refusals this runtime may have to tap: a sidecar's own, a gateway's every one."""
+        if self.settings.application is not None:
+            return (self.settings.application,)
+        return self.state.applications if self.state else ()
 
     # -- configuration ---------------------------------------------------------------------------
     def apply_config(self, doc: dict[str, Any]) -> MeshState:

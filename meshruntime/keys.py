@@ -12,6 +12,9 @@ With the default prefix (docs/meshconfig.md, "Redis keys", says what each one ho
 - ``mesh:runtimes``: the heartbeat stream, runtimes → portal;
 - channel ``mesh:tap:<topic>`` and ``mesh:tap:watch:<topic>``: the live tap, sent while the
   portal keeps the watch key alive;
+- channels ``mesh:refusals``, ``mesh:refusals:topic:<topic>``, ``mesh:refusals:application:<app>``
+  and their watch keys ``mesh:refusals:watch[:topic:<topic>|:application:<app>]``: refused
+  publishes, tapped like events, per scope, while the portal keeps the scope's watch key alive;
 - ``mesh:journey:<event id>``: the steps of one event, runtimes → portal;
 - ``mesh:topic:<name>`` streams, ``mesh:dlq:<subscription>`` and
   ``mesh:redeliver:<subscription>``: the Redis Streams event store, dead letters, and the dead
@@ -79,6 +82,36 @@ class KeySpace:
     def tap_watch(self, topic: str) -> str:
         """Exists (with a TTL the portal renews) while someone watches ``topic``'s tap."""
         return f"{self.prefix}tap:watch:{topic}"
+
+    # Refusals are tapped per scope: all of them (the home page), one topic's, one application's.
+    # Each scope has a channel and a watch key; a runtime sends a refusal on every watched scope
+    # it belongs to.
+
+    @property
+    def refusals(self) -> str:
+        """The channel of every refused publish."""
+        return f"{self.prefix}refusals"
+
+    @property
+    def refusals_watch(self) -> str:
+        """Exists (TTL, renewed by the portal) while someone watches every refusal."""
+        return f"{self.prefix}refusals:watch"
+
+    def topic_refusals(self, topic: str) -> str:
+        """The channel of publishes refused on ``topic``."""
+        return f"{self.prefix}refusals:topic:{topic}"
+
+    def topic_refusals_watch(self, topic: str) -> str:
+        """Exists (TTL) while someone watches the refusals on ``topic``."""
+        return f"{self.prefix}refusals:watch:topic:{topic}"
+
+    def application_refusals(self, application: str) -> str:
+        """The channel of publishes refused to ``application``."""
+        return f"{self.prefix}refusals:application:{application}"
+
+    def application_refusals_watch(self, application: str) -> str:
+        """Exists (TTL) while someone watches the refusals of ``application``."""
+        return f"{self.prefix}refusals:watch:application:{application}"
 
     def journey(self, event_id: str) -> str:
         """The steps of one event (a list of JSON objects, with a TTL)."""

@@ -155,6 +155,7 @@ class Publisher:
         if n > self.limits.max_batch_events:
             refusal = Refusal(413, "too_many", f"a request carries at most {self.limits.max_batch_events} "
                               f"events; this one has {n}", limit=self.limits.max_batch_events)
+            self._tap_refusal(events, topic_name, application, refusal)
             raise self.refuse(refusal, n)
 
         schema = topic.schema
@@ -185,6 +186,7 @@ class Publisher:
             if len(body) > max_bytes:
                 refusal = Refusal(413, "too_large", f"event {event_id!r} is {len(body)} bytes; "
                                   f"the limit is {max_bytes}", index=index, event_id=event_id, limit=max_bytes)
+                self._tap_refusal(events, topic_name, application, refusal)
                 raise self.refuse(refusal, n)
             entries.append(AppendEntry(topic_name, body, retention))
             copies.append((topic_name, event, None))
@@ -322,10 +324,24 @@ class Publisher:
         if self.tap is not None and topic in self.tap.watched:
             for event in events:
                 self.tap.offer(topic, event, "denied", application=application, reason=refusal.reason)
+        self._tap_refusal(events, topic, application, refusal)
         if steps:
             task = asyncio.get_running_loop().create_task(self._record(steps))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
+
+    def _tap_refusal(self, events: list[CloudEvent], topic: str, application: str, refusal: Refusal) -> None:
+        """One refusal record for the refusals panels, if someone watches its topic, its
+        application or every refusal: why (reason, the deciding rule or the schema path, the
+        message) and which events (the first refused id and how many)."""
+        tap = self.tap
+        if tap is None or not tap.watches_refusals(topic, application):
+            return
+        details = refusal.details
+        event_id = details.get("event_id") or (events[0].attributes["id"] if events else None)
+        tap.offer_refusal(topic, application, {
+            "reason": refusal.reason, "status": refusal.status, "message": refusal.message,
+            "rule": details.get("rule"), "path": details.get("path"), "event_id": event_id, "events": len(events)})
 
     async def drain_background(self) -> None:
         """Wait for the journey writes of refused requests (shutdown, tests)."""

@@ -11,6 +11,7 @@ class TracingConfig(AppConfig):
     name = "tracing"
 
     def ready(self) -> None:
-        from . import tabs
+        from . import signals, tabs
 
         tabs.register_all()
+        signals.connect()

@@ -1,4 +1,4 @@
-"""A stored event as the pages show it: what ``templates/tracing/event_detail.html`` renders.
+"""A stored event as the pages show it: what ``templates/tracing/stored_event.html`` renders.
 
 Whole for those who may see the topic's payloads; otherwise only ``tracing.access.mask``'s
 public attributes and the size of the data, never the data or the extensions.

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 from governance.models import Application
 from meshadmin import tabs
+from subscriptions.models import Subscription
 from topics.models import Topic
 
 from .event_views import may_send
 
 TABS: list[tuple[type, tabs.ObjectTab]] = [
+    (Topic, tabs.ObjectTab("live", "Live", "tracing:topic_live", weight=10)),
     (Topic, tabs.ObjectTab("events", "Events", "tracing:topic_events", weight=20)),
     (Topic, tabs.ObjectTab("traces", "Traces", "tracing:topic_traces", weight=40)),
+    (Subscription, tabs.ObjectTab("live", "Live", "tracing:subscription_live", weight=10)),
     (Application, tabs.ObjectTab("traces", "Traces", "tracing:application_traces", weight=40)),
+    (Application, tabs.ObjectTab("refused", "Refused", "tracing:application_refused", weight=50)),
 ]
 
 ACTIONS: list[tuple[type, tabs.ObjectAction]] = [

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import event_views, journey_views, trace_views
+from . import event_views, journey_views, live_views, trace_views
 
 app_name = "tracing"
 urlpatterns: list = [
@@ -13,4 +13,8 @@ urlpatterns: list = [
     path("traces/events/<path:event_id>/", trace_views.EventTraceView.as_view(), name="event_trace"),
     path("topics/<int:pk>/traces/", trace_views.TopicTracesView.as_view(), name="topic_traces"),
     path("applications/<int:pk>/traces/", trace_views.ApplicationTracesView.as_view(), name="application_traces"),
+    path("topics/<int:pk>/live/", live_views.TopicLiveView.as_view(), name="topic_live"),
+    # not under subscriptions/<pk>/: subscriptions/<pk>/<step>/ is the workflow's
+    path("live/subscriptions/<int:pk>/", live_views.SubscriptionLiveView.as_view(), name="subscription_live"),
+    path("applications/<int:pk>/refused/", live_views.ApplicationRefusedView.as_view(), name="application_refused"),
 ]

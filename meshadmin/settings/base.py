@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dj_database_url
 from csp.constants import NONE, SELF
+from django.core.exceptions import ImproperlyConfigured
 
 from meshadmin.embedded import default_data_dir, redis_url
 from meshruntime.keys import DEFAULT_PREFIX
@@ -126,6 +127,19 @@ MESH_CONFIG_KEEP_DOCUMENTS = env_int("MESH_CONFIG_KEEP_DOCUMENTS", 1000)
 # event browser reads at most before it says how far it got.
 MESH_JOURNEY_TTL = env_int("MESH_JOURNEY_TTL", 86_400)
 MESH_EVENT_SCAN_LIMIT = env_int("MESH_EVENT_SCAN_LIMIT", 10_000)
+# Watching events (tracing: the live tail and the refusals panels).
+MESH_TAIL_RATE = env_int("MESH_TAIL_RATE", 50)  # events a second a viewer is sent at most
+MESH_TAIL_BUFFER = env_int("MESH_TAIL_BUFFER", 500)  # rows a browser keeps, oldest dropped
+MESH_TAP_WATCH_TTL = env_int("MESH_TAP_WATCH_TTL", 5)  # seconds a watch key lives unless renewed
+MESH_TAP_WATCH_GRACE = env_int("MESH_TAP_WATCH_GRACE", 2)  # seconds a channel outlives its last viewer
+# Seconds between checks that a viewer's session, account and rights still hold (changes made
+# through the portal are noticed at once; this catches the rest, such as an expired session).
+MESH_TAIL_RECHECK_SECONDS = env_int("MESH_TAIL_RECHECK_SECONDS", 10)
+for _name in ("MESH_TAIL_RATE", "MESH_TAIL_BUFFER", "MESH_TAP_WATCH_TTL", "MESH_TAIL_RECHECK_SECONDS"):
+    if globals()[_name] < 1:
+        raise ImproperlyConfigured(f"{_name}={globals()[_name]} must be at least 1.")
+if MESH_TAP_WATCH_GRACE < 0:
+    raise ImproperlyConfigured(f"MESH_TAP_WATCH_GRACE={MESH_TAP_WATCH_GRACE} must be 0 or more.")
 
 CACHES = {
     "default": {
@@ -137,7 +151,10 @@ CACHES = {
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": "meshadmin-channels"},
+        # A consumer waits for its next message with a BZPOPMIN of 5 s; redis-py's default
+        # socket timeout is 5 s as well, so without a longer one every websocket that stays
+        # quiet for 5 s dies with "Timeout reading" (tests/tracing/test_tail.py shows it).
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}], "prefix": "meshadmin-channels"},
     }
 }
 

@@ -1,0 +1,137 @@
+"""The Live tab in a real Chromium: the portal under uvicorn, a runtime process, the real Redis.
+Events published through the runtime appear; a filter narrows them; pause counts what arrives
+and resume goes on; a row opens the event; a refusal shows on the topic's Refused panel."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from governance.models import AccessRule, Application, ApplicationKey
+from tests.portal_support.live_stack import (  # noqa: F401 - fixtures
+    database_url,
+    publish,
+    runtime_process,
+    uvicorn_portal,
+    wait_for,
+)
+from tests.portal_support.personas import PASSWORD
+from topics.models import Topic
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def stack(payments, store, bob, settings, key_prefix, redis_client):
+    settings.MESH_KEY_PREFIX = key_prefix
+    topics = {name: Topic.objects.create(name=name, team=payments, store=store)
+              for name in ("orders.created", "orders.failed")}
+    checkout = Application.objects.create(name="checkout", team=payments)
+    key = ApplicationKey(application=checkout, description="e2e")
+    plain = key.generate()
+    key.save()
+    AccessRule.objects.create(team=payments, principal_kind=AccessRule.APPLICATION, principal_application=checkout,
+                              topic_pattern="orders.*", publish=True)
+    AccessRule.objects.create(team=payments, principal_kind=AccessRule.APPLICATION, principal_application=checkout,
+                              topic_pattern="orders.failed", publish=True, effect=AccessRule.DENY)
+    return {"topics": topics, "key": plain}
+
+
+def order(event_id: str, **extra) -> dict:
+    return {"specversion": "1.0", "id": event_id, "source": "/checkout", "type": "com.example.order.created",
+            "subject": event_id.replace("evt", "o"), "datacontenttype": "application/json", "customer": "c-42",
+            "data": {"order_id": event_id.replace("evt", "o"), "amount": 12.5}, **extra}
+
+
+def test_watching_a_topic_live(browser, stack, uvicorn_portal, runtime_process, redis_client):  # noqa: F811
+    runtime = runtime_process()
+    topic = stack["topics"]["orders.created"]
+    context = browser.new_context(base_url=uvicorn_portal, viewport={"width": 1500, "height": 1000})
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=uvicorn_portal)
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    script_errors: list = []
+    page.on("pageerror", lambda error: script_errors.append(error))
+    page.goto("/login/")
+    page.fill("#id_username", "bob")
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(lambda url: "/login/" not in url)
+
+    page.goto(topic.get_absolute_url())
+    page.click("[data-testid=tab-live]")
+    page.wait_for_selector("[data-testid=tail-status]:text('live')")
+    assert page.is_hidden("[data-testid=tail-masked]")  # bob is of the topic's team
+
+    # The runtime taps once it has read the watch key (once a second): publish until a row shows.
+    probes = itertools.count(1)
+
+    def tapped() -> bool:
+        publish(runtime, "orders.created", order(f"probe-{next(probes)}"), stack["key"])
+        return page.locator("[data-testid=tail-row]").count() > 0
+
+    wait_for(tapped, 15, "the first event in the browser", interval=0.3)
+    assert publish(runtime, "orders.created", order("evt-1"), stack["key"]) == 202
+    page.wait_for_selector("tr[data-event-id='evt-1']")
+    assert page.locator("[data-testid=tail-row]").first.get_attribute("data-event-id") == "evt-1"  # newest on top
+
+    # A filter applies on the server: only what matches arrives.
+    page.fill("[data-testid=tail-text]", "evt-3")
+    page.wait_for_function("document.querySelector('[data-testid=tail]').dataset.filterApplied?.includes('evt-3')")
+    publish(runtime, "orders.created", [order("evt-2"), order("evt-3")], stack["key"])
+    page.wait_for_selector("tr[data-event-id='evt-3']")
+    page.wait_for_function("Number(document.querySelector('[data-testid=tail-stats]').dataset.received) >= 2")
+    assert page.locator("tr[data-event-id='evt-2']").count() == 0
+    page.fill("[data-testid=tail-filters]", '[{"exact": {"Type": "x"}}]')
+    page.click("[data-testid=tail-apply]")
+    page.wait_for_selector("[data-testid=tail-filter-error]:has-text('filters[0].exact')")
+    page.click("[data-testid=tail-clear-filter]")
+    page.wait_for_function("document.querySelector('[data-testid=tail]').dataset.filterApplied === "
+                           "JSON.stringify({filters: [], text: ''})")
+
+    # Pause keeps the rows and counts what arrives; resume goes on live.
+    rows = page.locator("[data-testid=tail-row]").count()
+    page.click("[data-testid=tail-pause]")
+    page.wait_for_function("document.querySelector('[data-testid=tail]').dataset.paused === 'true'")
+    publish(runtime, "orders.created", [order(f"evt-p{i}") for i in range(3)], stack["key"])
+    page.wait_for_selector("[data-testid=tail-paused-count]:text('Paused — 3 arrived')")
+    assert page.locator("[data-testid=tail-row]").count() == rows
+    page.click("[data-testid=tail-pause]")
+    page.wait_for_selector("[data-testid=tail-paused-count]:text('3 arrived while paused')")
+    publish(runtime, "orders.created", order("evt-4"), stack["key"])
+    page.wait_for_selector("tr[data-event-id='evt-4']")
+    assert page.locator("tr[data-event-id='evt-p0']").count() == 0
+
+    # A row opens the event: attributes, extensions, the data in several views, copy buttons.
+    page.click("tr[data-event-id='evt-1'] td:nth-child(3)")
+    detail = page.locator("[data-testid=event-detail]")
+    detail.wait_for(state="visible")
+    assert "customer" in detail.locator("[data-testid=event-extensions]").inner_text()
+    assert '"order_id": "o-1"' in detail.locator("[data-testid=event-data]").inner_text()
+    page.click("[data-testid=view-hex]")
+    assert detail.locator("[data-testid=event-data]").inner_text().startswith("00000000  7b 22 6f 72")
+    assert detail.locator("[data-testid=event-journey]").get_attribute("href") == "/events/evt-1/"
+    page.click("[data-testid=copy-id]")
+    page.wait_for_function("navigator.clipboard.readText().then(t => t === 'evt-1')")
+    page.click("[data-testid=copy-curl]")
+    curl = page.evaluate("navigator.clipboard.readText()")
+    assert "/v1/topics/orders.created/events" in curl and "-H 'ce-customer: c-42'" in curl
+    assert "--data-binary '{\"order_id\":\"o-1\",\"amount\":12.5}'" in curl
+    page.keyboard.press("Escape")
+
+    # A refusal shows on the Refused panel of its topic's Live tab.
+    failed = stack["topics"]["orders.failed"]
+    page.goto(f"/topics/{failed.pk}/live/")
+    page.wait_for_selector("[data-testid=refusals-panel] [data-role=status]:text('live')")
+    refused = itertools.count(1)
+
+    def refusal_shown() -> bool:
+        publish(runtime, "orders.failed", order(f"evt-r{next(refused)}"), stack["key"])
+        return page.locator("[data-testid=refusal]").count() > 0
+
+    wait_for(refusal_shown, 15, "a refusal in the panel", interval=0.3)
+    assert page.locator("[data-testid=refusal]").first.get_attribute("data-summary") == \
+        "checkout refused on orders.failed by rule deny checkout publish orders.failed"
+    assert script_errors == []
+    context.close()

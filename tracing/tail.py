@@ -1,0 +1,295 @@
+"""What one browser sees of a topic's live tap: filtered, paced, masked, and honest about it.
+
+A :class:`Viewer` receives every copy the runtimes tap for the topic (from ``tracing.hub``),
+keeps those that match its filters, and sends at most ``rate`` of them a second; every match it
+does not send is counted as skipped, every match that arrives while paused as arrived-while-
+paused, so that what the page says adds up: shown + skipped + paused = matched. Pacing is a
+token bucket of one second's worth, so a burst smaller than the rate is shown whole and a
+sustained flood is sampled evenly rather than cut at the start of each second. What is shown goes
+out in one message per 50 ms at most, so a busy topic costs each browser 20 frames a second.
+
+What a copy looks like in the browser depends on the user (``tracing.access``): the whole copy
+for those who may see payloads, the public attributes and the size of the data for the others.
+The same rule decides which attributes a filter may name: a filter on an extension would tell,
+by matching or not, what the mask hides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from meshruntime.filters import FilterError, Matcher, compile_filters, validate_filters
+
+from .access import PUBLIC_ATTRIBUTES, mask
+
+__all__ = ["BadMessage", "TailFilter", "Viewer", "parse_filter", "present"]
+
+#: Longest quick-match text (id, type, source, subject).
+MAX_TEXT = 200
+#: Fields a copy keeps for those who may see payloads (besides attributes and data).
+_WHOLE_FIELDS = ("topic", "outcome", "application", "stream_id", "rule", "reason", "runtime", "at",
+                 "data", "data_encoding", "data_size", "data_truncated")
+#: Fields about the flow, not the event's content, that everyone sees.
+_FLOW_FIELDS = ("topic", "outcome", "application", "stream_id", "reason", "runtime", "at")
+_TEXT_ATTRIBUTES = ("id", "type", "source", "subject")
+
+
+class BadMessage(ValueError):
+    """A message from the browser that is not valid; ``field`` names what was wrong."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+    def reply(self) -> dict[str, str]:
+        return {"type": "error", "field": self.field, "message": self.message}
+
+
+@dataclass(frozen=True)
+class TailFilter:
+    """CloudEvents Subscriptions filters (``meshruntime.filters``) and a quick text match."""
+
+    filters: tuple = ()
+    text: str = ""
+    matcher: Matcher | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.filters or self.text)
+
+    def matches(self, attributes: Mapping[str, Any]) -> bool:
+        if self.matcher is not None and not self.matcher(attributes):
+            return False
+        if self.text:
+            needle = self.text
+            return any(needle in str(attributes.get(name, "")).casefold() for name in _TEXT_ATTRIBUTES)
+        return True
+
+    def describe(self) -> dict[str, Any]:
+        return {"filters": list(self.filters), "text": self.text}
+
+
+def _named_attributes(filter_: Any, path: str):
+    """``(path, name)`` of every attribute a (valid) filter names."""
+    ((dialect, argument),) = filter_.items()
+    here = f"{path}.{dialect}"
+    if dialect in ("exact", "prefix", "suffix"):
+        for name in argument:
+            yield f"{here}.{name}", name
+    elif dialect in ("all", "any"):
+        for index, item in enumerate(argument):
+            yield from _named_attributes(item, f"{here}[{index}]")
+    else:
+        yield from _named_attributes(argument, here)
+
+
+def parse_filter(message: Mapping[str, Any], *, payload: bool) -> TailFilter:
+    """The filter a ``{"type": "filter", "filters": [...], "text": "..."}`` message asks for.
+
+    Raises :class:`BadMessage` naming the path of what is wrong.
+    """
+    filters = message.get("filters", [])
+    text = message.get("text", "")
+    try:
+        validate_filters(filters, path="filters")
+    except FilterError as error:
+        raise BadMessage(error.path, error.problem) from None
+    if not payload:
+        for path, name in (p for index, f in enumerate(filters) for p in _named_attributes(f, f"filters[{index}]")):
+            if name not in PUBLIC_ATTRIBUTES:
+                raise BadMessage(path, f'you see attributes only on this topic, so filters may name '
+                                       f'{", ".join(PUBLIC_ATTRIBUTES)}; not "{name}"')
+    if not isinstance(text, str):
+        raise BadMessage("text", f"must be a string, got {type(text).__name__}")
+    text = text.strip()
+    if len(text) > MAX_TEXT:
+        raise BadMessage("text", f"must be at most {MAX_TEXT} characters, got {len(text)}")
+    matcher = compile_filters(filters) if filters else None
+    return TailFilter(tuple(filters), text.casefold() if text else "", matcher)
+
+
+def present(copy: Mapping[str, Any], *, payload: bool) -> dict[str, Any]:
+    """A tap copy as ``payload`` allows the viewer to see it."""
+    attributes = copy.get("attributes") or {}
+    if payload:
+        shown = {name: copy[name] for name in _WHOLE_FIELDS if name in copy}
+        shown["attributes"] = attributes
+        return shown
+    public = mask(attributes, copy.get("data_size"))
+    shown = {name: copy[name] for name in _FLOW_FIELDS if name in copy}
+    shown["data_size"] = public.pop("data_size")
+    shown["attributes"] = public
+    shown["masked"] = True
+    return shown
+
+
+class _Bucket:
+    """``rate`` tokens a second, at most one second's worth saved up."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self.tokens = float(rate)
+        self.at = time.monotonic()
+
+    def take(self, wanted: int) -> int:
+        """Take up to ``wanted`` tokens; how many were taken."""
+        now = time.monotonic()
+        self.tokens = min(self.rate, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        taken = min(wanted, int(self.tokens))
+        self.tokens -= taken
+        return taken
+
+
+@dataclass
+class Counts:
+    received: int = 0  #: copies of the topic's events that reached this viewer
+    matched: int = 0  #: of those, matching the viewer's filter
+    shown: int = 0  #: sent to the browser
+    skipped: int = 0  #: matched, not sent: over the rate
+    paused: int = 0  #: matched while paused (since the last pause)
+
+    def as_dict(self) -> dict[str, int]:
+        return {"received": self.received, "matched": self.matched, "shown": self.shown,
+                "skipped": self.skipped, "paused": self.paused}
+
+
+class Viewer:
+    """One browser's tail. :meth:`offer` is the hub's sink; :meth:`run` sends (one task)."""
+
+    def __init__(self, send: Callable[[dict[str, Any]], Awaitable[None]], *, payload: bool, rate: int,
+                 max_rate: int, tick: float = 1.0, batch: float = 0.05) -> None:
+        self._send = send
+        self.payload = payload
+        self.max_rate = max_rate
+        self.rate = rate
+        self.filter = TailFilter()
+        self.paused = False
+        self.counts = Counts()
+        self._bucket = _Bucket(rate)
+        self._pending: list[dict[str, Any]] = []
+        self._outbox: list[dict[str, Any]] = []
+        self._wake = asyncio.Event()
+        self._tick = tick
+        self._batch = batch
+        self._last_totals = self.counts.as_dict()
+        self._last_stats: dict[str, Any] | None = None
+
+    # -- from the hub ---------------------------------------------------------------------------
+    def offer(self, copies: list[Any]) -> None:
+        counts = self.counts
+        counts.received += len(copies)
+        tail_filter = self.filter
+        if tail_filter:
+            copies = [c for c in copies if tail_filter.matches(c.get("attributes") or {})]
+        matched = len(copies)
+        if not matched:
+            return
+        counts.matched += matched
+        if self.paused:
+            counts.paused += matched
+            return
+        shown = self._bucket.take(matched)
+        counts.shown += shown
+        counts.skipped += matched - shown
+        if shown:  # spread over what came rather than the first few of it
+            payload = self.payload
+            self._pending.extend(present(copies[i * matched // shown], payload=payload) for i in range(shown))
+            self._wake.set()
+
+    # -- from the browser -----------------------------------------------------------------------
+    def handle(self, message: Any) -> dict[str, Any]:
+        """Apply one browser message; return the reply. Raises :class:`BadMessage`."""
+        if not isinstance(message, dict):
+            raise BadMessage("message", "must be a JSON object with a type")
+        kind = message.get("type")
+        allowed = {"filter": {"type", "filters", "text"}, "pause": {"type"}, "resume": {"type"},
+                   "rate": {"type", "value"}}
+        if kind not in allowed:
+            raise BadMessage("type", f"must be one of {', '.join(allowed)}; got {kind!r}")
+        unknown = sorted(set(message) - allowed[kind])
+        if unknown:
+            raise BadMessage(unknown[0], f"is not a field of a {kind} message")
+        if kind == "filter":
+            self.filter = parse_filter(message, payload=self.payload)
+            return {"type": "filter", **self.filter.describe()}
+        if kind == "pause":
+            self.paused = True
+            self.counts.paused = 0
+            return {"type": "paused"}
+        if kind == "resume":
+            arrived, self.paused, self.counts.paused = self.counts.paused, False, 0
+            return {"type": "resumed", "arrived": arrived}
+        value = message.get("value")
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= self.max_rate:
+            raise BadMessage("value", f"must be a whole number of events a second from 1 to {self.max_rate}; "
+                                      f"got {value!r}")
+        self.rate = value
+        self._bucket = _Bucket(value)
+        return {"type": "rate", "value": value}
+
+    def set_payload(self, payload: bool) -> None:
+        """Rights changed: mask (or unmask) from the next copy on; a filter naming what the mask
+        hides is dropped, with an error saying why."""
+        if payload == self.payload:
+            return
+        self.payload = payload
+        if not payload and self.filter:
+            try:
+                parse_filter(self.filter.describe(), payload=False)
+            except BadMessage as error:
+                self.filter = TailFilter()
+                self.say({**error.reply(), "message": error.message + "; the filter was removed"})
+
+    def say(self, message: dict[str, Any]) -> None:
+        """Queue a message for the browser, sent in order with the events."""
+        self._outbox.append(message)
+        self._wake.set()
+
+    # -- to the browser -------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any] | None:
+        """The counts of the last tick and in all; None when it would repeat the last one sent."""
+        now = self.counts.as_dict()
+        last, self._last_totals = self._last_totals, now
+        per_interval = {name: now[name] - last[name] for name in ("received", "matched", "shown", "skipped")}
+        message = {"type": "stats", "interval": self._tick, "per_interval": per_interval, "totals": now,
+                   "paused": self.paused, "rate": self.rate}
+        if message == self._last_stats or (self._last_stats is None and not any(now.values()) and not self.paused):
+            return None  # the same again, or nothing yet
+        self._last_stats = message
+        return message
+
+    async def flush(self) -> None:
+        outbox, self._outbox = self._outbox, []
+        for message in outbox:
+            await self._send(message)
+        if self._pending:
+            events, self._pending = self._pending, []
+            await self._send({"type": "events", "events": events})
+
+    async def run(self) -> None:
+        """Send queued events as they come, at most one message per ``batch`` seconds, and the
+        counts once a tick, until cancelled (or the socket is gone: the consumer's disconnect then
+        stops the rest)."""
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time() + self._tick
+        last_flush = 0.0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.0, next_tick - loop.time()))
+            wait = last_flush + self._batch - loop.time()
+            if wait > 0:  # what arrives meanwhile goes in the same message
+                await asyncio.sleep(wait)
+            self._wake.clear()
+            last_flush = loop.time()
+            await self.flush()
+            if loop.time() >= next_tick:
+                next_tick = loop.time() + self._tick
+                stats = self.stats()
+                if stats is not None:
+                    await self._send(stats)
