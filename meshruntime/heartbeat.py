@@ -58,7 +58,8 @@ class Heartbeater:
 
     ``application`` is None (or empty) for a gateway. ``counters`` returns the runtime's totals
     (a JSON object); ``watcher`` supplies the applied config version and checksum and the last
-    configuration error.
+    configuration error; ``metrics_url`` the URL Prometheus scrapes this runtime at (empty until
+    the runtime listens), which the portal lists for Prometheus's service discovery.
     """
 
     def __init__(
@@ -71,6 +72,7 @@ class Heartbeater:
         watcher: ConfigWatcher | None = None,
         counters: Callable[[], Mapping[str, Any]] | None = None,
         interval: float = 2.0,
+        metrics_url: Callable[[], str] | None = None,
     ) -> None:
         self.redis_url = redis_url
         self.prefix = prefix
@@ -80,6 +82,7 @@ class Heartbeater:
         self.watcher = watcher
         self.counters = counters
         self.interval = interval
+        self.metrics_url = metrics_url
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.version = software_version()
@@ -87,6 +90,7 @@ class Heartbeater:
         self._redis: redis.asyncio.Redis | None = None
         self._task: asyncio.Task[None] | None = None
         self._failing = False
+        self._wake = asyncio.Event()
 
     @property
     def redis_reachable(self) -> bool:
@@ -120,6 +124,7 @@ class Heartbeater:
             "config_checksum": checksum or "",
             "error": error,
             "counters": orjson.dumps(counters).decode(),
+            "metrics_url": self.metrics_url() if self.metrics_url is not None else "",
             "started_at": self.started_at,
             "sent_at": _now(),
         }
@@ -140,6 +145,11 @@ class Heartbeater:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="heartbeat")
 
+    def beat_soon(self) -> None:
+        """Send the next heartbeat now rather than at the end of the interval (something the
+        portal shows changed, such as the metrics URL once the runtime listens)."""
+        self._wake.set()
+
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
@@ -159,4 +169,9 @@ class Heartbeater:
                 if not self._failing:  # once per outage, not every two seconds
                     self._failing = True
                     log.warning("heartbeat not sent (%s); will keep trying every %ss", error, self.interval)
-            await asyncio.sleep(self.interval)
+            try:
+                async with asyncio.timeout(self.interval):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            self._wake.clear()

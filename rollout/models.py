@@ -106,6 +106,8 @@ class Runtime(models.Model):
     config_checksum = models.CharField(max_length=64, blank=True)
     last_error = models.TextField(blank=True)
     counters = models.JSONField(default=dict, blank=True)
+    metrics_url = models.CharField(max_length=500, blank=True,
+                                   help_text="Where Prometheus scrapes the runtime (from its heartbeats).")
     started_at = models.DateTimeField(null=True, blank=True)
     first_seen = models.DateTimeField(default=timezone.now)
     last_seen = models.DateTimeField(default=timezone.now, db_index=True)

@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 from django.conf import settings
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 
 GROUP = "portal"
 UPDATE_FIELDS = ["application", "host", "pid", "software_version", "config_version", "config_checksum",
-                 "last_error", "counters", "started_at", "last_seen"]
+                 "last_error", "counters", "metrics_url", "started_at", "last_seen"]
 
 
 def stream_key() -> str:
@@ -69,6 +70,18 @@ def _int(value: str) -> int | None:
     return int(value) if value.isdigit() else None
 
 
+def _metrics_url(value: str) -> str:
+    """An http(s) URL with a host, or empty: Prometheus is told to scrape only what parses."""
+    try:
+        parsed = urlsplit(value)
+        parsed.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        return ""
+    if parsed.scheme not in ("http", "https") or not parsed.hostname or len(value) > 500:
+        return ""
+    return value
+
+
 def runtime_from_heartbeat(fields: Mapping[bytes | str, Any], now: datetime) -> Runtime | None:
     """A Runtime (unsaved) from one heartbeat's fields; None for an entry without a runtime id.
 
@@ -93,6 +106,7 @@ def runtime_from_heartbeat(fields: Mapping[bytes | str, Any], now: datetime) -> 
         config_checksum=_text(fields, "config_checksum")[:64],
         last_error=_text(fields, "error")[:10_000],
         counters=counters if isinstance(counters, dict) else {},
+        metrics_url=_metrics_url(_text(fields, "metrics_url")),
         started_at=_time(_text(fields, "started_at")),
         first_seen=now,
         last_seen=min(sent, now) if sent else now,
