@@ -127,7 +127,9 @@ CACHES = {
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": "meshadmin-channels"},
+        # A consumer waits for its next message with a 5 s BZPOPMIN; redis-py's default read timeout
+        # is 5 s too, so a socket quiet for 5 s died of a TimeoutError. The read waits longer.
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}], "prefix": "meshadmin-channels"},
     }
 }
 
@@ -198,6 +200,15 @@ SPECTACULAR_SETTINGS = {
 }
 
 PROMETHEUS_URL = env_str("PROMETHEUS_URL", "")
+# Charts (tracing, docs/metrics.md): a deadline on every query, so a slow Prometheus never hangs a
+# page; the scrape interval sets the charts' finest step and their rate windows; a reason shown
+# on every chart when no Prometheus could be had (the demo sets it).
+PROMETHEUS_TIMEOUT_SECONDS = env_int("PROMETHEUS_TIMEOUT_SECONDS", 3)
+PROMETHEUS_SCRAPE_INTERVAL = env_int("PROMETHEUS_SCRAPE_INTERVAL", 15)
+PROMETHEUS_UNAVAILABLE = env_str("PROMETHEUS_UNAVAILABLE", "")
+# Where Prometheus scrapes the portal's own /metrics (the service discovery lists it); empty:
+# where Prometheus reached the discovery endpoint.
+MESH_PORTAL_METRICS_URL = env_str("MESH_PORTAL_METRICS_URL", "")
 SKYWALKING_URL = env_str("SKYWALKING_URL", "")
 
 LOGGING = {
