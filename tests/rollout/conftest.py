@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.portal_support.live_portal import shared_database  # noqa: F401 - a fixture
 from tests.portal_support.mesh import BROKER_PREFIX
 from tests.portal_support.personas import *  # noqa: F403 - the personas and their teams
 
