@@ -21,6 +21,7 @@ from django.views import View
 from django.views.decorators.http import require_POST
 
 from meshadmin.querysets import CHANGE
+from meshadmin.tabs import tabs_for
 
 from . import push
 from .diff import SECTIONS
@@ -56,6 +57,7 @@ def runtime_detail(request, pk):
         "object": runtime, "latest": latest, "state": runtime.state,
         "sync": runtime.sync_with(latest.version if latest else None),
         "counters": sorted(runtime.counters.items()) if isinstance(runtime.counters, dict) else [],
+        "object_tabs": tabs_for(runtime, request.user),  # other apps' tabs (tracing's charts)
     })
 
 

@@ -1,3 +1,9 @@
 """Websocket routes of ``tracing``; each consumer authorises in ``connect()`` before ``accept()``."""
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from .chart_consumer import ChartConsumer
+
+websocket_urlpatterns: list = [
+    path("ws/charts/", ChartConsumer.as_asgi()),
+]

@@ -1,3 +1,9 @@
 """``/api/v1/`` routes of ``tracing``."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from .discovery import PrometheusTargetsView
+
+urlpatterns: list = [
+    path("prometheus/targets/", PrometheusTargetsView.as_view(), name="prometheus-targets"),
+]
