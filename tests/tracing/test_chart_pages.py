@@ -12,8 +12,8 @@ from django.utils import timezone
 from governance.models import Application
 from rollout.models import Runtime
 from subscriptions.models import Subscription
-from topics.models import Topic
 from tests.portal_support.personas import client_for
+from topics.models import Topic
 
 pytestmark = pytest.mark.django_db
 

@@ -14,8 +14,8 @@ import time
 
 import pytest
 from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
 from asgiref.testing import ApplicationCommunicator
+from channels.layers import get_channel_layer
 from django.conf import settings as django_settings
 from django.test import Client
 

@@ -188,9 +188,10 @@ def test_prometheus_scrapes_the_runtimes_the_portal_lists_and_follows_them_start
             started.append(RuntimeProcess(["--application", "billing", "--runtime-id", "rt-a", *common]))
             found = wait_for(lambda: (t := targets(prometheus)).get("rt-a", {}).get("health") == "up" and t, 30,
                              "Prometheus to scrape rt-a")
-            assert found["rt-a"]["labels"] | {"instance": "x"} == {
+            labels = found["rt-a"]["labels"]
+            assert labels | {"instance": "x"} == {
                 "instance": "x", "job": "mesh-runtimes", "mesh_kind": "sidecar", "mesh_runtime_id": "rt-a",
-                "mesh_application": "billing", "mesh_software_version": found["rt-a"]["labels"]["mesh_software_version"]}
+                "mesh_application": "billing", "mesh_software_version": labels["mesh_software_version"]}
             assert found["rt-a"]["scrapeUrl"] == f"{started[0].url}/metrics"
             # the portal's own /metrics is scraped with the token, as the same discovery lists it
             wait_for(lambda: targets(prometheus).get("portal", {}).get("health") == "up", 30,

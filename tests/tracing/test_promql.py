@@ -13,10 +13,10 @@ from prometheus_client.exposition import generate_latest
 
 from governance.models import Application
 from subscriptions.models import Subscription
+from tests.portal_support.live_portal import wait_for
 from topics.models import Topic
 from tracing import charts, prometheus
 from tracing.promql import Regex, regex_any, selector, string
-from tests.portal_support.live_portal import wait_for
 
 # What users could name things if a validator ever let them: quotes that close the selector,
 # a backslash, a newline, regular-expression characters, and text that is not ASCII.

@@ -18,7 +18,7 @@ from django.db import transaction
 from meshadmin.models import APIToken
 from tracing import prometheus_config
 
-TOKEN_DESCRIPTION = "Prometheus service discovery (manage.py prometheus_config)"
+TOKEN_DESCRIPTION = "Prometheus service discovery (manage.py prometheus_config)"  # noqa: S105 - a label
 
 
 class Command(BaseCommand):
