@@ -118,6 +118,20 @@ def _resolve(user, entries: list[tuple[str, str, Any]], range_name: str) -> tupl
 
 
 class ChartConsumer(AsyncJsonWebsocketConsumer):
+    async def __call__(self, scope, receive, send):
+        """Whatever ends the consumer — a disconnect, a send to a browser already gone, a bug —
+        its pollers are left: otherwise they would poll Prometheus for nobody, for ever."""
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._release()
+
+    async def _release(self) -> None:
+        if getattr(self, "counted", False):
+            self.counted = False
+            portal_metrics.WEBSOCKETS.dec()
+            await self._watch({})
+
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated or not user.is_active:
@@ -133,9 +147,7 @@ class ChartConsumer(AsyncJsonWebsocketConsumer):
         self.counted = True
 
     async def disconnect(self, code) -> None:
-        if getattr(self, "counted", False):
-            portal_metrics.WEBSOCKETS.dec()
-            await self._watch({})
+        await self._release()
 
     async def receive_json(self, content, **kwargs) -> None:
         try:

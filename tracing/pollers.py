@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 #: How long the last answer of a query is kept for viewers who arrive later.
 LAST_ANSWER_TTL = 3600
+#: How long a leaving viewer waits for its poller to stop (it stops on its flag at the latest).
+STOP_SECONDS = 2.0
 _ACQUIRE = """
 local holder = redis.call('GET', KEYS[1])
 if holder == false or holder == ARGV[1] then
@@ -94,6 +96,7 @@ class Poller:
         self.token = secrets.token_hex(8)
         self.step, self.refresh, _window = RANGES[query.range].scaled()
         self.task: asyncio.Task | None = None
+        self.stopped = asyncio.Event()
         self.polled = asyncio.Event()  # set after each poll this process made (tests, benchmark)
         self.polls = 0
 
@@ -101,16 +104,22 @@ class Poller:
         self.task = asyncio.get_running_loop().create_task(self._run(), name=f"chart-poller-{self.key}")
 
     async def stop(self) -> None:
+        """Stop polling and give the lease back. Bounded: the loop also ends on the ``stopped``
+        flag, because a cancellation that lands inside a library call is sometimes swallowed
+        there, and a viewer's disconnect must never wait for it."""
+        self.stopped.set()
         task, self.task = self.task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            done, _pending = await asyncio.wait([task], timeout=STOP_SECONDS)
+            if not done:
+                log.warning("chart poller %s did not stop within %s s; left to end on its flag", self.key,
+                            STOP_SECONDS)
         with contextlib.suppress(redis.RedisError, OSError):
             await self.hub.redis.eval(_RELEASE, 1, redis_keys.keys().chart_lease(self.key), self.token)
 
     async def _run(self) -> None:
-        while True:
+        while not self.stopped.is_set():
             try:
                 if await self._lease():
                     await self.poll()
@@ -119,7 +128,8 @@ class Poller:
             except Exception:  # a bug or Redis away: log, and try again next refresh
                 log.exception("chart poller %s failed", self.key)
             now = time.time()
-            await asyncio.sleep(self.refresh - now % self.refresh + 0.05)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopped.wait(), self.refresh - now % self.refresh + 0.05)
 
     async def _lease(self) -> bool:
         ttl_ms = int(max(10.0, 2.5 * self.refresh) * 1000)

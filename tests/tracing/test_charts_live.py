@@ -331,6 +331,23 @@ async def test_without_prometheus_every_chart_says_why_and_how_to_fix_it(setting
     await viewer.close()
 
 
+async def test_a_consumer_that_dies_leaves_its_pollers(settings, mesh_prefix, personas, monkeypatch,
+                                                       close_thread_connections, hub_cleanup):
+    """A send to a browser already gone raises in the consumer and ends it without a disconnect;
+    its pollers must stop all the same, or they poll Prometheus for nobody."""
+    settings.PROMETHEUS_URL = ""
+
+    async def broken_send(self, watch, answer):
+        raise OSError("the browser is gone")
+
+    monkeypatch.setattr(chart_consumer.ChartConsumer, "_send", broken_send)
+    viewer = await Viewer.of(personas["dave"])
+    await viewer.watch([("mesh.events", None), ("mesh.errors", None)])
+    with pytest.raises(OSError, match="the browser is gone"):
+        await viewer.socket.app.wait(10)
+    assert pollers.hub().pollers == {}
+
+
 # -- who sees what ------------------------------------------------------------------------------------
 
 @pytest.fixture
