@@ -128,8 +128,10 @@ CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         # A consumer waits for its next message with a 5 s BZPOPMIN; redis-py's default read timeout
-        # is 5 s too, so a socket quiet for 5 s died of a TimeoutError. The read waits longer.
-        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}], "prefix": "meshadmin-channels"},
+        # is 5 s too, so a socket quiet for 5 s died of a TimeoutError. No read timeout, as before
+        # redis-py had one: the server answers every BZPOPMIN within its 5 s (a read timeout of its
+        # own also made a cancelled receive linger, holding a closing consumer).
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": None}], "prefix": "meshadmin-channels"},
     }
 }
 

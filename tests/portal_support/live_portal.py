@@ -77,8 +77,7 @@ def uvicorn_portal(database_url: str, redis_url: str, prefix: str, **env: str) -
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "meshadmin.asgi:application", "--host", "127.0.0.1", "--port", str(port),
          "--no-access-log", "--log-level", "warning",
-         # a websocket consumer whose channel-layer read ignores the cancellation at shutdown (seen
-         # about once in five runs) would otherwise hold uvicorn until the wait below fails
+         # a test's end need not wait for a closing consumer longer than this
          "--timeout-graceful-shutdown", "5"],
         cwd=ROOT, env=environment,
     )
