@@ -119,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="deliver webhooks from a child process of the runtime, so that publishing and "
                         "delivering use two CPUs; --no-delivery-process keeps one process "
                         "[MESH_DELIVERY_PROCESS, default 1]")
+    p.add_argument("--heartbeat-interval", type=float, default=float(_env("MESH_HEARTBEAT_INTERVAL", "10")),
+                   help="seconds between heartbeats to the portal [MESH_HEARTBEAT_INTERVAL, 10]")
+    p.add_argument("--metrics-url", default=_env("MESH_METRICS_URL"),
+                   help="the URL Prometheus scrapes this runtime's /metrics at, sent with every heartbeat for "
+                        "the portal's service discovery; default: http://<listen address>/metrics (the host "
+                        "name when listening on all interfaces) [MESH_METRICS_URL]")
     p.add_argument("--log-level", default=_env("MESH_LOG_LEVEL", "INFO"), help="[MESH_LOG_LEVEL, INFO]")
     return p
 
@@ -154,6 +160,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         head_timeout=args.head_timeout,
         visibility_timeout=args.visibility_timeout,
         delivery_process=args.delivery_process,
+        metrics_url=args.metrics_url or None,
+        heartbeat_interval=args.heartbeat_interval,
     )
     if args.runtime_id:
         settings.runtime_id = args.runtime_id
@@ -169,6 +177,7 @@ async def serve(settings: Settings) -> None:
     await runtime.start()
     server = runtime.make_server()
     host, port = await server.start(settings.host, settings.port, backlog=2048)
+    runtime.listening(host, port)
     mode = f"sidecar of {settings.application}" if settings.application else "gateway"
     # One line a supervisor (or a test) can wait for; it carries the real port when 0 was asked.
     print(f"meshruntime {settings.runtime_id} ({mode}) listening on http://{host}:{port}", flush=True)

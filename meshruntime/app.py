@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -90,6 +91,9 @@ class Settings:
     # deliver from a child process (see meshruntime.delivery.process); the command line's default,
     # not the library's: in-process runtimes (tests) keep the engine at hand
     delivery_process: bool = False
+    # where Prometheus scrapes this runtime (heartbeats carry it to the portal's service
+    # discovery); None: http://<listen address>/metrics once listening
+    metrics_url: str | None = None
 
     @property
     def gateway(self) -> bool:
@@ -176,6 +180,7 @@ class Runtime:
         self.replies = ReplyWaiter(client, settings.prefix) if client is not None else None
         self.watcher: ConfigWatcher | None = None
         self.heartbeater: Heartbeater | None = None
+        self.metrics_url = settings.metrics_url or ""
         self._tasks: list[asyncio.Task] = []
         self._config_file_mtime: float | None = None
         self._config_changed = asyncio.Event()  # set (and replaced) on every applied document
@@ -267,8 +272,21 @@ class Runtime:
             runtime_id=self.settings.runtime_id, application=self.settings.application, watcher=self,
             counters=lambda: {**self.metrics.counters(), **self.delivery.counters()},
             interval=self.settings.heartbeat_interval, journey_sample_rate=self.settings.journey_sample_rate,
-            journey_ttl_seconds=self.settings.journey_ttl_seconds)
+            journey_ttl_seconds=self.settings.journey_ttl_seconds, metrics_url=lambda: self.metrics_url)
         await self.heartbeater.start()
+
+    def listening(self, host: str, port: int) -> None:
+        """The server listens on ``host:port``: advertise ``/metrics`` there (unless a metrics URL
+        was given) and tell the portal at once, so Prometheus finds the runtime within a beat.
+
+        One URL: ``/metrics`` here serves the delivery child's series too (the child listens on
+        loopback only), so a runtime is one scrape target wherever Prometheus runs."""
+        if not self.settings.metrics_url:
+            if host in ("0.0.0.0", "::", ""):  # noqa: S104 - all interfaces: others reach us by name
+                host = socket.getfqdn()
+            self.metrics_url = f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics"
+        if self.heartbeater is not None:
+            self.heartbeater.beat_soon()
 
     # What the heartbeat reports (the ConfigWatcher's interface).
     @property

@@ -48,6 +48,8 @@ class Heartbeater:
     journey settings (``--journey-sample-rate``, ``--journey-ttl``): they are options of each
     runtime, not of the configuration document, so the heartbeat is the only place the portal
     learns them (its journey page says why an event has no journey with them).
+    ``metrics_url`` gives the URL Prometheus scrapes this runtime at (empty until the runtime
+    listens), which the portal lists for Prometheus's service discovery.
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class Heartbeater:
         interval: float = 2.0,
         journey_sample_rate: float | None = None,
         journey_ttl_seconds: int | None = None,
+        metrics_url: Callable[[], str] | None = None,
     ) -> None:
         self.redis_url = redis_url
         self.prefix = prefix
@@ -73,6 +76,7 @@ class Heartbeater:
         self.interval = interval
         self.journey_sample_rate = journey_sample_rate
         self.journey_ttl_seconds = journey_ttl_seconds
+        self.metrics_url = metrics_url
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.version = SOFTWARE_VERSION
@@ -80,6 +84,7 @@ class Heartbeater:
         self._redis: redis.asyncio.Redis | None = None
         self._task: asyncio.Task[None] | None = None
         self._failing = False
+        self._wake = asyncio.Event()
 
     @property
     def redis_reachable(self) -> bool:
@@ -113,6 +118,7 @@ class Heartbeater:
             "config_checksum": checksum or "",
             "error": error,
             "counters": orjson.dumps(counters).decode(),
+            "metrics_url": self.metrics_url() if self.metrics_url is not None else "",
             "started_at": self.started_at,
             "sent_at": _now(),
             "journey_sample_rate": "" if self.journey_sample_rate is None else repr(float(self.journey_sample_rate)),
@@ -135,6 +141,11 @@ class Heartbeater:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="heartbeat")
 
+    def beat_soon(self) -> None:
+        """Send the next heartbeat now rather than at the end of the interval (something the
+        portal shows changed, such as the metrics URL once the runtime listens)."""
+        self._wake.set()
+
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
@@ -154,4 +165,9 @@ class Heartbeater:
                 if not self._failing:  # once per outage, not every two seconds
                     self._failing = True
                     log.warning("heartbeat not sent (%s); will keep trying every %ss", error, self.interval)
-            await asyncio.sleep(self.interval)
+            try:
+                async with asyncio.timeout(self.interval):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            self._wake.clear()

@@ -21,7 +21,9 @@ With the default prefix (docs/meshconfig.md, "Redis keys", says what each one ho
   letters an operator put back;
 - ``mesh:delivery:<subscription>`` (status), ``…:m:<epoch minute>`` (rate) and ``…:lock``
   (the lease of ordered delivery): runtimes write, the portal's subscription page reads;
-- ``mesh:push:pending|recent|lock|changes|status``: the portal's own push bookkeeping.
+- ``mesh:push:pending|recent|lock|changes|status|stats``: the portal's own push bookkeeping;
+- ``mesh:charts:lease:<query>`` and ``mesh:charts:last:<query>``: the portal's shared chart
+  pollers (which process polls a query, and its last answer).
 """
 
 from __future__ import annotations
@@ -179,6 +181,21 @@ class KeySpace:
     def push_status(self) -> str:
         """The outcome of the last push attempt."""
         return f"{self.prefix}push:status"
+
+    @property
+    def push_stats(self) -> str:
+        """Totals of push attempts by kind and outcome, and their duration histogram (a hash)."""
+        return f"{self.prefix}push:stats"
+
+    # -- the portal's charts (tracing.pollers) ----------------------------------------------------
+
+    def chart_lease(self, query: str) -> str:
+        """Held (with a TTL) by the one portal process that polls Prometheus for ``query`` (a digest)."""
+        return f"{self.prefix}charts:lease:{query}"
+
+    def chart_last(self, query: str) -> str:
+        """The last answer to ``query`` (a digest), with its time and any error since, as JSON."""
+        return f"{self.prefix}charts:last:{query}"
 
     # -- all of them ------------------------------------------------------------------------------
 

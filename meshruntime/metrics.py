@@ -56,10 +56,17 @@ class RuntimeMetrics:
         self.published = _Counts(
             "meshruntime_events_published", "Events accepted and stored, by topic and publishing application",
             ["topic", "application"], r)
+        self.published_bytes = _Counts(
+            "meshruntime_published_bytes", "Bytes of the events accepted and stored (structured mode, as stored), "
+            "by topic and publishing application", ["topic", "application"], r)
+        # topic and application are empty when not known (a bad key) or not trusted (a topic
+        # that does not exist: its name is the client's, and would make series without end)
         self.refusals = _Counts(
-            "meshruntime_publish_refusals", "Events refused, by reason", ["reason"], r)
+            "meshruntime_publish_refusals", "Events refused, by reason, topic and application",
+            ["reason", "topic", "application"], r)
         self.routed = _Counts(
-            "meshruntime_routed_copies", "Copies written by routing rules, by rule", ["rule"], r)
+            "meshruntime_routed_copies", "Copies written by routing rules, by rule and source topic",
+            ["rule", "topic"], r)
         self.store_errors = _Counts(
             "meshruntime_store_errors", "Failed store operations, by operation", ["operation"], r)
         self.append_latency = Histogram(
@@ -73,14 +80,16 @@ class RuntimeMetrics:
         self.tap_messages = Counter(
             "meshruntime_tap_messages", "Compact event copies sent to the live tap", registry=r)
 
-    def count_published(self, topic: str, application: str, n: int = 1) -> None:
-        self.published.add((topic, application), n)
+    def count_published(self, topic: str, application: str, n: int = 1, size: int = 0) -> None:
+        key = (topic, application)
+        self.published.add(key, n)
+        self.published_bytes.add(key, size)
 
-    def count_refusal(self, reason: str, n: int = 1) -> None:
-        self.refusals.add((reason,), n)
+    def count_refusal(self, reason: str, n: int = 1, topic: str = "", application: str = "") -> None:
+        self.refusals.add((reason, topic, application), n)
 
-    def count_routed(self, rule: str, n: int = 1) -> None:
-        self.routed.add((rule,), n)
+    def count_routed(self, rule: str, n: int = 1, topic: str = "") -> None:
+        self.routed.add((rule, topic), n)
 
     def count_store_error(self, operation: str) -> None:
         self.store_errors.add((operation,))

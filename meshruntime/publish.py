@@ -78,6 +78,7 @@ class Prepared:
     routed: dict[str, int]
     journey: list[JourneyStep] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    size: int = 0  # bytes of the events as stored (their copies not counted)
 
 
 class Publisher:
@@ -115,8 +116,10 @@ class Publisher:
         except AuthError as error:
             raise self.refuse(Refusal(401, "unauthenticated", str(error))) from None
 
-    def refuse(self, refusal: Refusal, n: int = 1) -> Refusal:
-        self.metrics.count_refusal(refusal.reason, n)
+    def refuse(self, refusal: Refusal, n: int = 1, topic: str = "", application: str = "") -> Refusal:
+        """Count ``refusal`` (of ``n`` events, on a ``topic`` of the configuration by ``application``
+        when known) and return it to be raised."""
+        self.metrics.count_refusal(refusal.reason, n, topic, application)
         return refusal
 
     def prepare(
@@ -138,7 +141,7 @@ class Publisher:
                 message += f" ({problem})"
             refusal = Refusal(404, "unknown_topic", message, topic=topic_name)
             self._denied(events, topic_name, application, refusal)
-            raise self.refuse(refusal, n)
+            raise self.refuse(refusal, n, application=application)  # the name is the client's: no label
         if not state.may_publish(application, topic_name):
             decision = state.explain_publish(application, topic_name)
             rule = decision.deciding_rule
@@ -151,12 +154,12 @@ class Publisher:
             refusal = Refusal(403, "forbidden", message, topic=topic_name,
                               rule=None if rule is None else rule["id"])
             self._denied(events, topic_name, application, refusal)
-            raise self.refuse(refusal, n)
+            raise self.refuse(refusal, n, topic_name, application)
         if n > self.limits.max_batch_events:
             refusal = Refusal(413, "too_many", f"a request carries at most {self.limits.max_batch_events} "
                               f"events; this one has {n}", limit=self.limits.max_batch_events)
             self._tap_refusal(events, topic_name, application, refusal)
-            raise self.refuse(refusal, n)
+            raise self.refuse(refusal, n, topic_name, application)
 
         schema = topic.schema
         routes = topic.routes
@@ -166,6 +169,7 @@ class Publisher:
         copies: list[tuple[str, CloudEvent, str | None]] = []
         routed: dict[str, int] = {}
         journey: list[JourneyStep] = []
+        size = 0
         recorder = self.journey
         journey_on = recorder.enabled
         if journey_on:
@@ -187,7 +191,8 @@ class Publisher:
                 refusal = Refusal(413, "too_large", f"event {event_id!r} is {len(body)} bytes; "
                                   f"the limit is {max_bytes}", index=index, event_id=event_id, limit=max_bytes)
                 self._tap_refusal(events, topic_name, application, refusal)
-                raise self.refuse(refusal, n)
+                raise self.refuse(refusal, n, topic_name, application)
+            size += len(body)
             entries.append(AppendEntry(topic_name, body, retention))
             copies.append((topic_name, event, None))
             sampled = journey_on and recorder.sampled(event_id)
@@ -217,7 +222,7 @@ class Publisher:
         if topic.lifecycle == "deprecated":
             warnings.append(f"topic {topic_name!r} is deprecated"
                             + (f"; its sunset is {topic.sunset}" if topic.sunset else ""))
-        return Prepared(identity, topic, events, entries, copies, routed, journey, warnings)
+        return Prepared(identity, topic, events, entries, copies, routed, journey, warnings, size)
 
     def _check_schema(self, schema, event: CloudEvent, topic_name: str, index: int,
                       events: list[CloudEvent], application: str) -> None:
@@ -230,7 +235,7 @@ class Publisher:
                               f"{'no data' if event.data is None else 'data that is not JSON'}",
                               topic=topic_name, index=index, event_id=attributes["id"], path="data")
             self._denied(events, topic_name, application, refusal)
-            raise self.refuse(refusal, len(events))
+            raise self.refuse(refusal, len(events), topic_name, application)
         problem = schema.check(value)
         if problem is not None:
             refusal = Refusal(400, "schema_mismatch",
@@ -239,7 +244,7 @@ class Publisher:
                               topic=topic_name, index=index, event_id=attributes["id"],
                               path=problem.path, pointer=problem.pointer)
             self._denied(events, topic_name, application, refusal)
-            raise self.refuse(refusal, len(events))
+            raise self.refuse(refusal, len(events), topic_name, application)
 
     # -- append ---------------------------------------------------------------------------------
     def submit(self, prepared: Sequence[Prepared]) -> asyncio.Future:
@@ -256,11 +261,12 @@ class Publisher:
         """Count and tap what :meth:`submit` appended; raises :class:`Refusal` (503) if it failed."""
         error = appended.exception()
         if error is not None:
-            n = sum(len(p.events) for p in prepared)
-            self._log_refused_append(error, n)
-            raise self.refuse(Refusal(503, "store_unavailable",
-                                      "the event store did not take the events; nothing was stored, "
-                                      "retry later"), n) from None
+            refusal = Refusal(503, "store_unavailable", "the event store did not take the events; nothing was "
+                              "stored, retry later")
+            for p in prepared:
+                self.refuse(refusal, len(p.events), p.topic.name, p.identity.application)
+            self._log_refused_append(error, sum(len(p.events) for p in prepared))
+            raise refusal from None
         stream_ids = appended.result()
         offset = 0
         tap = self.tap
@@ -268,9 +274,9 @@ class Publisher:
         metrics = self.metrics
         for p in prepared:
             topic = p.topic.name
-            metrics.count_published(topic, p.identity.application, len(p.events))
+            metrics.count_published(topic, p.identity.application, len(p.events), p.size)
             for rule, count in p.routed.items():
-                metrics.count_routed(rule, count)
+                metrics.count_routed(rule, count, topic)
             if topic not in self.touched_topics:
                 self.touched_topics.add(topic)
             if watched:

@@ -106,6 +106,8 @@ class Runtime(models.Model):
     journey_sample_rate = models.FloatField(null=True, blank=True,
                                             help_text="Share of events whose journey it records.")
     journey_ttl_seconds = models.PositiveIntegerField(null=True, blank=True, help_text="Seconds it keeps a journey.")
+    metrics_url = models.CharField(max_length=500, blank=True,
+                                   help_text="Where Prometheus scrapes the runtime (from its heartbeats).")
     started_at = models.DateTimeField(null=True, blank=True)
     first_seen = models.DateTimeField(default=timezone.now)
     last_seen = models.DateTimeField(default=timezone.now, db_index=True)

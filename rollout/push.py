@@ -46,7 +46,7 @@ from meshruntime.config import ConfigError, seal, validate_document
 from meshruntime.config_publish import publish_document
 from meshruntime.patch import make_patch
 
-from . import live, redis_keys
+from . import live, push_stats, redis_keys
 from .compiler import compile_mesh_config
 from .diff import changed_part, diff_documents, locate, summarize
 from .models import ConfigVersion
@@ -167,7 +167,9 @@ def _mark_recent() -> None:
         log.warning("push not marked recent (%s); the next change is pushed without waiting", error)
 
 
-def _record_status(kind: str, result: PushResult) -> PushResult:
+def _record_status(kind: str, result: PushResult, started: float) -> PushResult:
+    """Keep the attempt's outcome for the config versions page, and count it for ``/metrics``."""
+    push_stats.record(kind, result.outcome, time.perf_counter() - started)
     status = {**result.as_dict(), "kind": kind, "at": timezone.now().isoformat()}
     try:
         redis_keys.client().set(redis_keys.keys().push_status, json.dumps(status))
@@ -315,10 +317,10 @@ def push(kind: str = "push", *, force: bool = False, user=None, reason: str = ""
                 _attach_late_changes(latest, changes)
                 if force:
                     publish(latest)
-                    return _record_status(kind, PushResult("republished", latest.version))
+                    return _record_status(kind, PushResult("republished", latest.version), started)
                 repaired = ensure_published(latest)
                 return _record_status(kind, PushResult("republished" if repaired else "unchanged",
-                                                       latest.version))
+                                                       latest.version), started)
             sealed = time.perf_counter()
             previous = _previous_document(latest)
             diff = diff_documents(previous, doc)
@@ -327,7 +329,7 @@ def push(kind: str = "push", *, force: bool = False, user=None, reason: str = ""
         except ConfigError as error:
             _give_back(changes)
             log.error("mesh config not published: %s", error)
-            return _record_status(kind, PushResult("failed", error=str(error)))
+            return _record_status(kind, PushResult("failed", error=str(error)), started)
         except BaseException:
             _give_back(changes)
             raise
@@ -344,7 +346,7 @@ def push(kind: str = "push", *, force: bool = False, user=None, reason: str = ""
                  "%.3f, record and publish %.3f%s", version.version, version.reason, done - started,
                  compiled - started, sealed - compiled, checked - sealed, done - checked,
                  f"; {(timezone.now() - first).total_seconds():.3f} s after the first change" if first else "")
-        return _record_status(kind, PushResult("published", version.version))
+        return _record_status(kind, PushResult("published", version.version), started)
 
 
 PRUNED = "This version's document was pruned (MESH_CONFIG_KEEP_DOCUMENTS); its record and diff remain."

@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 from django.conf import settings
@@ -38,8 +39,8 @@ log = logging.getLogger(__name__)
 
 GROUP = "portal"
 UPDATE_FIELDS = ["application", "host", "pid", "software_version", "config_version", "config_checksum",
-                 "last_error", "counters", "journey_sample_rate", "journey_ttl_seconds", "started_at",
-                 "last_seen"]
+                 "last_error", "counters", "metrics_url", "journey_sample_rate", "journey_ttl_seconds",
+                 "started_at", "last_seen"]
 
 
 def stream_key() -> str:
@@ -77,6 +78,16 @@ def _rate(value: str) -> float | None:
     except ValueError:
         return None
     return rate if 0.0 <= rate <= 1.0 else None
+def _metrics_url(value: str) -> str:
+    """An http(s) URL with a host, or empty: Prometheus is told to scrape only what parses."""
+    try:
+        parsed = urlsplit(value)
+        parsed.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        return ""
+    if parsed.scheme not in ("http", "https") or not parsed.hostname or len(value) > 500:
+        return ""
+    return value
 
 
 def runtime_from_heartbeat(fields: Mapping[bytes | str, Any], now: datetime) -> Runtime | None:
@@ -105,6 +116,7 @@ def runtime_from_heartbeat(fields: Mapping[bytes | str, Any], now: datetime) -> 
         counters=counters if isinstance(counters, dict) else {},
         journey_sample_rate=_rate(_text(fields, "journey_sample_rate")),
         journey_ttl_seconds=_int(_text(fields, "journey_ttl_seconds")),
+        metrics_url=_metrics_url(_text(fields, "metrics_url")),
         started_at=_time(_text(fields, "started_at")),
         first_seen=now,
         last_seen=min(sent, now) if sent else now,

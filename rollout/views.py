@@ -20,6 +20,7 @@ from django.utils import timezone
 from django.views import View
 
 from meshadmin.querysets import CHANGE
+from meshadmin.tabs import tabs_for
 
 from . import push, restore
 from .diff import SECTIONS
@@ -58,6 +59,7 @@ def runtime_detail(request, pk):
         "object": runtime, "latest": latest, "state": runtime.state,
         "sync": runtime.sync_with(latest.version if latest else None),
         "counters": sorted(runtime.counters.items()) if isinstance(runtime.counters, dict) else [],
+        "object_tabs": tabs_for(runtime, request.user),  # other apps' tabs (tracing's charts)
     })
 
 

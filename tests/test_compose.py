@@ -37,8 +37,6 @@ THIRD_PARTY_PROGRAMS = {"postgres": {"pg_isready"}, "redis": {"redis-server", "r
                         "prom/prometheus": {"prometheus", "wget"}}
 #: What a command of only --flags is given to: the image's entrypoint.
 ENTRYPOINTS = {"prom/prometheus": "prometheus"}
-#: Management commands that come with another branch (the metrics work); see the strict xfail below.
-ELSEWHERE = {"prometheus_config"}
 
 
 def ours(service: dict) -> bool:
@@ -129,8 +127,6 @@ def _check_command(name: str, service: dict, line: list[str]) -> None:
         return
     if program == "python" and args[:1] == ["manage.py"]:
         command, *rest = args[1:]
-        if command in ELSEWHERE:
-            return
         assert command in get_commands(), f"{name}: manage.py has no command {command!r}"
         load_command_class(get_commands()[command], command).create_parser("manage.py", command).parse_args(rest)
     elif program == "python" and args[:1] == ["-m"]:
@@ -160,12 +156,6 @@ def _healthcheck_parser_accepts(args: list[str]) -> None:
 def test_every_command_names_a_program_module_command_and_flags_that_exist(name):
     for line in commands_of(SERVICES[name]):
         _check_command(name, SERVICES[name], line)
-
-
-@pytest.mark.xfail(strict=True, reason="manage.py prometheus_config comes with the metrics branch: once it is "
-                                       "merged this passes, so remove this marker and ELSEWHERE")
-def test_prometheus_is_configured_by_a_command_that_exists():
-    assert "prometheus_config" in get_commands()
 
 
 def test_prometheus_reads_the_configuration_setup_writes():

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import event_views, journey_views, live_views, trace_views
+from . import event_views, journey_views, live_views, metrics_views, trace_views
 
 app_name = "tracing"
 urlpatterns: list = [
@@ -17,4 +17,12 @@ urlpatterns: list = [
     # not under subscriptions/<pk>/: subscriptions/<pk>/<step>/ is the workflow's
     path("live/subscriptions/<int:pk>/", live_views.SubscriptionLiveView.as_view(), name="subscription_live"),
     path("applications/<int:pk>/refused/", live_views.ApplicationRefusedView.as_view(), name="application_refused"),
+    path("topics/<int:pk>/traffic/", metrics_views.TopicTrafficView.as_view(), name="topic_traffic"),
+    # under delivery/: subscriptions/<pk>/<slug>/ is the workflow's (approve, pause, ...)
+    path("subscriptions/<int:pk>/delivery/metrics/", metrics_views.SubscriptionMetricsView.as_view(),
+         name="subscription_metrics"),
+    path("applications/<int:pk>/traffic/", metrics_views.ApplicationTrafficView.as_view(),
+         name="application_traffic"),
+    path("runtimes/<int:pk>/metrics/", metrics_views.RuntimeMetricsView.as_view(), name="runtime_metrics"),
+    path("metrics", metrics_views.portal_metrics_view, name="portal_metrics"),
 ]

@@ -151,10 +151,11 @@ CACHES = {
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        # A consumer waits for its next message with a BZPOPMIN of 5 s; redis-py's default
-        # socket timeout is 5 s as well, so without a longer one every websocket that stays
-        # quiet for 5 s dies with "Timeout reading" (tests/tracing/test_tail.py shows it).
-        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}], "prefix": "meshadmin-channels"},
+        # A consumer waits for its next message with a 5 s BZPOPMIN; redis-py's default read timeout
+        # is 5 s too, so a socket quiet for 5 s died of a TimeoutError. No read timeout, as before
+        # redis-py had one: the server answers every BZPOPMIN within its 5 s (a read timeout of its
+        # own also made a cancelled receive linger, holding a closing consumer).
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": None}], "prefix": "meshadmin-channels"},
     }
 }
 
@@ -247,6 +248,15 @@ CONTENT_SECURITY_POLICY = {
 }
 
 PROMETHEUS_URL = env_str("PROMETHEUS_URL", "")
+# Charts (tracing, docs/metrics.md): a deadline on every query, so a slow Prometheus never hangs a
+# page; the scrape interval sets the charts' finest step and their rate windows; a reason shown
+# on every chart when no Prometheus could be had (the demo sets it).
+PROMETHEUS_TIMEOUT_SECONDS = env_int("PROMETHEUS_TIMEOUT_SECONDS", 3)
+PROMETHEUS_SCRAPE_INTERVAL = env_int("PROMETHEUS_SCRAPE_INTERVAL", 15)
+PROMETHEUS_UNAVAILABLE = env_str("PROMETHEUS_UNAVAILABLE", "")
+# Where Prometheus scrapes the portal's own /metrics (the service discovery lists it); empty:
+# where Prometheus reached the discovery endpoint.
+MESH_PORTAL_METRICS_URL = env_str("MESH_PORTAL_METRICS_URL", "")
 SKYWALKING_URL = env_str("SKYWALKING_URL", "")  # the OAP, e.g. http://oap:12800 (docs/tracing.md)
 SKYWALKING_UI_URL = env_str("SKYWALKING_UI_URL", "")  # linked to; "{trace_id}" in it links to the trace
 SKYWALKING_TIMEOUT = env_int("SKYWALKING_TIMEOUT", 3)  # seconds a query to the OAP may take

@@ -20,8 +20,8 @@ class RuntimeSerializer(serializers.ModelSerializer):
     class Meta:
         model = Runtime
         fields = ["id", "url", "page_url", "runtime_id", "application", "host", "pid", "software_version",
-                  "config_version", "config_checksum", "last_error", "counters", "started_at", "first_seen",
-                  "last_seen", "state", "sync"]
+                  "config_version", "config_checksum", "last_error", "counters", "metrics_url", "started_at",
+                  "first_seen", "last_seen", "state", "sync"]
 
     def to_representation(self, instance):
         if "request" not in self.context:

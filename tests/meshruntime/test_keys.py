@@ -40,6 +40,9 @@ def test_it_spells_every_name_as_the_contract_does() -> None:
         "push_lock": keys.push_lock,
         "push_changes": keys.push_changes,
         "push_status": keys.push_status,
+        "push_stats": keys.push_stats,
+        "chart_lease": keys.chart_lease("3f2a"),
+        "chart_last": keys.chart_last("3f2a"),
         "pattern": keys.pattern,
     } == {
         "config": "mesh:config:17",
@@ -69,6 +72,9 @@ def test_it_spells_every_name_as_the_contract_does() -> None:
         "push_lock": "mesh:push:lock",
         "push_changes": "mesh:push:changes",
         "push_status": "mesh:push:status",
+        "push_stats": "mesh:push:stats",
+        "chart_lease": "mesh:charts:lease:3f2a",
+        "chart_last": "mesh:charts:last:3f2a",
         "pattern": "mesh:*",
     }
 

@@ -171,8 +171,13 @@ async def test_events_are_counted_in_metrics(h):
     text = await (await h.client.get("/metrics")).text()
     assert 'meshruntime_events_published_total{application="billing",topic="orders.created"} 1.0' in text
     assert 'meshruntime_events_published_total{application="billing",topic="orders.shipped"} 2.0' in text
-    assert 'meshruntime_routed_copies_total{rule="route-1"} 3.0' in text
-    assert 'meshruntime_publish_refusals_total{reason="forbidden"} 1.0' in text
+    assert 'meshruntime_routed_copies_total{rule="route-1",topic="orders.created"} 1.0' in text
+    assert 'meshruntime_routed_copies_total{rule="route-1",topic="orders.shipped"} 2.0' in text
+    assert 'meshruntime_publish_refusals_total{application="billing",reason="forbidden",topic="audit.orders"} 1.0' \
+        in text
+    # the bytes of the events as stored, without the routed copies
+    size = sum(len(raw) for raw in h.stored_raw("orders.shipped") if b'"meshroute"' not in raw)
+    assert f'meshruntime_published_bytes_total{{application="billing",topic="orders.shipped"}} {size:.1f}' in text
     assert "meshruntime_config_version 1.0" in text
     assert "meshruntime_append_latency_seconds_count" in text and "meshruntime_append_batch_size_bucket" in text
 

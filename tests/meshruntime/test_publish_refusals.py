@@ -207,8 +207,12 @@ async def test_refusals_are_counted_and_recorded_in_the_journey(h):
     await h.publish("orders.created", event(2, data={}))
     await post(h, "orders.created", orjson.dumps(event(3)))
     text = await (await h.client.get("/metrics")).text()
-    for reason in ("forbidden", "schema_mismatch", "unauthenticated"):
-        assert f'meshruntime_publish_refusals_total{{reason="{reason}"}} 1.0' in text
+    # by the topic and application where the runtime knows them; a bad key knows neither
+    assert 'meshruntime_publish_refusals_total{application="billing",reason="forbidden",topic="audit.orders"} 1.0' \
+        in text
+    assert ('meshruntime_publish_refusals_total{application="billing",reason="schema_mismatch",'
+            'topic="orders.created"} 1.0') in text
+    assert 'meshruntime_publish_refusals_total{application="",reason="unauthenticated",topic=""} 1.0' in text
     await h.runtime.publisher.drain_background()
     [denied] = h.journey("evt-1")
     assert denied["step"] == "denied" and denied["reason"] == "forbidden" and denied["status"] == 403
@@ -216,6 +220,15 @@ async def test_refusals_are_counted_and_recorded_in_the_journey(h):
     [mismatch] = h.journey("evt-2")
     assert mismatch["reason"] == "schema_mismatch" and mismatch["path"] == "data" and "rule" not in mismatch
     assert h.journey("evt-3") == []  # an unauthenticated body is not even read
+
+
+async def test_an_unknown_topic_is_not_a_label_of_the_refusals(h):
+    """Its name is the client's: as a label, every typo (or a hostile client) would be a new series."""
+    for n in range(3):
+        await refused(await h.publish(f"nope.n{n}", event(n)), 404, "unknown_topic")
+    text = await (await h.client.get("/metrics")).text()
+    assert 'meshruntime_publish_refusals_total{application="billing",reason="unknown_topic",topic=""} 3.0' in text
+    assert "nope.n" not in text
 
 
 async def test_a_runtime_without_configuration_is_not_ready(redis_url, key_prefix, redis_client):

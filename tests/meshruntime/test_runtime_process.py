@@ -16,27 +16,7 @@ from factories import key_for, make_config
 from runtime_harness import event
 
 from meshruntime.keys import KeySpace
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-class RuntimeProcess:
-    def __init__(self, args: list[str]) -> None:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "meshruntime", *args], cwd=ROOT, env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        line = self.process.stdout.readline()  # the process prints one line once it listens
-        if "listening on http://" not in line:
-            self.process.kill()
-            raise AssertionError(f"no 'listening' line: {line!r}; stderr: {self.process.stderr.read()}")
-        self.url = line.rsplit("listening on ", 1)[1].strip()
-
-    def stop(self, timeout: float = 30) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout)
+from tests.portal_support.runtimes import ROOT, RuntimeProcess
 
 
 @pytest.fixture
@@ -93,6 +73,8 @@ async def test_the_process_serves_publishes_health_and_metrics(runtime, redis_cl
     beats = [{k.decode(): v.decode() for k, v in fields.items()}
              for _id, fields in redis_client.xrange(keys.runtimes)]
     assert beats and beats[0]["application"] == "billing" and beats[0]["config_version"] == "1"
+    # and, from the beat sent as it starts listening, where Prometheus scrapes it
+    assert beats[-1]["metrics_url"] == f"{runtime.url}/metrics"
     assert runtime.stop() == 0
 
 

@@ -501,6 +501,7 @@ async def test_heartbeats_carry_the_applied_version(watch, redis_url, redis_clie
         interval=0.05,
         journey_sample_rate=0.25,
         journey_ttl_seconds=3600,
+        metrics_url=lambda: "http://10.0.0.7:8700/metrics",
     )
     heartbeaters.append(heartbeater)
     await heartbeater.start()
@@ -517,6 +518,7 @@ async def test_heartbeats_carry_the_applied_version(watch, redis_url, redis_clie
         "config_checksum",
         "error",
         "counters",
+        "metrics_url",
         "started_at",
         "sent_at",
         "journey_sample_rate",
@@ -529,6 +531,7 @@ async def test_heartbeats_carry_the_applied_version(watch, redis_url, redis_clie
     assert beat["error"] == ""
     assert json.loads(beat["counters"]) == {"published": 12, "refused": 1}
     assert (beat["journey_sample_rate"], beat["journey_ttl_seconds"]) == ("0.25", "3600")
+    assert beat["metrics_url"] == "http://10.0.0.7:8700/metrics"
     started, sent = (datetime.fromisoformat(beat[name]) for name in ("started_at", "sent_at"))
     assert started.tzinfo is not None and started <= sent
 
@@ -551,7 +554,7 @@ async def test_a_gateway_beats_without_application_or_config(redis_url, redis_cl
         await heartbeater.stop()
     (beat,) = _beats(redis_client, keys)
     assert beat["application"] == "" and beat["config_version"] == "" and beat["config_checksum"] == ""
-    assert beat["counters"] == "{}"
+    assert beat["counters"] == "{}" and beat["metrics_url"] == ""
     assert beat["journey_sample_rate"] == "" and beat["journey_ttl_seconds"] == ""  # not told: not reported
     assert beat["runtime_id"].startswith(f"{socket.gethostname()}-{os.getpid()}-")
 
@@ -609,3 +612,18 @@ async def test_the_stream_is_capped_near_ten_thousand(redis_url, redis_client, k
         await heartbeater.stop()
     # MAXLEN ~ trims whole stream nodes (100 entries by default), so it stops a little above.
     assert STREAM_MAXLEN <= redis_client.xlen(stream) < STREAM_MAXLEN + 200
+
+
+async def test_beat_soon_sends_the_next_beat_without_waiting_for_the_interval(redis_url, redis_client, key_prefix,
+                                                                               keys, heartbeaters) -> None:
+    """A runtime that starts listening tells the portal its metrics URL at once, not a beat later."""
+    url = ""
+    heartbeater = Heartbeater(redis_url, prefix=key_prefix, application="billing", interval=3600,
+                              metrics_url=lambda: url)
+    heartbeaters.append(heartbeater)
+    await heartbeater.start()
+    await eventually(lambda: len(_beats(redis_client, keys)) == 1, what="the first heartbeat")
+    url = "http://127.0.0.1:8701/metrics"
+    heartbeater.beat_soon()
+    await eventually(lambda: len(_beats(redis_client, keys)) == 2, what="a second heartbeat, an hour early")
+    assert _beats(redis_client, keys)[-1]["metrics_url"] == url

@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from governance.models import AccessRule, RoutingRule
@@ -31,51 +28,11 @@ from meshruntime.heartbeat import Heartbeater
 from rollout.compiler import compile_mesh_config
 from rollout.models import ConfigVersion, Runtime
 from rollout.registry import HeartbeatIngester
+from tests.portal_support.live_portal import ROOT, uvicorn_portal, wait_for
 from tests.portal_support.mesh import build_mesh
 from tests.portal_support.personas import client_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def wait_for(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.02):
-    """Poll ``condition`` until it is truthy (and return its value) or fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
-@pytest.fixture
-def shared_database(tmp_path):
-    """A database URL that a worker process can open, holding what this test writes."""
-    connection.ensure_connection()
-    if connection.vendor != "sqlite" or not connection.is_in_memory_db():
-        s = connection.settings_dict
-        if connection.vendor == "sqlite":
-            yield f"sqlite:///{s['NAME']}"
-        else:
-            yield f"postgres://{s['USER']}:{s['PASSWORD']}@{s['HOST'] or 'localhost'}:{s['PORT'] or 5432}/{s['NAME']}"
-        return
-    path = tmp_path / "e2e.sqlite3"
-    memory, name = connection.connection, connection.settings_dict["NAME"]
-    copy = sqlite3.connect(path)
-    memory.backup(copy)  # the migrated schema, and whatever fixtures wrote so far
-    copy.close()
-    connection.connection = None  # keep the in-memory database open (it vanishes when closed)
-    connection.settings_dict["NAME"] = str(path)
-    try:
-        yield f"sqlite:///{path}"
-    finally:
-        connection.close()
-        connection.settings_dict["NAME"] = name
-        connection.connection = memory
-
 
 @pytest.fixture
 def worker(shared_database, settings, redis_url, mesh_redis):
@@ -263,41 +220,11 @@ def test_five_hundred_changes_coalesce_and_the_last_version_is_a_fresh_compile(w
 # The runtimes and version pages in a real browser, served by uvicorn (ASGI: pages and websockets)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def portal(shared_database, settings, redis_url, mesh_redis):
     """The portal under uvicorn, on this test's database and key prefix."""
-    import urllib.request
-
-    port = _free_port()
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "meshadmin.settings.test", "DATABASE_URL": shared_database,
-           "REDIS_URL": redis_url, "MESH_KEY_PREFIX": settings.MESH_KEY_PREFIX}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "meshadmin.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-         "--no-access-log", "--log-level", "warning"],
-        cwd=ROOT, env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy():
-        try:
-            return urllib.request.urlopen(f"{url}/healthz", timeout=1).status == 200  # noqa: S310
-        except OSError:
-            return False
-
-    try:
-        wait_for(healthy, 30, "uvicorn to serve", interval=0.1)
+    with uvicorn_portal(shared_database, redis_url, settings.MESH_KEY_PREFIX) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(30)
 
 
 @pytest.fixture

@@ -79,6 +79,18 @@ def test_a_beat_without_a_runtime_id_or_with_garbage_is_skipped_or_tolerated(ing
     assert mesh_redis.xpending(stream_key(), GROUP)["pending"] == 0
 
 
+def test_the_metrics_url_is_kept_when_it_is_an_http_url_and_dropped_otherwise(ingester, mesh_redis):
+    beat(mesh_redis, "good-1", metrics_url="http://10.0.0.7:8700/metrics")
+    beat(mesh_redis, "none-1")
+    for n, bad in enumerate(["file:///etc/passwd", "http:///metrics", "http://h:port/metrics", "not a url",
+                             "http://h/" + "x" * 500]):
+        beat(mesh_redis, f"bad-{n}", metrics_url=bad)
+    ingester.step()
+    urls = dict(Runtime.objects.values_list("runtime_id", "metrics_url"))
+    assert urls.pop("good-1") == "http://10.0.0.7:8700/metrics"
+    assert set(urls.values()) == {""}, urls
+
+
 def test_a_clock_in_the_future_does_not_keep_a_runtime_healthy(ingester, mesh_redis):
     future = (timezone.now() + timedelta(hours=1)).isoformat().replace("+00:00", "Z")
     beat(mesh_redis, sent_at=future)
