@@ -56,6 +56,7 @@ class Heartbeater:
         application: str | None = None,
         watcher: ConfigWatcher | None = None,
         counters: Callable[[], Mapping[str, Any]] | None = None,
+        stores: Callable[[], Mapping[str, Any]] | None = None,
         interval: float = 2.0,
     ) -> None:
         self.redis_url = redis_url
@@ -65,6 +66,7 @@ class Heartbeater:
         self.application = application or ""
         self.watcher = watcher
         self.counters = counters
+        self.stores = stores  # per catalog store: kind, connection, state (reachable/unreachable/missing)
         self.interval = interval
         self.host = socket.gethostname()
         self.pid = os.getpid()
@@ -106,6 +108,7 @@ class Heartbeater:
             "config_checksum": checksum or "",
             "error": error,
             "counters": orjson.dumps(counters).decode(),
+            "stores": orjson.dumps(self.stores() if self.stores is not None else {}).decode(),
             "started_at": self.started_at,
             "sent_at": _now(),
         }

@@ -48,6 +48,7 @@ from .base import (
     DeadLetter,
     GroupInfo,
     Held,
+    HeldLost,
     Journal,
     JourneyStep,
     Retention,
@@ -573,6 +574,8 @@ class KafkaGroupConsumer(ConsumerRebalanceListener):
     """One member of a subscription's groups: one Kafka consumer for the topic, one for its
     redelivery topic (see :func:`~.names.kafka_redeliver_group`)."""
 
+    orders_itself = True  # one member per partition: an ordered subscription has one partition
+
     def __init__(self, store: KafkaStore, topic: str, group: str, name: str) -> None:
         self.store = store
         self.topic = topic
@@ -680,18 +683,24 @@ class KafkaGroupConsumer(ConsumerRebalanceListener):
                     consumer.seek(tp, offset)
 
     async def ack(self, held: Sequence[Held]) -> None:
-        touched = []
+        """Mark them finished and commit what that allows; raises :class:`HeldLost` (after
+        committing the others) for those whose partition moved to another member meanwhile."""
+        touched, lost = [], []
         for h in held:
             tp = h.token
             part = self._parts.get(tp)
             _partition, offset = _parse_position(h.entry.id)
             if part is None or offset not in part.done:
-                raise StoreError(f"{self.store.label}: {h.entry.id} of {tp.topic} is no longer this member's "
-                                 "(its partition moved to another member, which delivers it again)")
+                lost.append(h.entry.id)
+                continue
             part.done[offset] = True
             part.held.discard(offset)
             touched.append(tp)
         await self._commit(list(dict.fromkeys(touched)))
+        if lost:
+            raise HeldLost(f"{self.store.label}: {', '.join(lost[:5])}{' …' if len(lost) > 5 else ''} of "
+                           f"{self._kafka_topic} no longer this member's (its partition moved to another member, "
+                           "which delivers them again)", lost)
 
     async def _commit(self, tps: list[TopicPartition]) -> None:
         async with self._committing:

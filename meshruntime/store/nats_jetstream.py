@@ -468,7 +468,8 @@ class NatsGroupConsumer:
     their fetches; nothing here is per member but what it holds.
     """
 
-    REDELIVER_POLL_S = 1.0  # dead letters put back are looked for at most this often while busy
+    orders_itself = False  # the server spreads a stream over every fetching member
+    redeliver_poll_s = 1.0  # dead letters put back are looked for at most this often while busy
 
     def __init__(self, store: NatsStore, topic: str, group: str, name: str) -> None:
         self.store = store
@@ -511,7 +512,7 @@ class NatsGroupConsumer:
     async def read(self, count: int, block_ms: int | None = None) -> list[Held]:
         now = time.monotonic()
         if now >= self._next_redeliver_read:
-            self._next_redeliver_read = now + self.REDELIVER_POLL_S
+            self._next_redeliver_read = now + self.redeliver_poll_s
             held = await self._fetch("redeliver", count, NO_WAIT_S)
             if held:
                 self._next_redeliver_read = 0.0

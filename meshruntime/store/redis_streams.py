@@ -26,6 +26,7 @@ from .base import (
     ClaimResult,
     DeadLetter,
     GroupInfo,
+    Journal,
     JourneyStep,
     PendingEntry,
     Retention,
@@ -80,8 +81,12 @@ class RedisStreamsStore:
         name: str = "default",
         visibility_timeout_s: float = 30.0,
         reply_timeout_s: float = REPLY_TIMEOUT_SECONDS,
+        journal: Journal | None = None,
     ) -> None:
+        """``journal``: where journey steps go when this Redis is not the mesh's (by default they
+        go in the append's own round trip, here)."""
         self.client = client
+        self.journal = journal
         self.name = name
         self.label = f"event store {name!r} (redis at {redact(url) if url else 'a given client'})"
         self.visibility_timeout_s = visibility_timeout_s
@@ -225,6 +230,7 @@ class RedisStreamsStore:
         for entry in entries:
             parts.append(self._xadd_prefix(entry.topic, entry.retention, now_ms))
             parts.append(_bulk(entry.event))
+        elsewhere, journey = (journey, ()) if self.journal is not None else ((), journey)
         commands = len(entries) + self._pack_journey(parts, journey)
         try:
             results = await self._round_trip(b"".join(parts), commands)
@@ -235,10 +241,15 @@ class RedisStreamsStore:
             if isinstance(result, Exception):
                 raise StoreError(f"append failed: {result}")
             ids.append(_s(result))
+        if elsewhere:
+            await self.journal.record_journey(elsewhere)
         return ids
 
     async def record_journey(self, steps: Sequence[JourneyStep]) -> None:
         if not steps:
+            return
+        if self.journal is not None:
+            await self.journal.record_journey(steps)
             return
         parts: list[bytes] = []
         commands = self._pack_journey(parts, steps)

@@ -515,9 +515,11 @@ async def test_heartbeats_carry_the_applied_version(watch, redis_url, redis_clie
         "config_checksum",
         "error",
         "counters",
+        "stores",
         "started_at",
         "sent_at",
     }
+    assert beat["stores"] == "{}"  # a runtime reports its stores (see Runtime.refresh_store_report)
     assert beat["runtime_id"] == "rt-1" and beat["application"] == "billing"
     assert beat["host"] == socket.gethostname() and beat["pid"] == str(os.getpid())
     assert beat["software_version"]
