@@ -41,8 +41,8 @@ def _timestamp(value: datetime | None) -> str | None:
 
 
 def compile_stores() -> list[dict[str, Any]]:
-    rows = EventStore.objects.order_by("name").values_list("name", "kind")
-    return [{"name": name, "kind": kind} for name, kind in rows]
+    rows = EventStore.objects.order_by("name").values_list("name", "kind", "connection")
+    return [{"name": name, "kind": kind, "connection": connection} for name, kind, connection in rows]
 
 
 def compile_topics() -> list[dict[str, Any]]:

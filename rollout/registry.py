@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 GROUP = "portal"
 UPDATE_FIELDS = ["application", "host", "pid", "software_version", "config_version", "config_checksum",
-                 "last_error", "counters", "started_at", "last_seen"]
+                 "last_error", "counters", "stores", "started_at", "last_seen"]
 
 
 def stream_key() -> str:
@@ -82,6 +82,10 @@ def runtime_from_heartbeat(fields: Mapping[bytes | str, Any], now: datetime) -> 
         counters = json.loads(_text(fields, "counters") or "{}")
     except ValueError:
         counters = {}
+    try:
+        stores = json.loads(_text(fields, "stores") or "{}")
+    except ValueError:
+        stores = {}
     sent = _time(_text(fields, "sent_at"))
     return Runtime(
         runtime_id=runtime_id,
@@ -93,6 +97,7 @@ def runtime_from_heartbeat(fields: Mapping[bytes | str, Any], now: datetime) -> 
         config_checksum=_text(fields, "config_checksum")[:64],
         last_error=_text(fields, "error")[:10_000],
         counters=counters if isinstance(counters, dict) else {},
+        stores=stores if isinstance(stores, dict) else {},
         started_at=_time(_text(fields, "started_at")),
         first_seen=now,
         last_seen=min(sent, now) if sent else now,

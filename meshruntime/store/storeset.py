@@ -146,6 +146,8 @@ class StoreSet:
                 by_topic[topic] = engine
             else:
                 refused[topic] = missing.get(store_name, f"event store {store_name!r} is not in the catalog")
+        if self._everything is not None:
+            refused = {}
         self.stores, self.kinds, self.missing = engines, kinds, missing
         self._by_topic, self._refused = by_topic, refused
         if self._everything is None:
@@ -177,9 +179,10 @@ class StoreSet:
             raise StoreMissing(self._refused.get(topic, f"topic {topic!r} is not in the applied configuration"))
         return engine
 
-    def refusal(self, topic: str) -> str | None:
-        """Why a topic cannot be written here now, or None when it can."""
-        return None if self._everything is not None else self._refused.get(topic)
+    @property
+    def refused(self) -> Mapping[str, str]:
+        """Topics that cannot be written here now (their store is missing), and why."""
+        return self._refused
 
     @property
     def engines(self) -> list[Store]:
