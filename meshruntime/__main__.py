@@ -30,6 +30,7 @@ from pathlib import Path
 
 from .app import Runtime, Settings, StoresMissing
 from .keys import DEFAULT_PREFIX
+from .mqtt_ingest import parse_ingest
 from .publish import Limits
 from .store.storeset import parse_connections, read_connections_file
 
@@ -65,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", action="append", default=[], metavar="NAME=URL",
                    help="the URL of the store connection NAME, as the catalog's event stores name them; "
                         "repeat for each (MESH_STORES: items separated by spaces)")
+    p.add_argument("--mqtt-ingest", action="append", default=[], metavar="STORE[=APPLICATION]",
+                   help="ingest what devices publish to the broker of the catalog's MQTT store STORE, as the "
+                        "sidecar's application (a gateway names one); repeat for each "
+                        "(MESH_MQTT_INGEST: items separated by spaces)")
     p.add_argument("--stores-file", type=Path, default=_env("MESH_STORES_FILE"),
                    help="a file of NAME=URL lines ('#' comments), read at start [MESH_STORES_FILE]")
     p.add_argument("--config-redis-url", default=_env("MESH_CONFIG_REDIS_URL"),
@@ -134,9 +139,14 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if not args.application and not args.gateway:
         raise SystemExit("meshruntime: give --application NAME (sidecar) or --gateway")
     host, port = args.listen
+    try:
+        ingest = [parse_ingest(item) for item in [*(_env("MESH_MQTT_INGEST") or "").split(), *args.mqtt_ingest]]
+    except ValueError as error:
+        raise SystemExit(f"meshruntime: {error}") from None
     settings = Settings(
         store_url=args.store_url,
         stores=connections,
+        mqtt_ingest=ingest,
         application=args.application or None,
         host=host,
         port=port,

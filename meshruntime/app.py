@@ -31,6 +31,7 @@ from .identity import SOFTWARE_VERSION, default_runtime_id
 from .journey import JourneyRecorder
 from .keys import DEFAULT_PREFIX
 from .metrics import CONTENT_TYPE_LATEST, RuntimeMetrics
+from .mqtt_ingest import MqttIngestor
 from .publish import Limits, Prepared, Publisher, Refusal
 from .replies import REPLY_BY_EXTENSION, REPLY_TO_EXTENSION, ReplyWaiter, deadline_text
 from .server import HttpServer, Request, Response, Result, error_response
@@ -59,6 +60,8 @@ class Settings:
     application: str | None = None  # None: gateway mode, any application's key
     # connection name -> URL of the event stores (``--store NAME=URL``); credentials stay here
     stores: dict[str, str] = field(default_factory=dict)
+    # MQTT stores to ingest device messages from, each as an application (None: the sidecar's own)
+    mqtt_ingest: list[tuple[str, str | None]] = field(default_factory=list)
     host: str = "127.0.0.1"
     port: int = 8700
     config_redis_url: str | None = None
@@ -156,6 +159,16 @@ class Runtime:
                 settings=delivery_settings)
         # EventMesh's request-reply (code 101) waits on the mesh's Redis, where replies are posted
         self.replies = ReplyWaiter(self.mesh_redis, settings.prefix)
+        self.ingestors: list[MqttIngestor] = []
+        for store_name, application in settings.mqtt_ingest:
+            application = application or settings.application
+            if application is None:
+                raise ValueError(f"--mqtt-ingest {store_name}: a gateway ingests as an application it is told "
+                                 f"({store_name}=APPLICATION)")
+            self.ingestors.append(MqttIngestor(
+                store_name=store_name, application=application, publisher=self.publisher,
+                session=settings.runtime_id, state=lambda: self.state,
+                engine=lambda name=store_name: self._mqtt_engine(name)))
         self.watcher: ConfigWatcher | None = None
         self.heartbeater: Heartbeater | None = None
         self._tasks: list[asyncio.Task] = []
@@ -163,6 +176,10 @@ class Runtime:
         self._config_changed = asyncio.Event()  # set (and replaced) on every applied document
         self._get_routes = {"/healthz": self.handle_healthz, "/readyz": self.handle_readyz,
                             "/metrics": self.handle_metrics, "/v1/info": self.handle_info}
+
+    def _mqtt_engine(self, store_name: str):
+        engine = self.stores.stores.get(store_name)
+        return engine if engine is not None and engine.kind == "mqtt" else None
 
     # -- configuration ---------------------------------------------------------------------------
     def apply_config(self, doc: dict[str, Any]) -> MeshState:
@@ -231,14 +248,16 @@ class Runtime:
                                          on_apply=self.apply_config_async,
                                          poll_interval=settings.config_poll_interval, freeze=True)
             await self.watcher.start()
-        if self.state is not None and self.stores.missing:
+        if self.state is not None and self.stores.missing_in_use:
             await self.stop()
-            raise StoresMissing("; ".join(self.stores.missing.values()))
+            raise StoresMissing("; ".join(self.stores.missing_in_use.values()))
         try:
             await self.stores.connect()
         except StoreError as error:  # served as 503 until it answers; readiness says so
             log.error("%s", error)
         self.tap.start()
+        for ingestor in self.ingestors:
+            ingestor.start()
         await self.delivery.start()  # delivers the subscriptions of whatever config is applied, now or later
         self._tasks.append(asyncio.create_task(self._trim_loop(), name="retention-trim"))
         await self._start_heartbeat()
@@ -249,11 +268,17 @@ class Runtime:
         self.heartbeater = Heartbeater(
             self.settings.mesh_url, prefix=self.settings.prefix,
             runtime_id=self.settings.runtime_id, application=self.settings.application, watcher=self,
-            counters=lambda: {**self.metrics.counters(), **self.delivery.counters()},
+            counters=lambda: {**self.metrics.counters(), **self.delivery.counters(), **self._ingest_counters()},
             stores=lambda: self.store_report, interval=self.settings.heartbeat_interval)
         await self.refresh_store_report()
         self._tasks.append(asyncio.create_task(self._report_stores(), name="store-report"))
         await self.heartbeater.start()
+
+    def _ingest_counters(self) -> dict[str, int]:
+        if not self.ingestors:
+            return {}
+        return {"mqtt_ingested": sum(i.ingested for i in self.ingestors),
+                "mqtt_refused": sum(i.refused for i in self.ingestors)}
 
     async def refresh_store_report(self) -> dict[str, dict[str, Any]]:
         """Ask every store whether it answers; what the next heartbeat reports (see StoreSet.reachability)."""
@@ -296,6 +321,8 @@ class Runtime:
     async def stop(self) -> None:
         """Finish queued appends, stop background work, close connections."""
         self.stopping = True
+        for ingestor in self.ingestors:  # what it had not stored is sent again by the broker
+            await ingestor.stop()
         if self.replies is not None:
             await self.replies.stop()  # requests still waiting read their reply once more and answer
         await self.coalescer.drain()

@@ -45,6 +45,7 @@ from .lock import OrderLock
 from .metrics import DeliveryMetrics
 from .spec import SubscriptionSpec, group_start, specs_from_config
 from .status import StatusReport
+from .targets import Targets
 from .webhook import WebhookClient
 from .worker import DeliverySettings, SubscriptionWorker
 
@@ -85,7 +86,7 @@ class DeliveryManager:
         self.application = application
         self.settings = settings or DeliverySettings()
         self.metrics = DeliveryMetrics(registry)
-        self.http = WebhookClient(user_agent=user_agent)
+        self.http = Targets(WebhookClient(user_agent=user_agent), stores)  # webhooks and MQTT topics
         self.journal = JourneyWriter(stores, journey, delay=self.settings.flush_delay_s)
         self.replies = ReplyPoster(client, self.prefix)  # responders' answers to requests (EventMesh 101)
         self.workers: dict[str, SubscriptionWorker] = {}

@@ -101,6 +101,7 @@ class StoreSet:
         self.missing: dict[str, str] = {}  # catalog name -> why it cannot be used
         self._by_topic: dict[str, Store] = {}
         self._refused: dict[str, str] = {}  # topic -> why (its store is missing)
+        self._refused_stores: set[str] = set()
         self._single: Store | None = None  # the one engine every topic lives on, when there is one
 
     @classmethod
@@ -140,16 +141,18 @@ class StoreSet:
                 engines[name] = engine
         by_topic: dict[str, Store] = {}
         refused: dict[str, str] = {}
+        refused_stores: set[str] = set()
         for topic, store_name in topics:
             engine = engines.get(store_name)
             if engine is not None:
                 by_topic[topic] = engine
             else:
                 refused[topic] = missing.get(store_name, f"event store {store_name!r} is not in the catalog")
+                refused_stores.add(store_name)
         if self._everything is not None:
             refused = {}
         self.stores, self.kinds, self.missing = engines, kinds, missing
-        self._by_topic, self._refused = by_topic, refused
+        self._by_topic, self._refused, self._refused_stores = by_topic, refused, refused_stores
         if self._everything is None:
             used = {id(engine): engine for engine in by_topic.values()}
             self._single = next(iter(used.values())) if len(used) == 1 else None
@@ -178,6 +181,12 @@ class StoreSet:
         if engine is None:
             raise StoreMissing(self._refused.get(topic, f"topic {topic!r} is not in the applied configuration"))
         return engine
+
+    @property
+    def missing_in_use(self) -> dict[str, str]:
+        """The missing stores some topic lives on (a store no topic uses stops nothing)."""
+        used = set(self._refused_stores)
+        return {name: why for name, why in self.missing.items() if name in used}
 
     @property
     def refused(self) -> Mapping[str, str]:
