@@ -93,7 +93,8 @@ def compile_subscriptions() -> list[dict[str, Any]]:
             "application": application,
             "state": state,
             # an MQTT target is mqtt://<store>/<topic> (Subscription.target_url says the same)
-            "delivery": {"url": f"mqtt://{mqtt_store}/{mqtt_topic}" if mqtt_store else url, "mode": mode, "timeout_ms": timeout_ms, "max_attempts": max_attempts,
+            "delivery": {"url": f"mqtt://{mqtt_store}/{mqtt_topic}" if mqtt_store else url,
+                         "mode": mode, "timeout_ms": timeout_ms, "max_attempts": max_attempts,
                          "backoff_base_ms": base_ms, "backoff_cap_ms": cap_ms, "max_in_flight": in_flight},
             "filters": json_value(filters) or [],
             "secret": secret,

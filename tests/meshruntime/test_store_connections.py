@@ -65,7 +65,7 @@ def test_a_subscription_may_deliver_to_a_topic_of_an_mqtt_store_in_structured_mo
     validate_document(_with_target("mqtt://devices/plant/alerts"))
     with pytest.raises(ConfigError, match=r"delivery.mode: an MQTT target takes structured mode"):
         validate_document(_with_target("mqtt://devices/plant/alerts", "binary"))
-    with pytest.raises(ConfigError, match=r"delivery.url: 'default' is not an MQTT store of the document \(it is redis"):
+    with pytest.raises(ConfigError, match=r"delivery.url: 'default' is not an MQTT store of the document \(it is"):
         validate_document(_with_target("mqtt://default/plant/alerts"))
     with pytest.raises(ConfigError, match=r"responder: an MQTT target cannot answer requests"):
         validate_document(_with_target("mqtt://devices/plant/alerts", responder=True))
