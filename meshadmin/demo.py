@@ -11,7 +11,7 @@ refused on purpose) under one supervisor (honcho). Ctrl-C stops all of it, then 
 127.0.0.1:1883) when they answer; the demo data puts the shipping domain on Kafka and the
 customers domain on NATS, routes new orders from Redis to both, subscribes the demo subscriber
 on each engine, lets devices publish orders over MQTT (``meshdemo/orders/created``) and
-delivers cancelled orders to the MQTT topic ``meshdemo/out/orders-cancelled``. The runtimes and
+delivers cancelled orders to the MQTT topic ``meshdemo-out/orders-cancelled``. The runtimes and
 the portal get the connections (``--store``, ``MESH_STORES``); the catalog names them only.
 """
 

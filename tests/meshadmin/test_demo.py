@@ -51,7 +51,7 @@ def test_the_demo_over_several_engines_puts_a_domain_on_each_and_routes_between_
     live = Subscription.objects.filter(state=Subscription.ACTIVE)
     assert {s.topic.store.kind for s in live} == {"redis", "kafka", "nats"}  # the subscriber hears all three
     mqtt = Subscription.objects.get(mqtt_store__kind="mqtt")
-    assert mqtt.state == Subscription.ACTIVE and mqtt.target_url == "mqtt://devices/meshdemo/out/orders-cancelled"
+    assert mqtt.state == Subscription.ACTIVE and mqtt.target_url == "mqtt://devices/meshdemo-out/orders-cancelled"
     doc = compile_mesh_config()
     validate_document(seal(doc, 1))  # runtimes take it
 

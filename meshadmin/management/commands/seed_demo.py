@@ -56,7 +56,9 @@ ENGINE_STORES = {
     "devices": ("mqtt", None, "Mosquitto (the machine's): devices publish orders, and receive cancellations."),
 }
 ENGINE_KINDS = {kind: name for name, (kind, _domain, _text) in ENGINE_STORES.items()}
-MQTT_ALERTS = "meshdemo/out/orders-cancelled"  # where cancelled orders go, in the devices' broker
+# where cancelled orders go in the devices' broker: outside the root devices publish under (meshdemo/),
+# which the checkout runtime ingests
+MQTT_ALERTS = "meshdemo-out/orders-cancelled"
 ORDER_SCHEMA = {
     "type": "object",
     "required": ["order_id", "amount"],
