@@ -134,6 +134,7 @@ class Runtime:
         assert self.stores.mesh is not None
         self.mesh_redis = self.stores.mesh.client
         self.store_report: dict[str, dict[str, Any]] = {}  # per catalog store, as the heartbeat says
+        self.retention_passes = 0  # passes of the retention loop over the topics written to
         self.tap = Tap(self.mesh_redis, prefix=settings.prefix, runtime_id=settings.runtime_id,
                        topics=lambda: self.state.topics if self.state else (),
                        interval=settings.tap_interval, on_sent=self.metrics.tap_messages.inc)
@@ -363,6 +364,7 @@ class Runtime:
                 except StoreError as error:
                     self.metrics.count_store_error("trim")
                     log.warning("trim of %s failed: %s", name, error)
+            self.retention_passes += 1
 
     def _observe_append(self, n: int, seconds: float) -> None:
         self.metrics.batch_size.observe(n)

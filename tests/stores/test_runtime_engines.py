@@ -260,3 +260,27 @@ async def test_events_a_killed_runtime_held_are_delivered_by_another(kind, url, 
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_retention_is_applied_by_each_engine_and_a_trim_it_cannot_do_is_no_error(
+        kind, runtime, receiver, engine):
+    doc = mesh_config(kind, receiver.url)
+    limited = {"max_age_seconds": None, "max_length": 5}
+    doc["topics"] = [{**t, "retention": limited} if t["name"] == TARGET else t for t in doc["topics"]]
+    rt = await runtime(seal({k: v for k, v in doc.items() if k not in ("version", "checksum", "generated_at")}, 1),
+                       trim_interval=0.1)
+    server, base = await serve(rt)
+    try:
+        for first in range(0, 250, 50):
+            assert (await publish(base, TARGET, [event(i) for i in range(first, first + 50)])).status == 202
+        passes = rt.retention_passes
+        await wait_for(lambda: _true(rt.retention_passes >= passes + 3), what="three retention passes")
+        length = await engine.length(TARGET)
+        # NATS keeps the stream's max_msgs itself; Redis trims whole nodes (MAXLEN ~) on appends and
+        # in the runtime's pass; Tansu has no DeleteRecords, so only retention.ms would apply there
+        expected = {"nats": lambda n: n == 5, "redis": lambda n: n < 250, "kafka": lambda n: n == 250}[kind]
+        assert expected(length), length
+        errors = rt.metrics.registry.get_sample_value("meshruntime_store_errors_total", {"operation": "trim"})
+        assert not errors  # StoreUnsupported is the engine's answer, not a failure
+    finally:
+        await server.shutdown()
