@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import sys
 import tempfile
 import time
@@ -315,6 +316,7 @@ async def _ready(host: str, port: int) -> bool:
 
 
 async def main() -> None:
+    logging.getLogger("mqtt").setLevel(logging.ERROR)  # aiomqtt warns of every batch's pending publishes
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", type=int, default=5000, help="events per measurement, engine level")
     parser.add_argument("--runtime-events", type=int, default=2000,

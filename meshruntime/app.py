@@ -327,6 +327,7 @@ class Runtime:
         if self.replies is not None:
             await self.replies.stop()  # requests still waiting read their reply once more and answer
         await self.coalescer.drain()
+        await self.stores.drain()  # journey steps of appends to engines other than the mesh's Redis
         await self.publisher.drain_background()
         # attempts under way finish; events waiting for a retry stay pending for the next runtime
         await self.delivery.stop(timeout=self.settings.shutdown_timeout)

@@ -231,15 +231,19 @@ class KafkaStore:
     # -- publish ---------------------------------------------------------------------------------
     async def append_many(self, entries: Sequence[AppendEntry], *, journey: Sequence[JourneyStep] = ()) -> list[str]:
         await self._start()
+        # each topic's name once per call: names are checked as they are built, which per event
+        # was most of a batch's cost in this process
+        kafka_topics = {}
         for topic, retention in {(e.topic, e.retention): None for e in entries}:
-            await self._ensure_topic(names.kafka_topic(self.prefix, topic), retention)
+            kafka_topic = kafka_topics.get(topic) or names.kafka_topic(self.prefix, topic)
+            kafka_topics[topic] = kafka_topic
+            await self._ensure_topic(kafka_topic, retention)
         try:
             if len(entries) == 1:
-                results = [await self._producer.send_and_wait(names.kafka_topic(self.prefix, entries[0].topic),
-                                                              entries[0].event)]
+                results = [await self._producer.send_and_wait(kafka_topics[entries[0].topic], entries[0].event)]
             else:
-                futures = [await self._producer.send(names.kafka_topic(self.prefix, e.topic), e.event)
-                           for e in entries]
+                send = self._producer.send
+                futures = [await send(kafka_topics[e.topic], e.event) for e in entries]
                 results = await asyncio.gather(*futures)
         except _ERRORS as error:
             raise StoreError(f"{self.label}: append failed: {error!r}") from error

@@ -167,16 +167,17 @@ class NatsStore:
 
     # -- publish ---------------------------------------------------------------------------------
     async def append_many(self, entries: Sequence[AppendEntry], *, journey: Sequence[JourneyStep] = ()) -> list[str]:
+        subjects = {}  # each topic's subject once per call (names are checked as they are built)
         for topic, retention in {(e.topic, e.retention): None for e in entries}:
             await self._ensure_stream(topic, retention)
+            subjects[topic] = names.nats_topic_subject(self.prefix, topic)
         js = await self._js()
         try:
             if len(entries) == 1:
-                acks = [await js.publish(names.nats_topic_subject(self.prefix, entries[0].topic), entries[0].event)]
+                acks = [await js.publish(subjects[entries[0].topic], entries[0].event)]
             else:
                 # published back to back on one connection (stored in this order), acks awaited together
-                futures = [await js.publish_async(names.nats_topic_subject(self.prefix, e.topic), e.event)
-                           for e in entries]
+                futures = [await js.publish_async(subjects[e.topic], e.event) for e in entries]
                 async with asyncio.timeout(self.request_timeout_s):
                     acks = await asyncio.gather(*futures)
         except _NATS_ERRORS as error:

@@ -16,6 +16,7 @@ which and why. ``parse_connections`` reads the ``NAME=URL`` settings.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -29,6 +30,8 @@ from .redis_streams import RedisStreamsStore
 
 __all__ = ["DEFAULT_CONNECTION", "StoreMissing", "StoreSet", "open_stores", "parse_connections",
            "read_connections_file"]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CONNECTION = "default"  # what a document without connection names uses, and --store-url gives
 _NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}$")  # meshconfig-1.json's "name"
@@ -103,6 +106,7 @@ class StoreSet:
         self._refused: dict[str, str] = {}  # topic -> why (its store is missing)
         self._refused_stores: set[str] = set()
         self._single: Store | None = None  # the one engine every topic lives on, when there is one
+        self._journeys: set[asyncio.Task] = set()  # journey writes after appends elsewhere (append_many)
 
     @classmethod
     def of(cls, store: Store, *, journal: Journal | None = None) -> StoreSet:
@@ -205,10 +209,19 @@ class StoreSet:
     async def append_many(self, entries: Sequence[AppendEntry], *, journey: Sequence[JourneyStep] = ()) -> list[str]:
         """Each event to its topic's store, in order per store. A request whose events span two
         stores is not atomic across them (no engine can take part in another's transaction): a
-        failure is raised, and what the other store took stays (the publisher retries; at least once)."""
+        failure is raised, and what the other store took stays (the publisher retries; at least once).
+
+        Journey steps ride in the append's round trip on the mesh's Redis. Appends elsewhere are
+        answered once the engine has the events, and their steps are written to the journal
+        then, without the publisher waiting for a second round trip: a journey is a trace, best
+        effort (a lost step is a gap in it, never a lost event)."""
         single = self._single
         if single is not None:
-            return await single.append_many(entries, journey=journey)
+            if not journey or self._carries_journeys(single):
+                return await single.append_many(entries, journey=journey)
+            ids = await single.append_many(entries)
+            self._journal_later(journey)
+            return ids
         groups: dict[int, tuple[Store, list[int], list[AppendEntry]]] = {}
         for index, entry in enumerate(entries):
             engine = self.store_for(entry.topic)
@@ -222,8 +235,9 @@ class StoreSet:
                 await self.record_journey(journey)
             return []
         parts = list(groups.values())
+        carrier = next((n for n, (engine, _i, _p) in enumerate(parts) if self._carries_journeys(engine)), None)
         results = await asyncio.gather(
-            *(engine.append_many(part, journey=journey if n == 0 else ())
+            *(engine.append_many(part, journey=journey if n == carrier else ())
               for n, (engine, _indexes, part) in enumerate(parts)),
             return_exceptions=True)
         ids = [""] * len(entries)
@@ -232,7 +246,29 @@ class StoreSet:
                 raise result if isinstance(result, StoreError) else StoreError(f"append failed: {result!r}")
             for index, position in zip(indexes, result, strict=True):
                 ids[index] = position
+        if carrier is None and journey:
+            self._journal_later(journey)
         return ids
+
+    def _carries_journeys(self, engine: Store) -> bool:
+        """Whether the engine writes journey steps in its appends' own round trip (the mesh's Redis)."""
+        return engine is self.mesh or (engine.kind == "redis" and getattr(engine, "journal", None) is None)
+
+    def _journal_later(self, steps: Sequence[JourneyStep]) -> None:
+        task = asyncio.get_running_loop().create_task(self._write_journey(steps))
+        self._journeys.add(task)
+        task.add_done_callback(self._journeys.discard)
+
+    async def _write_journey(self, steps: Sequence[JourneyStep]) -> None:
+        try:
+            await self.record_journey(steps)
+        except StoreError as error:
+            log.warning("journey steps of %d events not written: %s", len({s.event_id for s in steps}), error)
+
+    async def drain(self) -> None:
+        """Wait for the journey writes still under way (shutdown, tests)."""
+        while self._journeys:
+            await asyncio.gather(*list(self._journeys), return_exceptions=True)
 
     async def record_journey(self, steps: Sequence[JourneyStep]) -> None:
         target = self.journal or self._single or next(iter(self._engines.values()), None)
@@ -270,6 +306,7 @@ class StoreSet:
         return all(answer is True for answer in answers)
 
     async def close(self) -> None:
+        await self.drain()
         engines, self._engines = self._engines, {}
         closing = {id(e): e for e in engines.values()}
         if self.mesh is not None:
