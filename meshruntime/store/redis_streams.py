@@ -39,6 +39,7 @@ from .resp import REPLY_TIMEOUT_SECONDS, RespPool, bulk, command
 
 EVENT_FIELD = b"event"
 _PAGE = 500
+_MAX_SEQ = 2**64 - 1  # the largest sequence number of a stream id
 
 
 def make_client(url: str, **kwargs) -> aioredis.Redis:
@@ -262,7 +263,9 @@ class RedisStreamsStore:
     async def ensure_group(self, topic: str, group: str, start_id: str | int = GROUP_START_NEW) -> bool:
         """Also creates the group on the subscription's redelivery stream (from its start)."""
         if isinstance(start_id, int):
-            start_id = f"{start_id}-0"
+            # a group's id counts as delivered: the last id of the millisecond before, so that the
+            # events appended in the start's own millisecond (ids <ms>-0, <ms>-1, ...) are delivered
+            start_id = f"{start_id - 1}-{_MAX_SEQ}" if start_id > 0 else GROUP_START_ALL
         created = True
         for key, start in ((self.stream_key(topic), start_id), (self.redeliver_key(group), GROUP_START_ALL)):
             try:
