@@ -68,7 +68,6 @@ class DeliverySettings:
     ack_retries: int = 20  # failed writes of acks retried (0.1 s, doubling up to 2 s) before giving up
 
 
-
 @dataclass(slots=True)
 class Delivery:
     held: Held
