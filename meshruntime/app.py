@@ -32,6 +32,7 @@ from .identity import SOFTWARE_VERSION, default_runtime_id
 from .journey import JourneyRecorder
 from .keys import DEFAULT_PREFIX
 from .metrics import CONTENT_TYPE_LATEST, RuntimeMetrics
+from .mqtt_ingest import MqttIngestor
 from .publish import Limits, Prepared, Publisher, Refusal
 from .replies import REPLY_BY_EXTENSION, REPLY_TO_EXTENSION, ReplyWaiter, deadline_text
 from .server import HttpServer, Request, Response, Result, error_response
@@ -45,8 +46,8 @@ from .skywalking import (
     service_name,
 )
 from .state import MeshState
-from .store import RedisStreamsStore, Store, StoreError, open_store
-from .store.redis_streams import make_client
+from .store import Store, StoreError, StoreUnsupported
+from .store.storeset import DEFAULT_CONNECTION, StoreSet, open_stores
 from .tap import DATA_LIMIT, Tap
 from .tracing import Tracing
 
@@ -57,12 +58,20 @@ __all__ = ["Runtime", "Settings"]
 JSON = "application/json"
 
 
+class StoresMissing(RuntimeError):
+    """The applied configuration names stores this runtime has no connection for (at start)."""
+
+
 @dataclass
 class Settings:
     """What a runtime is told at start (flags and environment; see ``__main__``)."""
 
-    store_url: str
+    store_url: str | None = None  # the connection "default" (the one store of a one-store mesh)
     application: str | None = None  # None: gateway mode, any application's key
+    # connection name -> URL of the event stores (``--store NAME=URL``); credentials stay here
+    stores: dict[str, str] = field(default_factory=dict)
+    # MQTT stores to ingest device messages from, each as an application (None: the sidecar's own)
+    mqtt_ingest: list[tuple[str, str | None]] = field(default_factory=list)
     host: str = "127.0.0.1"
     port: int = 8700
     config_redis_url: str | None = None
@@ -111,6 +120,23 @@ class Settings:
             raise ValueError("--traces otlp needs --otlp-endpoint")
         return mode
 
+    @property
+    def connections(self) -> dict[str, str]:
+        """Every store connection: ``stores``, and ``store_url`` as ``default`` unless given there."""
+        out = dict(self.stores)
+        if self.store_url and DEFAULT_CONNECTION not in out:
+            out[DEFAULT_CONNECTION] = self.store_url
+        return out
+
+    @property
+    def mesh_url(self) -> str:
+        """The mesh's Redis: configuration, journeys, heartbeats, tap, leases, replies."""
+        url = self.config_redis_url or self.connections.get(DEFAULT_CONNECTION)
+        if not url:
+            raise ValueError("the runtime needs the mesh's Redis: give --config-redis-url (or a default store "
+                             "connection on Redis)")
+        return url
+
 
 def _refused(refusal: Refusal) -> Response:
     return Response.json(refusal.status, refusal.body())
@@ -138,46 +164,57 @@ class Runtime:
                                          user_agent=f"meshruntime/{SOFTWARE_VERSION}")
             service = service_name(settings.application)
             self.sw_publish = PublishTracer(self.segments, service=service, instance=settings.runtime_id,
-                                            store_url=settings.store_url)
+                                            store_url=settings.connections.get(DEFAULT_CONNECTION) or settings.mesh_url)
             delivery_tracer = DeliveryTracer(self.segments, service=service, instance=settings.runtime_id)
-        self.store: Store = store or open_store(settings.store_url, prefix=settings.prefix,
-                                                journey_ttl_seconds=settings.journey_ttl_seconds)
-        self._owns_store = store is None
-        # Tap and heartbeats go to the mesh Redis (the config Redis), which the portal reads.
-        mesh_url = settings.config_redis_url or settings.store_url
-        if isinstance(self.store, RedisStreamsStore) and mesh_url == settings.store_url:
-            self.mesh_redis = self.store.client
-            self._owns_mesh_redis = False
-        else:
-            self.mesh_redis = make_client(mesh_url)
-            self._owns_mesh_redis = True
+        # Every topic's store, by the catalog's names; journeys, tap, heartbeats, leases and
+        # replies go to the mesh's Redis (the config Redis), which the portal reads.
+        self.stores: StoreSet = open_stores(
+            settings.connections, mesh_url=settings.mesh_url, prefix=settings.prefix,
+            journey_ttl_seconds=settings.journey_ttl_seconds, visibility_timeout_s=settings.visibility_timeout)
+        if store is not None:  # one given engine for every topic (tests)
+            mesh, self.stores = self.stores.mesh, StoreSet.of(store, journal=self.stores.mesh)
+            self.stores.mesh = mesh
+        assert self.stores.mesh is not None
+        self.mesh_redis = self.stores.mesh.client
+        self.store_report: dict[str, dict[str, Any]] = {}  # per catalog store, as the heartbeat says
+        self.retention_passes = 0  # passes of the retention loop over the topics written to
         self.tap = Tap(self.mesh_redis, prefix=settings.prefix, runtime_id=settings.runtime_id,
                        topics=lambda: self.state.topics if self.state else (),
                        applications=self._tapped_applications, interval=settings.tap_interval,
                        data_limit=settings.tap_data_limit, on_sent=self.metrics.tap_messages.inc)
         self.coalescer = AppendCoalescer(
-            self.store, max_in_flight=settings.max_in_flight_appends,
+            self.stores, max_in_flight=settings.max_in_flight_appends,
             observe=self._observe_append, on_error=lambda e: self.metrics.count_store_error("append"))
         self.journey = JourneyRecorder(settings.runtime_id, sample_rate=settings.journey_sample_rate)
-        self.publisher = Publisher(store=self.store, coalescer=self.coalescer, metrics=self.metrics,
+        self.publisher = Publisher(store=self.stores, coalescer=self.coalescer, metrics=self.metrics,
                                    journey=self.journey, tap=self.tap, limits=settings.limits)
         delivery_settings = DeliverySettings(visibility_timeout_s=settings.visibility_timeout)
         self.delivery: DeliveryManager | DeliveryProcess
         if settings.delivery_process:
             self.delivery = DeliveryProcess(
-                store_url=settings.store_url, prefix=settings.prefix, consumer=settings.runtime_id,
+                connections=settings.connections, mesh_url=settings.mesh_url, prefix=settings.prefix,
+                consumer=settings.runtime_id,
                 application=settings.application, settings=delivery_settings,
                 journey_sample_rate=settings.journey_sample_rate, journey_ttl_seconds=settings.journey_ttl_seconds,
                 user_agent=f"meshruntime/{SOFTWARE_VERSION}", shutdown_timeout=settings.shutdown_timeout,
                 skywalking_url=settings.skywalking_url if mode == "skywalking" else None)
         else:
             self.delivery = DeliveryManager(
-                self.store, consumer=settings.runtime_id, application=settings.application,
+                self.stores, client=self.mesh_redis, consumer=settings.runtime_id, application=settings.application,
                 registry=self.metrics.registry, journey=self.journey, user_agent=f"meshruntime/{SOFTWARE_VERSION}",
                 settings=delivery_settings, tracer=delivery_tracer)
-        # EventMesh's request-reply (code 101) waits on the store's Redis, where replies are posted
-        client = getattr(self.store, "client", None)
-        self.replies = ReplyWaiter(client, settings.prefix) if client is not None else None
+        # EventMesh's request-reply (code 101) waits on the mesh's Redis, where replies are posted
+        self.replies = ReplyWaiter(self.mesh_redis, settings.prefix)
+        self.ingestors: list[MqttIngestor] = []
+        for store_name, application in settings.mqtt_ingest:
+            application = application or settings.application
+            if application is None:
+                raise ValueError(f"--mqtt-ingest {store_name}: a gateway ingests as an application it is told "
+                                 f"({store_name}=APPLICATION)")
+            self.ingestors.append(MqttIngestor(
+                store_name=store_name, application=application, publisher=self.publisher,
+                session=settings.runtime_id, state=lambda: self.state,
+                engine=lambda name=store_name: self._mqtt_engine(name)))
         self.watcher: ConfigWatcher | None = None
         self.heartbeater: Heartbeater | None = None
         self.metrics_url = settings.metrics_url or ""
@@ -193,6 +230,10 @@ class Runtime:
             return (self.settings.application,)
         return self.state.applications if self.state else ()
 
+    def _mqtt_engine(self, store_name: str):
+        engine = self.stores.stores.get(store_name)
+        return engine if engine is not None and engine.kind == "mqtt" else None
+
     # -- configuration ---------------------------------------------------------------------------
     def apply_config(self, doc: dict[str, Any]) -> MeshState:
         """Compile a validated document and swap it in; raising refuses it and keeps the old one."""
@@ -206,6 +247,9 @@ class Runtime:
 
     def _swap(self, doc: dict[str, Any], state: MeshState) -> MeshState:
         self.delivery.apply_config(doc)  # raises (refusing the document) before anything is swapped
+        self.stores.apply_document(doc)  # (the in-process engine reads it later, in the background)
+        for name, why in self.stores.missing.items():
+            log.error("topics of event store %r refused (503) until this runtime has its connection: %s", name, why)
         self.state = state
         self.config_error = None
         self.metrics.config_version.set(state.version)
@@ -257,9 +301,18 @@ class Runtime:
                                          on_apply=self.apply_config_async,
                                          poll_interval=settings.config_poll_interval, freeze=True)
             await self.watcher.start()
+        if self.state is not None and self.stores.missing_in_use:
+            await self.stop()
+            raise StoresMissing("; ".join(self.stores.missing_in_use.values()))
+        try:
+            await self.stores.connect()
+        except StoreError as error:  # served as 503 until it answers; readiness says so
+            log.error("%s", error)
         self.tap.start()
         if self.segments is not None:
             await self.segments.start()
+        for ingestor in self.ingestors:
+            ingestor.start()
         await self.delivery.start()  # delivers the subscriptions of whatever config is applied, now or later
         self._tasks.append(asyncio.create_task(self._trim_loop(), name="retention-trim"))
         await self._start_heartbeat()
@@ -268,12 +321,39 @@ class Runtime:
         """Beat to the mesh Redis; the runtime itself stands in for the watcher (it knows the applied
         version and checksum whether they came from Redis or from a file)."""
         self.heartbeater = Heartbeater(
-            self.settings.config_redis_url or self.settings.store_url, prefix=self.settings.prefix,
+            self.settings.mesh_url, prefix=self.settings.prefix,
             runtime_id=self.settings.runtime_id, application=self.settings.application, watcher=self,
-            counters=lambda: {**self.metrics.counters(), **self.delivery.counters()},
-            interval=self.settings.heartbeat_interval, journey_sample_rate=self.settings.journey_sample_rate,
+            counters=lambda: {**self.metrics.counters(), **self.delivery.counters(), **self._ingest_counters()},
+            stores=lambda: self.store_report, interval=self.settings.heartbeat_interval,
+            journey_sample_rate=self.settings.journey_sample_rate,
             journey_ttl_seconds=self.settings.journey_ttl_seconds, metrics_url=lambda: self.metrics_url)
+        await self.refresh_store_report()
+        self._tasks.append(asyncio.create_task(self._report_stores(), name="store-report"))
         await self.heartbeater.start()
+
+    def _ingest_counters(self) -> dict[str, int]:
+        if not self.ingestors:
+            return {}
+        return {"mqtt_ingested": sum(i.ingested for i in self.ingestors),
+                "mqtt_refused": sum(i.refused for i in self.ingestors)}
+
+    async def refresh_store_report(self) -> dict[str, dict[str, Any]]:
+        """Ask every store whether it answers; what the next heartbeat reports (see StoreSet.reachability)."""
+        report = await self.stores.reachability()
+        for name, entry in report.items():
+            before = self.store_report.get(name, {}).get("state")
+            if before is not None and before != entry["state"]:
+                log.warning("event store %r: %s (was %s)", name, entry["state"], before)
+        self.store_report = report
+        return report
+
+    async def _report_stores(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_interval)
+            try:
+                await self.refresh_store_report()
+            except Exception:  # a report is best effort; the next one comes
+                log.exception("store reachability not known")
 
     def listening(self, host: str, port: int) -> None:
         """The server listens on ``host:port``: advertise ``/metrics`` there (unless a metrics URL
@@ -311,9 +391,12 @@ class Runtime:
     async def stop(self) -> None:
         """Finish queued appends, stop background work, close connections."""
         self.stopping = True
+        for ingestor in self.ingestors:  # what it had not stored is sent again by the broker
+            await ingestor.stop()
         if self.replies is not None:
             await self.replies.stop()  # requests still waiting read their reply once more and answer
         await self.coalescer.drain()
+        await self.stores.drain()  # journey steps of appends to engines other than the mesh's Redis
         await self.publisher.drain_background()
         # attempts under way finish; events waiting for a retry stay pending for the next runtime
         await self.delivery.stop(timeout=self.settings.shutdown_timeout)
@@ -326,10 +409,7 @@ class Runtime:
         if self.watcher is not None:
             await self.watcher.stop()
         await self.tap.stop()
-        if self._owns_mesh_redis:
-            await self.mesh_redis.aclose()
-        if self._owns_store:
-            await self.store.close()
+        await self.stores.close()
         if self.segments is not None:
             await self.segments.stop()
         await asyncio.to_thread(self.tracing.shutdown)  # flushing spans is blocking I/O
@@ -350,10 +430,13 @@ class Runtime:
                 if topic is None or topic.retention.unlimited:
                     continue
                 try:
-                    await self.store.trim(name, topic.retention)
+                    await self.stores.store_for(name).trim(name, topic.retention)
+                except StoreUnsupported as error:  # the engine applies retention itself, or cannot
+                    log.debug("trim of %s: %s", name, error)
                 except StoreError as error:
                     self.metrics.count_store_error("trim")
                     log.warning("trim of %s failed: %s", name, error)
+            self.retention_passes += 1
 
     def _observe_append(self, n: int, seconds: float) -> None:
         self.metrics.batch_size.observe(n)
@@ -541,8 +624,7 @@ class Runtime:
         if topic_state is None:  # refused as for any code (unknown topic)
             return await self._eventmesh_publish(state, identity, request.items, span)
         # checked before storing: nothing would answer
-        why = ("request-reply needs the Redis Streams store" if self.replies is None
-               else "none of its subscriptions is its responder" if topic_state.responder is None
+        why = ("none of its subscriptions is its responder" if topic_state.responder is None
                else f"its responder {topic_state.responder} is paused" if not topic_state.responder_active
                else None)
         if why is not None:
@@ -626,7 +708,7 @@ class Runtime:
         return Response.json(200, {"status": "alive", "runtime": self.settings.runtime_id})
 
     async def handle_readyz(self, request: Request) -> Response:
-        store_ok = await self.store.ping()
+        store_ok = await self.stores.ping()
         config_ok = self.state is not None
         ready = store_ok and config_ok and not self.stopping
         body = {
@@ -634,6 +716,7 @@ class Runtime:
             "config_version": self.config_version,
             "config_error": self.last_error,
             "store": "reachable" if store_ok else "unreachable",
+            "stores": self.store_report,
             "stopping": self.stopping,
         }
         return Response.json(200 if ready else 503, body)

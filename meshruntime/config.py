@@ -229,6 +229,22 @@ def _check_pattern(pattern: str, path: str) -> None:
         raise ConfigError(f"{path}: {error}") from None
 
 
+def _check_mqtt_target(doc: dict[str, Any], delivery: dict[str, Any], subscription: dict[str, Any],
+                       path: str) -> None:
+    """``mqtt://<store>/<topic>``: an MQTT store of the document; structured mode (MQTT 3.1.1
+    has no headers for the attributes); no reply can come back from it."""
+    store = delivery["url"][len("mqtt://"):].partition("/")[0]
+    kinds = {entry["name"]: entry["kind"] for entry in doc["stores"]}
+    if kinds.get(store) != "mqtt":
+        raise ConfigError(f"{path}.delivery.url: {store!r} is not an MQTT store of the document "
+                          f"({'it is ' + kinds[store] if store in kinds else 'no store has that name'})")
+    if delivery["mode"] != "structured":
+        raise ConfigError(f"{path}.delivery.mode: an MQTT target takes structured mode (MQTT carries no headers "
+                          "for the event's attributes)")
+    if subscription.get("responder"):
+        raise ConfigError(f"{path}.responder: an MQTT target cannot answer requests")
+
+
 def _check_references(doc: dict[str, Any]) -> None:
     stores = _unique(doc["stores"], "name", "stores")
     topics = _unique(doc["topics"], "name", "topics")
@@ -291,6 +307,8 @@ def _check_references(doc: dict[str, Any]) -> None:
                 f"{path}.delivery.backoff_cap_ms: {delivery['backoff_cap_ms']} is less than "
                 f"backoff_base_ms {delivery['backoff_base_ms']}"
             )
+        if delivery["url"].startswith("mqtt://"):
+            _check_mqtt_target(doc, delivery, subscription, path)
         _check_filters(subscription["filters"], f"{path}.filters")
 
     for index, route in enumerate(doc["routing_rules"]):

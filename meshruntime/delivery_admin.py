@@ -89,8 +89,8 @@ class DeadLetter:
 class DeliveryState:
     group_exists: bool
     lag: int | None  # None: more than LAG_SCAN_CAP, or unknown
-    pending: int
-    consumers: int
+    pending: int | None  # None: only the group's members know (Kafka; its lag counts them)
+    consumers: int | None  # None: the engine does not track members (NATS)
     dead_letters: int
     redelivery_waiting: int  # put back, not yet delivered
     delivered: int
@@ -141,21 +141,30 @@ class DeliveryOperations:
         return None
 
     def state(self, subscription_id: str, topic: str) -> DeliveryState:
+        """The state of a subscription whose topic lives on this Redis."""
         row = self._group(self.topic_key(topic), subscription_id)
         redeliver = self._group(self.redeliver_key(subscription_id), subscription_id)
-        minute = int(time.time() // 60)
         pipe = self.client.pipeline(transaction=False)
         pipe.xlen(self.dlq_key(subscription_id))
-        pipe.hgetall(self.keys.delivery(subscription_id))
-        pipe.mget(self.keys.delivery_minute(subscription_id, minute - 1),
-                  self.keys.delivery_minute(subscription_id, minute))
         pipe.xlen(self.redeliver_key(subscription_id))
-        dlq_length, status, minutes, redeliver_length = pipe.execute()
+        dlq_length, redeliver_length = pipe.execute()
         waiting = 0
         if redeliver is not None:
             waiting = redeliver.pending + (redeliver.lag or 0)
         elif redeliver_length:
             waiting = int(redeliver_length)
+        return self.state_with(subscription_id, row, dead_letters=int(dlq_length), redelivery_waiting=waiting)
+
+    def state_with(self, subscription_id: str, row, *, dead_letters: int, redelivery_waiting: int = 0) -> DeliveryState:
+        """The state of a subscription whose group ``row`` (a consumer group's figures: ``lag``,
+        ``pending``, ``consumers``; None when there is none) and dead letters were read from its
+        topic's engine; the runtimes' status record is read here, in the mesh's Redis."""
+        minute = int(time.time() // 60)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self.keys.delivery(subscription_id))
+        pipe.mget(self.keys.delivery_minute(subscription_id, minute - 1),
+                  self.keys.delivery_minute(subscription_id, minute))
+        status, minutes = pipe.execute()
         status = {_s(k): _s(v) for k, v in status.items()}
         recent = sum(int(m) for m in minutes if m is not None)
         elapsed = 60 + time.time() % 60
@@ -165,8 +174,8 @@ class DeliveryOperations:
             lag=row.lag if row is not None else None,
             pending=row.pending if row is not None else 0,
             consumers=row.consumers if row is not None else 0,
-            dead_letters=int(dlq_length),
-            redelivery_waiting=waiting,
+            dead_letters=dead_letters,
+            redelivery_waiting=redelivery_waiting,
             delivered=int(status.get("delivered", 0)),
             dead_lettered=int(status.get("dead_lettered", 0)),
             filtered=int(status.get("filtered", 0)),

@@ -114,6 +114,7 @@ _RET_BY_REASON = {
     "too_large": RET_PROTOCOL_BODY_SIZE_ERR,
     "too_many": RET_OVER_LIMIT,
     "store_unavailable": RET_SEND_ASYNC_MSG_ERR,
+    "store_not_configured": RET_SEND_ASYNC_MSG_ERR,
     "not_ready": RET_RUNTIME_ERR,
     "shutting_down": RET_STOP,
 }

@@ -61,6 +61,7 @@ class Heartbeater:
         application: str | None = None,
         watcher: ConfigWatcher | None = None,
         counters: Callable[[], Mapping[str, Any]] | None = None,
+        stores: Callable[[], Mapping[str, Any]] | None = None,
         interval: float = 2.0,
         journey_sample_rate: float | None = None,
         journey_ttl_seconds: int | None = None,
@@ -73,6 +74,7 @@ class Heartbeater:
         self.application = application or ""
         self.watcher = watcher
         self.counters = counters
+        self.stores = stores  # per catalog store: kind, connection, state (reachable/unreachable/missing)
         self.interval = interval
         self.journey_sample_rate = journey_sample_rate
         self.journey_ttl_seconds = journey_ttl_seconds
@@ -119,6 +121,7 @@ class Heartbeater:
             "error": error,
             "counters": orjson.dumps(counters).decode(),
             "metrics_url": self.metrics_url() if self.metrics_url is not None else "",
+            "stores": orjson.dumps(self.stores() if self.stores is not None else {}).decode(),
             "started_at": self.started_at,
             "sent_at": _now(),
             "journey_sample_rate": "" if self.journey_sample_rate is None else repr(float(self.journey_sample_rate)),

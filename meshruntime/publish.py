@@ -5,7 +5,9 @@ For each request, against one configuration snapshot (:class:`~meshruntime.state
 1. authentication by application key                        -> 401 ``unauthenticated``
 2. the topic exists                                         -> 404 ``unknown_topic``
 3. the access policy lets the application publish there     -> 403 ``forbidden`` (names the rule)
-4. every event fits the size limit                          -> 413 ``too_large``
+4. the topic's store (and each routed copy's) has a connection here
+                                                            -> 503 ``store_not_configured`` (names it)
+   every event fits the size limit                          -> 413 ``too_large``
 5. every event's data matches the topic's JSON Schema       -> 400 ``schema_mismatch`` (names the path)
 6. routing rules add copies for their targets (extension ``meshroute`` = rule id)
 7. one append of the events and their copies, coalesced with other requests' appends
@@ -22,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -155,6 +157,9 @@ class Publisher:
                               rule=None if rule is None else rule["id"])
             self._denied(events, topic_name, application, refusal)
             raise self.refuse(refusal, n, topic_name, application)
+        refused = getattr(self.store, "refused", None)  # topics whose store this runtime cannot reach
+        if refused:
+            self._check_stores(refused, topic, events, application)
         if n > self.limits.max_batch_events:
             refusal = Refusal(413, "too_many", f"a request carries at most {self.limits.max_batch_events} "
                               f"events; this one has {n}", limit=self.limits.max_batch_events)
@@ -223,6 +228,21 @@ class Publisher:
             warnings.append(f"topic {topic_name!r} is deprecated"
                             + (f"; its sunset is {topic.sunset}" if topic.sunset else ""))
         return Prepared(identity, topic, events, entries, copies, routed, journey, warnings, size)
+
+    def _check_stores(self, refused: Mapping[str, str], topic: TopicState, events: list[CloudEvent],
+                      application: str) -> None:
+        """503 when the topic, or a topic a route may copy it to, lives on a store this runtime has
+        no connection for: nothing is stored, not even the copies that could be."""
+        for name in (topic.name, *(target for route in topic.routes for target in route.targets)):
+            why = refused.get(name)
+            if why is not None:
+                where = (f"topic {name!r} lives" if name == topic.name
+                         else f"routing copies events of {topic.name!r} to {name!r}, which lives")
+                refusal = Refusal(503, "store_not_configured",
+                                  f"{where} on a store this runtime cannot use now: {why}; nothing was stored, "
+                                  "retry once the runtime has the connection", topic=topic.name, unavailable=name)
+                self._denied(events, topic.name, application, refusal)
+                raise self.refuse(refusal, len(events), topic.name, application)
 
     def _check_schema(self, schema, event: CloudEvent, topic_name: str, index: int,
                       events: list[CloudEvent], application: str) -> None:

@@ -41,8 +41,8 @@ def _timestamp(value: datetime | None) -> str | None:
 
 
 def compile_stores() -> list[dict[str, Any]]:
-    rows = EventStore.objects.order_by("name").values_list("name", "kind")
-    return [{"name": name, "kind": kind} for name, kind in rows]
+    rows = EventStore.objects.order_by("name").values_list("name", "kind", "connection")
+    return [{"name": name, "kind": kind, "connection": connection} for name, kind, connection in rows]
 
 
 def compile_topics() -> list[dict[str, Any]]:
@@ -84,7 +84,7 @@ def compile_subscriptions() -> list[dict[str, Any]]:
     rows = raw_rows(Subscription.objects.filter(state__in=Subscription.LIVE_STATES).values_list(
         "pk", "topic__name", "application__name", "state", "webhook_url", "delivery_mode", "timeout_ms",
         "max_attempts", "backoff_base_ms", "backoff_cap_ms", "max_in_flight", "filters", "signing_secret",
-        "responder",
+        "responder", "mqtt_store__name", "mqtt_topic",
     ))
     subscriptions = [
         {
@@ -92,14 +92,16 @@ def compile_subscriptions() -> list[dict[str, Any]]:
             "topic": topic,
             "application": application,
             "state": state,
-            "delivery": {"url": url, "mode": mode, "timeout_ms": timeout_ms, "max_attempts": max_attempts,
+            # an MQTT target is mqtt://<store>/<topic> (Subscription.target_url says the same)
+            "delivery": {"url": f"mqtt://{mqtt_store}/{mqtt_topic}" if mqtt_store else url,
+                         "mode": mode, "timeout_ms": timeout_ms, "max_attempts": max_attempts,
                          "backoff_base_ms": base_ms, "backoff_cap_ms": cap_ms, "max_in_flight": in_flight},
             "filters": json_value(filters) or [],
             "secret": secret,
             **({"responder": True} if responder else {}),  # only when true: other checksums stay as they were
         }
         for (pk, topic, application, state, url, mode, timeout_ms, max_attempts, base_ms, cap_ms, in_flight,
-             filters, secret, responder) in rows
+             filters, secret, responder, mqtt_store, mqtt_topic) in rows
     ]
     return sorted(subscriptions, key=lambda subscription: subscription["id"])
 

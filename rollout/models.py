@@ -108,6 +108,9 @@ class Runtime(models.Model):
     journey_ttl_seconds = models.PositiveIntegerField(null=True, blank=True, help_text="Seconds it keeps a journey.")
     metrics_url = models.CharField(max_length=500, blank=True,
                                    help_text="Where Prometheus scrapes the runtime (from its heartbeats).")
+    # per catalog store named by its applied config: kind, connection, state (reachable,
+    # unreachable, missing) and, when missing, why (meshruntime.store.storeset)
+    stores = models.JSONField(default=dict, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     first_seen = models.DateTimeField(default=timezone.now)
     last_seen = models.DateTimeField(default=timezone.now, db_index=True)
@@ -126,6 +129,13 @@ class Runtime(models.Model):
     @property
     def owning_team(self):
         return None
+
+    @property
+    def missing_stores(self) -> list[tuple[str, str]]:
+        """(store, why) for each store of its config this runtime cannot use: its topics get 503."""
+        stores = self.stores if isinstance(self.stores, dict) else {}
+        return sorted((name, str(entry.get("error", ""))) for name, entry in stores.items()
+                      if isinstance(entry, dict) and entry.get("state") == "missing")
 
     def state_at(self, now=None) -> str:
         """healthy, stale (silent for MESH_RUNTIME_STALE_SECONDS) or gone (MESH_RUNTIME_GONE_SECONDS)."""

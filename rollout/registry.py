@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 
 GROUP = "portal"
 UPDATE_FIELDS = ["application", "host", "pid", "software_version", "config_version", "config_checksum",
-                 "last_error", "counters", "metrics_url", "journey_sample_rate", "journey_ttl_seconds",
-                 "started_at", "last_seen"]
+                 "last_error", "counters", "metrics_url", "stores", "journey_sample_rate",
+                 "journey_ttl_seconds", "started_at", "last_seen"]
 
 
 def stream_key() -> str:
@@ -103,6 +103,10 @@ def runtime_from_heartbeat(fields: Mapping[bytes | str, Any], now: datetime) -> 
         counters = json.loads(_text(fields, "counters") or "{}")
     except ValueError:
         counters = {}
+    try:
+        stores = json.loads(_text(fields, "stores") or "{}")
+    except ValueError:
+        stores = {}
     sent = _time(_text(fields, "sent_at"))
     return Runtime(
         runtime_id=runtime_id,
@@ -117,6 +121,7 @@ def runtime_from_heartbeat(fields: Mapping[bytes | str, Any], now: datetime) -> 
         journey_sample_rate=_rate(_text(fields, "journey_sample_rate")),
         journey_ttl_seconds=_int(_text(fields, "journey_ttl_seconds")),
         metrics_url=_metrics_url(_text(fields, "metrics_url")),
+        stores=stores if isinstance(stores, dict) else {},
         started_at=_time(_text(fields, "started_at")),
         first_seen=now,
         last_seen=min(sent, now) if sent else now,

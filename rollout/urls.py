@@ -10,6 +10,7 @@ app_name = "rollout"
 urlpatterns = [
     path("runtimes/", views.runtime_list, name="runtime_list"),
     path("runtimes/<int:pk>/", views.runtime_detail, name="runtime"),
+    path("stores/", views.store_status, name="store_status"),
     path("config/versions/", views.configversion_list, name="configversion_list"),
     path("config/versions/<int:pk>/", views.configversion_detail, name="configversion"),
     path("config/versions/<int:pk>/document.json", views.configversion_document, name="configversion_document"),

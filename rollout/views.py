@@ -21,6 +21,8 @@ from django.views import View
 
 from meshadmin.querysets import CHANGE
 from meshadmin.tabs import tabs_for
+from topics import engines
+from topics.models import EventStore, Topic
 
 from . import push, restore
 from .diff import SECTIONS
@@ -60,7 +62,40 @@ def runtime_detail(request, pk):
         "sync": runtime.sync_with(latest.version if latest else None),
         "counters": sorted(runtime.counters.items()) if isinstance(runtime.counters, dict) else [],
         "object_tabs": tabs_for(runtime, request.user),  # other apps' tabs (tracing's charts)
+        "stores": sorted(runtime.stores.items()) if isinstance(runtime.stores, dict) else [],
     })
+
+
+STORE_TOPICS_SHOWN = 50  # per store on the stores page: each is a few round trips to its engine
+
+
+def store_status(request):
+    """Every event store: its kind and connection, what the live runtimes report of it, and per
+    topic what its engine reports (events held, oldest, backlog), asked by the portal itself."""
+    now = timezone.now()
+    live = [r for r in Runtime.objects.restrict(request.user) if r.state_at(now) != Runtime.GONE]
+    stores = []
+    for store in EventStore.objects.restrict(request.user).order_by("name"):
+        reports: dict[str, list[Runtime]] = {}
+        for runtime in live:
+            entry = runtime.stores.get(store.name) if isinstance(runtime.stores, dict) else None
+            if isinstance(entry, dict):
+                reports.setdefault(str(entry.get("state", "unknown")), []).append(runtime)
+        topics = list(Topic.objects.restrict(request.user).filter(store=store).order_by("name")
+                      .prefetch_related("subscriptions")[:STORE_TOPICS_SHOWN])
+        figures, error = {}, None
+        if topics:
+            try:
+                figures = engines.topic_figures(store, {t.name: [s.subscription_id for s in t.subscriptions.all()]
+                                                        for t in topics})
+            except (engines.EngineUnavailable, ValueError) as problem:
+                error = str(problem)
+        stores.append({
+            "store": store, "reports": sorted(reports.items()), "reached_by": engines.describe(store),
+            "topic_count": store.topics.count(), "error": error,
+            "topics": [(topic, figures.get(topic.name)) for topic in topics],
+        })
+    return render(request, "rollout/store_status.html", {"stores": stores, "shown": STORE_TOPICS_SHOWN})
 
 
 def configversion_list(request):

@@ -1,13 +1,17 @@
-"""A subscription's delivery as the portal sees it and acts on it, over the runtimes' Redis.
+"""A subscription's delivery as the portal sees it and acts on it, wherever its topic lives.
 
-The Redis work itself (XINFO GROUPS, XRANGE/XREVRANGE of the dead-letter stream, the
-redelivery script, XGROUP SETID) is :mod:`meshruntime.delivery_admin`, the runtime's API for the
-portal, shared with the runtime's fault tests; this module binds it to the portal's settings and
-writes the audit entry of every action.
+A topic on the mesh's own Redis goes through :mod:`meshruntime.delivery_admin` (XINFO GROUPS,
+XRANGE/XREVRANGE of the dead-letter stream, the redelivery script, XGROUP SETID), the runtime's
+API for the portal, shared with the runtime's fault tests. A topic on another engine (Kafka,
+NATS JetStream, another Redis) is asked through that engine's own store code
+(:mod:`topics.engines`: lag, pending, dead letters, redelivery), and the runtimes' status record
+still comes from the mesh's Redis. This module binds both to the portal's settings and writes the
+audit entry of every action.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from functools import lru_cache
 
 import redis
@@ -15,12 +19,17 @@ from django.conf import settings
 
 from meshadmin.audit import record_action
 from meshruntime.delivery_admin import DeadLetter, DeliveryOperations, DeliveryState, SkipResult
+from meshruntime.store import DeadLetter as StoredDeadLetter
+from meshruntime.store import Store, StoreUnsupported
+from meshruntime.store.storeset import DEFAULT_CONNECTION
+from topics import engines
 
 from .models import Subscription
 
 __all__ = ["DeliveryUnavailable", "dead_letters", "redeliver", "skip_to_now", "state"]
 
 PAGE = 50
+DEAD_LETTERS_COUNTED = 10_000  # on engines without a length of the dead letters, counted up to this
 
 
 class DeliveryUnavailable(Exception):
@@ -41,20 +50,69 @@ def _guard(call):
         return call()
     except (redis.RedisError, OSError) as error:
         raise DeliveryUnavailable(f"the runtimes' Redis is unreachable: {error}") from error
+    except engines.EngineUnavailable as error:
+        raise DeliveryUnavailable(str(error)) from error
+    except StoreUnsupported as error:
+        raise DeliveryUnavailable(str(error)) from error
+
+
+def on_mesh_redis(subscription: Subscription) -> bool:
+    """Whether the subscription's topic lives on the mesh's own Redis (delivery_admin's ground)."""
+    store = subscription.topic.store
+    if store.kind != store.REDIS:
+        return False
+    try:
+        url = engines.connections().get(store.connection)
+    except ValueError as error:
+        raise DeliveryUnavailable(str(error)) from None
+    return url == settings.REDIS_URL or (url is None and store.connection == DEFAULT_CONNECTION)
+
+
+def _engine(subscription: Subscription, work):
+    return _guard(lambda: engines.call(subscription.topic.store, work))
+
+
+def _dead_letter(letter: StoredDeadLetter) -> DeadLetter:
+    return DeadLetter(id=letter.id, event=letter.event, reason=letter.reason, status=letter.status,
+                      attempts=letter.attempts, source_id=letter.source_id,
+                      at=datetime.fromtimestamp(letter.at_ms / 1000, UTC) if letter.at_ms else None)
 
 
 def state(subscription: Subscription) -> DeliveryState:
-    return _guard(lambda: operations().state(subscription.subscription_id, subscription.topic.name))
+    sub_id, topic = subscription.subscription_id, subscription.topic.name
+    if on_mesh_redis(subscription):
+        return _guard(lambda: operations().state(sub_id, topic))
+
+    async def work(engine: Store):
+        info = await engine.group_info(topic, sub_id)
+        letters = await engine.dead_letters(sub_id, count=DEAD_LETTERS_COUNTED)
+        return info, len(letters)
+
+    info, dead = _engine(subscription, work)
+    return _guard(lambda: operations().state_with(sub_id, info, dead_letters=dead))
 
 
 def dead_letters(subscription: Subscription, *, before: str | None = None, count: int = PAGE) -> list[DeadLetter]:
-    return _guard(lambda: operations().dead_letters(subscription.subscription_id, count=count, before=before))
+    sub_id = subscription.subscription_id
+    if on_mesh_redis(subscription):
+        return _guard(lambda: operations().dead_letters(sub_id, count=count, before=before))
+
+    async def work(engine: Store):
+        return await engine.dead_letters(sub_id, count=count, before=before)
+
+    return [_dead_letter(letter) for letter in _engine(subscription, work)]
 
 
 def redeliver(subscription: Subscription, ids: list[str] | None, *, user) -> int:
     """Put dead letters back for this subscription only (``ids``, or all of them with None)."""
-    by = user.get_username()
-    moved = _guard(lambda: operations().redeliver(subscription.subscription_id, ids, by=by))
+    by, sub_id = user.get_username(), subscription.subscription_id
+    if on_mesh_redis(subscription):
+        moved = _guard(lambda: operations().redeliver(sub_id, ids, by=by))
+    else:
+        async def work(engine: Store):
+            return await engine.redeliver(sub_id, ids, by=by)
+
+        moved = _engine(subscription, work)
     record_action(subscription, "redeliver dead letters", dead_letters="all" if ids is None else ids,
                   redelivered=moved)
     return moved
@@ -62,6 +120,9 @@ def redeliver(subscription: Subscription, ids: list[str] | None, *, user) -> int
 
 def skip_to_now(subscription: Subscription, *, user) -> SkipResult:
     """Move the consumer group to the end of the topic; pending events are acknowledged."""
+    if not on_mesh_redis(subscription):
+        raise DeliveryUnavailable(f"skip to now works on the mesh's Redis only; {subscription.topic.name} lives on "
+                                  f"{subscription.topic.store.name} ({subscription.topic.store.get_kind_display()})")
     result = _guard(lambda: operations().skip_to_now(subscription.subscription_id, subscription.topic.name))
     record_action(subscription, "skip to now", skipped=result.skipped, acknowledged=result.acknowledged)
     return result

@@ -22,7 +22,8 @@ from meshadmin.views import generic
 from . import delivery
 from .models import Subscription
 
-STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
+# a position among dead letters: a Redis stream id or Kafka "partition-offset", a NATS sequence
+STREAM_ID = re.compile(r"\d{1,20}(-\d{1,20})?")
 MAX_IDS = 1000
 
 

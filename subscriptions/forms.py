@@ -25,7 +25,8 @@ class SubscriptionForm(MeshModelForm):
 
     class Meta:
         model = Subscription
-        fields = ["topic", "application", "webhook_url", "delivery_mode", "timeout_ms", "max_attempts",
+        fields = ["topic", "application", "webhook_url", "mqtt_store", "mqtt_topic", "delivery_mode", "timeout_ms",
+                  "max_attempts",
                   "backoff_base_ms", "backoff_cap_ms", "max_in_flight", "filters", "responder"]
         labels = {"timeout_ms": "Timeout (ms)", "backoff_base_ms": "Backoff base (ms)",
                   "backoff_cap_ms": "Backoff cap (ms)", "max_in_flight": "Maximum in-flight deliveries",

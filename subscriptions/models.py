@@ -6,9 +6,9 @@ The workflow lives here, so that pages and the API share it::
         │                    │ └────pause────►  │
         └──reject──► rejected └──revoke──► revoked ◄──revoke──┘
 
-Changing what an approved (active or paused) subscription delivers, or where (its webhook URL,
-filters, delivery mode, and whether it answers the topic's requests: ``REVIEWED_FIELDS``), needs
-the topic side's approval again: the edit becomes a :class:`SubscriptionChange`, the approved
+Changing what an approved (active or paused) subscription delivers, or where (its webhook URL
+or MQTT target, filters, delivery mode, and whether it answers the topic's requests:
+``REVIEWED_FIELDS``), needs the topic side's approval again: the edit becomes a :class:`SubscriptionChange`, the approved
 settings keep delivering, and approving the change writes it onto the subscription in one save,
 so the next configuration switches at once.
 
@@ -47,6 +47,18 @@ from meshruntime.filters import FilterError, validate_filters
 APPLICATION_SIDE, TOPIC_SIDE = "application", "topic"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*")
+
+
+def validate_mqtt_topic(value: str) -> None:
+    """A topic to publish to: no wildcards, no empty level at the ends, no spaces."""
+    if not value:
+        return
+    if "+" in value or "#" in value:
+        raise ValidationError("An MQTT topic to publish to has no wildcards (+ or #).")
+    if any(c.isspace() for c in value) or "\x00" in value:
+        raise ValidationError("An MQTT topic here contains no spaces.")
+    if value.startswith("/") or value.endswith("/") or "//" in value:
+        raise ValidationError("An MQTT topic here has no empty level (no leading, trailing or double '/').")
 
 
 def validate_webhook_url(value: str) -> None:
@@ -145,9 +157,17 @@ class Subscription(Reviewed, models.Model):
     state = models.CharField(max_length=10, choices=STATE_CHOICES, default=REQUESTED, editable=False,
                              db_index=True)  # the inbox counts requests on every page
     webhook_url = models.CharField(
-        max_length=500, validators=[validate_webhook_url],
-        help_text="Where the runtime POSTs each event (http or https).",
+        max_length=500, validators=[validate_webhook_url], blank=True,
+        help_text="Where the runtime POSTs each event (http or https); empty for an MQTT target.",
     )
+    # ... or an MQTT topic of a broker in the catalog: devices subscribe there (docs/stores.md)
+    mqtt_store = models.ForeignKey(
+        "topics.EventStore", null=True, blank=True, on_delete=models.PROTECT, related_name="mqtt_subscriptions",
+        limit_choices_to={"kind": "mqtt"}, verbose_name="MQTT store",
+        help_text="Instead of a webhook: the MQTT broker the runtime publishes each event to.")
+    mqtt_topic = models.CharField(
+        max_length=500, blank=True, validators=[validate_mqtt_topic], verbose_name="MQTT topic",
+        help_text="The topic in that broker, as devices name it (devices/alerts); structured mode, QoS 1.")
     delivery_mode = models.CharField(max_length=10, choices=MODE_CHOICES, default=BINARY)
     timeout_ms = models.PositiveIntegerField(default=5000, validators=[MinValueValidator(100),
                                                                        MaxValueValidator(120_000)])
@@ -214,8 +234,16 @@ class Subscription(Reviewed, models.Model):
 
         return user.is_staff or Membership.objects.filter(user=user, role__in=Membership.EDITOR_ROLES).exists()
 
+    @property
+    def target_url(self) -> str:
+        """Where its events go, as the configuration says: the webhook, or ``mqtt://<store>/<topic>``."""
+        if self.mqtt_store_id:
+            return f"mqtt://{self.mqtt_store.name}/{self.mqtt_topic}"
+        return self.webhook_url
+
     def clean(self) -> None:
         errors: dict[str, str] = {}
+        self._clean_target(errors)
         try:
             validate_filters(self.filters)
         except FilterError as exc:
@@ -239,6 +267,26 @@ class Subscription(Reviewed, models.Model):
                                        f"{other.application}. A topic has at most one.")
         if errors:
             raise ValidationError(errors)
+
+    def _clean_target(self, errors: dict[str, str]) -> None:
+        """A webhook or an MQTT topic, not both; an MQTT target in structured mode, not a responder."""
+        mqtt = bool(self.mqtt_store_id or self.mqtt_topic)
+        if mqtt and self.webhook_url:
+            errors["webhook_url"] = "Give a webhook URL or an MQTT store and topic, not both."
+        elif not mqtt and not self.webhook_url:
+            errors["webhook_url"] = "Give the webhook URL the runtime POSTs to (or an MQTT store and topic)."
+        elif mqtt:
+            if not self.mqtt_store_id:
+                errors["mqtt_store"] = "Choose the MQTT store whose broker gets the events."
+            elif self.mqtt_store.kind != "mqtt":
+                errors["mqtt_store"] = f"{self.mqtt_store} is not an MQTT broker."
+            if not self.mqtt_topic:
+                errors["mqtt_topic"] = "Name the MQTT topic to publish to, like devices/alerts."
+            if self.delivery_mode != self.STRUCTURED:
+                errors["delivery_mode"] = ("An MQTT target takes structured mode: MQTT carries no headers for the "
+                                           "event's attributes.")
+            if self.responder:
+                errors["responder"] = "An MQTT target cannot answer requests: a responder has a webhook."
 
     # Workflow
 
@@ -319,9 +367,9 @@ class Subscription(Reviewed, models.Model):
 
 #: What an approved subscription delivers, and where: changing these needs the topic side again.
 #: ``responder`` too: a responder's answers become the replies the topic's requesters receive.
-REVIEWED_FIELDS = ("webhook_url", "delivery_mode", "filters", "responder")
-FIELD_LABELS = {"webhook_url": "Webhook URL", "delivery_mode": "Delivery mode", "filters": "Filters",
-                "responder": "Responder of the topic"}
+REVIEWED_FIELDS = ("webhook_url", "mqtt_store_id", "mqtt_topic", "delivery_mode", "filters", "responder")
+FIELD_LABELS = {"webhook_url": "Webhook URL", "mqtt_store_id": "MQTT store (id)", "mqtt_topic": "MQTT topic",
+                "delivery_mode": "Delivery mode", "filters": "Filters", "responder": "Responder of the topic"}
 
 
 class SubscriptionChangeQuerySet(RestrictedQuerySet):

@@ -38,7 +38,7 @@ def compose(pk: int, event: str, actor_id: int | None, base_url: str) -> notices
     if event == "requested":
         subject = f"[Meshadmin] {sub.application} asks to subscribe to {sub.topic}"
         body = (f"{who} asks that {sub.application} (team {sub.application.team}) receive the events of "
-                f"{sub.topic}, which {sub.topic.team} owns, at {sub.webhook_url}.\n\n"
+                f"{sub.topic}, which {sub.topic.team} owns, at {sub.target_url}.\n\n"
                 f"Approve or reject it: {link}\nYour inbox: {base_url.rstrip('/')}/inbox/\n")
     else:
         subject = f"[Meshadmin] {sub.application} ← {sub.topic}: {event}"

@@ -5,7 +5,7 @@ SUBSCRIPTION_COLUMNS = [
     Column("application", linkify=True, order_by="application__name"),
     Column("topic", linkify=True, order_by="topic__name"),
     Column("state", template="subscriptions/cells/state.html", order_by="state"),
-    Column("webhook_url", "Webhook", order_by=None),
+    Column("target", "Target", accessor=lambda s: s.target_url, order_by=None),
     Column("delivery_mode", "Mode", accessor="delivery_mode"),
     Column("created"),
 ]

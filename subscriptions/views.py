@@ -20,7 +20,7 @@ NOTIFIED = {"approve": "approved", "reject": "rejected"}
 
 
 class SubscriptionListView(generic.ObjectListView):
-    queryset = Subscription.objects.select_related("application", "topic")
+    queryset = Subscription.objects.select_related("application", "topic", "mqtt_store")
     filterset = filtersets.SubscriptionFilterSet
     columns = tables.SUBSCRIPTION_COLUMNS
     default_ordering = "-created"

@@ -6,6 +6,7 @@ from django import forms
 
 from meshadmin.forms import MeshModelForm
 
+from .engines import check_store_move
 from .models import EventStore, Tag, Topic
 
 _TAG = re.compile(r"^[-a-zA-Z0-9_]+$")
@@ -49,6 +50,13 @@ class TopicForm(MeshModelForm):
         if self.instance.pk:
             self.initial["tags"] = list(self.instance.tags.all())
 
+    def clean_store(self):
+        store = self.cleaned_data.get("store")
+        problem = check_store_move(self.instance, store)
+        if problem:
+            raise forms.ValidationError(problem)
+        return store
+
     def _save_m2m(self):
         super()._save_m2m()
         tags = [Tag.objects.get_or_create(name=name)[0] for name in self.cleaned_data.get("tags", [])]
@@ -58,4 +66,4 @@ class TopicForm(MeshModelForm):
 class EventStoreForm(MeshModelForm):
     class Meta:
         model = EventStore
-        fields = ["name", "kind", "description"]
+        fields = ["name", "kind", "connection", "description"]

@@ -41,11 +41,19 @@ class StoreQuerySet(RestrictedQuerySet):
 class EventStore(models.Model):
     """Where a topic's events live. Connection secrets stay with the runtimes."""
 
-    REDIS = "redis"
-    KIND_CHOICES = [(REDIS, "Redis Streams")]
+    REDIS, KAFKA, NATS, MQTT = "redis", "kafka", "nats", "mqtt"
+    KIND_CHOICES = [(REDIS, "Redis Streams"), (KAFKA, "Kafka"), (NATS, "NATS JetStream"), (MQTT, "MQTT broker")]
+    # MQTT keeps no events (docs/stores.md): devices publish into topics through it, and
+    # subscriptions deliver to it, but no topic lives on it
+    HOLDS_TOPICS = (REDIS, KAFKA, NATS)
 
     name = models.SlugField(max_length=100, unique=True)
     kind = models.CharField(max_length=20, choices=KIND_CHOICES, default=REDIS)
+    connection = models.SlugField(
+        max_length=100, default="default",
+        help_text="The name runtimes (and the portal's MESH_STORES) know this store's URL by: "
+                  "--store <connection>=kafka://broker:9092. Credentials never leave them.",
+    )
     description = models.TextField(blank=True)
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)

@@ -25,5 +25,6 @@ TOPIC_COLUMNS = [
 EVENTSTORE_COLUMNS = [
     Column("name", linkify=True),
     Column("kind"),
+    Column("connection"),
     Column("description", order_by=None),
 ]

@@ -108,6 +108,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 EMBEDDED_REDIS_DIR = None if env_str("REDIS_URL") else DATA_DIR / env_str("MESHADMIN_EMBEDDED_REDIS", "redis")
 REDIS_URL = env_str("REDIS_URL") or redis_url(EMBEDDED_REDIS_DIR)
 MESH_KEY_PREFIX = env_str("MESH_KEY_PREFIX", DEFAULT_PREFIX)
+# The event stores the portal reads and acts on (topics/engines.py): NAME=URL items separated by
+# spaces, as a runtime's --store; the connection "default" is REDIS_URL unless given here.
+MESH_STORES = env_str("MESH_STORES", "")
 # Config push and runtime registry (rollout.push, rollout.registry).
 # A change after a quiet spell is pushed after this delay (0: at once); a change within the
 # burst window of the last version is part of a burst, waits the burst delay and shares the

@@ -10,10 +10,15 @@ document it cannot use, so that the watcher refuses it). The manager then, in th
 - stops the workers of revoked subscriptions (absent from the document) and removes their
   consumer groups and redelivery streams once their attempts under way have finished.
 
-Several runtimes of one application share each subscription's consumer group: Redis hands each
-event to one of them, and a runtime that dies leaves its events pending until a live one takes
+Several runtimes of one application share each subscription's consumer group: the store hands
+each event to one of them, and a runtime that dies leaves its events held until a live one takes
 them over after the visibility timeout. ``max_in_flight`` bounds each runtime's concurrency per
 subscription; with one runtime, 1 delivers in order.
+
+Each subscription is delivered from its topic's store (a :class:`~meshruntime.store.storeset.StoreSet`
+says which), through that engine's :class:`~meshruntime.store.GroupConsumer`: the same worker for
+every engine. What the delivery engine keeps for itself (ordered-delivery leases, the status the
+portal reads, replies to requests) lives in the mesh's Redis, ``client``.
 """
 
 from __future__ import annotations
@@ -30,16 +35,17 @@ from prometheus_client import CollectorRegistry
 from redis.exceptions import RedisError
 
 from meshruntime.journey import JourneyRecorder
-from meshruntime.keys import DEFAULT_PREFIX, KeySpace
+from meshruntime.keys import KeySpace
 from meshruntime.replies import ReplyPoster
-from meshruntime.store import Store
+from meshruntime.store import Store, StoreError
+from meshruntime.store.storeset import StoreSet
 
 from .journal import JourneyWriter
 from .lock import OrderLock
 from .metrics import DeliveryMetrics
-from .spec import SubscriptionSpec, group_start_id, specs_from_config
+from .spec import SubscriptionSpec, group_start, specs_from_config
 from .status import StatusReport
-from .streams import RedeliveryStream, TopicStream
+from .targets import Targets
 from .webhook import WebhookClient
 from .worker import AttemptObserver, DeliverySettings, SubscriptionWorker
 
@@ -51,7 +57,7 @@ __all__ = ["DeliveryManager"]
 class DeliveryManager:
     def __init__(
         self,
-        store: Store,
+        stores: Store | StoreSet,
         *,
         consumer: str,
         application: str | None,
@@ -63,25 +69,30 @@ class DeliveryManager:
         user_agent: str = "meshruntime",
         tracer: AttemptObserver | None = None,
     ) -> None:
-        """``consumer`` names this runtime in every consumer group (its runtime id: unique among
-        live runtimes). ``application`` None is gateway mode. ``client``/``prefix`` default to the
-        Redis Streams store's own, which the redelivery streams and leases need."""
-        client = client if client is not None else getattr(store, "client", None)
+        """``stores``: the runtime's stores (the caller applies each document to them), or one
+        store for every topic. ``consumer`` names this runtime in every consumer group (its
+        runtime id: unique among live runtimes). ``application`` None is gateway mode.
+        ``client`` is the mesh's Redis (default: the one store's own client, when it is Redis)."""
+        if not isinstance(stores, StoreSet):
+            stores = StoreSet.of(stores)
+        client = client if client is not None else getattr(stores.engines[0] if stores.engines else None,
+                                                           "client", None)
         if client is None:
-            raise ValueError("webhook delivery needs the Redis Streams store (or a Redis client)")
-        self.store = store
+            raise ValueError("webhook delivery needs the mesh's Redis (a client), for leases and status")
+        self.stores = stores
         self.client = client
-        self.prefix = prefix if prefix is not None else getattr(store, "prefix", DEFAULT_PREFIX)
+        self.prefix = prefix if prefix is not None else stores.prefix
         self.keys = KeySpace(self.prefix)
         self.consumer = consumer
         self.application = application
         self.settings = settings or DeliverySettings()
         self.tracer = tracer  # each worker tells it of its attempts (meshruntime.skywalking.DeliveryTracer)
         self.metrics = DeliveryMetrics(registry)
-        self.http = WebhookClient(user_agent=user_agent)
-        self.journal = JourneyWriter(store, journey, delay=self.settings.flush_delay_s)
+        self.http = Targets(WebhookClient(user_agent=user_agent), stores)  # webhooks and MQTT topics
+        self.journal = JourneyWriter(stores, journey, delay=self.settings.flush_delay_s)
         self.replies = ReplyPoster(client, self.prefix)  # responders' answers to requests (EventMesh 101)
         self.workers: dict[str, SubscriptionWorker] = {}
+        self.blocked: dict[str, str] = {}  # subscriptions whose topic's store is missing here, and why
         self._retiring: dict[str, asyncio.Task] = {}
         self._desired: tuple[dict[str, SubscriptionSpec], str] | None = None
         self._generation = 0  # bumped by apply_config
@@ -100,7 +111,7 @@ class DeliveryManager:
         subscription cannot be compiled, so that the document is refused as a whole.
         """
         specs = specs_from_config(doc, self.application)
-        self._desired = (specs, group_start_id(doc, int(time.time() * 1000)))
+        self._desired = (specs, group_start(doc, int(time.time() * 1000)))
         self._generation += 1
         self._dirty.set()
 
@@ -164,10 +175,19 @@ class DeliveryManager:
         for sub_id in [s for s in self.workers if s not in specs]:
             log.info("subscription %s revoked: stopping its delivery and removing its group", sub_id)
             self._retire(sub_id, remove=True)
+        self.blocked = {}
         for sub_id, spec in specs.items():
+            try:
+                store = self.stores.store_for(spec.topic)
+            except StoreError as error:
+                self.blocked[sub_id] = str(error)
+                if sub_id in self.workers:  # its store went away: stop, keep the group where it is
+                    log.warning("subscription %s: %s; delivery stopped", sub_id, error)
+                    self._retire(sub_id, remove=False)
+                continue
             worker = self.workers.get(sub_id)
-            if worker is not None and worker.spec.topic != spec.topic:
-                self._retire(sub_id, remove=True)
+            if worker is not None and (worker.spec.topic != spec.topic or worker.store is not store):
+                self._retire(sub_id, remove=worker.spec.topic != spec.topic)
                 worker = None
             if worker is not None:
                 worker.update(spec)
@@ -175,21 +195,20 @@ class DeliveryManager:
             retiring = self._retiring.get(sub_id)
             if retiring is not None:  # revoked and approved again: let the old one finish first
                 await asyncio.gather(retiring, return_exceptions=True)
-            worker = self._make_worker(spec, start_id)
+            worker = self._make_worker(spec, store, start_id)
             self.workers[sub_id] = worker
             worker.start()
             log.info("subscription %s: delivering %s to %s (%s)", sub_id, spec.topic, spec.url,
                      "active" if spec.active else "paused")
 
-    def _make_worker(self, spec: SubscriptionSpec, start_id: str) -> SubscriptionWorker:
-        topic = TopicStream(self.store, self.client, self.keys.topic(spec.topic), spec.topic, spec.id,
-                            self.consumer)
-        redeliver = RedeliveryStream(self.client, self.keys.redeliver(spec.id), spec.topic, spec.id,
-                                     self.consumer)
+    def _make_worker(self, spec: SubscriptionSpec, store: Store, start: str | int) -> SubscriptionWorker:
+        consumer = store.consumer(spec.topic, spec.id, self.consumer)
+        if hasattr(consumer, "redeliver_poll_s"):
+            consumer.redeliver_poll_s = self.settings.redeliver_poll_s
         return SubscriptionWorker(
-            spec, topic=topic, redeliver=redeliver, start_id=start_id, dlq_key=self.keys.dlq(spec.id),
+            spec, store=store, consumer=consumer, start=start,
             lock=OrderLock(self.client, self.keys.delivery_lock(spec.id), self.consumer,
-                           int(self.settings.visibility_timeout_s * 1000)),
+                           int(getattr(store, "visibility_timeout_s", self.settings.visibility_timeout_s) * 1000)),
             http=self.http, journal=self.journal, metrics=self.metrics.subscription(spec.id),
             settings=self.settings, replies=self.replies, tracer=self.tracer,
         )
@@ -242,6 +261,8 @@ class DeliveryManager:
         """Totals for the heartbeat."""
         totals = self.metrics.totals()
         totals["subscriptions"] = len(self.workers)
+        if self.blocked:
+            totals["subscriptions_blocked"] = len(self.blocked)
         totals["in_flight"] = sum(w.in_flight for w in self.workers.values())
         return totals
 

@@ -43,7 +43,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from meshruntime.journey import JourneyRecorder
 from meshruntime.server import HttpServer, Request, Response, error_response
 from meshruntime.skywalking import DeliveryTracer, reporter_for, service_name
-from meshruntime.store import open_store
+from meshruntime.store.storeset import open_stores
 
 from .http1 import Http1Client, HttpError
 from .manager import DeliveryManager
@@ -71,7 +71,8 @@ class DeliveryProcess:
     def __init__(
         self,
         *,
-        store_url: str,
+        connections: dict[str, str],
+        mesh_url: str,
         prefix: str,
         consumer: str,
         application: str | None,
@@ -88,7 +89,8 @@ class DeliveryProcess:
         self.restart_delay = restart_delay
         self.start_timeout = start_timeout
         self._settings_line = orjson.dumps({
-            "store_url": store_url, "prefix": prefix, "consumer": consumer, "application": application,
+            "connections": connections, "mesh_url": mesh_url, "prefix": prefix, "consumer": consumer,
+            "application": application,
             "visibility_timeout_s": settings.visibility_timeout_s, "journey_sample_rate": journey_sample_rate,
             "journey_ttl_seconds": journey_ttl_seconds, "user_agent": user_agent,
             "shutdown_timeout": shutdown_timeout, "skywalking_url": skywalking_url,
@@ -111,11 +113,16 @@ class DeliveryProcess:
     # -- configuration ---------------------------------------------------------------------------
     def apply_config(self, doc: dict[str, Any]) -> None:
         """Check the document as the engine would (raising refuses it), then pass on what the engine
-        reads of it: this runtime's subscriptions and the time the document was compiled (not the
-        whole document, which may run to megabytes, on the publish path's event loop)."""
-        specs_from_config(doc, self.application)
+        reads of it: this runtime's subscriptions, the stores of their topics and the time the
+        document was compiled (not the whole document, which may run to megabytes, on the publish
+        path's event loop)."""
+        specs = specs_from_config(doc, self.application)
         application = self.application
+        topics = {spec.topic for spec in specs.values()}
         part = {"version": doc.get("version"), "generated_at": doc.get("generated_at"),
+                "stores": doc.get("stores", []),
+                "topics": [{"name": t["name"], "store": t["store"]} for t in doc.get("topics", ())
+                           if t["name"] in topics],
                 "subscriptions": [entry for entry in doc.get("subscriptions", ())
                                   if application is None or entry["application"] == application]}
         self._doc_line = orjson.dumps(part) + b"\n"
@@ -227,8 +234,10 @@ class DeliveryProcess:
 
 # -- the child -------------------------------------------------------------------------------------
 async def _child(settings: dict[str, Any], stdin: asyncio.StreamReader) -> None:
-    store = open_store(settings["store_url"], prefix=settings["prefix"],
-                       journey_ttl_seconds=settings["journey_ttl_seconds"])
+    stores = open_stores(settings["connections"], mesh_url=settings["mesh_url"], prefix=settings["prefix"],
+                         journey_ttl_seconds=settings["journey_ttl_seconds"],
+                         visibility_timeout_s=settings["visibility_timeout_s"])
+    assert stores.mesh is not None
     registry = CollectorRegistry(auto_describe=True)
     reporter = tracer = None
     if settings.get("skywalking_url"):  # attempts reported as segments (meshruntime.skywalking)
@@ -238,7 +247,8 @@ async def _child(settings: dict[str, Any], stdin: asyncio.StreamReader) -> None:
                                 instance=settings["consumer"])
         await reporter.start()
     manager = DeliveryManager(
-        store, consumer=settings["consumer"], application=settings["application"], registry=registry,
+        stores, client=stores.mesh.client, consumer=settings["consumer"], application=settings["application"],
+        registry=registry,
         journey=JourneyRecorder(settings["consumer"], sample_rate=settings["journey_sample_rate"]),
         user_agent=settings["user_agent"], tracer=tracer,
         settings=DeliverySettings(visibility_timeout_s=settings["visibility_timeout_s"]))
@@ -263,7 +273,9 @@ async def _child(settings: dict[str, Any], stdin: asyncio.StreamReader) -> None:
     async def follow_configs() -> None:
         while line := await stdin.readline():
             try:
-                manager.apply_config(orjson.loads(line))
+                doc = orjson.loads(line)
+                manager.apply_config(doc)
+                stores.apply_document(doc)
             except Exception:  # the runtime checked it; keep delivering on the previous one
                 log.exception("delivery process: configuration not applied")
         if not stop.is_set():  # the runtime is gone without a word: stop as abruptly as it did
@@ -277,7 +289,7 @@ async def _child(settings: dict[str, Any], stdin: asyncio.StreamReader) -> None:
     if reporter is not None:
         await reporter.stop()
     await server.shutdown()
-    await store.close()
+    await stores.close()
 
 
 def main() -> None:

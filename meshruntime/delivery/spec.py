@@ -66,8 +66,8 @@ def specs_from_config(doc: Mapping[str, Any], application: str | None) -> dict[s
     }
 
 
-def group_start_id(doc: Mapping[str, Any], now_ms: int) -> str:
-    """Where a new subscription's consumer group starts: when its document was compiled.
+def group_start(doc: Mapping[str, Any], now_ms: int) -> str | int:
+    """Where a new subscription's consumer group starts: when its document was compiled (ms).
 
     A new group at ``$`` would miss whatever was published between the approval and the moment
     a runtime applied the document; starting at the document's ``generated_at`` (never later
@@ -78,4 +78,4 @@ def group_start_id(doc: Mapping[str, Any], now_ms: int) -> str:
         at_ms = int(datetime.fromisoformat(generated.replace("Z", "+00:00")).timestamp() * 1000)
     except (AttributeError, TypeError, ValueError):
         return "$"
-    return f"{min(at_ms, now_ms)}-0"
+    return min(at_ms, now_ms)

@@ -1,9 +1,12 @@
 """One subscription's delivery loop: read, filter, push, retry, acknowledge or dead-letter.
 
-A worker holds at most ``max_in_flight`` events at once (1 delivers strictly in order, retries
-included). It takes events, oldest first, from: what it acquired by recovery or takeover (its
-own pending entries after a restart or a pause, entries a dead runtime left pending for longer
-than the visibility timeout), the subscription's redelivery stream, and the topic.
+A worker drives one :class:`~meshruntime.store.GroupConsumer`, whatever the engine behind it
+(Redis Streams, NATS JetStream, Kafka): one code path, the engine's differences kept inside the
+consumer (docs/stores.md). It holds at most ``max_in_flight`` events at once (1 delivers strictly
+in order, retries included). It takes events, oldest first, from: what it took over (events a
+dead runtime held for longer than the visibility timeout, or everything the previous holder of
+an ordered subscription held), then the consumer's reads (its own events left unacknowledged by
+a restart or a pause, dead letters put back for the subscription, new events).
 
 Pausing or stopping never cuts an HTTP attempt short: the loop stops taking events, attempts
 under way finish (within the subscription's timeout), and events waiting for a retry are left
@@ -27,7 +30,7 @@ import orjson
 
 from meshruntime.cloudevents import STRUCTURED_CONTENT_TYPE, binary_from_stored
 from meshruntime.replies import ReplyPoster
-from meshruntime.store import StoredEntry, StoreError
+from meshruntime.store import GroupConsumer, Held, HeldLost, Store, StoreError, position_key
 
 from .journal import JourneyWriter
 from .lock import OrderLock
@@ -35,7 +38,6 @@ from .metrics import SubscriptionMetrics
 from .retry import Verdict, retry_wait_seconds
 from .spec import SubscriptionSpec
 from .status import StatusReport
-from .streams import Acquired, DeliveryStream, RedeliveryStream, TopicStream, id_key
 from .webhook import AttemptResult, WebhookClient
 
 log = logging.getLogger(__name__)
@@ -49,11 +51,13 @@ ACKED_MEMORY = 4096
 class DeliverySettings:
     """Knobs of the engine (not of a subscription: those come from the MeshConfig document)."""
 
-    # Pending entries idle this long belong to a runtime presumed dead and are taken over.
-    # Live runtimes renew their entries every third of it, so only a dead (or frozen) one loses them.
+    # Events held this long without renewal belong to a runtime presumed dead and are taken over.
+    # It is the store's (a Redis idle time, NATS AckWait, a Kafka session timeout, set when the
+    # store is opened); this one serves a store that has none. Live runtimes renew what they hold
+    # every third of it, so only a dead (or frozen) one loses them.
     visibility_timeout_s: float = 30.0
     block_ms: int = 1000  # a read waits this long for new events (and a pause/stop waits for a read)
-    redeliver_poll_s: float = 1.0  # how often a busy worker looks at its redelivery stream
+    redeliver_poll_s: float = 1.0  # how often a busy worker looks at dead letters put back
     claim_batch: int = 100
     backlog_limit: int = 1000  # acquired entries kept in memory before taking more
     metrics_interval_s: float = 5.0  # lag and pending gauges
@@ -64,22 +68,24 @@ class DeliverySettings:
     flush_delay_s: float = 0.01
     ack_retries: int = 20  # failed writes of acks retried (0.1 s, doubling up to 2 s) before giving up
 
-    @property
-    def lease_interval_s(self) -> float:
-        return max(0.05, self.visibility_timeout_s / 3)
-
 
 @dataclass(slots=True)
 class Delivery:
-    stream: DeliveryStream
-    entry: StoredEntry
+    held: Held
     attempts: int  # attempts already made (or under way when a runtime died)
     recorded: int  # the attempt count the store has for this entry (its delivery count)
-    missing: bool = False  # the event is gone from the stream (trimmed before delivery)
     key: tuple[str, str] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.key = (self.stream.kind, self.entry.id)
+        self.key = self.held.key
+
+    @property
+    def entry(self):
+        return self.held.entry
+
+
+def _delivery(held: Held) -> Delivery:
+    return Delivery(held, held.attempts, held.attempts + 1)
 
 
 @dataclass(slots=True)
@@ -102,9 +108,8 @@ class _DeadLetter:
     reason: str
 
 
-def _stream_time_ms(entry_id: str) -> int:
-    return int(entry_id.partition("-")[0])
-
+def _ordered_key(d: Delivery) -> tuple:
+    return d.held.source != "topic", position_key(d.entry.id)
 
 class AttemptObserver(Protocol):
     """Told of every attempt (tracing): ``start`` may add headers and returns what ``end`` gets."""
@@ -120,10 +125,9 @@ class SubscriptionWorker:
         self,
         spec: SubscriptionSpec,
         *,
-        topic: TopicStream,
-        redeliver: RedeliveryStream,
-        start_id: str,
-        dlq_key: str,
+        store: Store,
+        consumer: GroupConsumer,
+        start: str | int,
         lock: OrderLock,
         http: WebhookClient,
         journal: JourneyWriter,
@@ -133,29 +137,32 @@ class SubscriptionWorker:
         tracer: AttemptObserver | None = None,
     ) -> None:
         self.spec = spec
-        self.topic = topic
-        self.redeliver = redeliver
-        self.start_id = start_id
-        self.dlq_key = dlq_key
-        self.lock = lock  # taken only while the subscription is ordered (max in flight 1)
+        self.store = store  # the subscription's topic lives there: its group is made and removed there
+        self.consumer = consumer
+        self.start_id = start
+        # taken only while the subscription is ordered (max in flight 1), on engines whose members
+        # do not take turns by themselves (GroupConsumer.orders_itself)
+        self.lock = lock
+        self._uses_lock = not consumer.orders_itself
+        self.lease_interval_s = max(0.05, getattr(store, "visibility_timeout_s", settings.visibility_timeout_s) / 3)
         self.http = http
         self.journal = journal
         self.metrics = metrics
         self.settings = settings
         self.replies = replies
         self.tracer = tracer  # told of each attempt's start and end (meshruntime.skywalking)
-        self.ready = asyncio.Event()  # the consumer groups exist
+        self.ready = asyncio.Event()  # the consumer group exists
         self.report = StatusReport()  # taken and written by the manager every few seconds
-        self._streams: tuple[DeliveryStream, ...] = (topic, redeliver)
         self._held: dict[tuple[str, str], Delivery] = {}
         self._backlog: deque[Delivery] = deque()  # acquired (recovered, claimed): first in line
         self._ahead: deque[Delivery] = deque()  # new events read ahead of free slots (see _take_new)
         self._drained = False  # the last read of the topic got fewer events than it asked for
         self._refilling = False
-        self._acks: dict[str, list[str]] = {}
+        self._acks: list[Held] = []
         self._acking: set[tuple[str, str]] = set()
-        # acknowledged lately: a page of own pending entries read just before the ack landed
-        # must not bring them back (keys only, the last ACKED_MEMORY to twice that, oldest first)
+        # acknowledged lately (keys only, the last ACKED_MEMORY to twice that, oldest first): an
+        # event read again after its ack landed (a page of own pending events read just before,
+        # a server redelivering what it had not applied yet) is acknowledged again, not delivered
         self._acked: dict[tuple[str, str], None] = {}
         self._ack_task: asyncio.Task | None = None
         self._in_flight = 0
@@ -166,9 +173,7 @@ class SubscriptionWorker:
         # Tasks here are stopped by this event, never by cancel(): redis-py (8.1) often swallows
         # a cancellation that arrives during a command, and the task would carry on.
         self._stopped = asyncio.Event()
-        self._recover_after: dict[str, str | None] = {}
         self._claim_everything = False  # set when this runtime takes an ordered subscription's lease
-        self._next_redeliver_read = 0.0
         self._runner: asyncio.Task | None = None
         self._maintainer: asyncio.Task | None = None
         self._store_down_since: float | None = None
@@ -200,12 +205,12 @@ class SubscriptionWorker:
         elif spec.active and not was_active:
             log.info("subscription %s resumed", spec.id)
             self._halt.clear()
-            self._recover_after = {}  # what the pause left pending is taken up again first
         self._wake.set()
 
     async def stop(self, *, remove: bool = False) -> None:
-        """Stop gracefully: no new events, attempts under way finish, then (``remove``) the
-        subscription's groups and its redelivery stream are deleted (it was revoked)."""
+        """Stop gracefully: no new events, attempts under way finish, what was taken and not
+        started is given back, then (``remove``) the subscription's group and its put-back dead
+        letters are deleted (it was revoked)."""
         self._stopping = True
         self._stopped.set()
         self._halt.set()
@@ -221,17 +226,24 @@ class SubscriptionWorker:
         if self._maintainer is not None:
             await asyncio.gather(self._maintainer, return_exceptions=True)
         await self._drain_acks()
+        waiting = [d.held for d in self._held.values()]
+        self._held.clear()
+        self._ahead.clear()
+        self._backlog.clear()
+        if waiting:  # read ahead or taken over, never started: the next holder has them at once
+            await self._release(waiting)
+        with contextlib.suppress(StoreError):
+            await self.consumer.close()
         await self.lock.release()
         if remove:
-            for stream in self._streams:
-                for attempt in range(3):
-                    try:
-                        await stream.remove()
-                        break
-                    except StoreError as error:
-                        log.warning("removing %s of revoked subscription %s failed (%s)%s", stream.kind,
-                                    self.spec.id, error, "; retrying" if attempt < 2 else "")
-                        await asyncio.sleep(0.2 * (attempt + 1))
+            for attempt in range(3):
+                try:
+                    await self.store.remove_group(self.spec.topic, self.spec.id)
+                    break
+                except StoreError as error:
+                    log.warning("removing the group of revoked subscription %s failed (%s)%s", self.spec.id,
+                                error, "; retrying" if attempt < 2 else "")
+                    await asyncio.sleep(0.2 * (attempt + 1))
 
     def take_report(self) -> StatusReport:
         report, self.report = self.report, StatusReport()
@@ -251,11 +263,11 @@ class SubscriptionWorker:
                 await self._wake.wait()
                 continue
             try:
-                if spec.max_in_flight == 1 and not self.lock.held:
+                if spec.max_in_flight == 1 and self._uses_lock and not self.lock.held:
                     if not await self.lock.refresh():
                         # another runtime delivers this ordered subscription: stand by, try later
                         with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(self._wake.wait(), self.settings.lease_interval_s)
+                            await asyncio.wait_for(self._wake.wait(), self.lease_interval_s)
                         continue
                     # whatever the previous holder left pending comes first, in order
                     self._claim_everything = True
@@ -269,15 +281,11 @@ class SubscriptionWorker:
                 await self._store_down(error)
 
     async def _take(self, free: int) -> None:
-        """Start up to ``free`` deliveries from the first source that has something."""
+        """Start up to ``free`` deliveries: what was taken over first, else what the consumer reads."""
         if self._claim_everything:
-            for stream in self._streams:
-                self._acquire(stream, await stream.claim_all(self.settings.claim_batch))
+            self._acquire(await self.consumer.take_over(self.settings.claim_batch))
             self._claim_everything = False
-        recovered = True
-        if not self._backlog:
-            recovered = await self._recover_own(free)
-        if self._backlog or not recovered:
+        if self._backlog:
             backlog, limit = self._backlog, self.spec.max_in_flight
             self._refilling = True  # see _start_in_free_slots
             try:
@@ -286,18 +294,10 @@ class SubscriptionWorker:
             finally:
                 self._refilling = False
             return
-        now = time.monotonic()
-        if free > 0 and now >= self._next_redeliver_read:
-            self._next_redeliver_read = now + self.settings.redeliver_poll_s
-            entries = await self.redeliver.read_new(free, None)
-            if entries:
-                self._next_redeliver_read = 0.0  # there may be more: read on until it is empty
-                self._start_new(self.redeliver, entries)
-                return
         await self._take_new(free)
 
     async def _take_new(self, free: int) -> None:
-        """Start up to ``free`` new events of the topic, first those read ahead.
+        """Start up to ``free`` events the consumer reads, first those read ahead.
 
         Unordered subscriptions read up to ``max_in_flight`` events ahead of their free slots
         (held like events under way: pending, their leases renewed). An attempt that ends starts
@@ -312,16 +312,31 @@ class SubscriptionWorker:
         if want <= 0:
             return
         block = self.settings.block_ms if free > 0 and not started else None  # wait only when idle
-        entries = await self.topic.read_new(want, block)
-        self._drained = len(entries) < want  # caught up: read ahead again once a read fills up
-        if not entries:
-            if block is not None:
-                self._next_redeliver_read = 0.0  # idle: the redelivery stream is looked at every block
+        read = await self.consumer.read(want, block)
+        self._drained = len(read) < want  # caught up: read ahead again once a read fills up
+        if not read:
             return
         if self._halt.is_set():
-            return  # paused (or stopping) while the read waited: see _start_new
-        topic = self.topic
-        self._start_in_free_slots([Delivery(topic, entry, 0, 1) for entry in entries])
+            # paused (or stopping) while the read waited: given back, taken up first on resume
+            # (or by another runtime after the visibility timeout)
+            await self._release(read)
+            return
+        self._start_in_free_slots(self._fresh(read))
+
+    def _fresh(self, read: list[Held]) -> list[Delivery]:
+        """What a read brought that is not held here already (see ``_acked``)."""
+        held, acking, acked = self._held, self._acking, self._acked
+        out = []
+        for h in read:
+            key = h.key
+            if key in held or key in acking:
+                continue
+            if key in acked:
+                self._acks.append(h)
+                self._flush_soon()
+                continue
+            out.append(_delivery(h))
+        return out
 
     def _start_in_free_slots(self, deliveries: Iterable[Delivery]) -> None:
         """Queue ``deliveries`` behind what was read ahead, then start from the front as far as
@@ -357,19 +372,20 @@ class SubscriptionWorker:
         finally:
             self._refilling = False
 
-    def _start_new(self, stream: DeliveryStream, entries: list[StoredEntry]) -> None:
-        if self._halt.is_set():
-            # paused (or stopping) while the read waited: they stay pending, and are taken up
-            # first on resume (or by another runtime after the visibility timeout)
-            return
-        self._start_in_free_slots([Delivery(stream, entry, 0, 1) for entry in entries])
+    async def _release(self, held: list[Held]) -> None:
+        """Give events back without a verdict (a pause, a stop); if that fails they come back
+        anyway, after the visibility timeout."""
+        try:
+            await self.consumer.release(held)
+        except StoreError as error:
+            log.debug("subscription %s: release failed: %s", self.spec.id, error)
 
     async def _setup(self) -> None:
-        """Create the consumer groups, retrying while the store is away."""
+        """Create the consumer group (and its source of put-back dead letters), retrying while
+        the store is away."""
         while not self._stopping:
             try:
-                await self.topic.ensure_group(self.start_id)
-                await self.redeliver.ensure_group("0")
+                await self.store.ensure_group(self.spec.topic, self.spec.id, self.start_id)
                 self.ready.set()
                 self._store_up()
                 return
@@ -395,39 +411,13 @@ class SubscriptionWorker:
             log.info("subscription %s: event store reachable again", self.spec.id)
             self._store_down_since = None
 
-    async def _recover_own(self, free: int) -> bool:
-        """Take up this consumer's own pending entries, a page at a time, before anything new;
-        True once every stream has been read to its end. Nothing new is read until then, so
-        the pending list stops growing and the recovery ends."""
-        for stream in self._streams:
-            after = self._recover_after.get(stream.kind, "0")
-            if after is None:
-                continue
-            acquired, next_after = await stream.read_own_pending(after, max(free, self.settings.claim_batch))
-            self._recover_after[stream.kind] = next_after
-            self._acquire(stream, acquired)
-            return False
-        return True
-
-    def _acquire(self, stream: DeliveryStream, acquired: Acquired) -> None:
-        for entry, attempts in acquired.entries:
-            key = (stream.kind, entry.id)
-            if key in self._held or key in self._acking or key in self._acked:
-                continue
-            delivery = Delivery(stream, entry, attempts, attempts + 1)
-            self._held[key] = delivery
-            self._backlog.append(delivery)
-        for entry_id, attempts in acquired.missing:
-            key = (stream.kind, entry_id)
-            if key in self._held or key in self._acking or key in self._acked:
-                continue
-            delivery = Delivery(stream, StoredEntry(entry_id, stream.topic, b""), attempts, attempts + 1,
-                                missing=True)
-            self._held[key] = delivery
+    def _acquire(self, taken: list[Held]) -> None:
+        """Put events taken over (claim_stale, take_over) first in line."""
+        for delivery in self._fresh(taken):
+            self._held[delivery.key] = delivery
             self._backlog.append(delivery)
         if self.spec.max_in_flight == 1 and len(self._backlog) > 1:  # ordered: oldest first
-            self._backlog = deque(sorted(self._backlog, key=lambda d: (d.stream.kind != "topic",
-                                                                       id_key(d.entry.id))))
+            self._backlog = deque(sorted(self._backlog, key=_ordered_key))
 
     def _start(self, delivery: Delivery) -> None:
         self._held[delivery.key] = delivery
@@ -467,7 +457,7 @@ class SubscriptionWorker:
     def _prepare(self, d: Delivery) -> _Prepared | _DeadLetter | None:
         """Read the stored event for its attempts: what they need, or why it is dead-lettered
         without one, or None when the subscription's filters leave it out (acknowledged here)."""
-        if d.missing:
+        if d.held.missing:
             return _DeadLetter(None, "expired: the event was removed by the topic's retention before it could "
                                      "be delivered")
         try:
@@ -530,7 +520,7 @@ class SubscriptionWorker:
                 n = d.attempts + 1
                 if d.recorded < n:
                     with contextlib.suppress(StoreError):  # best effort: the lease is renewed anyway
-                        await d.stream.touch([d.entry.id], attempts=n)
+                        await self.consumer.renew([d.held], attempts=n)
                         d.recorded = n
                 headers = self._headers(spec, d, request, n)
                 traced = self.tracer and self.tracer.start(spec, attributes, n, headers)
@@ -554,7 +544,8 @@ class SubscriptionWorker:
             self.report.error(result.error, result.status)
             wait = retry_wait_seconds(n, spec.backoff_base_ms, spec.backoff_cap_ms, result.retry_after, self._rng)
             if await self._halted_within(wait):
-                return  # paused or stopping: stays pending, with its attempts recorded
+                await self._release([d.held])  # paused or stopping: its attempts are recorded
+                return
             result = None
 
     @staticmethod
@@ -563,7 +554,7 @@ class SubscriptionWorker:
         headers = request[1].copy()
         headers["Mesh-Subscription"] = spec.id
         headers["Mesh-Delivery-Attempt"] = str(n)
-        headers["Mesh-Delivery-Id"] = f"{spec.id}/{d.stream.kind}/{d.entry.id}"
+        headers["Mesh-Delivery-Id"] = f"{spec.id}/{d.held.source}/{d.entry.id}"
         return headers
 
     def _attempted(self, d: Delivery, spec: SubscriptionSpec, event_id: str, result: AttemptResult) -> bool:
@@ -582,8 +573,9 @@ class SubscriptionWorker:
         self._ack(d)
         self.metrics.delivered.inc()
         self.report.count_delivered()
-        if d.stream.kind == "topic":
-            self.metrics.latency.observe(max(0.0, time.time() - _stream_time_ms(d.entry.id) / 1000))
+        entry = d.held.entry
+        if d.held.source == "topic" and entry.time_ms is not None:
+            self.metrics.latency.observe(max(0.0, time.time() - entry.time_ms / 1000))
         return True
 
     def _filtered(self, d: Delivery) -> None:
@@ -599,16 +591,19 @@ class SubscriptionWorker:
         return True
 
     async def _dead_letter(self, d: Delivery, event_id: str | None, reason: str, status: int | None) -> None:
-        """Move the event to the dead-letter stream (and ack it, atomically); retried while the
-        store is away, unless the worker is halted, in which case the event stays pending."""
+        """Move the event to the subscription's dead letters (and ack it); retried while the
+        store is away, unless the worker is halted, in which case the event is given back."""
         delay = 0.1
         while True:
             try:
-                await d.stream.dead_letter(self.dlq_key, d.entry, reason, status, d.attempts)
+                await self.consumer.dead_letter(d.held, reason, status, d.attempts)
                 break
+            except HeldLost:
+                break  # its new holder delivers it again; the dead letter was written
             except StoreError as error:
                 log.warning("subscription %s: dead-lettering %s failed: %s", self.spec.id, d.entry.id, error)
                 if await self._halted_within(delay):
+                    await self._release([d.held])
                     return
                 delay = min(delay * 2, 5.0)
         code = reason.split(":", 1)[0]
@@ -622,8 +617,11 @@ class SubscriptionWorker:
 
     # -- acknowledgements, batched (see DeliverySettings.flush_delay_s) ---------------------------
     def _ack(self, d: Delivery) -> None:
-        self._acks.setdefault(d.stream.kind, []).append(d.entry.id)
+        self._acks.append(d.held)
         self._acking.add(d.key)
+        self._flush_soon()
+
+    def _flush_soon(self) -> None:
         if self._ack_task is None or self._ack_task.done():
             self._ack_task = asyncio.create_task(self._flush_acks())
 
@@ -633,31 +631,31 @@ class SubscriptionWorker:
         while self._acks:
             if not self._stopping:
                 await asyncio.sleep(self.settings.flush_delay_s)
-            batches, self._acks = self._acks, {}
-            for stream in self._streams:
-                ids = batches.get(stream.kind)
-                if not ids:
-                    continue
-                kind = stream.kind
-                try:
-                    await stream.ack(ids)
-                except StoreError as error:
-                    failures += 1
-                    if failures > self.settings.ack_retries:
-                        # left pending: taken over after the visibility timeout, by this runtime
-                        # too, so they must not count as acknowledged here (see _acquire)
-                        log.warning("subscription %s: %d acks lost (%s); those events will be "
-                                    "delivered again", self.spec.id, len(ids), error)
-                        self._acking.difference_update([(kind, entry_id) for entry_id in ids])
-                    else:
-                        self._acks.setdefault(kind, []).extend(ids)
-                        await asyncio.sleep(min(0.05 * 2 ** failures, 2.0))
-                    continue
-                keys = [(kind, entry_id) for entry_id in ids]
-                self._acking.difference_update(keys)
-                self._acked.update(dict.fromkeys(keys))
-                if len(self._acked) > 2 * ACKED_MEMORY:  # forget the older half, at once
-                    self._acked = dict.fromkeys(list(self._acked)[-ACKED_MEMORY:])
+            batch, self._acks = self._acks, []
+            keys = [h.key for h in batch]
+            try:
+                await self.consumer.ack(batch)
+            except HeldLost as lost:
+                # no longer this member's: the new holder delivers them again (at least once);
+                # not a failure to retry. The others in the batch were acknowledged.
+                log.info("subscription %s: %d acks not needed here any more (%s)", self.spec.id,
+                         len(lost.ids), lost)
+            except StoreError as error:
+                failures += 1
+                if failures > self.settings.ack_retries:
+                    # left unacknowledged: taken over after the visibility timeout, by this
+                    # runtime too, so they must not count as acknowledged here (see _fresh)
+                    log.warning("subscription %s: %d acks lost (%s); those events will be "
+                                "delivered again", self.spec.id, len(batch), error)
+                    self._acking.difference_update(keys)
+                else:
+                    self._acks.extend(batch)
+                    await asyncio.sleep(min(0.05 * 2 ** failures, 2.0))
+                continue
+            self._acking.difference_update(keys)
+            self._acked.update(dict.fromkeys(keys))
+            if len(self._acked) > 2 * ACKED_MEMORY:  # forget the older half, at once
+                self._acked = dict.fromkeys(list(self._acked)[-ACKED_MEMORY:])
 
     async def _drain_acks(self) -> None:
         if self._acks and (self._ack_task is None or self._ack_task.done()):
@@ -673,7 +671,7 @@ class SubscriptionWorker:
         next_gauges = 0.0
         while not self._stopping:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopped.wait(), settings.lease_interval_s)
+                await asyncio.wait_for(self._stopped.wait(), self.lease_interval_s)
                 return
             try:
                 await self._renew_leases()
@@ -681,7 +679,8 @@ class SubscriptionWorker:
                     # another runtime has it now: take nothing more, and let go of retry waits
                     log.warning("subscription %s: lost the ordered-delivery lease", self.spec.id)
                     self._halt.set()
-                if self.spec.active and not self._stopping and (self.spec.max_in_flight > 1 or self.lock.held):
+                if self.spec.active and not self._stopping and (self.spec.max_in_flight > 1 or self.lock.held
+                                                                 or not self._uses_lock):
                     await self._claim_stale()
                 if time.monotonic() >= next_gauges:
                     next_gauges = time.monotonic() + settings.metrics_interval_s
@@ -690,35 +689,30 @@ class SubscriptionWorker:
                 log.debug("subscription %s: maintenance failed: %s", self.spec.id, error)
 
     async def _renew_leases(self) -> None:
-        by_stream: dict[str, list[str]] = {}
-        for kind, entry_id in list(self._held):
-            by_stream.setdefault(kind, []).append(entry_id)
-        for stream in self._streams:
-            ids = by_stream.get(stream.kind)
-            for start in range(0, len(ids or ()), 500):
-                await stream.touch(ids[start:start + 500])
+        held = [d.held for d in list(self._held.values())]
+        for start in range(0, len(held), 500):
+            await self.consumer.renew(held[start:start + 500])
 
     async def _claim_stale(self) -> None:
-        min_idle_ms = int(self.settings.visibility_timeout_s * 1000)
-        for stream in self._streams:
-            more = True
-            while more and len(self._backlog) < self.settings.backlog_limit and not self._stopping:
-                acquired, more = await stream.claim_stale(min_idle_ms, self.settings.claim_batch)
-                if acquired.entries or acquired.missing:
-                    log.info("subscription %s: took over %d events left pending by a stopped runtime",
-                             self.spec.id, len(acquired.entries) + len(acquired.missing))
-                    self._acquire(stream, acquired)
-                    self._wake.set()
+        batch = self.settings.claim_batch
+        more = True
+        while more and len(self._backlog) < self.settings.backlog_limit and not self._stopping:
+            taken = await self.consumer.claim_stale(batch)
+            more = len(taken) >= batch
+            if taken:
+                log.info("subscription %s: took over %d events left unacknowledged by a stopped runtime",
+                         self.spec.id, len(taken))
+                self._acquire(taken)
+                self._wake.set()
 
     async def _update_gauges(self) -> None:
-        info = await self.topic.info()
-        redeliver = await self.redeliver.info()
+        info = await self.store.group_info(self.spec.topic, self.spec.id)
         if info is None:
             return
-        pending = info.pending + (redeliver.pending if redeliver else 0)
-        self.metrics.pending.set(pending)
+        # where only the members know what they hold (Kafka), this runtime counts its own
+        self.metrics.pending.set(info.pending if info.pending is not None else len(self._held))
         if info.lag is not None:
-            self.metrics.lag.set(info.lag + (redeliver.lag or 0 if redeliver else 0))
+            self.metrics.lag.set(info.lag)
 
 
 def _request(mode: str, stored: bytes, attributes: dict) -> tuple[str, dict[str, str], bytes]:

@@ -17,6 +17,7 @@ from .base import (
     GroupConsumer,
     GroupInfo,
     Held,
+    HeldLost,
     Journal,
     JourneyStep,
     PendingEntry,
@@ -25,6 +26,7 @@ from .base import (
     StoredEntry,
     StoreError,
     StoreUnsupported,
+    position_key,
     redact,
 )
 from .redis_streams import RedisStreamsStore
@@ -74,7 +76,8 @@ def open_store(url: str, *, prefix: str = DEFAULT_PREFIX, name: str = "default",
 
 __all__ = [
     "ENGINES", "GROUP_START_ALL", "GROUP_START_NEW", "NO_RETENTION", "AppendEntry", "ClaimResult", "DeadLetter",
-    "GroupConsumer", "GroupInfo", "Held", "Journal", "JourneyStep", "PendingEntry", "RedisStreamsStore", "Retention",
+    "GroupConsumer", "GroupInfo", "Held", "HeldLost", "Journal", "JourneyStep", "PendingEntry", "RedisStreamsStore",
+    "Retention",
     "Store", "StoreError", "StoreUnsupported", "StoredEntry",
-    "engine_class", "open_store", "redact",
+    "engine_class", "open_store", "position_key", "redact",
 ]

@@ -45,6 +45,23 @@ class StoreUnsupported(StoreError):
     """The engine cannot do this at all (MQTT keeps no events to read back); never retried."""
 
 
+class HeldLost(StoreError):
+    """Events this member held are no longer its own (a Kafka partition moved to another member
+    in a rebalance): their acknowledgement cannot land here, and need not be retried, since the
+    new holder delivers them again. ``ids`` are their positions; the rest of the call succeeded."""
+
+    def __init__(self, message: str, ids: Sequence[str]) -> None:
+        super().__init__(message)
+        self.ids = list(ids)
+
+
+def position_key(position: str) -> tuple[int, ...]:
+    """An engine's position as a sortable tuple, in the order the engine gives them: Redis
+    ``"ms-seq"``, Kafka ``"partition-offset"``, NATS ``"sequence"`` (``"10-2"`` sorts before
+    ``"9-1"`` as a string, not as a position)."""
+    return tuple(int(part) for part in position.split("-"))
+
+
 @dataclass(frozen=True, slots=True)
 class Retention:
     """How long a topic keeps its events: whichever limit is reached first wins; ``None`` = no limit."""
@@ -176,7 +193,13 @@ class GroupConsumer(Protocol):
 
     Everything it returns is *held* until :meth:`ack` or :meth:`dead_letter`; a runtime that dies
     holding events loses them to another member after the store's visibility timeout.
+
+    ``orders_itself`` is True where the engine gives each partition to one member at a time
+    (Kafka): members of an ordered subscription then need no lease of the mesh's own to take
+    turns, and must not take one (the lease holder might not hold the partition).
     """
+
+    orders_itself: bool
 
     async def read(self, count: int, block_ms: int | None = None) -> list[Held]:
         """Up to ``count`` events to deliver now, oldest first, waiting up to ``block_ms`` when

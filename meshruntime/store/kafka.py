@@ -48,6 +48,7 @@ from .base import (
     DeadLetter,
     GroupInfo,
     Held,
+    HeldLost,
     Journal,
     JourneyStep,
     Retention,
@@ -230,15 +231,19 @@ class KafkaStore:
     # -- publish ---------------------------------------------------------------------------------
     async def append_many(self, entries: Sequence[AppendEntry], *, journey: Sequence[JourneyStep] = ()) -> list[str]:
         await self._start()
+        # each topic's name once per call: names are checked as they are built, which per event
+        # was most of a batch's cost in this process
+        kafka_topics = {}
         for topic, retention in {(e.topic, e.retention): None for e in entries}:
-            await self._ensure_topic(names.kafka_topic(self.prefix, topic), retention)
+            kafka_topic = kafka_topics.get(topic) or names.kafka_topic(self.prefix, topic)
+            kafka_topics[topic] = kafka_topic
+            await self._ensure_topic(kafka_topic, retention)
         try:
             if len(entries) == 1:
-                results = [await self._producer.send_and_wait(names.kafka_topic(self.prefix, entries[0].topic),
-                                                              entries[0].event)]
+                results = [await self._producer.send_and_wait(kafka_topics[entries[0].topic], entries[0].event)]
             else:
-                futures = [await self._producer.send(names.kafka_topic(self.prefix, e.topic), e.event)
-                           for e in entries]
+                send = self._producer.send
+                futures = [await send(kafka_topics[e.topic], e.event) for e in entries]
                 results = await asyncio.gather(*futures)
         except _ERRORS as error:
             raise StoreError(f"{self.label}: append failed: {error!r}") from error
@@ -573,6 +578,8 @@ class KafkaGroupConsumer(ConsumerRebalanceListener):
     """One member of a subscription's groups: one Kafka consumer for the topic, one for its
     redelivery topic (see :func:`~.names.kafka_redeliver_group`)."""
 
+    orders_itself = True  # one member per partition: an ordered subscription has one partition
+
     def __init__(self, store: KafkaStore, topic: str, group: str, name: str) -> None:
         self.store = store
         self.topic = topic
@@ -680,18 +687,24 @@ class KafkaGroupConsumer(ConsumerRebalanceListener):
                     consumer.seek(tp, offset)
 
     async def ack(self, held: Sequence[Held]) -> None:
-        touched = []
+        """Mark them finished and commit what that allows; raises :class:`HeldLost` (after
+        committing the others) for those whose partition moved to another member meanwhile."""
+        touched, lost = [], []
         for h in held:
             tp = h.token
             part = self._parts.get(tp)
             _partition, offset = _parse_position(h.entry.id)
             if part is None or offset not in part.done:
-                raise StoreError(f"{self.store.label}: {h.entry.id} of {tp.topic} is no longer this member's "
-                                 "(its partition moved to another member, which delivers it again)")
+                lost.append(h.entry.id)
+                continue
             part.done[offset] = True
             part.held.discard(offset)
             touched.append(tp)
         await self._commit(list(dict.fromkeys(touched)))
+        if lost:
+            raise HeldLost(f"{self.store.label}: {', '.join(lost[:5])}{' …' if len(lost) > 5 else ''} of "
+                           f"{self._kafka_topic} no longer this member's (its partition moved to another member, "
+                           "which delivers them again)", lost)
 
     async def _commit(self, tps: list[TopicPartition]) -> None:
         async with self._committing:

@@ -119,6 +119,18 @@ class MqttStore:
             await self.record_journey(journey)
         return [""] * len(entries)
 
+    async def publish(self, mqtt_topic: str, payload: bytes) -> None:
+        """Publish one message to an MQTT topic of the broker as it is named there (a delivery
+        target, ``mqtt://<store>/<topic>``), with QoS 1; returns once the broker acknowledged it."""
+        if not mqtt_topic or "+" in mqtt_topic or "#" in mqtt_topic:
+            raise ValueError(f"{mqtt_topic!r} is not an MQTT topic to publish to (no wildcards, not empty)")
+        client = await self._connected()
+        try:
+            await client.publish(mqtt_topic, payload, qos=QOS)
+        except _ERRORS as error:
+            await self._drop_publisher()
+            raise StoreError(f"{self.label}: publish to {mqtt_topic} failed: {error}") from error
+
     async def _drop_publisher(self) -> None:
         client, self._publisher = self._publisher, None
         if client is not None:

@@ -167,16 +167,17 @@ class NatsStore:
 
     # -- publish ---------------------------------------------------------------------------------
     async def append_many(self, entries: Sequence[AppendEntry], *, journey: Sequence[JourneyStep] = ()) -> list[str]:
+        subjects = {}  # each topic's subject once per call (names are checked as they are built)
         for topic, retention in {(e.topic, e.retention): None for e in entries}:
             await self._ensure_stream(topic, retention)
+            subjects[topic] = names.nats_topic_subject(self.prefix, topic)
         js = await self._js()
         try:
             if len(entries) == 1:
-                acks = [await js.publish(names.nats_topic_subject(self.prefix, entries[0].topic), entries[0].event)]
+                acks = [await js.publish(subjects[entries[0].topic], entries[0].event)]
             else:
                 # published back to back on one connection (stored in this order), acks awaited together
-                futures = [await js.publish_async(names.nats_topic_subject(self.prefix, e.topic), e.event)
-                           for e in entries]
+                futures = [await js.publish_async(subjects[e.topic], e.event) for e in entries]
                 async with asyncio.timeout(self.request_timeout_s):
                     acks = await asyncio.gather(*futures)
         except _NATS_ERRORS as error:
@@ -468,7 +469,8 @@ class NatsGroupConsumer:
     their fetches; nothing here is per member but what it holds.
     """
 
-    REDELIVER_POLL_S = 1.0  # dead letters put back are looked for at most this often while busy
+    orders_itself = False  # the server spreads a stream over every fetching member
+    redeliver_poll_s = 1.0  # dead letters put back are looked for at most this often while busy
 
     def __init__(self, store: NatsStore, topic: str, group: str, name: str) -> None:
         self.store = store
@@ -511,7 +513,7 @@ class NatsGroupConsumer:
     async def read(self, count: int, block_ms: int | None = None) -> list[Held]:
         now = time.monotonic()
         if now >= self._next_redeliver_read:
-            self._next_redeliver_read = now + self.REDELIVER_POLL_S
+            self._next_redeliver_read = now + self.redeliver_poll_s
             held = await self._fetch("redeliver", count, NO_WAIT_S)
             if held:
                 self._next_redeliver_read = 0.0

@@ -12,11 +12,14 @@ was delivered; that is the lease and the attempt count:
 - *claim_stale* is ``XAUTOCLAIM`` of entries idle longer than the visibility timeout, with a
   cursor kept per stream so that successive calls sweep the whole pending list;
 - what a member left pending under its own name (a restart) is read back first, a page at a
-  time, before anything new, so that the pending list stops growing and the recovery ends.
+  time, before anything new, so that the pending list stops growing and the recovery ends;
+- dead letters put back are looked for before new events, at most every ``redeliver_poll_s``
+  while the topic keeps the member busy (each look is a round trip), and on every idle read.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -42,6 +45,9 @@ def id_key(entry_id: str) -> tuple[int, int]:
 
 
 class RedisGroupConsumer:
+    orders_itself = False  # members take turns by the mesh's lease (delivery/lock.py)
+    redeliver_poll_s = 1.0  # dead letters put back are looked for at most this often while busy
+
     def __init__(self, store: RedisStreamsStore, topic: str, group: str, name: str) -> None:
         self.store = store
         self.client = store.client
@@ -52,6 +58,7 @@ class RedisGroupConsumer:
         self._recover_after: dict[str, str | None] = dict.fromkeys(SOURCES, "0")
         self._claim_cursor: dict[str, str] = dict.fromkeys(SOURCES, "0-0")
         self._held: set[tuple[str, str]] = set()
+        self._next_redeliver_read = 0.0
 
     # -- reading -------------------------------------------------------------------------------
     async def read(self, count: int, block_ms: int | None = None) -> list[Held]:
@@ -63,10 +70,17 @@ class RedisGroupConsumer:
             self._recover_after[source] = next_after
             if held:
                 return held
-        held = await self._read_new("redeliver", count, None)
-        if held:
-            return held
-        return await self._read_new("topic", count, block_ms)
+        now = time.monotonic()
+        if now >= self._next_redeliver_read:  # a round trip of its own: not on every read of a busy topic
+            self._next_redeliver_read = now + self.redeliver_poll_s
+            held = await self._read_new("redeliver", count, None)
+            if held:
+                self._next_redeliver_read = 0.0  # there may be more: read on until none is left
+                return held
+        held = await self._read_new("topic", count, block_ms)
+        if not held and block_ms is not None:
+            self._next_redeliver_read = 0.0  # idle: put-back dead letters are looked at every block
+        return held
 
     async def _read_new(self, source: str, count: int, block_ms: int | None) -> list[Held]:
         if source == "topic":

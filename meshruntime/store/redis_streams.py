@@ -26,6 +26,7 @@ from .base import (
     ClaimResult,
     DeadLetter,
     GroupInfo,
+    Journal,
     JourneyStep,
     PendingEntry,
     Retention,
@@ -38,6 +39,7 @@ from .resp import REPLY_TIMEOUT_SECONDS, RespPool, bulk, command
 
 EVENT_FIELD = b"event"
 _PAGE = 500
+_MAX_SEQ = 2**64 - 1  # the largest sequence number of a stream id
 
 
 def make_client(url: str, **kwargs) -> aioredis.Redis:
@@ -80,8 +82,12 @@ class RedisStreamsStore:
         name: str = "default",
         visibility_timeout_s: float = 30.0,
         reply_timeout_s: float = REPLY_TIMEOUT_SECONDS,
+        journal: Journal | None = None,
     ) -> None:
+        """``journal``: where journey steps go when this Redis is not the mesh's (by default they
+        go in the append's own round trip, here)."""
         self.client = client
+        self.journal = journal
         self.name = name
         self.label = f"event store {name!r} (redis at {redact(url) if url else 'a given client'})"
         self.visibility_timeout_s = visibility_timeout_s
@@ -225,6 +231,7 @@ class RedisStreamsStore:
         for entry in entries:
             parts.append(self._xadd_prefix(entry.topic, entry.retention, now_ms))
             parts.append(_bulk(entry.event))
+        elsewhere, journey = (journey, ()) if self.journal is not None else ((), journey)
         commands = len(entries) + self._pack_journey(parts, journey)
         try:
             results = await self._round_trip(b"".join(parts), commands)
@@ -235,10 +242,15 @@ class RedisStreamsStore:
             if isinstance(result, Exception):
                 raise StoreError(f"append failed: {result}")
             ids.append(_s(result))
+        if elsewhere:
+            await self.journal.record_journey(elsewhere)
         return ids
 
     async def record_journey(self, steps: Sequence[JourneyStep]) -> None:
         if not steps:
+            return
+        if self.journal is not None:
+            await self.journal.record_journey(steps)
             return
         parts: list[bytes] = []
         commands = self._pack_journey(parts, steps)
@@ -251,7 +263,9 @@ class RedisStreamsStore:
     async def ensure_group(self, topic: str, group: str, start_id: str | int = GROUP_START_NEW) -> bool:
         """Also creates the group on the subscription's redelivery stream (from its start)."""
         if isinstance(start_id, int):
-            start_id = f"{start_id}-0"
+            # a group's id counts as delivered: the last id of the millisecond before, so that the
+            # events appended in the start's own millisecond (ids <ms>-0, <ms>-1, ...) are delivered
+            start_id = f"{start_id - 1}-{_MAX_SEQ}" if start_id > 0 else GROUP_START_ALL
         created = True
         for key, start in ((self.stream_key(topic), start_id), (self.redeliver_key(group), GROUP_START_ALL)):
             try:

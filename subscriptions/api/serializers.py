@@ -40,7 +40,8 @@ class SubscriptionSerializer(MeshModelSerializer):
     class Meta:
         model = Subscription
         fields = ["id", "url", "display", "subscription_id", "topic", "application", "state", "webhook_url",
-                  "delivery_mode", "timeout_ms", "max_attempts", "backoff_base_ms", "backoff_cap_ms",
+                  "mqtt_store", "mqtt_topic", "delivery_mode", "timeout_ms", "max_attempts", "backoff_base_ms",
+                  "backoff_cap_ms",
                   "max_in_flight", "filters", "responder", "reviewer_comment", "requested_by", "reviewed_by",
                   "reviewed_at", "pending_change", "created", "updated"]
         read_only_fields = ["reviewer_comment"]

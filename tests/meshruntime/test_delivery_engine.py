@@ -61,6 +61,7 @@ async def managers(store):
 
     async def make(doc: dict[str, Any] | None = None, *, consumer: str = "rt-a", application: str | None = "shipping",
                    settings: DeliverySettings = FAST, journey: bool = True) -> DeliveryManager:
+        store.visibility_timeout_s = settings.visibility_timeout_s  # an engine's setting, made when opened
         manager = DeliveryManager(store, consumer=consumer, application=application, settings=settings,
                                   journey=JourneyRecorder(consumer) if journey else None, user_agent=consumer)
         made.append(manager)
@@ -699,13 +700,13 @@ async def test_nothing_is_acknowledged_before_its_2xx_and_acks_of_many_events_sh
     assert redis_client.xpending(keys.topic(TOPIC), "sub-1")["pending"] == 8
     acks = []
     worker = manager.workers["sub-1"]
-    ack = worker.topic.ack
+    ack = worker.consumer.ack
 
-    async def counted(ids):
-        acks.append(list(ids))
-        await ack(ids)
+    async def counted(held):
+        acks.append([h.entry.id for h in held])
+        await ack(held)
 
-    worker.topic.ack = counted
+    worker.consumer.ack = counted
     gate.set()
     await wait_until(lambda: redis_client.xpending(keys.topic(TOPIC), "sub-1")["pending"] == 0)
     assert sorted(i for ids in acks for i in ids) == sorted(
@@ -770,7 +771,7 @@ async def test_an_event_whose_ack_never_lands_stays_pending_and_is_delivered_aga
     async def dead(*args, **kwargs):  # ... and claims nothing any more
         return None
 
-    first.workers["sub-1"].topic.ack = frozen
+    first.workers["sub-1"].consumer.ack = frozen
     first.workers["sub-1"]._claim_stale = dead  # noqa: SLF001
     try:
         await publish(store, 1)
@@ -792,15 +793,15 @@ async def test_an_event_whose_ack_is_given_up_is_delivered_again_by_the_same_run
 
     manager = await managers(config(sub(url=receiver.url)), settings=replace(FAST, ack_retries=1))
     worker = manager.workers["sub-1"]
-    ack, failed = worker.topic.ack, []
+    ack, failed = worker.consumer.ack, []
 
-    async def failing_twice(ids):  # a first write and its one retry fail: the ack is given up
+    async def failing_twice(held):  # a first write and its one retry fail: the ack is given up
         if len(failed) < 2:
-            failed.append(list(ids))
+            failed.append([h.entry.id for h in held])
             raise StoreError("ack failed: Redis is away")
-        await ack(ids)
+        await ack(held)
 
-    worker.topic.ack = failing_twice
+    worker.consumer.ack = failing_twice
     await publish(store, 1)
     await receiver.wait_for(lambda r: r.ids() == ["e0", "e0"], timeout=10)  # after the visibility timeout
     await wait_until(lambda: redis_client.xpending(keys.topic(TOPIC), "sub-1")["pending"] == 0)

@@ -26,7 +26,8 @@ def event(i: int) -> bytes:
 
 async def test_the_child_delivers_and_the_runtime_reads_its_metrics_and_counters(redis_url, key_prefix, store):
     receiver = await Receiver().start()
-    child = DeliveryProcess(store_url=redis_url, prefix=key_prefix, consumer="rt-child", application=None,
+    child = DeliveryProcess(connections={"default": redis_url}, mesh_url=redis_url, prefix=key_prefix,
+                            consumer="rt-child", application=None,
                             settings=DeliverySettings(visibility_timeout_s=5), journey_sample_rate=0,
                             journey_ttl_seconds=60, user_agent="rt-child")
     try:

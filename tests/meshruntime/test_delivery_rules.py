@@ -21,7 +21,7 @@ from meshruntime.delivery import (
     specs_from_config,
     verify,
 )
-from meshruntime.delivery.spec import group_start_id
+from meshruntime.delivery.spec import group_start
 from meshruntime.filters import FilterError
 
 
@@ -130,9 +130,9 @@ def test_a_subscription_whose_filters_do_not_compile_refuses_the_document():
 def test_a_new_group_starts_when_its_document_was_compiled_never_in_the_future():
     doc = make_config(generated_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
     at = int(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC).timestamp() * 1000)
-    assert group_start_id(doc, now_ms=at + 10_000) == f"{at}-0"
-    assert group_start_id(doc, now_ms=at - 5) == f"{at - 5}-0"
-    assert group_start_id({"generated_at": None}, now_ms=at) == "$"
+    assert group_start(doc, now_ms=at + 10_000) == at
+    assert group_start(doc, now_ms=at - 5) == at - 5
+    assert group_start({"generated_at": None}, now_ms=at) == "$"
 
 
 def test_the_receiver_example_in_the_docs_verifies_what_the_runtime_signs():

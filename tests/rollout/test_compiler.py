@@ -37,7 +37,7 @@ def mesh(db) -> Mesh:
 
 def test_the_compiled_document_follows_the_contract(mesh):
     doc = sealed()
-    assert doc["stores"] == [{"name": "default", "kind": "redis"}]
+    assert doc["stores"] == [{"name": "default", "kind": "redis", "connection": "default"}]
     assert [t["name"] for t in doc["topics"]] == ["audit.orders", "orders.created", "orders.shipped"]
     created = doc["topics"][1]
     assert created == {"name": "orders.created", "store": "default", "lifecycle": "active", "sunset": None,

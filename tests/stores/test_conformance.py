@@ -137,6 +137,22 @@ async def test_a_group_starts_at_new_events_or_at_a_time(durable):
             await member.close()
 
 
+async def test_a_group_from_a_time_delivers_the_events_appended_in_that_very_millisecond(durable):
+    await append(durable, 1)
+    [first] = await durable.read_range(TOPIC, count=1)
+    await append(durable, 1, start=1)
+    # "at or after": the event appended at that millisecond is the group's first (Redis: its id is
+    # <ms>-0, which a group created at that id would already count as delivered)
+    assert await durable.ensure_group(TOPIC, "sub-at", first.time_ms) is True
+    member = durable.consumer(TOPIC, "sub-at", "runtime-a")
+    try:
+        held = await read_until(member, 2)
+        assert events_of(held) == [event(0), event(1)]
+        await member.ack(held)
+    finally:
+        await member.close()
+
+
 async def _time_after_last(store) -> int:
     """A time after every event appended so far (and before any appended from now on)."""
     [last] = await store.read_range(TOPIC, count=1, newest_first=True)

@@ -25,6 +25,7 @@ from subscriptions.models import Subscription, SubscriptionChange
 from tests.portal_support.factories import make_app, make_subscription, make_topic
 from tests.portal_support.mesh import mesh_redis  # noqa: F401 - a fixture: this test's key prefix and queue
 from tests.portal_support.personas import client_for, make_member
+from topics.models import EventStore
 
 pytestmark = pytest.mark.django_db
 
@@ -299,3 +300,20 @@ def test_the_api_lists_changes_to_both_sides_only(sub, people):
     for name in EVERYONE:
         body = client_for(people[name]).get(reverse("api:subscriptionchange-list")).json()
         assert [c["id"] for c in body["results"]] == ([] if name == "erin" else [change.pk]), name
+
+
+def test_moving_deliveries_to_an_mqtt_topic_waits_for_the_topic_side_too(sub, people):
+    """An MQTT target (issue 16) is a 'where' like a webhook URL: switching to one is a change to review."""
+    broker = EventStore.objects.create(name="devices", kind="mqtt", connection="devices")
+    before = compiled(sub)
+    response = edit("api", people["carol"], sub, webhook_url="", mqtt_store=broker.pk, mqtt_topic="devices/alerts",
+                    delivery_mode="structured")
+    assert response.status_code == 202, response.content
+    sub.refresh_from_db()
+    assert (sub.webhook_url, sub.mqtt_store_id, sub.mqtt_topic) == (OLD_URL, None, "")
+    assert compiled(sub) == before
+    change = SubscriptionChange.objects.get(subscription=sub)
+    assert (change.after["mqtt_store_id"], change.after["mqtt_topic"]) == (broker.pk, "devices/alerts")
+    assert step("api", people["alice"], change, "approve").status_code == 200
+    sub.refresh_from_db()
+    assert compiled(sub)["delivery"]["url"] == "mqtt://devices/devices/alerts"

@@ -3,6 +3,7 @@ from rest_framework import serializers
 
 from meshadmin.api.serializers import MeshModelSerializer
 
+from ..engines import check_store_move
 from ..models import EventStore, Tag, Topic
 
 
@@ -11,7 +12,7 @@ class EventStoreSerializer(MeshModelSerializer):
 
     class Meta:
         model = EventStore
-        fields = ["id", "url", "display", "name", "kind", "description", "created", "updated"]
+        fields = ["id", "url", "display", "name", "kind", "connection", "description", "created", "updated"]
 
 
 class TagListField(serializers.ListField):
@@ -35,6 +36,12 @@ class TopicSerializer(MeshModelSerializer):
         fields = ["id", "url", "display", "name", "description", "team", "store", "tags", "lifecycle", "sunset",
                   "retention_max_age", "retention_max_length", "data_schema", "example_event",
                   "created", "updated"]
+
+    def validate_store(self, store):
+        problem = check_store_move(self.instance if self.instance is not None else Topic(), store)
+        if problem:
+            raise serializers.ValidationError(problem)
+        return store
 
     def _save(self, save, *args, tags):
         with transaction.atomic():

@@ -1,5 +1,11 @@
 """Demo data: three teams, their people, applications with keys, about fifty topics, rules and
-subscriptions. Running it again changes nothing; it prints the logins."""
+subscriptions. Running it again changes nothing; it prints the logins.
+
+``--engines kafka,nats,mqtt`` (``MESH_DEMO_STORES=all make demo``) puts one domain on each of
+those engines (shipping on Kafka, customers on NATS JetStream), routes new orders from Redis to
+both, subscribes the demo subscriber to all three, lets devices publish orders through MQTT and
+delivers cancelled orders to an MQTT topic. Without it every topic is on the Redis store (topics
+moved by an earlier run go back) and the MQTT subscription is paused."""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from governance.models import AccessRule, Application, ApplicationKey, RoutingRule
@@ -43,6 +49,16 @@ APPLICATIONS = [  # name, team, description
     ("shipping-service", "logistics", "Books carriers when orders arrive."),
     ("crm", "identity", "Customer records."),
 ]
+#: The demo's stores beyond Redis: catalog name -> (kind, the domain that lives there, description)
+ENGINE_STORES = {
+    "kafka": ("kafka", "shipping", "Kafka (the Tansu broker the demo starts): the shipping domain."),
+    "nats": ("nats", "customers", "NATS JetStream (the machine's): the customers domain."),
+    "devices": ("mqtt", None, "Mosquitto (the machine's): devices publish orders, and receive cancellations."),
+}
+ENGINE_KINDS = {kind: name for name, (kind, _domain, _text) in ENGINE_STORES.items()}
+# where cancelled orders go in the devices' broker: outside the root devices publish under (meshdemo/),
+# which the checkout runtime ingests
+MQTT_ALERTS = "meshdemo-out/orders-cancelled"
 ORDER_SCHEMA = {
     "type": "object",
     "required": ["order_id", "amount"],
@@ -64,9 +80,15 @@ class Command(BaseCommand):
                             help="Webhook URL of the demo subscriber (each subscription adds ?for=<app>).")
         parser.add_argument("--keys-file", default=str(settings.DATA_DIR / "demo-keys.json"),
                             help="Where the demo applications' plain keys are written (demo only).")
+        parser.add_argument("--engines", default="",
+                            help="Engines besides Redis the demo runs on, comma-separated: kafka, nats, mqtt.")
 
     @transaction.atomic
-    def handle(self, *args, subscriber_url, keys_file, **options):
+    def handle(self, *args, subscriber_url, keys_file, engines="", **options):
+        engines = [e.strip() for e in engines.split(",") if e.strip()]
+        unknown = set(engines) - set(ENGINE_KINDS)
+        if unknown:
+            raise CommandError(f"--engines: unknown {', '.join(sorted(unknown))} (known: kafka, nats, mqtt)")
         rng = random.Random(7)  # the same catalog every time  # noqa: S311
         store, _ = EventStore.objects.get_or_create(
             name="default", defaults={"description": "The Redis Streams store every runtime uses."})
@@ -141,8 +163,42 @@ class Command(BaseCommand):
                 state__in=Subscription.LIVE_STATES,
                 defaults={"state": Subscription.ACTIVE, "webhook_url": f"{subscriber_url}?for={app}",
                           "reviewer_comment": "Approved for the demo."})
+        self._place_on_engines(store, teams, apps, subscriber_url, engines)
 
+        if engines:
+            self.stdout.write(f"Stores: Redis, {', '.join(engines)} (Mesh → Event stores in the portal).")
         self.stdout.write(self.style.SUCCESS(
             f"Demo data ready: {Topic.objects.count()} topics, {Team.objects.count()} teams, "
             f"{Application.objects.count()} applications."))
         self.stdout.write(f"Log in as admin (staff), alice, bob, dave, carol or erin; password: {DEMO_PASSWORD}")
+
+    def _place_on_engines(self, default: EventStore, teams, apps, subscriber_url: str, engines: list[str]) -> None:
+        """One domain per engine, a route from Redis to both, a subscription on each (see the
+        module's docstring); without engines, everything back on Redis."""
+        stores = {}
+        for name, (kind, domain, description) in ENGINE_STORES.items():
+            stores[name], _ = EventStore.objects.get_or_create(
+                name=name, defaults={"kind": kind, "connection": name, "description": description})
+            if domain is not None:
+                Topic.objects.filter(name__startswith=f"{domain}.").update(
+                    store=stores[name] if kind in engines else default)
+        wanted = [ENGINE_STORES[ENGINE_KINDS[kind]][1] for kind in engines if ENGINE_STORES[ENGINE_KINDS[kind]][1]]
+        targets = {"kafka": "shipping.requested", "nats": "customers.updated"}
+        route, created = RoutingRule.objects.get_or_create(
+            team=teams["payments"], source_pattern="orders.created",
+            defaults={"description": "New orders, copied to the shipping (Kafka) and customers (NATS) domains.",
+                      "enabled": bool(wanted)})
+        route.targets.set([Topic.objects.get(name=targets[kind]) for kind in engines if kind in targets])
+        RoutingRule.objects.filter(pk=route.pk).update(enabled=bool(route.targets.exists()))
+        for app, topic in (("shipping-service", "shipping.requested"), ("billing", "customers.updated")):
+            Subscription.objects.get_or_create(
+                application=apps[app], topic=Topic.objects.get(name=topic), state__in=Subscription.LIVE_STATES,
+                defaults={"state": Subscription.ACTIVE, "webhook_url": f"{subscriber_url}?for={app}",
+                          "reviewer_comment": "Approved for the demo: events from another engine."})
+        mqtt, _ = Subscription.objects.get_or_create(
+            application=apps["shipping-service"], topic=Topic.objects.get(name="orders.cancelled"),
+            state__in=Subscription.LIVE_STATES,
+            defaults={"state": Subscription.PAUSED, "mqtt_store": stores["devices"], "mqtt_topic": MQTT_ALERTS,
+                      "delivery_mode": Subscription.STRUCTURED, "reviewer_comment": "Approved for the demo: to MQTT."})
+        Subscription.objects.filter(pk=mqtt.pk).update(
+            state=Subscription.ACTIVE if "mqtt" in engines else Subscription.PAUSED)
