@@ -34,5 +34,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("meshadmin.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    # GET only: its HTML renderer has nothing to render an OPTIONS answer with (a 500 before)
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema", http_method_names=["get", "head"]),
+         name="api-docs"),
 ]

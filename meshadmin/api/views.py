@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.db import transaction
 from rest_framework import viewsets
 from rest_framework.exceptions import PermissionDenied
 
@@ -16,6 +17,14 @@ class MeshModelViewSet(viewsets.ModelViewSet):
     def get_queryset(self):
         action = _ACTION_FOR_METHOD.get(self.request.method, VIEW)
         return self.queryset.restrict(self.request.user, action)
+
+    #: The object a DELETE is deleting: what the 409 of an object still in use names.
+    deleting = None
+
+    def perform_destroy(self, instance):
+        self.deleting = instance
+        with transaction.atomic():  # a refused deletion leaves nothing half done
+            instance.delete()
 
     def perform_create(self, serializer):
         model = self.queryset.model

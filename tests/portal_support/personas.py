@@ -5,6 +5,7 @@
 - dave: viewer of Payments
 - carol: member of Logistics (an outsider to Payments)
 - sam: staff
+- olga: signed in, in no team at all (an outsider to every team; not in ``personas``)
 - anonymous: the ``client`` fixture, signed in as nobody
 """
 
@@ -61,6 +62,11 @@ def carol(logistics) -> User:
 @pytest.fixture
 def sam(db) -> User:
     return make_member("sam", None, None, is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def olga(db) -> User:
+    return make_member("olga", None, None)
 
 
 @pytest.fixture
