@@ -6,7 +6,6 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied
-from rest_framework.generics import get_object_or_404
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -51,7 +50,7 @@ class ApplicationKeyViewSet(MeshModelViewSet):
     @extend_schema(request=None, responses=ApplicationKeySerializer)
     @action(detail=True, methods=["post"])
     def revoke(self, request, pk=None):
-        key = get_object_or_404(ApplicationKey.objects.restrict(request.user, CHANGE), pk=pk)
+        key = self.get_object_for(CHANGE)
         key.revoke()
         return Response(self.get_serializer(key).data)
 

@@ -1,5 +1,6 @@
 """API of the core app: teams, memberships, the audit log (read-only) and the user's tokens."""
 
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import serializers
 from rest_framework.routers import SimpleRouter
 
@@ -54,10 +55,23 @@ class APITokenSerializer(serializers.ModelSerializer):
         fields = ["id", "prefix", "description", "read_only", "expires", "created", "last_used"]
 
 
+_TEAM_ID = OpenApiParameter("id", str, OpenApiParameter.PATH, description="The team's id, or its slug.")
+
+
+@extend_schema_view(**{name: extend_schema(parameters=[_TEAM_ID])
+                       for name in ("retrieve", "update", "partial_update", "destroy")})
 class TeamViewSet(MeshModelViewSet):
+    """Teams; ``/api/v1/teams/{id}/`` takes the id or the slug (``/api/v1/teams/payments/``)."""
+
     queryset = Team.objects.order_by("name")
     serializer_class = TeamSerializer
     filterset_class = TeamFilterSet
+    lookup_url_kwarg = "pk"
+
+    def get_object(self):
+        if not str(self.kwargs.get("pk", "")).isdigit():
+            self.lookup_field = "slug"
+        return super().get_object()
 
 
 class MembershipViewSet(MeshModelViewSet):
