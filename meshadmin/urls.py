@@ -28,7 +28,7 @@ urlpatterns = [
     path("", include("rollout.urls")),
     path("", include("tracing.urls")),
     # Login and health are the only pages anonymous visitors reach (LoginRequiredMiddleware).
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("login/", core.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("healthz", core.healthz, name="healthz"),
     path("admin/", admin.site.urls),

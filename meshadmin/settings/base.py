@@ -148,6 +148,16 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Sign-in and API throttling (meshadmin.throttling says why it is shaped like this).
+AUTHENTICATION_BACKENDS = ["meshadmin.throttling.ThrottledModelBackend"]
+MESH_TRUSTED_PROXIES = env_int("MESH_TRUSTED_PROXIES", 0)  # proxies in front whose X-Forwarded-For we trust
+MESH_LOGIN_FREE_FAILURES = env_int("MESH_LOGIN_FREE_FAILURES", 5)  # per account and address, then back-off
+MESH_LOGIN_BACKOFF_MAX_SECONDS = env_int("MESH_LOGIN_BACKOFF_MAX_SECONDS", 900)
+MESH_LOGIN_ADDRESS_FAILURES = env_int("MESH_LOGIN_ADDRESS_FAILURES", 50)  # per address and window, any account
+MESH_LOGIN_ADDRESS_WINDOW_SECONDS = env_int("MESH_LOGIN_ADDRESS_WINDOW_SECONDS", 900)
+MESH_API_AUTH_FAILURES = env_int("MESH_API_AUTH_FAILURES", 20)  # wrong API tokens per address and minute
+MESH_API_RATE = env_str("MESH_API_RATE", "1200/minute")  # API calls per token (or user, or address)
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "meshadmin:home"
 LOGOUT_REDIRECT_URL = "login"
@@ -181,6 +191,9 @@ REST_FRAMEWORK = {
         "django_filters.rest_framework.DjangoFilterBackend",
         "rest_framework.filters.OrderingFilter",
     ],
+    "DEFAULT_THROTTLE_CLASSES": ["meshadmin.api.throttling.TokenRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"api": MESH_API_RATE},
+    "NUM_PROXIES": MESH_TRUSTED_PROXIES or None,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "meshadmin.api.exceptions.exception_handler",
 }

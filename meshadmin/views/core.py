@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import messages
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
 from django.db import connection
 from django.db.models import Count, Q
@@ -12,7 +13,7 @@ from django.views.decorators.cache import never_cache
 
 from governance.validation import findings_for
 from meshadmin.filtersets import AuditEntryFilterSet, MembershipFilterSet, TeamFilterSet
-from meshadmin.forms import APITokenForm, MembershipForm, TeamForm
+from meshadmin.forms import APITokenForm, LoginForm, MembershipForm, TeamForm
 from meshadmin.models import APIToken, AuditEntry, Membership, Team
 from meshadmin.querysets import CHANGE
 from meshadmin.tables import Column, audit_action_badge
@@ -48,6 +49,20 @@ def healthz(request):
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     return JsonResponse({"status": "ok"})
+
+
+class LoginView(auth_views.LoginView):
+    """Django's login page; a try refused by the login gate answers 429 with Retry-After."""
+
+    form_class = LoginForm
+
+    def form_invalid(self, form):
+        response = super().form_invalid(form)
+        wait = form.retry_after()
+        if wait:
+            response.status_code = 429
+            response["Retry-After"] = str(wait)
+        return response
 
 
 # Teams and memberships
