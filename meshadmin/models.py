@@ -5,6 +5,7 @@ import hmac
 import secrets
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.urls import reverse
@@ -217,6 +218,10 @@ class APIToken(models.Model):
     @property
     def owning_team(self):
         return None
+
+    def clean(self) -> None:
+        if self.expires is not None and self._state.adding and self.expires <= timezone.now():
+            raise ValidationError({"expires": "A new token must expire in the future (or leave it empty)."})
 
     @property
     def is_expired(self) -> bool:

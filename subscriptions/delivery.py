@@ -8,6 +8,7 @@ writes the audit entry of every action.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 import redis
@@ -18,9 +19,13 @@ from meshruntime.delivery_admin import DeadLetter, DeliveryOperations, DeliveryS
 
 from .models import Subscription
 
-__all__ = ["DeliveryUnavailable", "dead_letters", "redeliver", "skip_to_now", "state"]
+__all__ = ["DeliveryUnavailable", "dead_letters", "not_delivered_because", "redeliver", "skip_to_now", "state"]
 
 PAGE = 50
+#: A dead letter's id (a Redis stream id), as the page and the API take it.
+STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
+#: Dead letters redelivered by id in one request, at most.
+MAX_IDS = 1000
 
 
 class DeliveryUnavailable(Exception):
@@ -41,6 +46,16 @@ def _guard(call):
         return call()
     except (redis.RedisError, OSError) as error:
         raise DeliveryUnavailable(f"the runtimes' Redis is unreachable: {error}") from error
+
+
+def not_delivered_because(subscription: Subscription) -> str | None:
+    """Why no runtime delivers ``subscription`` (so there is nothing to redeliver or skip), or None.
+
+    Only an active or paused subscription has runtimes to act on (a revoked one's stream and
+    group are gone); the page and the API answer 409 with this."""
+    if subscription.state in Subscription.LIVE_STATES:
+        return None
+    return f"{subscription.subscription_id} is {subscription.get_state_display().lower()}: no runtime delivers it."
 
 
 def state(subscription: Subscription) -> DeliveryState:

@@ -18,10 +18,13 @@ from ..filtersets import AccessRuleFilterSet, ApplicationFilterSet, ApplicationK
 from ..models import AccessRule, Application, ApplicationKey, RoutingRule
 from ..notifications import NOTIFIED, notify
 from ..simulator import simulate
+from ..validation import all_findings
 from .serializers import (
     AccessRuleSerializer,
     ApplicationKeySerializer,
     ApplicationSerializer,
+    FindingListSerializer,
+    FindingQuerySerializer,
     RoutingRuleSerializer,
     SimulationQuerySerializer,
     SimulationSerializer,
@@ -132,3 +135,17 @@ class SimulatorView(APIView):
         query.is_valid(raise_exception=True)
         data = query.validated_data
         return Response(simulate(data["application"].name, data["topic"], data["action"]).as_dict())
+
+
+class ValidationView(APIView):
+    """Every validation warning about what you may see (the Validation page): subscriptions a rule
+    denies, routing rules without the approval they need or into deprecated topics, subscriptions
+    past their topic's sunset, teams without an owner."""
+
+    @extend_schema(parameters=[FindingQuerySerializer], responses=FindingListSerializer)
+    def get(self, request):
+        query = FindingQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        code = query.validated_data.get("code")
+        findings = [f for f in all_findings(request.user) if code is None or f.code == code]
+        return Response(FindingListSerializer({"count": len(findings), "results": findings}).data)

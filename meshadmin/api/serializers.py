@@ -72,6 +72,10 @@ class MeshModelSerializer(RelatedChoices, serializers.ModelSerializer):
                 related.queryset = allowed
         return fields
 
+    def new_instance(self):
+        """The object a creation validates (``full_clean``) before it is saved."""
+        return self.Meta.model()
+
     def pickable(self, name: str):
         """The related objects ``name`` accepts (what the form of the same model offers)."""
         field = self.fields[name]
@@ -102,7 +106,7 @@ class MeshModelSerializer(RelatedChoices, serializers.ModelSerializer):
             self.refuse_unpickable(attrs)
         model = self.Meta.model
         many_to_many = {f.name for f in model._meta.many_to_many}
-        instance = self.instance or model()
+        instance = self.instance or self.new_instance()
         for name, value in attrs.items():
             if name not in many_to_many:
                 setattr(instance, name, value)
