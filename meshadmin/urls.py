@@ -38,3 +38,5 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema", http_method_names=["get", "head"]),
          name="api-docs"),
 ]
+
+handler404 = core.not_found

@@ -208,4 +208,5 @@ class FindingListSerializer(serializers.Serializer):
 
 
 class FindingQuerySerializer(serializers.Serializer):
-    code = serializers.ChoiceField(choices=list(TITLES), required=False, help_text="Only findings of this kind.")
+    code = serializers.ChoiceField(choices=list(TITLES), required=False, allow_blank=True,
+                                   help_text="Only findings of this kind (empty: all).")

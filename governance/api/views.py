@@ -147,5 +147,5 @@ class ValidationView(APIView):
         query = FindingQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         code = query.validated_data.get("code")
-        findings = [f for f in all_findings(request.user) if code is None or f.code == code]
+        findings = [f for f in all_findings(request.user) if not code or f.code == code]
         return Response(FindingListSerializer({"count": len(findings), "results": findings}).data)

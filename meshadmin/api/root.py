@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -40,6 +39,7 @@ def endpoints() -> dict[str, str]:
 class APIRootView(APIView):
     """Every endpoint of the API that takes no id (each has its own detail URLs under it)."""
 
-    @extend_schema(responses=serializers.DictField(child=serializers.URLField()))
+    @extend_schema(responses={200: {"type": "object", "additionalProperties": {"type": "string", "format": "uri"},
+                                    "description": "Each endpoint's URL, by its path under the root."}})
     def get(self, request):
         return Response({name: request.build_absolute_uri(url) for name, url in endpoints().items()})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import models
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import PermissionDenied
@@ -11,6 +12,14 @@ from meshadmin.choices import RelatedChoices
 from meshadmin.models import Team
 from meshadmin.querysets import VIEW
 
+from .fields import (
+    StrictBooleanField,
+    StrictCharField,
+    StrictEmailField,
+    StrictIntegerField,
+    StrictSlugField,
+    StrictURLField,
+)
 from .permissions import not_a_member
 
 
@@ -40,6 +49,16 @@ class MeshModelSerializer(RelatedChoices, serializers.ModelSerializer):
     """
 
     display = serializers.SerializerMethodField()
+
+    #: Input of the JSON type the description states, nothing DRF would coerce (meshadmin.api.fields).
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.CharField: StrictCharField, models.TextField: StrictCharField, models.SlugField: StrictSlugField,
+        models.URLField: StrictURLField, models.EmailField: StrictEmailField, models.BooleanField: StrictBooleanField,
+        models.IntegerField: StrictIntegerField, models.BigIntegerField: StrictIntegerField,
+        models.SmallIntegerField: StrictIntegerField, models.PositiveIntegerField: StrictIntegerField,
+        models.PositiveSmallIntegerField: StrictIntegerField, models.PositiveBigIntegerField: StrictIntegerField,
+    }
 
     def get_display(self, obj) -> str:
         return str(obj)
@@ -120,5 +139,5 @@ class MeshModelSerializer(RelatedChoices, serializers.ModelSerializer):
 class StepSerializer(serializers.Serializer):
     """The body of a review step (meshadmin.workflow)."""
 
-    comment = serializers.CharField(required=False, allow_blank=True, default="",
+    comment = StrictCharField(required=False, allow_blank=True, default="",
                                     help_text="The reviewer's comment (approve, reject); required to reject.")

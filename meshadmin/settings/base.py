@@ -59,6 +59,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "meshadmin.middleware.RequestContextMiddleware",
+    "meshadmin.middleware.RefuseNullCharacters",
 ]
 
 ROOT_URLCONF = "meshadmin.urls"
@@ -185,10 +186,14 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["meshadmin.api.permissions.TokenScopePermission"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    # JSON (without NUL characters); forms are still read (an empty POST of an action), but only
+    # JSON is documented (SPECTACULAR_SETTINGS["PARSER_WHITELIST"]).
+    "DEFAULT_PARSER_CLASSES": ["meshadmin.api.parsers.JSONParser", "rest_framework.parsers.FormParser",
+                               "rest_framework.parsers.MultiPartParser"],
+    "DEFAULT_PAGINATION_CLASS": "meshadmin.api.pagination.StrictLimitOffsetPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": [
-        "django_filters.rest_framework.DjangoFilterBackend",
+        "meshadmin.api.filters.MeshFilterBackend",
         "rest_framework.filters.OrderingFilter",
     ],
     "DEFAULT_THROTTLE_CLASSES": ["meshadmin.api.throttling.TokenRateThrottle"],
@@ -207,7 +212,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "PARSER_WHITELIST": ["meshadmin.api.parsers.JSONParser"],
     "ENUM_NAME_OVERRIDES": {"ConfigVersionKindEnum": "rollout.models.ConfigVersion.KIND_CHOICES"},
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "meshadmin.api.schema.add_error_responses"],
 }
 
 PROMETHEUS_URL = env_str("PROMETHEUS_URL", "")

@@ -10,6 +10,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.html import format_html
 from django.views import View
 from django.views.decorators.cache import never_cache
+from django.views.defaults import page_not_found
 
 from governance.validation import findings_for
 from meshadmin.filtersets import AuditEntryFilterSet, MembershipFilterSet, TeamFilterSet
@@ -40,6 +41,15 @@ def home(request):
         "recent": AuditEntry.objects.restrict(request.user).select_related("object_type")[:10],
     }
     return render(request, "meshadmin/home.html", context)
+
+
+@login_not_required
+def not_found(request, exception=None):
+    """404 for a URL that matches no route: JSON under /api/ (what the API answers for every other
+    error), Django's page elsewhere."""
+    if request.path_info.startswith("/api/"):
+        return JsonResponse({"detail": "Not found: no API endpoint at this path."}, status=404)
+    return page_not_found(request, exception)
 
 
 @login_not_required

@@ -4,6 +4,7 @@ import orjson
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from meshadmin.api.fields import StrictBooleanField
 from meshadmin.api.serializers import MeshModelSerializer, StepSerializer  # noqa: F401 - re-exported
 from meshadmin.querysets import CHANGE
 
@@ -136,7 +137,7 @@ class DeadLetterQuerySerializer(serializers.Serializer):
 class RedeliverSerializer(serializers.Serializer):
     ids = serializers.ListField(child=serializers.RegexField(STREAM_ID.pattern), required=False,
                                 max_length=MAX_IDS, min_length=1, help_text="Dead letters to put back, by id.")
-    all = serializers.BooleanField(required=False, default=False, help_text="true: every dead letter.")
+    all = StrictBooleanField(required=False, default=False, help_text="true: every dead letter.")
 
     def validate(self, attrs):
         if bool(attrs.get("ids")) == attrs["all"]:
@@ -149,7 +150,7 @@ class RedeliverResultSerializer(serializers.Serializer):
 
 
 class SkipToNowSerializer(serializers.Serializer):
-    confirm = serializers.BooleanField(help_text="true: the events not delivered yet will never be.")
+    confirm = StrictBooleanField(help_text="true: the events not delivered yet will never be.")
 
     def validate_confirm(self, value):
         if value is not True:
