@@ -6,8 +6,10 @@ actor and request id come from a ContextVar that the request middleware sets.
 
 ``QuerySet.update()`` sends no signal, so :func:`connect` wraps it: an update of a registered
 model's audited fields reads the rows before and after and writes one entry per row changed,
-whoever calls it (a view, a task, a related manager, Django's admin, the shell). Updates that
-touch only fields the log leaves out (a token's ``last_used``) cost nothing extra.
+whoever calls it (a view, a task, a related manager, Django's admin, the shell). Wrapping the
+one method, rather than giving our querysets an ``update`` of their own, is what covers the
+querysets that are not ours: Django's ``User`` (a staff grant by ``update()``), ``_base_manager``.
+Updates that touch only fields the log leaves out (a token's ``last_used``) cost nothing extra.
 
 Sign-ins and failed sign-ins are recorded from Django's ``user_logged_in`` and
 ``user_login_failed`` signals, with the client's address.
