@@ -2,7 +2,7 @@ import django_filters
 from django.db.models import Q
 from django.utils import timezone
 
-from meshadmin.filtersets import MeshFilterSet
+from meshadmin.filtersets import MeshFilterSet, TeamFilter
 from meshadmin.models import Team
 
 from .models import AccessRule, Application, ApplicationKey, RoutingRule
@@ -10,7 +10,7 @@ from .models import AccessRule, Application, ApplicationKey, RoutingRule
 
 class ApplicationFilterSet(MeshFilterSet):
     search_fields = ("name", "description", "contact")
-    team = django_filters.ModelChoiceFilter(queryset=Team.objects.all())
+    team = TeamFilter(queryset=Team.objects.all())
 
     class Meta:
         model = Application
@@ -40,7 +40,7 @@ class ApplicationKeyFilterSet(MeshFilterSet):
 
 class AccessRuleFilterSet(MeshFilterSet):
     search_fields = ("topic_pattern", "description")
-    team = django_filters.ModelChoiceFilter(queryset=Team.objects.all(), label="Managed by")
+    team = TeamFilter(queryset=Team.objects.all(), label="Managed by")
     application = django_filters.CharFilter(field_name="principal_application__name", label="Application")
     action = django_filters.ChoiceFilter(choices=[("publish", "Publish"), ("subscribe", "Subscribe")],
                                          method="filter_action")
@@ -55,7 +55,7 @@ class AccessRuleFilterSet(MeshFilterSet):
 
 class RoutingRuleFilterSet(MeshFilterSet):
     search_fields = ("source_pattern", "description")
-    team = django_filters.ModelChoiceFilter(queryset=Team.objects.all(), label="Managed by")
+    team = TeamFilter(queryset=Team.objects.all(), label="Managed by")
     target = django_filters.CharFilter(method="filter_target", label="Target topic")
 
     class Meta:

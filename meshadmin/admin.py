@@ -1,6 +1,9 @@
 from django.contrib import admin
 
+from .forms import AdminLoginForm
 from .models import APIToken, AuditEntry, Membership, Team
+
+admin.site.login_form = AdminLoginForm  # says how long to wait when the login gate refuses
 
 
 class MembershipInline(admin.TabularInline):

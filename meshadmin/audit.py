@@ -3,10 +3,21 @@
 Every path that saves a model (pages, API, admin, bulk actions, tasks, the shell) goes through
 ``post_save``/``post_delete``/``m2m_changed``, so registering a model here is all it takes. The
 actor and request id come from a ContextVar that the request middleware sets.
+
+``QuerySet.update()`` sends no signal, so :func:`connect` wraps it: an update of a registered
+model's audited fields reads the rows before and after and writes one entry per row changed,
+whoever calls it (a view, a task, a related manager, Django's admin, the shell). Wrapping the
+one method, rather than giving our querysets an ``update`` of their own, is what covers the
+querysets that are not ours: Django's ``User`` (a staff grant by ``update()``), ``_base_manager``.
+Updates that touch only fields the log leaves out (a token's ``last_used``) cost nothing extra.
+
+Sign-ins and failed sign-ins are recorded from Django's ``user_logged_in`` and
+``user_login_failed`` signals, with the client's address.
 """
 
 from __future__ import annotations
 
+import hmac
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,14 +25,26 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.signals import user_logged_in, user_login_failed
 from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import FieldDoesNotExist
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import models
+from django.db import models, transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete, pre_save
 
 from meshadmin.models import AuditEntry
+from meshadmin.throttling import RETRY_AFTER_ATTRIBUTE, client_address
 
-_REGISTRY: dict[type[models.Model], frozenset[str]] = {}
+
+@dataclass(frozen=True)
+class _Audited:
+    exclude: frozenset[str]  # never written
+    redact: frozenset[str]  # written as a keyed fingerprint: a change shows, the value does not
+
+
+_REGISTRY: dict[type[models.Model], _Audited] = {}
 
 
 @dataclass
@@ -62,34 +85,46 @@ def current_actor():
     return ctx.actor if ctx else None
 
 
-def register(model: type[models.Model], *, exclude: tuple[str, ...] = ()) -> type[models.Model]:
-    """Audit every change of ``model``; ``exclude`` names fields never written to the log (secrets)."""
-    _REGISTRY[model] = frozenset(exclude)
+def register(model: type[models.Model], *, exclude: tuple[str, ...] = (),
+             redact: tuple[str, ...] = ()) -> type[models.Model]:
+    """Audit every change of ``model``. ``exclude`` names fields never written to the log (key
+    digests, bookkeeping); ``redact`` fields whose change is shown but not their value (a
+    password hash: "changed", with a fingerprint that reveals nothing)."""
+    _REGISTRY[model] = _Audited(frozenset(exclude), frozenset(redact))
     return model
 
 
-def audited(*, exclude: tuple[str, ...] = ()):
+def audited(*, exclude: tuple[str, ...] = (), redact: tuple[str, ...] = ()):
     def decorator(model):
-        return register(model, exclude=exclude)
+        return register(model, exclude=exclude, redact=redact)
 
     return decorator
 
 
-def snapshot(instance: models.Model) -> dict[str, Any]:
+def _fingerprint(value: Any) -> str:
+    if value in (None, ""):
+        return ""
+    mac = hmac.new(settings.SECRET_KEY.encode(), str(value).encode(), "sha256").hexdigest()
+    return f"(redacted {mac[:8]})"
+
+
+def snapshot(instance: models.Model, *, relations: bool = True) -> dict[str, Any]:
     """A JSON-safe picture of the instance: concrete fields, and many-to-many as sorted ids."""
-    exclude = _REGISTRY.get(type(instance), frozenset())
+    audited = _REGISTRY.get(type(instance), _Audited(frozenset(), frozenset()))
     data: dict[str, Any] = {}
     encoder = DjangoJSONEncoder()
     for f in instance._meta.concrete_fields:
-        if f.name in exclude:
+        if f.name in audited.exclude:
             continue
         value = f.value_from_object(instance)
-        if value is not None and not isinstance(value, str | int | float | bool | dict | list):
+        if f.name in audited.redact:
+            value = _fingerprint(value)
+        elif value is not None and not isinstance(value, str | int | float | bool | dict | list):
             value = encoder.default(value)
         data[f.name] = value
-    if instance.pk is not None:
+    if relations and instance.pk is not None:
         for f in instance._meta.many_to_many:
-            if f.name not in exclude:
+            if f.name not in audited.exclude:
                 data[f.name] = sorted(getattr(instance, f.name).values_list("pk", flat=True))
     return data
 
@@ -99,18 +134,24 @@ def _team_id(instance) -> int | None:
     return team.pk if team is not None else None
 
 
-def _write(instance, action: str, before, after):
+_CONTEXT = object()  # "the actor of the audit context"
+
+
+def _write(instance, action: str, before, after, *, model: type[models.Model] | None = None,
+           object_id: str | None = None, object_repr: str | None = None, actor=_CONTEXT,
+           actor_name: str | None = None):
     ctx = _context.get()
-    actor = ctx.actor if ctx else None
+    if actor is _CONTEXT:
+        actor = ctx.actor if ctx else None
     return AuditEntry.objects.create(
         actor=actor,
-        actor_name=actor.get_username() if actor else "system",
+        actor_name=(actor_name or (actor.get_username() if actor else "system"))[:150],
         request_id=ctx.request_id if ctx else None,
         action=action,
-        object_type=ContentType.objects.get_for_model(type(instance)),
-        object_id=str(instance.pk),
-        object_repr=str(instance)[:250],
-        team_id=_team_id(instance),
+        object_type=ContentType.objects.get_for_model(model or type(instance)),
+        object_id=str(instance.pk) if object_id is None else object_id,
+        object_repr=(str(instance) if object_repr is None else object_repr)[:250],
+        team_id=_team_id(instance) if instance is not None else None,
         before=before,
         after=after,
     )
@@ -122,6 +163,67 @@ def record_action(instance: models.Model, action: str, **details: Any):
     action and its details (JSON-safe), attributed like any change. Called explicitly, since no
     signal fires; the one exception to "never by hand in views"."""
     return _write(instance, AuditEntry.UPDATE, None, {"action": action, **details})
+
+
+def record_export(model: type[models.Model], object_id: str, object_repr: str, *, actor_name: str,
+                  **details: Any):
+    """Audit the export of something with its secrets (``manage.py mesh export-config
+    --include-secrets``): who ran it, and what."""
+    return _write(None, AuditEntry.EXPORT, None, details, model=model, object_id=object_id,
+                  object_repr=object_repr, actor_name=actor_name)
+
+
+def _on_logged_in(sender, request, user, **kwargs):
+    _write(user, AuditEntry.LOGIN, None, {"address": client_address(request) if request else None},
+           actor=user)
+
+
+def _on_login_failed(sender, credentials, request=None, **kwargs):
+    """A failed sign-in: on the account it named when there is one, with the address and why."""
+    User = get_user_model()
+    name = str(credentials.get(User.USERNAME_FIELD) or credentials.get("username") or "")
+    user = User._default_manager.filter(**{User.USERNAME_FIELD: name}).first() if name else None
+    throttled = request is not None and getattr(request, RETRY_AFTER_ATTRIBUTE, None)
+    details = {"username": name[:150], "address": client_address(request) if request else None,
+               "reason": "throttled: too many failures" if throttled else "wrong credentials"}
+    _write(user, AuditEntry.LOGIN_FAILED, None, details, model=User, object_id=str(user.pk) if user else "",
+           object_repr=name, actor=None, actor_name="anonymous")
+
+
+def _audited_fields(model, names) -> bool:
+    """Whether an update of ``names`` touches a field the log shows."""
+    exclude = _REGISTRY[model].exclude
+    for name in names:
+        try:
+            field = model._meta.get_field(name)
+        except FieldDoesNotExist:
+            return True  # update() itself will say what is wrong
+        if field.name not in exclude:
+            return True
+    return False
+
+
+def _wrap_update(update):
+    """``QuerySet.update`` that writes an entry per row it changes, for registered models."""
+
+    def audited_update(self, **kwargs):
+        model = self.model
+        if model not in _REGISTRY or not _audited_fields(model, kwargs):
+            return update(self, **kwargs)
+        base = model._base_manager.using(self.db)
+        with transaction.atomic(using=self.db):
+            pks = list(self.values_list("pk", flat=True))
+            rows = base.select_for_update().filter(pk__in=pks).order_by("pk")
+            before = {row.pk: snapshot(row, relations=False) for row in rows}
+            count = update(self.filter(pk__in=pks), **kwargs)
+            for row in base.filter(pk__in=pks).order_by("pk"):
+                after = snapshot(row, relations=False)
+                if before.get(row.pk) != after:
+                    _write(row, AuditEntry.UPDATE, before.get(row.pk), after)
+        return count
+
+    audited_update.audited = True
+    return audited_update
 
 
 def _on_pre_save(sender, instance, raw=False, **kwargs):
@@ -174,7 +276,15 @@ def _on_m2m_changed(sender, instance, action, reverse, **kwargs):
         instance._audit_entry = _write(instance, AuditEntry.UPDATE, before, after)
 
 
+LOGGED_IN_UID = "meshadmin_audit_logged_in"
+
+
 def connect() -> None:
+    """Connect the receivers (again: each connection is once, by its dispatch uid)."""
+    user_logged_in.connect(_on_logged_in, dispatch_uid=LOGGED_IN_UID)
+    user_login_failed.connect(_on_login_failed, dispatch_uid="meshadmin_audit_login_failed")
+    if not getattr(models.QuerySet.update, "audited", False):
+        models.QuerySet.update = _wrap_update(models.QuerySet.update)
     pre_save.connect(_on_pre_save, dispatch_uid="meshadmin_audit_pre_save")
     post_save.connect(_on_post_save, dispatch_uid="meshadmin_audit_post_save")
     pre_delete.connect(_on_pre_delete, dispatch_uid="meshadmin_audit_pre_delete")

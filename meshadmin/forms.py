@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 from django import forms
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm
 
 from .choices import RelatedChoices
 from .models import APIToken, Membership, Team
 from .querysets import CHANGE
+from .throttling import RETRY_AFTER_ATTRIBUTE
 
 
 class BootstrapMixin:
@@ -71,3 +74,27 @@ class ReviewForm(forms.Form):
 
     comment = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2, "class": "form-control"}),
                               help_text="Required to reject; the requesting team reads it.")
+
+
+class ThrottledLogin:
+    """Says how long to wait when the login gate (meshadmin.throttling) refused the try, instead
+    of "wrong password" (the password was not even checked)."""
+
+    def retry_after(self) -> int | None:
+        return getattr(self.request, RETRY_AFTER_ATTRIBUTE, None)
+
+    def get_invalid_login_error(self):
+        wait = self.retry_after()
+        if wait:
+            return forms.ValidationError(
+                "Too many failed sign-ins for this account from your address: try again in %(wait)s seconds.",
+                code="throttled", params={"wait": wait})
+        return super().get_invalid_login_error()
+
+
+class LoginForm(ThrottledLogin, AuthenticationForm):
+    pass
+
+
+class AdminLoginForm(ThrottledLogin, AdminAuthenticationForm):
+    pass

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from csp.middleware import CSPMiddleware, PolicyParts
 from django.contrib.auth.middleware import LoginRequiredMiddleware as DjangoLoginRequiredMiddleware
+from django.http import JsonResponse
 
 from .audit import audit_context
 
@@ -41,3 +42,18 @@ class ContentSecurityPolicyMiddleware(CSPMiddleware):
         update["connect-src"] = [*update.get("connect-src", []), websocket]
         parts.update = update
         return parts
+
+
+class RefuseNullCharacters:
+    """400 for an API request whose query carries a NUL character: no field takes one, and the
+    database refuses them (a 500 otherwise, wherever a parameter reaches a query unvalidated).
+    Bodies are checked by the API's JSON parser (meshadmin.api.parsers)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if request.path_info.startswith("/api/") and any(
+                "\x00" in key or any("\x00" in value for value in values) for key, values in request.GET.lists()):
+            return JsonResponse({"detail": "Null characters are not allowed in the query."}, status=400)
+        return self.get_response(request)

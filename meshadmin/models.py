@@ -5,6 +5,7 @@ import hmac
 import secrets
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.urls import reverse
@@ -117,10 +118,13 @@ class AuditEntryQuerySet(RestrictedQuerySet):
 
 class AuditEntry(models.Model):
     """One create, update or delete of a governed object, written by the signal receivers in
-    ``meshadmin.audit`` whatever the path (page, API, admin, bulk action, shell)."""
+    ``meshadmin.audit`` whatever the path (page, API, admin, bulk action, queryset update, shell);
+    and every sign-in, failed sign-in and export of secrets."""
 
     CREATE, UPDATE, DELETE = "create", "update", "delete"
-    ACTION_CHOICES = [(CREATE, "Created"), (UPDATE, "Updated"), (DELETE, "Deleted")]
+    LOGIN, LOGIN_FAILED, EXPORT = "login", "login_failed", "export"
+    ACTION_CHOICES = [(CREATE, "Created"), (UPDATE, "Updated"), (DELETE, "Deleted"), (LOGIN, "Signed in"),
+                      (LOGIN_FAILED, "Failed to sign in"), (EXPORT, "Exported with secrets")]
 
     time = models.DateTimeField(default=timezone.now, db_index=True)
     actor = models.ForeignKey(
@@ -128,7 +132,7 @@ class AuditEntry(models.Model):
     )
     actor_name = models.CharField(max_length=150, blank=True)  # kept when the user is deleted
     request_id = models.UUIDField(null=True, blank=True, db_index=True)
-    action = models.CharField(max_length=10, choices=ACTION_CHOICES)
+    action = models.CharField(max_length=20, choices=ACTION_CHOICES)
     object_type = models.ForeignKey("contenttypes.ContentType", on_delete=models.PROTECT, related_name="+")
     object_id = models.CharField(max_length=64, db_index=True)
     object_repr = models.CharField(max_length=250)
@@ -214,6 +218,10 @@ class APIToken(models.Model):
     @property
     def owning_team(self):
         return None
+
+    def clean(self) -> None:
+        if self.expires is not None and self._state.adding and self.expires <= timezone.now():
+            raise ValidationError({"expires": "A new token must expire in the future (or leave it empty)."})
 
     @property
     def is_expired(self) -> bool:

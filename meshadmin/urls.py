@@ -28,13 +28,17 @@ urlpatterns = [
     path("", include("rollout.urls")),
     path("", include("tracing.urls")),
     # Login and health are the only pages anonymous visitors reach (LoginRequiredMiddleware).
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("login/", core.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("healthz", core.healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("meshadmin.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    # The split view serves its init script from a URL of its own, so the page has no inline script.
-    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema", template_name="api/swagger_ui.html"),
+    # The split view serves its init script from a URL of its own, so the page has no inline script;
+    # GET only: its HTML renderer has nothing to render an OPTIONS answer with (a 500 before).
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema", template_name="api/swagger_ui.html",
+                                                         http_method_names=["get", "head"]),
          name="api-docs"),
 ]
+
+handler404 = core.not_found

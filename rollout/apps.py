@@ -10,6 +10,7 @@ class RolloutConfig(AppConfig):
         from . import capture
         from .models import ConfigVersion
 
-        # Versions are audited (a rollback names its operator); the documents are too big for the log.
-        audit.register(ConfigVersion, exclude=("document", "diff", "changes"))
+        # Versions are audited (a rollback names its operator); the documents are too big for the log;
+        # when a version was announced, and that its document was pruned, is the push's bookkeeping.
+        audit.register(ConfigVersion, exclude=("document", "diff", "changes", "published_at", "pruned"))
         capture.connect()  # every committed change to what feeds the MeshConfig schedules a push

@@ -11,6 +11,7 @@ audit entry of every action.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from functools import lru_cache
 
@@ -26,10 +27,15 @@ from topics import engines
 
 from .models import Subscription
 
-__all__ = ["DeliveryUnavailable", "dead_letters", "redeliver", "skip_to_now", "state"]
+__all__ = ["DeliveryUnavailable", "dead_letters", "not_delivered_because", "redeliver", "skip_to_now", "state"]
 
 PAGE = 50
 DEAD_LETTERS_COUNTED = 10_000  # on engines without a length of the dead letters, counted up to this
+#: A position among dead letters, as the page and the API take it: a Redis stream id, Kafka's
+#: "partition-offset", a NATS sequence.
+STREAM_ID = re.compile(r"\d{1,20}(-\d{1,20})?")
+#: Dead letters redelivered by id in one request, at most.
+MAX_IDS = 1000
 
 
 class DeliveryUnavailable(Exception):
@@ -76,6 +82,16 @@ def _dead_letter(letter: StoredDeadLetter) -> DeadLetter:
     return DeadLetter(id=letter.id, event=letter.event, reason=letter.reason, status=letter.status,
                       attempts=letter.attempts, source_id=letter.source_id,
                       at=datetime.fromtimestamp(letter.at_ms / 1000, UTC) if letter.at_ms else None)
+
+
+def not_delivered_because(subscription: Subscription) -> str | None:
+    """Why no runtime delivers ``subscription`` (so there is nothing to redeliver or skip), or None.
+
+    Only an active or paused subscription has runtimes to act on (a revoked one's stream and
+    group are gone); the page and the API answer 409 with this."""
+    if subscription.state in Subscription.LIVE_STATES:
+        return None
+    return f"{subscription.subscription_id} is {subscription.get_state_display().lower()}: no runtime delivers it."
 
 
 def state(subscription: Subscription) -> DeliveryState:

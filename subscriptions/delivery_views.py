@@ -7,8 +7,6 @@ team's editors, as for its delivery settings); for anyone else the subscription 
 
 from __future__ import annotations
 
-import re
-
 import orjson
 from django.contrib import messages
 from django.http import HttpResponse, HttpResponseBadRequest
@@ -22,9 +20,7 @@ from meshadmin.views import generic
 from . import delivery
 from .models import Subscription
 
-# a position among dead letters: a Redis stream id or Kafka "partition-offset", a NATS sequence
-STREAM_ID = re.compile(r"\d{1,20}(-\d{1,20})?")
-MAX_IDS = 1000
+STREAM_ID, MAX_IDS = delivery.STREAM_ID, delivery.MAX_IDS
 
 
 def _event(letter) -> dict | str:

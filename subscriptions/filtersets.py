@@ -1,9 +1,7 @@
 import django_filters
 from django.db.models import Q
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema_field
 
-from meshadmin.filtersets import MeshFilterSet
+from meshadmin.filtersets import BooleanFilter, MeshFilterSet, TeamFilter
 from meshadmin.models import Team
 
 from .models import Subscription
@@ -14,10 +12,8 @@ class SubscriptionFilterSet(MeshFilterSet):
     state = django_filters.ChoiceFilter(choices=Subscription.STATE_CHOICES)
     topic = django_filters.CharFilter(field_name="topic__name", label="Topic")
     application = django_filters.CharFilter(field_name="application__name", label="Application")
-    # A team's id; said explicitly because the OpenAPI generator cannot see through ``method``.
-    team = extend_schema_field(OpenApiTypes.INT)(django_filters.ModelChoiceFilter(
-        queryset=Team.objects.all(), method="filter_team", label="Team (either side)"))
-    awaiting_review = django_filters.BooleanFilter(method="filter_awaiting_review",
+    team = TeamFilter(queryset=Team.objects.all(), method="filter_team", label="Team (either side)")
+    awaiting_review = BooleanFilter(method="filter_awaiting_review",
                                                    label="Awaiting my review")
 
     class Meta:

@@ -8,9 +8,9 @@ The workflow lives here, so that pages and the API share it::
 
 Changing what an approved (active or paused) subscription delivers, or where (its webhook URL
 or MQTT target, filters, delivery mode, and whether it answers the topic's requests:
-``REVIEWED_FIELDS``), needs the topic side's approval again: the edit becomes a :class:`SubscriptionChange`, the approved
-settings keep delivering, and approving the change writes it onto the subscription in one save,
-so the next configuration switches at once.
+``REVIEWED_FIELDS``), needs the topic side's approval again: the edit becomes a
+:class:`SubscriptionChange`, the approved settings keep delivering, and approving the change
+writes it onto the subscription in one save, so the next configuration switches at once.
 
 Who may do what (``Subscription.sides``): the editors (owners and members) of the
 application's team are its *application side*, those of the topic's team its *topic side*;

@@ -1,6 +1,6 @@
 import django_filters
 
-from meshadmin.filtersets import MeshFilterSet
+from meshadmin.filtersets import MeshFilterSet, ObjectFilter, TeamFilter
 from meshadmin.models import Team
 
 from .models import EventStore, Topic
@@ -8,8 +8,8 @@ from .models import EventStore, Topic
 
 class TopicFilterSet(MeshFilterSet):
     search_fields = ("name", "description", "tags__name")
-    team = django_filters.ModelChoiceFilter(queryset=Team.objects.all(), field_name="team")
-    store = django_filters.ModelChoiceFilter(queryset=EventStore.objects.all(), field_name="store")
+    team = TeamFilter(queryset=Team.objects.all(), field_name="team")
+    store = ObjectFilter(queryset=EventStore.objects.all(), field_name="store")
     tag = django_filters.CharFilter(field_name="tags__name", label="Tag", distinct=False, method="filter_tag")
     lifecycle = django_filters.ChoiceFilter(choices=Topic.LIFECYCLE_CHOICES)
 

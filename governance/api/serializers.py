@@ -9,6 +9,7 @@ from meshruntime.policy import ACTIONS, PolicyError, validate_topic_name
 
 from .. import rules
 from ..models import AccessRule, Application, ApplicationKey, RoutingRule
+from ..validation import TITLES
 
 
 def _raise(exc: DjangoValidationError):
@@ -181,3 +182,31 @@ class SimulationSerializer(serializers.Serializer):
     matched = RuleSerializer(many=True)
     routes = RouteSerializer(many=True, help_text="For an allowed publish: the routing rules that copy the event "
                                                   "(when their filters match it).")
+
+
+class FindingSerializer(serializers.Serializer):
+    """A validation warning (governance.validation): legal, but probably not what anyone wants."""
+
+    code = serializers.ChoiceField(choices=list(TITLES))
+    title = serializers.CharField()
+    message = serializers.CharField()
+    object_type = serializers.CharField(help_text="app_label.model of the object it is about")
+    object_id = serializers.IntegerField()
+    display = serializers.CharField()
+    page_url = serializers.CharField(help_text="The object's page in the portal.")
+
+    def to_representation(self, finding):
+        obj = finding.obj
+        return {"code": finding.code, "title": finding.title, "message": finding.message,
+                "object_type": f"{obj._meta.app_label}.{obj._meta.model_name}", "object_id": obj.pk,
+                "display": str(obj), "page_url": obj.get_absolute_url()}
+
+
+class FindingListSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    results = FindingSerializer(many=True)
+
+
+class FindingQuerySerializer(serializers.Serializer):
+    code = serializers.ChoiceField(choices=list(TITLES), required=False, allow_blank=True,
+                                   help_text="Only findings of this kind (empty: all).")

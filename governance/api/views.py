@@ -6,7 +6,6 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied
-from rest_framework.generics import get_object_or_404
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -19,10 +18,13 @@ from ..filtersets import AccessRuleFilterSet, ApplicationFilterSet, ApplicationK
 from ..models import AccessRule, Application, ApplicationKey, RoutingRule
 from ..notifications import NOTIFIED, notify
 from ..simulator import simulate
+from ..validation import all_findings
 from .serializers import (
     AccessRuleSerializer,
     ApplicationKeySerializer,
     ApplicationSerializer,
+    FindingListSerializer,
+    FindingQuerySerializer,
     RoutingRuleSerializer,
     SimulationQuerySerializer,
     SimulationSerializer,
@@ -51,7 +53,7 @@ class ApplicationKeyViewSet(MeshModelViewSet):
     @extend_schema(request=None, responses=ApplicationKeySerializer)
     @action(detail=True, methods=["post"])
     def revoke(self, request, pk=None):
-        key = get_object_or_404(ApplicationKey.objects.restrict(request.user, CHANGE), pk=pk)
+        key = self.get_object_for(CHANGE)
         key.revoke()
         return Response(self.get_serializer(key).data)
 
@@ -133,3 +135,17 @@ class SimulatorView(APIView):
         query.is_valid(raise_exception=True)
         data = query.validated_data
         return Response(simulate(data["application"].name, data["topic"], data["action"]).as_dict())
+
+
+class ValidationView(APIView):
+    """Every validation warning about what you may see (the Validation page): subscriptions a rule
+    denies, routing rules without the approval they need or into deprecated topics, subscriptions
+    past their topic's sunset, teams without an owner."""
+
+    @extend_schema(parameters=[FindingQuerySerializer], responses=FindingListSerializer)
+    def get(self, request):
+        query = FindingQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        code = query.validated_data.get("code")
+        findings = [f for f in all_findings(request.user) if not code or f.code == code]
+        return Response(FindingListSerializer({"count": len(findings), "results": findings}).data)

@@ -5,6 +5,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
 from meshadmin.models import APIToken
+from meshadmin.throttling import token_guesses
 
 
 class TokenAuthentication(authentication.BaseAuthentication):
@@ -18,8 +19,13 @@ class TokenAuthentication(authentication.BaseAuthentication):
             return None
         if len(header) != 2:
             raise exceptions.AuthenticationFailed("The Authorization header must be 'Token <key>'.")
+        guesses = token_guesses(request)
+        wait = guesses.wait()
+        if wait:  # too many wrong tokens from this address: not even checked
+            raise exceptions.Throttled(wait, "Too many invalid tokens from your address.")
         token = APIToken.authenticate(header[1])
         if token is None:
+            guesses.hit()
             raise exceptions.AuthenticationFailed("Invalid token.")
         if token.is_expired:
             raise exceptions.AuthenticationFailed("This token has expired.")

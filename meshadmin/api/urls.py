@@ -2,8 +2,11 @@
 
 from django.urls import include, path
 
-app_name = "api"
+from .root import NAMESPACE, APIRootView
+
+app_name = NAMESPACE
 urlpatterns = [
+    path("", APIRootView.as_view(), name="root"),
     path("", include("meshadmin.api.core")),
     path("", include("topics.api.urls")),
     path("", include("governance.api.urls")),

@@ -63,6 +63,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "meshadmin.middleware.RequestContextMiddleware",
+    "meshadmin.middleware.RefuseNullCharacters",
 ]
 
 ROOT_URLCONF = "meshadmin.urls"
@@ -181,6 +182,16 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Sign-in and API throttling (meshadmin.throttling says why it is shaped like this).
+AUTHENTICATION_BACKENDS = ["meshadmin.throttling.ThrottledModelBackend"]
+MESH_TRUSTED_PROXIES = env_int("MESH_TRUSTED_PROXIES", 0)  # proxies in front whose X-Forwarded-For we trust
+MESH_LOGIN_FREE_FAILURES = env_int("MESH_LOGIN_FREE_FAILURES", 5)  # per account and address, then back-off
+MESH_LOGIN_BACKOFF_MAX_SECONDS = env_int("MESH_LOGIN_BACKOFF_MAX_SECONDS", 900)
+MESH_LOGIN_ADDRESS_FAILURES = env_int("MESH_LOGIN_ADDRESS_FAILURES", 50)  # per address and window, any account
+MESH_LOGIN_ADDRESS_WINDOW_SECONDS = env_int("MESH_LOGIN_ADDRESS_WINDOW_SECONDS", 900)
+MESH_API_AUTH_FAILURES = env_int("MESH_API_AUTH_FAILURES", 20)  # wrong API tokens per address and minute
+MESH_API_RATE = env_str("MESH_API_RATE", "1200/minute")  # API calls per token (or user, or address)
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "meshadmin:home"
 LOGOUT_REDIRECT_URL = "login"
@@ -208,12 +219,19 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["meshadmin.api.permissions.TokenScopePermission"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    # JSON (without NUL characters); forms are still read (an empty POST of an action), but only
+    # JSON is documented (SPECTACULAR_SETTINGS["PARSER_WHITELIST"]).
+    "DEFAULT_PARSER_CLASSES": ["meshadmin.api.parsers.JSONParser", "rest_framework.parsers.FormParser",
+                               "rest_framework.parsers.MultiPartParser"],
+    "DEFAULT_PAGINATION_CLASS": "meshadmin.api.pagination.StrictLimitOffsetPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": [
-        "django_filters.rest_framework.DjangoFilterBackend",
+        "meshadmin.api.filters.MeshFilterBackend",
         "rest_framework.filters.OrderingFilter",
     ],
+    "DEFAULT_THROTTLE_CLASSES": ["meshadmin.api.throttling.TokenRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"api": MESH_API_RATE},
+    "NUM_PROXIES": MESH_TRUSTED_PROXIES or None,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "meshadmin.api.exceptions.exception_handler",
 }
@@ -227,7 +245,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "PARSER_WHITELIST": ["meshadmin.api.parsers.JSONParser"],
     "ENUM_NAME_OVERRIDES": {"ConfigVersionKindEnum": "rollout.models.ConfigVersion.KIND_CHOICES"},
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "meshadmin.api.schema.add_error_responses"],
 }
 
 # Pages load only the portal's own static files: no inline script, event handler or style

@@ -3,6 +3,9 @@
 import os
 
 os.environ.setdefault("MESHADMIN_EMBEDDED_REDIS", "test-redis")  # same one as tests/conftest.py
+# The URL walk and schemathesis call the API thousands of times a minute; the throttling tests
+# set their own rate.
+os.environ.setdefault("MESH_API_RATE", "1000000/minute")
 
 from .base import *  # noqa: E402, F403
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import messages
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
 from django.db import connection
 from django.db.models import Count, Q
@@ -9,10 +10,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.html import format_html
 from django.views import View
 from django.views.decorators.cache import never_cache
+from django.views.defaults import page_not_found
 
 from governance.validation import findings_for
 from meshadmin.filtersets import AuditEntryFilterSet, MembershipFilterSet, TeamFilterSet
-from meshadmin.forms import APITokenForm, MembershipForm, TeamForm
+from meshadmin.forms import APITokenForm, LoginForm, MembershipForm, TeamForm
 from meshadmin.models import APIToken, AuditEntry, Membership, Team
 from meshadmin.querysets import CHANGE
 from meshadmin.tables import Column, audit_action_badge
@@ -42,12 +44,35 @@ def home(request):
 
 
 @login_not_required
+def not_found(request, exception=None):
+    """404 for a URL that matches no route: JSON under /api/ (what the API answers for every other
+    error), Django's page elsewhere."""
+    if request.path_info.startswith("/api/"):
+        return JsonResponse({"detail": "Not found: no API endpoint at this path."}, status=404)
+    return page_not_found(request, exception)
+
+
+@login_not_required
 @never_cache
 def healthz(request):
     """Liveness and database reachability, for load balancers; no authentication."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     return JsonResponse({"status": "ok"})
+
+
+class LoginView(auth_views.LoginView):
+    """Django's login page; a try refused by the login gate answers 429 with Retry-After."""
+
+    form_class = LoginForm
+
+    def form_invalid(self, form):
+        response = super().form_invalid(form)
+        wait = form.retry_after()
+        if wait:
+            response.status_code = 429
+            response["Retry-After"] = str(wait)
+        return response
 
 
 # Teams and memberships

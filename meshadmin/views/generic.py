@@ -11,7 +11,6 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import transaction
-from django.db.models import ProtectedError
 from django.http import Http404, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import NoReverseMatch, path, reverse
@@ -19,6 +18,7 @@ from django.utils.functional import cached_property
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views import View
 
+from meshadmin.deletion import InUseError, in_use
 from meshadmin.models import AuditEntry
 from meshadmin.querysets import CHANGE, DELETE, VIEW, may_create
 from meshadmin.tabs import actions_for, tabs_for
@@ -41,6 +41,15 @@ def safe_return_url(request, default: str) -> str:
     if candidate and url_has_allowed_host_and_scheme(candidate, allowed_hosts={request.get_host()}):
         return candidate
     return default
+
+
+def reverse_or_none(name: str) -> str | None:
+    """The URL of a page without arguments, or None when there is no such page (a model whose
+    rows are never made by hand, like the audit log's, has no add page)."""
+    try:
+        return reverse(name)
+    except NoReverseMatch:
+        return None
 
 
 def object_url(obj, suffix: str) -> str | None:
@@ -134,8 +143,8 @@ class ObjectListView(BaseObjectView):
             "querystring": query.urlencode(),
             "per_page": per_page,
             "per_page_choices": PER_PAGE_CHOICES,
-            "add_url": reverse(url_name(self.queryset, "_add")) if self.can_add(request) else None,
-            "bulk_delete_url": reverse(url_name(self.queryset, "_bulk_delete")) if deletable else None,
+            "add_url": reverse_or_none(url_name(self.queryset, "_add")) if self.can_add(request) else None,
+            "bulk_delete_url": reverse_or_none(url_name(self.queryset, "_bulk_delete")) if deletable else None,
             "deletable": deletable,
         }
         template = self.results_template if request.htmx and not request.htmx.boosted else self.template_name
@@ -250,10 +259,12 @@ class ObjectDeleteView(BaseObjectView):
         obj = self.get_object(request, pk)
         name = str(obj)
         try:
-            obj.delete()
-        except ProtectedError as exc:
-            messages.error(request, f"{name} cannot be deleted: {len(exc.protected_objects)} objects depend on it.")
-            return redirect(obj.get_absolute_url())
+            with transaction.atomic():
+                obj.delete()
+        except InUseError as error:
+            # 409 and the page again, naming what still uses the object (meshadmin.deletion).
+            messages.error(request, in_use(error, obj, request.user).message)
+            return render(request, self.template_name, {**self.base_context(request), "object": obj}, status=409)
         messages.success(request, f"Deleted {obj._meta.verbose_name} {name}.")
         return HttpResponseRedirect(reverse(url_name(self.queryset, "_list")))
 
@@ -277,11 +288,27 @@ class BulkDeleteView(BaseObjectView):
                 return redirect(self._list_url)
             return render(request, self.template_name, {**self.base_context(request), "objects": objects,
                                                         "requested": len(pks)})
-        deleted = 0
+        deleted, blocked = 0, []
         with transaction.atomic():
             for obj in objects:  # one by one, so the audit log sees each deletion
-                obj.delete()
+                try:
+                    with transaction.atomic():
+                        obj.delete()
+                except InUseError as error:
+                    blocked.append(in_use(error, obj, request.user).message)
+                    continue
                 deleted += 1
+            if blocked:
+                # All or nothing: the operator sees what blocks, and deletes or deselects it.
+                transaction.set_rollback(True)
+        if blocked:
+            messages.error(request, f"Nothing was deleted: {len(blocked)} of the selected "
+                                    f"{model_meta(self.queryset).verbose_name_plural} are still in use.")
+            for message in blocked:
+                messages.error(request, message)
+            objects = self.get_queryset(request).filter(pk__in=pks)
+            return render(request, self.template_name, {**self.base_context(request), "objects": objects,
+                                                        "requested": len(pks)}, status=409)
         messages.success(request, f"Deleted {deleted} {model_meta(self.queryset).verbose_name_plural}.")
         return redirect(safe_return_url(request, self._list_url))
 

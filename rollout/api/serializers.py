@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from meshadmin.api.fields import StrictCharField
+
 from ..disclosure import redact
 from ..models import ConfigVersion, Runtime
 
@@ -75,7 +77,7 @@ class RestorePlanSerializer(serializers.Serializer):
 
 
 class RollbackRequestSerializer(serializers.Serializer):
-    confirm = serializers.CharField(help_text="The ``confirm`` of the restore preview you reviewed.")
+    confirm = StrictCharField(help_text="The ``confirm`` of the restore preview you reviewed.")
 
 
 class PushResultSerializer(serializers.Serializer):

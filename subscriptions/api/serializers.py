@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import orjson
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from meshadmin.api.fields import StrictBooleanField
 from meshadmin.api.serializers import MeshModelSerializer, StepSerializer  # noqa: F401 - re-exported
 from meshadmin.querysets import CHANGE
 
+from ..delivery import MAX_IDS, PAGE, STREAM_ID
 from ..models import Subscription, SubscriptionChange
 
 
@@ -77,3 +80,85 @@ class SubscriptionSerializer(MeshModelSerializer):
 
 class SigningSecretSerializer(serializers.Serializer):
     signing_secret = serializers.CharField(help_text="HMAC key of the deliveries' signatures.")
+
+
+# Delivery (the subscription's Delivery tab, in the API)
+
+
+class DeliveryStateSerializer(serializers.Serializer):
+    """The consumer group of a subscription and what its runtimes reported (meshruntime.delivery_admin)."""
+
+    group_exists = serializers.BooleanField(help_text="False until a runtime has started delivering it.")
+    lag = serializers.IntegerField(allow_null=True, help_text="Events not read yet; null when too many to count.")
+    pending = serializers.IntegerField(help_text="Events read by a runtime and not acknowledged yet.")
+    consumers = serializers.IntegerField()
+    dead_letters = serializers.IntegerField(help_text="Events in the dead-letter stream now.")
+    redelivery_waiting = serializers.IntegerField(help_text="Dead letters put back, not delivered yet.")
+    delivered = serializers.IntegerField()
+    dead_lettered = serializers.IntegerField()
+    filtered = serializers.IntegerField()
+    retries = serializers.IntegerField()
+    rate_per_second = serializers.FloatField(help_text="Deliveries per second over the last minute or two.")
+    last_error = serializers.CharField(allow_blank=True)
+    last_error_status = serializers.IntegerField(allow_null=True)
+    last_error_at = serializers.DateTimeField(allow_null=True)
+    last_delivered_at = serializers.DateTimeField(allow_null=True)
+
+
+class DeadLetterSerializer(serializers.Serializer):
+    id = serializers.CharField(help_text="The dead letter's id: redeliver it by this id.")
+    event_id = serializers.CharField(allow_blank=True)
+    reason = serializers.CharField(allow_blank=True)
+    reason_code = serializers.CharField(allow_blank=True)
+    status = serializers.IntegerField(allow_null=True, help_text="The subscriber's last HTTP status, if any.")
+    attempts = serializers.IntegerField()
+    source_id = serializers.CharField(allow_blank=True, help_text="The event's id in the topic's stream.")
+    at = serializers.DateTimeField(allow_null=True)
+    event = serializers.SerializerMethodField(help_text="The CloudEvent (its raw text when it does not parse).")
+
+    @extend_schema_field({"oneOf": [{"type": "object", "additionalProperties": True}, {"type": "string"}]})
+    def get_event(self, letter):
+        try:
+            return orjson.loads(letter.event)
+        except orjson.JSONDecodeError:
+            return letter.event.decode("utf-8", "replace")
+
+
+class DeadLetterPageSerializer(serializers.Serializer):
+    results = DeadLetterSerializer(many=True, help_text="Newest first.")
+    next_before = serializers.CharField(allow_null=True, help_text="Pass as ``before`` for the older ones.")
+
+
+class DeadLetterQuerySerializer(serializers.Serializer):
+    before = serializers.RegexField(STREAM_ID.pattern, required=False,
+                                    help_text="Only dead letters older than this id (the next page).")
+    limit = serializers.IntegerField(required=False, default=PAGE, min_value=1, max_value=500)
+
+
+class RedeliverSerializer(serializers.Serializer):
+    ids = serializers.ListField(child=serializers.RegexField(STREAM_ID.pattern), required=False,
+                                max_length=MAX_IDS, min_length=1, help_text="Dead letters to put back, by id.")
+    all = StrictBooleanField(required=False, default=False, help_text="true: every dead letter.")
+
+    def validate(self, attrs):
+        if bool(attrs.get("ids")) == attrs["all"]:
+            raise serializers.ValidationError({"non_field_errors": ["Give either ids (dead-letter ids) or all=true."]})
+        return attrs
+
+
+class RedeliverResultSerializer(serializers.Serializer):
+    redelivered = serializers.IntegerField(help_text="Dead letters put back (those already gone are not counted).")
+
+
+class SkipToNowSerializer(serializers.Serializer):
+    confirm = StrictBooleanField(help_text="true: the events not delivered yet will never be.")
+
+    def validate_confirm(self, value):
+        if value is not True:
+            raise serializers.ValidationError("Confirm with true: skipping cannot be undone.")
+        return value
+
+
+class SkipResultSerializer(serializers.Serializer):
+    skipped = serializers.IntegerField(allow_null=True, help_text="Events never delivered; null: too many to count.")
+    acknowledged = serializers.IntegerField(help_text="Pending events acknowledged without delivery.")

@@ -2,20 +2,30 @@ from __future__ import annotations
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 
+from meshadmin.api.exceptions import Conflict
 from meshadmin.api.views import MeshModelViewSet, MeshReadOnlyViewSet
+from meshadmin.querysets import CHANGE
 
+from .. import delivery
 from ..filtersets import SubscriptionFilterSet
 from ..models import APPLICATION_SIDE, Subscription, SubscriptionChange, TransitionRefused
 from ..notifications import notify, notify_change
 from ..views import NOTIFIED
 from .serializers import (
+    DeadLetterPageSerializer,
+    DeadLetterQuerySerializer,
+    DeliveryStateSerializer,
+    RedeliverResultSerializer,
+    RedeliverSerializer,
     SigningSecretSerializer,
+    SkipResultSerializer,
+    SkipToNowSerializer,
     StepSerializer,
     SubscriptionChangeSerializer,
     SubscriptionSerializer,
@@ -105,6 +115,76 @@ class SubscriptionViewSet(MeshModelViewSet):
         if APPLICATION_SIDE not in subscription.sides(request.user):
             raise PermissionDenied("Only the owners and members of the application's team see its signing secret.")
         return Response({"signing_secret": subscription.signing_secret})
+
+
+    # Delivery: the Delivery tab's state, dead letters and actions. Both teams read them; acting
+    # takes ``change`` on the subscription (the application team's editors), as on the page.
+
+    _UNAVAILABLE = {503: OpenApiResponse(description="The runtimes' Redis is unreachable (``detail`` says why).")}
+
+    @staticmethod
+    def _unavailable(error: delivery.DeliveryUnavailable) -> Response:
+        return Response({"detail": str(error)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+
+    def _live_subscription(self) -> Subscription:
+        subscription = self.get_object_for(CHANGE)
+        reason = delivery.not_delivered_because(subscription)
+        if reason is not None:
+            raise Conflict(reason)
+        return subscription
+
+    @extend_schema(responses={200: DeliveryStateSerializer, **_UNAVAILABLE})
+    @action(detail=True, methods=["get"], url_path="delivery")
+    def delivery_state(self, request, pk=None):
+        """Lag, pending events, totals, the delivery rate and the last error of the subscription."""
+        try:
+            state = delivery.state(self.get_object())
+        except delivery.DeliveryUnavailable as error:
+            return self._unavailable(error)
+        return Response(DeliveryStateSerializer(state).data)
+
+    @extend_schema(parameters=[DeadLetterQuerySerializer], responses={200: DeadLetterPageSerializer, **_UNAVAILABLE})
+    @action(detail=True, methods=["get"], url_path="dead-letters")
+    def dead_letters(self, request, pk=None):
+        """The subscription's dead letters, newest first, ``limit`` at a time."""
+        subscription = self.get_object()
+        query = DeadLetterQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        limit = query.validated_data["limit"]
+        try:
+            letters = delivery.dead_letters(subscription, before=query.validated_data.get("before"), count=limit + 1)
+        except delivery.DeliveryUnavailable as error:
+            return self._unavailable(error)
+        page = {"results": letters[:limit], "next_before": letters[limit - 1].id if len(letters) > limit else None}
+        return Response(DeadLetterPageSerializer(page).data)
+
+    @extend_schema(request=RedeliverSerializer, responses={200: RedeliverResultSerializer, **_UNAVAILABLE})
+    @action(detail=True, methods=["post"])
+    def redeliver(self, request, pk=None):
+        """Put dead letters back for this subscription alone (``ids``, or ``all``); audited. 409 when
+        no runtime delivers the subscription (requested, rejected, revoked)."""
+        subscription = self._live_subscription()
+        body = RedeliverSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        ids = None if body.validated_data["all"] else body.validated_data["ids"]
+        try:
+            moved = delivery.redeliver(subscription, ids, user=request.user)
+        except delivery.DeliveryUnavailable as error:
+            return self._unavailable(error)
+        return Response({"redelivered": moved})
+
+    @extend_schema(request=SkipToNowSerializer, responses={200: SkipResultSerializer, **_UNAVAILABLE})
+    @action(detail=True, methods=["post"], url_path="skip-to-now")
+    def skip_to_now(self, request, pk=None):
+        """Move the subscription to the end of its topic: what is not delivered yet never will be
+        (``confirm`` must be true); audited. 409 when no runtime delivers the subscription."""
+        subscription = self._live_subscription()
+        SkipToNowSerializer(data=request.data).is_valid(raise_exception=True)
+        try:
+            result = delivery.skip_to_now(subscription, user=request.user)
+        except delivery.DeliveryUnavailable as error:
+            return self._unavailable(error)
+        return Response({"skipped": result.skipped, "acknowledged": result.acknowledged})
 
 
 class SubscriptionChangeViewSet(MeshReadOnlyViewSet):

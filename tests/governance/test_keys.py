@@ -149,8 +149,12 @@ class TestKeyAPI(KeyData, ModelAPITests):
         obj.refresh_from_db()
         assert obj.revoked is not None
 
-    def test_api_revoke_by_a_viewer_is_404(self, obj, personas):
-        assert client_for(personas["dave"]).post(reverse("api:applicationkey-revoke", args=[obj.pk])).status_code == 404
+    def test_api_revoke_by_a_viewer_is_403_naming_the_role(self, obj, personas):
+        response = client_for(personas["dave"]).post(reverse("api:applicationkey-revoke", args=[obj.pk]))
+        assert response.status_code == 403
+        assert response.json()["detail"].startswith("You are a viewer of team Payments")
+        obj.refresh_from_db()
+        assert obj.revoked is None
 
     def test_api_a_key_cannot_move_to_another_application(self, obj, payments, personas):
         other = make_app(payments)

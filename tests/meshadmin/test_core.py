@@ -79,7 +79,9 @@ class TestMemberships:
         membership = Membership.objects.get(user=personas["bob"])
         response = client_for(personas["bob"]).patch(reverse("api:membership-detail", args=[membership.pk]),
                                                      {"role": "owner"}, content_type="application/json")
-        assert response.status_code == 404
+        assert response.status_code == 403  # he sees it: he is told why he may not change it
+        assert response.json()["detail"] == ("You are a member of team Payments: only its owners change its "
+                                             "memberships.")
         membership.refresh_from_db()
         assert membership.role == Membership.MEMBER
 

@@ -1,26 +1,40 @@
-"""Walk every URL pattern of the pages and the API as anonymous and as an outsider.
+"""Walk every URL pattern of the pages and the API, and every websocket route, as every persona
+with every method: nothing answers 5xx, nobody changes what is not theirs, no secret leaks.
 
-New apps' URLs are walked without touching this file: patterns come from the resolver, the
-objects from ``world`` (one of each model, owned by Payments, where carol is an outsider), the
-steps of workflow URLs (``<slug:step>``) from their model's ``TRANSITIONS``.
+New apps' URLs are walked without touching this file: patterns come from the resolver (and the
+websocket routes from ``meshadmin.routing``), the objects from ``world`` (one of each model,
+owned by Payments, plus one of Logistics where there is a catalog), the steps of workflow URLs
+(``<slug:step>``) from their model's ``TRANSITIONS``.
+
+The personas: anonymous; olga (signed in, in no team: an outsider); dave (a viewer of
+Payments); carol (a member of Logistics, another team); sam (staff). Methods run one after
+the other over every URL, deletions last, so that the objects live as long as possible.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 import pytest
+from asgiref.sync import sync_to_async
+from asgiref.testing import ApplicationCommunicator
+from django.conf import settings as django_settings
+from django.db import connections
+from django.test import Client
 from django.urls import Resolver404, URLPattern, URLResolver, get_resolver, resolve
 
+from meshadmin.consumers import UNKNOWN_PATH
 from meshadmin.models import APIToken, AuditEntry, Team
-from tests.portal_support.personas import client_for
-
-pytestmark = pytest.mark.django_db
+from tests.portal_support.factories import make_topic
 
 PUBLIC = {"/login/", "/healthz"}
+MAX_OBJECTS = 3
 #: Pages read by machines with an API token, which answer 401 as the API does (no login page).
 TOKEN_PAGES = {"/metrics"}
-MAX_OBJECTS = 5
+#: Deletions last: DELETE, and POST (which deletes through the pages' delete forms).
+METHODS = ("get", "head", "options", "put", "patch", "post", "delete")
+PERSONAS = ("anonymous", "olga", "dave", "carol", "sam")
 _PARAM = re.compile(r"<(?:(\w+):)?(\w+)>")
 _REGEX_GROUP = re.compile(r"\(\?P<(\w+)>[^)]*\)")
 
@@ -57,8 +71,26 @@ def _steps(url: str) -> list[str]:
     return [*getattr(model, "TRANSITIONS", {}), "x"]
 
 
+def _urls() -> list[str]:
+    return sorted({route for route in _walk(get_resolver().url_patterns)})
+
+
+def _objects_for(url: str) -> list[int]:
+    """The pks to try on a URL: objects of the model its view serves (the newest few)."""
+    try:
+        match = resolve(url)
+    except Resolver404:
+        return []
+    view = match.func
+    cls = getattr(view, "view_class", None) or getattr(view, "cls", None)
+    queryset = getattr(cls, "queryset", None)
+    if queryset is None:
+        return [1]
+    return list(queryset.model._base_manager.order_by("-pk").values_list("pk", flat=True)[:MAX_OBJECTS]) or [1]
+
+
 @pytest.fixture
-def world(payments, logistics, store, personas):
+def world(payments, logistics, store, personas, olga, mesh_redis):
     """One object of every governed model, owned by Payments, and the secrets carol must never see."""
     from governance.models import AccessRule, Application, ApplicationKey, RoutingRule
     from subscriptions.models import Subscription, SubscriptionChange
@@ -66,7 +98,7 @@ def world(payments, logistics, store, personas):
 
     topic = Topic.objects.create(name="payments.secret", team=payments, store=store)
     token = APIToken(user=personas["alice"], description="alice-private-token")
-    token.generate()
+    plain_token = token.generate()
     token.save()
     app = Application.objects.create(name="checkout", team=payments)
     key = ApplicationKey(application=app, description="checkout-private-key")
@@ -85,70 +117,165 @@ def world(payments, logistics, store, personas):
     subscription = Subscription.objects.create(topic=topic, application=app, webhook_url="https://example.com/h")
     SubscriptionChange.objects.create(subscription=subscription, before={"webhook_url": "https://example.com/h"},
                                       after={"webhook_url": "https://example.com/new"})
-    return {"markers": ["alice-private-token", token.prefix, token.digest, "checkout-private-key", key.sha256,
-                        plain_key, subscription.signing_secret]}
+    # Logistics' own: carol may change these, and the walk must survive her doing so
+    shipping = Application.objects.create(name="shipping", team=logistics)
+    make_topic(logistics, store, "logistics.parcels")
+    Subscription.objects.create(topic=topic, application=shipping, webhook_url="https://example.com/s",
+                                state=Subscription.ACTIVE)
+    never_shown = [token.digest, plain_token, key.sha256, plain_key]  # not even to staff
+    team_markers = [*never_shown, "alice-private-token", token.prefix, subscription.signing_secret]  # a viewer's
+    return {"never_shown": never_shown, "team_markers": team_markers,
+            "markers": [*team_markers, "checkout-private-key"],
+            "topic": topic, "subscription": subscription}
 
 
-def _urls():
-    return sorted({route for route in _walk(get_resolver().url_patterns)})
+def _requests(persona: str) -> Iterator[tuple[str, str, str]]:
+    """(method, url, route) of the whole walk, deletions last."""
+    for method in METHODS:
+        for route in _urls():
+            probe = _concrete(route, 1)
+            if probe is None or probe.startswith("/static/"):
+                continue
+            if probe == "/logout/" and persona != "anonymous":
+                continue  # signs the persona out: the rest of the walk would be anonymous's
+            pks = _objects_for(probe) if "<" in route else [1]
+            if persona == "anonymous" or method in ("head", "options"):
+                pks = pks[:1]  # answered before any object is looked up: one is enough
+            steps = _steps(probe) if "<slug:step>" in route else ["x"]
+            for pk in pks:
+                for step in steps:
+                    yield method, _concrete(route, pk, step), route
 
 
-def test_anonymous_requests_get_the_login_page_or_401_everywhere(world, client):
+def _send(client: Client, method: str, url: str):
+    if method in ("get", "head", "options"):
+        return getattr(client, method)(url)
+    return getattr(client, method)(url, {}, content_type="application/json")
+
+
+@pytest.mark.parametrize("persona", PERSONAS)
+def test_no_url_answers_5xx_and_nobody_changes_what_is_not_theirs(world, personas, olga, persona):
+    user = {**personas, "olga": olga}.get(persona)
+    client = Client(raise_request_exception=False)  # a view's exception is the 500 it would answer
+    if user is not None:
+        client.force_login(user)
     before = AuditEntry.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
-    for route in _urls():
-        url = _concrete(route, 1)
-        if url is None or url in PUBLIC or url.startswith("/static/"):
+    markers = {"sam": world["never_shown"], "dave": world["team_markers"]}.get(persona, world["markers"])
+    walked, reviewed, failures = 0, set(), []
+    for method, url, route in _requests(persona):
+        response = _send(client, method, url)
+        walked += 1
+        if response.status_code >= 500:
+            failures.append((method, url, response.status_code))
             continue
-        for method in ("get", "post", "put", "patch", "delete"):
-            response = getattr(client, method)(url)
+        if "<slug:step>" in route and url.endswith("/approve/"):
+            reviewed.add(url.split("/")[1])
+        body = response.content.decode(errors="replace")
+        for marker in markers:
+            assert marker not in body, (method, url, marker)
+        if persona == "anonymous" and url not in PUBLIC:
             if url.startswith("/api/") or url in TOKEN_PAGES:
                 assert response.status_code == 401, (method, url, response.status_code)
             else:
                 assert response.status_code == 302 and response["Location"].startswith("/login/"), \
                     (method, url, response.status_code)
-    assert not AuditEntry.objects.filter(pk__gt=before).exists()
-
-
-def _objects_for(url: str) -> list[int]:
-    """The pks to try on a URL: every object of the model its view serves (the newest few)."""
-    try:
-        match = resolve(url)
-    except Resolver404:
-        return []
-    view = match.func
-    cls = getattr(view, "view_class", None) or getattr(view, "cls", None)
-    queryset = getattr(cls, "queryset", None)
-    if queryset is None:
-        return [1]
-    return list(queryset.model._base_manager.order_by("-pk").values_list("pk", flat=True)[:MAX_OBJECTS])
-
-
-def test_an_outsider_changes_nothing_and_sees_no_secret(world, personas):
-    """carol (Logistics) tries every verb on every URL with the ids of every object there is."""
-    carol = client_for(personas["carol"])
-    before = AuditEntry.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
-    walked, reviewed = 0, set()
-    for route in _urls():
-        probe = _concrete(route, 1)
-        if probe is None or probe.startswith("/static/") or probe == "/logout/":
-            continue
-        pks = _objects_for(probe) if "<" in route else [1]
-        steps = _steps(probe) if "<slug:step>" in route else ["x"]
-        for pk, step in ((pk, step) for pk in pks for step in steps):
-            url = _concrete(route, pk, step)
-            response = carol.get(url)
-            walked += 1
-            if step == "approve":
-                reviewed.add(url.split("/")[1])
-            body = response.content.decode(errors="replace")
-            for marker in world["markers"]:
-                assert marker not in body, (url, marker)
-            if "<" not in route:
-                continue  # collection URLs: POST creates for carol's own team, tested elsewhere
-            for method in ("post", "put", "patch", "delete"):
-                response = getattr(carol, method)(url, {}, content_type="application/json")
-                assert response.status_code in (400, 403, 404, 405), (method, url, response.status_code)
-    changed = AuditEntry.objects.filter(pk__gt=before).exclude(actor_name="carol", team__isnull=True)
-    assert not changed.exclude(team=personas["carol"].memberships.get().team).exists(), list(changed)
-    assert walked > 50
+    assert not failures, failures
+    assert walked > 1000
     assert {"subscriptions", "subscriptionchanges", "routingrules"} <= reviewed  # every workflow step was tried
+    changed = AuditEntry.objects.filter(pk__gt=before)
+    if persona == "anonymous":
+        assert not changed.exists(), list(changed)
+    elif persona != "sam":
+        own_teams = list(user.memberships.values_list("team", flat=True))
+        foreign = changed.exclude(team__in=own_teams).exclude(actor=user, team__isnull=True)
+        assert not foreign.exists(), [(e, e.team) for e in foreign]
+
+
+# Websockets
+
+
+def _websocket_routes() -> list[str]:
+    from meshadmin.routing import websocket_urlpatterns
+
+    return sorted({route for route in _walk(websocket_urlpatterns) if route})
+
+
+def _websocket_urls(world) -> list[str]:
+    ids = sorted({1, world["topic"].pk, world["subscription"].pk})
+    urls = []
+    for route in _websocket_routes():
+        if "<" not in route:
+            urls.append("/" + route)
+            continue
+        for pk in ids:
+            urls.append("/" + _PARAM.sub(lambda m, pk=pk: str(pk) if m.group(1) in ("int", None)
+                                         else world["topic"].name, route))
+    return urls
+
+
+async def _handshake(path: str, cookie: str | None) -> dict:
+    """The first thing the application answers to a websocket handshake on ``path``."""
+    from meshadmin.asgi import application
+
+    headers = [(b"origin", b"http://localhost"), (b"host", b"localhost")]
+    if cookie:
+        headers.append((b"cookie", cookie.encode()))
+    app = ApplicationCommunicator(application, {
+        "type": "websocket", "path": path, "headers": headers, "subprotocols": [], "query_string": b"",
+        "client": ("127.0.0.1", 5000), "server": ("localhost", 80),
+    })
+    await app.send_input({"type": "websocket.connect"})
+    reply = await app.receive_output(5)  # re-raises what the application raised: a 500
+    await app.send_input({"type": "websocket.disconnect", "code": 1000})
+    await app.wait(2)
+    return reply
+
+
+def _cookie(user) -> str | None:
+    if user is None:
+        return None
+    client = Client()
+    client.force_login(user)
+    name = django_settings.SESSION_COOKIE_NAME
+    return f"{name}={client.cookies[name].value}"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_every_websocket_route_accepts_or_refuses_cleanly_for_every_persona(world, personas, olga):
+    users = {"anonymous": None, **{name: personas[name] for name in PERSONAS if name in personas}, "olga": olga}
+    cookies = {name: await sync_to_async(_cookie)(user) for name, user in users.items()}
+    urls = await sync_to_async(_websocket_urls)(world)
+    assert "/ws/runtimes/" in urls
+    for name, cookie in cookies.items():
+        for url in [*urls, "/ws/no-such-route/", "/nothing/at/all"]:
+            reply = await _handshake(url, cookie)
+            assert reply["type"] in ("websocket.accept", "websocket.close"), (name, url, reply)
+            if name == "anonymous":
+                assert reply["type"] == "websocket.close", (url, reply)
+            if url in ("/ws/no-such-route/", "/nothing/at/all"):
+                assert reply == {"type": "websocket.close", "code": UNKNOWN_PATH}, (name, url, reply)
+    await sync_to_async(connections.close_all)()
+
+
+
+ODD_IDS = ("null,null", "true", "0", "-1", "1.5", "99999999999999999999", "%F0%9F%98%80")
+
+
+def test_odd_ids_in_api_urls_answer_4xx_for_staff(world, personas):
+    """``/api/v1/config-versions/null,null/rollback/`` and the like: staff pass every permission
+    check, so whatever parses the id runs, and must answer 4xx."""
+    client = Client(raise_request_exception=False)
+    client.force_login(personas["sam"])
+    failures = []
+    for route in _urls():
+        if not route.startswith("api/v1/") or "<pk>" not in route or "(" in route:
+            continue
+        for odd in ODD_IDS:
+            url = "/" + route.replace("<pk>", odd)
+            for method in METHODS:
+                response = _send(client, method, url)
+                if response.status_code >= 500:
+                    failures.append((method, url, response.status_code))
+                elif method == "get":
+                    assert response.status_code in (400, 404, 405), (url, response.status_code)
+    assert not failures, failures

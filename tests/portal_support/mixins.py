@@ -190,10 +190,15 @@ class ModelAPITests(_ModelTests):
         assert AuditEntry.objects.filter(action=AuditEntry.UPDATE, object_id=str(obj.pk)).exists()
 
     @pytest.mark.parametrize("role", ["viewer", "outsider"])
-    def test_api_update_and_delete_by_others_is_404(self, obj, personas, role):
+    def test_api_update_and_delete_by_others_is_403_if_they_see_it_else_404(self, obj, personas, role):
         client = client_for(personas[getattr(self, role)])
-        assert self._send(client, "patch", self.api_url(obj), self.api_update_data(obj)).status_code == 404
-        assert client.delete(self.api_url(obj)).status_code == 404
+        sees_it = role == "viewer" or self.visible_to_outsider
+        assert client.get(self.api_url(obj)).status_code == (200 if sees_it else 404)
+        for response in (self._send(client, "patch", self.api_url(obj), self.api_update_data(obj)),
+                         client.delete(self.api_url(obj))):
+            assert response.status_code == (403 if sees_it else 404), response.content
+            if sees_it:
+                assert str(obj.owning_team) in response.json()["detail"]
         assert type(obj).objects.filter(pk=obj.pk).exists()
 
     def test_api_delete_by_editor(self, obj, personas):

@@ -5,6 +5,7 @@
 - dave: viewer of Payments
 - carol: member of Logistics (an outsider to Payments)
 - sam: staff
+- olga: signed in, in no team at all (an outsider to every team; not in ``personas``)
 - anonymous: the ``client`` fixture, signed in as nobody
 """
 
@@ -12,9 +13,10 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth.models import User
+from django.contrib.auth.signals import user_logged_in
 from django.test import Client
 
-from meshadmin import celery_app
+from meshadmin import audit, celery_app
 from meshadmin.models import Membership, Team
 from topics.models import EventStore
 
@@ -64,6 +66,11 @@ def sam(db) -> User:
 
 
 @pytest.fixture
+def olga(db) -> User:
+    return make_member("olga", None, None)
+
+
+@pytest.fixture
 def personas(alice, bob, carol, dave, sam) -> dict[str, User]:
     return {"alice": alice, "bob": bob, "carol": carol, "dave": dave, "sam": sam}
 
@@ -74,9 +81,16 @@ def store(db) -> EventStore:
 
 
 def client_for(user: User | None) -> Client:
+    """A test client signed in as ``user``. Signing in is the test's set-up, not an event of the
+    test: like the factories' bulk_create it writes no audit entry, so a test can count the
+    entries its own requests write (real sign-ins are audited: tests/meshadmin/test_audit_paths.py)."""
     client = Client()
     if user is not None:
-        client.force_login(user)
+        user_logged_in.disconnect(dispatch_uid=audit.LOGGED_IN_UID)
+        try:
+            client.force_login(user)
+        finally:
+            audit.connect()
     return client
 
 

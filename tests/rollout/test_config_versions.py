@@ -12,6 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from governance.models import AccessRule
+from meshadmin.models import AuditEntry
 from meshruntime.config import compute_checksum, validate_document
 from rollout import push
 from rollout.compiler import compile_mesh_config
@@ -167,21 +168,42 @@ def test_api_refuses_anonymous_requests(versions, client):
 
 def test_export_config_prints_the_published_document(versions):
     out = io.StringIO()
-    call_command("mesh", "export-config", stdout=out)
+    call_command("mesh", "export-config", "--include-secrets", stdout=out)
     doc = validate_document(json.loads(out.getvalue()))
     assert doc == ConfigVersion.objects.get(version=2).document
+
+
+def test_export_config_redacts_signing_secrets_and_key_digests_unless_asked(versions):
+    mesh, _, _ = versions
+    secrets = [sub.signing_secret for sub in mesh.subs.values()] + [key.sha256 for key in mesh.keys.values()]
+    out, err = io.StringIO(), io.StringIO()
+    call_command("mesh", "export-config", stdout=out, stderr=err)
+    assert not [secret for secret in secrets if secret in out.getvalue()]
+    assert "(redacted)" in out.getvalue() and "--include-secrets" in err.getvalue()
+    assert not AuditEntry.objects.filter(action=AuditEntry.EXPORT).exists()
+
+
+def test_export_config_with_secrets_is_recorded_in_the_audit_log(versions, tmp_path):
+    mesh, _, _ = versions
+    target = tmp_path / "config.json"
+    call_command("mesh", "export-config", "--include-secrets", "--output", str(target), stderr=io.StringIO())
+    assert mesh.subs["active"].signing_secret in target.read_text()
+    assert target.stat().st_mode & 0o077 == 0  # only its owner reads it
+    [entry] = AuditEntry.objects.filter(action=AuditEntry.EXPORT)
+    assert entry.object_repr == "config version 2" and "(manage.py mesh export-config)" in entry.actor_name
+    assert entry.after["include_secrets"] is True and entry.after["output"] == str(target)
 
 
 def test_export_config_prints_an_unpublished_change_as_the_next_version(versions):
     mesh, _, _ = versions
     AccessRule.objects.filter(pk=mesh.rules["nobody-audit"].pk).update(description="unpublished")
     out, err = io.StringIO(), io.StringIO()
-    call_command("mesh", "export-config", "--indent", "0", stdout=out, stderr=err)
+    call_command("mesh", "export-config", "--indent", "0", "--include-secrets", stdout=out, stderr=err)
     doc = validate_document(json.loads(out.getvalue()))
     assert doc["version"] == 3 and doc["checksum"] == compute_checksum(compile_mesh_config())
     assert "Not published yet" in err.getvalue()
     out = io.StringIO()
-    call_command("mesh", "export-config", "--version", "1", stdout=out)
+    call_command("mesh", "export-config", "--version", "1", stdout=out, stderr=err)
     assert json.loads(out.getvalue())["version"] == 1
 
 

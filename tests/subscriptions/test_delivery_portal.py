@@ -1,4 +1,6 @@
-"""The Delivery tab of a subscription: state, dead letters, redeliver and skip to now, and who may.
+"""The Delivery tab of a subscription: state, dead letters, redeliver and skip to now, and who may;
+and the same in the API (``/api/v1/subscriptions/{id}/delivery/``, ``…/dead-letters/``,
+``…/redeliver/``, ``…/skip-to-now/``), where the topic's side is told why it may not act (403).
 
 As in the workflow tests, the subscription is Logistics' application ``tracker`` on Payments' topic
 ``orders.created``: carol (member of Logistics) is the subscriber's side and may act; alice and
@@ -8,6 +10,7 @@ neither team (404 everywhere); sam is staff. Redis is the real one, under this t
 
 from __future__ import annotations
 
+import json
 import time
 
 import orjson
@@ -252,3 +255,122 @@ def test_a_subscription_no_runtime_delivers_refuses_the_actions(people, sub, mes
     assert carol.get(delivery_url(sub, "subscription_skip_to_now")).status_code == 409
     assert carol.post(delivery_url(sub, "subscription_skip_to_now"), {"confirm": "yes"}).status_code == 409
     assert redelivered(mesh_redis, key_prefix, sub) == [] and not actions(sub).exists()
+
+
+# -- the API ----------------------------------------------------------------------------------
+
+SEE_BUT_MAY_NOT_ACT = ("alice", "bob", "dave")
+
+
+def api_url(sub: Subscription, action: str) -> str:
+    return f"/api/v1/subscriptions/{sub.pk}/{action}/"
+
+
+def post_json(client, target: str, data: dict):
+    return client.post(target, json.dumps(data), content_type="application/json")
+
+
+@pytest.mark.parametrize("who", ["alice", "bob", "carol", "dave", "sam"])
+def test_api_both_teams_read_the_delivery_state(people, sub, mesh_redis, key_prefix, who):
+    dead_letter(mesh_redis, key_prefix, sub, "dead-0")
+    mesh_redis.xreadgroup(sub.subscription_id, "rt-1", {f"{key_prefix}topic:orders.created": ">"}, count=2)
+    mesh_redis.hset(f"{key_prefix}delivery:{sub.subscription_id}", mapping={
+        "delivered": 12, "last_error": "HTTP 503: busy", "last_error_status": 503})
+    response = client_for(people[who]).get(api_url(sub, "delivery"))
+    assert response.status_code == 200
+    state = response.json()
+    assert (state["group_exists"], state["lag"], state["pending"], state["dead_letters"]) == (True, 5, 2, 1)
+    assert (state["delivered"], state["last_error"], state["last_error_status"]) == (12, "HTTP 503: busy", 503)
+    assert isinstance(state["rate_per_second"], float)
+
+
+def test_api_strangers_get_404_and_anonymous_401(people, sub, client):
+    for action in ("delivery", "dead-letters"):
+        assert client_for(people["erin"]).get(api_url(sub, action)).status_code == 404
+        assert client.get(api_url(sub, action)).status_code == 401
+
+
+def test_api_dead_letters_are_listed_newest_first_and_paged(people, sub, mesh_redis, key_prefix):
+    for i in range(5):
+        dead_letter(mesh_redis, key_prefix, sub, f"dead-{i}")
+    dave = client_for(people["dave"])
+    first = dave.get(api_url(sub, "dead-letters"), {"limit": 3}).json()
+    assert [letter["event_id"] for letter in first["results"]] == ["dead-4", "dead-3", "dead-2"]
+    letter = first["results"][0]
+    assert letter["reason"] == "rejected: HTTP 400: unknown order" and letter["status"] == 400
+    assert letter["event"]["data"] == {"n": "dead-4"} and letter["reason_code"] == "rejected"
+    rest = dave.get(api_url(sub, "dead-letters"), {"limit": 3, "before": first["next_before"]}).json()
+    assert [letter["event_id"] for letter in rest["results"]] == ["dead-1", "dead-0"]
+    assert rest["next_before"] is None
+    response = dave.get(api_url(sub, "dead-letters"), {"before": "'; DROP"})
+    assert response.status_code == 400 and "before" in response.json()
+
+
+@pytest.mark.parametrize("who", MAY_ACT)
+def test_api_redeliver_one_or_all_is_audited(people, sub, mesh_redis, key_prefix, who):
+    first = dead_letter(mesh_redis, key_prefix, sub, "dead-0")
+    dead_letter(mesh_redis, key_prefix, sub, "dead-1")
+    client = client_for(people[who])
+    response = post_json(client, api_url(sub, "redeliver"), {"ids": [first]})
+    assert response.status_code == 200 and response.json() == {"redelivered": 1}
+    assert [orjson.loads(r["event"])["id"] for r in redelivered(mesh_redis, key_prefix, sub)] == ["dead-0"]
+    assert post_json(client, api_url(sub, "redeliver"), {"all": True}).json() == {"redelivered": 1}
+    assert [entry.after["dead_letters"] for entry in actions(sub).order_by("pk")] == [[first], "all"]
+    assert {entry.actor for entry in actions(sub)} == {people[who]}
+
+
+@pytest.mark.parametrize("body", [{}, {"ids": ["abc"]}, {"ids": ["1-0"], "all": True}, {"ids": []}, {"all": False}])
+def test_api_redeliver_needs_ids_or_all(people, sub, body):
+    response = post_json(client_for(people["carol"]), api_url(sub, "redeliver"), body)
+    assert response.status_code == 400, response.content
+    assert not actions(sub).exists()
+
+
+@pytest.mark.parametrize("who", SEE_BUT_MAY_NOT_ACT)
+def test_api_the_topic_side_is_told_why_it_may_not_act(people, sub, mesh_redis, key_prefix, who):
+    letter = dead_letter(mesh_redis, key_prefix, sub, "dead-0")
+    client = client_for(people[who])
+    for action, body in (("redeliver", {"ids": [letter]}), ("skip-to-now", {"confirm": True})):
+        response = post_json(client, api_url(sub, action), body)
+        assert response.status_code == 403
+        assert "team Logistics" in response.json()["detail"]
+    assert redelivered(mesh_redis, key_prefix, sub) == [] and not actions(sub).exists()
+
+
+def test_api_strangers_may_not_act_and_do_not_learn_it_exists(people, sub, mesh_redis, key_prefix):
+    letter = dead_letter(mesh_redis, key_prefix, sub, "dead-0")
+    erin = client_for(people["erin"])
+    assert post_json(erin, api_url(sub, "redeliver"), {"ids": [letter]}).status_code == 404
+    assert post_json(erin, api_url(sub, "skip-to-now"), {"confirm": True}).status_code == 404
+
+
+def test_api_skip_to_now_needs_confirmation_and_is_audited(people, sub, mesh_redis, key_prefix):
+    key = f"{key_prefix}topic:orders.created"
+    mesh_redis.xreadgroup(sub.subscription_id, "rt-1", {key: ">"}, count=2)
+    carol = client_for(people["carol"])
+    for body in ({}, {"confirm": False}):
+        response = post_json(carol, api_url(sub, "skip-to-now"), body)
+        assert response.status_code == 400 and "confirm" in response.json()
+    response = post_json(carol, api_url(sub, "skip-to-now"), {"confirm": True})
+    assert response.status_code == 200 and response.json() == {"skipped": 5, "acknowledged": 2}
+    assert actions(sub).get().after == {"action": "skip to now", "skipped": 5, "acknowledged": 2}
+
+
+@pytest.mark.parametrize("state", [Subscription.REVOKED, Subscription.REQUESTED])
+def test_api_a_subscription_no_runtime_delivers_answers_409(people, sub, mesh_redis, key_prefix, state):
+    letter = dead_letter(mesh_redis, key_prefix, sub, "dead-0")
+    Subscription.objects.filter(pk=sub.pk).update(state=state)
+    carol = client_for(people["carol"])
+    for action, body in (("redeliver", {"ids": [letter]}), ("skip-to-now", {"confirm": True})):
+        response = post_json(carol, api_url(sub, action), body)
+        assert response.status_code == 409
+        assert "no runtime delivers it" in response.json()["detail"]
+    assert redelivered(mesh_redis, key_prefix, sub) == []
+    assert not AuditEntry.objects.filter(object_id=str(sub.pk), after__action__isnull=False).exists()
+
+
+def test_api_an_unreachable_redis_is_503_with_the_reason(people, sub, settings):
+    settings.REDIS_URL = "redis://127.0.0.1:9/0"
+    response = client_for(people["carol"]).get(api_url(sub, "delivery"))
+    assert response.status_code == 503
+    assert "unreachable" in response.json()["detail"]

@@ -171,7 +171,8 @@ class TestSubscriptionAPI(SubscriptionData, ModelAPITests):
         data = {**self.api_create_data(payments, store), "application": make_app(logistics).pk}
         response = client_for(personas["bob"]).post(reverse("api:subscription-list"), data,
                                                     content_type="application/json")
-        assert response.status_code == 400 and "application" in response.json()
+        assert response.status_code == 403  # he sees the application: he is told whose it is
+        assert response.json()["detail"].startswith("You are not a member of team Logistics")
 
     def test_api_checks_filters_and_urls_like_the_form(self, payments, store, personas):
         client = client_for(personas["bob"])

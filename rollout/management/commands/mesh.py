@@ -1,8 +1,11 @@
 """``manage.py mesh <command>``: the mesh configuration and its runtimes from a shell.
 
-    mesh export-config [--version N] [--output FILE]   the document of the database's current
+    mesh export-config [--version N] [--output FILE] [--include-secrets]
+                                                      the document of the database's current
                                                       state (as published, or as the next
-                                                      version would carry it), or a recorded one
+                                                      version would carry it), or a recorded one;
+                                                      signing secrets and key digests redacted
+                                                      unless --include-secrets (audited)
     mesh status [--json]                              runtimes and their convergence
     mesh push [--force]                               compile and publish now (what the task does)
     mesh ingest-heartbeats                            the registry's ingester (a Procfile line)
@@ -10,17 +13,22 @@
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
 import signal
+import socket
 import sys
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from meshadmin.audit import record_export
 from meshadmin.embedded import using_private_redis
 from meshruntime.config import ConfigError, canonical_json, seal, validate_document
 from rollout import push
+from rollout.disclosure import redact
 from rollout.live import serialize, version_summary
 from rollout.models import ConfigVersion, Runtime
 from rollout.registry import HeartbeatIngester
@@ -36,6 +44,9 @@ class Command(BaseCommand):
                             help="a recorded version instead of the current compile")
         export.add_argument("--output", "-o", help="write to this file instead of standard output")
         export.add_argument("--indent", type=int, default=2, help="0 for the canonical, compact form")
+        export.add_argument("--include-secrets", action="store_true",
+                            help="keep subscriptions' signing secrets and key digests (what a runtime needs); "
+                                 "recorded in the audit log")
         status = commands.add_parser("status", help="print the runtimes and their convergence")
         status.add_argument("--json", action="store_true", dest="as_json",
                             help="as JSON (the API's runtime objects)")
@@ -50,12 +61,15 @@ class Command(BaseCommand):
 
     # -- export-config ---------------------------------------------------------------------------
 
-    def handle_export_config(self, config_version=None, output=None, indent=2, **options) -> None:
+    def handle_export_config(self, config_version=None, output=None, indent=2, include_secrets=False,
+                             **options) -> None:
         if config_version is not None:
-            row = ConfigVersion.objects.filter(version=config_version).values_list("document", flat=True).first()
-            if row is None:
+            rows = ConfigVersion.objects.filter(version=config_version).values_list("document", flat=True)
+            if not rows:
                 raise CommandError(f"There is no config version {config_version}.")
-            document = row
+            document = rows[0]
+            if document is None:
+                raise CommandError(f"Config version {config_version} keeps no document: {push.PRUNED}")
         else:
             latest = push.latest_version()
             body = push.compile_snapshot()
@@ -70,10 +84,20 @@ class Command(BaseCommand):
             else:
                 self.stderr.write(f"Not published yet: the database's current state, as version "
                                   f"{document['version']} would carry it.")
+        if include_secrets:
+            record_export(ConfigVersion, str(document["version"]), f"config version {document['version']}",
+                          actor_name=f"{getpass.getuser()}@{socket.gethostname()} (manage.py mesh export-config)",
+                          include_secrets=True, checksum=document["checksum"], output=output or "standard output")
+        else:
+            document = redact(document)
+            self.stderr.write("Signing secrets and key digests are redacted: a runtime refuses this document. "
+                              "--include-secrets keeps them (and is recorded in the audit log).")
         text = canonical_json(document).decode() if not indent else json.dumps(document, indent=indent,
                                                                                ensure_ascii=False)
         if output:
-            with open(output, "w", encoding="utf-8") as handle:
+            # Secrets or not, only the file's owner reads it.
+            descriptor = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with open(descriptor, "w", encoding="utf-8") as handle:
                 handle.write(text + "\n")
             self.stderr.write(f"Wrote version {document['version']} ({document['checksum'][:12]}) to {output}.")
         else:
