@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from django.contrib.auth.decorators import login_not_required
 from django.http import HttpResponse
+from drf_spectacular.utils import extend_schema
 from rest_framework.views import APIView
 
 from governance.models import Application
@@ -65,6 +66,7 @@ class PortalMetricsView(APIView):
     team's objects, only the portal's own work.
     """
 
+    @extend_schema(exclude=True)  # Prometheus's text format, not part of the REST API
     def get(self, request):
         return HttpResponse(portal_metrics.render(), content_type=portal_metrics.CONTENT_TYPE_LATEST)
 
