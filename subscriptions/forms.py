@@ -41,9 +41,9 @@ class SubscriptionForm(MeshModelForm):
             sub = self.instance
             if sub.state in Subscription.LIVE_STATES and TOPIC_SIDE not in sub.sides(user):
                 for name in REVIEWED_FIELDS:
-                    self.fields[name].help_text = (
-                        f"Changing it asks {sub.topic.team} again; the approved value keeps delivering until "
-                        "they approve. " + str(self.fields[name].help_text or ""))
+                    field = self.fields[name.removesuffix("_id")]  # mqtt_store_id is the form's mqtt_store
+                    field.help_text = (f"Changing it asks {sub.topic.team} again; the approved value keeps "
+                                       "delivering until they approve. " + str(field.help_text or ""))
         else:
             self.fields["application"].help_text = "One of your teams' applications."
 

@@ -78,22 +78,23 @@ def test_watching_a_topic_live(browser, stack, uvicorn_portal, runtime_process, 
 
     # A filter applies on the server: only what matches arrives.
     page.fill("[data-testid=tail-text]", "evt-3")
-    page.wait_for_function("document.querySelector('[data-testid=tail]').dataset.filterApplied?.includes('evt-3')")
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=tail]').dataset.filterApplied?.includes('evt-3')")
     publish(runtime, "orders.created", [order("evt-2"), order("evt-3")], stack["key"])
     page.wait_for_selector("tr[data-event-id='evt-3']")
-    page.wait_for_function("Number(document.querySelector('[data-testid=tail-stats]').dataset.received) >= 2")
+    page.wait_for_function("() => Number(document.querySelector('[data-testid=tail-stats]').dataset.received) >= 2")
     assert page.locator("tr[data-event-id='evt-2']").count() == 0
     page.fill("[data-testid=tail-filters]", '[{"exact": {"Type": "x"}}]')
     page.click("[data-testid=tail-apply]")
     page.wait_for_selector("[data-testid=tail-filter-error]:has-text('filters[0].exact')")
     page.click("[data-testid=tail-clear-filter]")
-    page.wait_for_function("document.querySelector('[data-testid=tail]').dataset.filterApplied === "
+    page.wait_for_function("() => document.querySelector('[data-testid=tail]').dataset.filterApplied === "
                            "JSON.stringify({filters: [], text: ''})")
 
     # Pause keeps the rows and counts what arrives; resume goes on live.
     rows = page.locator("[data-testid=tail-row]").count()
     page.click("[data-testid=tail-pause]")
-    page.wait_for_function("document.querySelector('[data-testid=tail]').dataset.paused === 'true'")
+    page.wait_for_function("() => document.querySelector('[data-testid=tail]').dataset.paused === 'true'")
     publish(runtime, "orders.created", [order(f"evt-p{i}") for i in range(3)], stack["key"])
     page.wait_for_selector("[data-testid=tail-paused-count]:text('Paused — 3 arrived')")
     assert page.locator("[data-testid=tail-row]").count() == rows
@@ -113,7 +114,7 @@ def test_watching_a_topic_live(browser, stack, uvicorn_portal, runtime_process, 
     assert detail.locator("[data-testid=event-data]").inner_text().startswith("00000000  7b 22 6f 72")
     assert detail.locator("[data-testid=event-journey]").get_attribute("href") == "/events/evt-1/"
     page.click("[data-testid=copy-id]")
-    page.wait_for_function("navigator.clipboard.readText().then(t => t === 'evt-1')")
+    page.wait_for_function("() => navigator.clipboard.readText().then(t => t === 'evt-1')")
     page.click("[data-testid=copy-curl]")
     curl = page.evaluate("navigator.clipboard.readText()")
     assert "/v1/topics/orders.created/events" in curl and "-H 'ce-customer: c-42'" in curl

@@ -27,6 +27,7 @@ from django.urls import Resolver404, URLPattern, URLResolver, get_resolver, reso
 from meshadmin.consumers import UNKNOWN_PATH
 from meshadmin.models import APIToken, AuditEntry, Team
 from tests.portal_support.factories import make_topic
+from tracing.consumers import CLOSE_SIGNED_OUT
 
 PUBLIC = {"/login/", "/healthz"}
 MAX_OBJECTS = 3
@@ -213,8 +214,9 @@ def _websocket_urls(world) -> list[str]:
     return urls
 
 
-async def _handshake(path: str, cookie: str | None) -> dict:
-    """The first thing the application answers to a websocket handshake on ``path``."""
+async def _handshake(path: str, cookie: str | None) -> tuple[dict, dict | None]:
+    """The first thing the application answers to a websocket handshake on ``path``, and after an
+    accept what it sends next (None when it sends nothing at once)."""
     from meshadmin.asgi import application
 
     headers = [(b"origin", b"http://localhost"), (b"host", b"localhost")]
@@ -226,9 +228,12 @@ async def _handshake(path: str, cookie: str | None) -> dict:
     })
     await app.send_input({"type": "websocket.connect"})
     reply = await app.receive_output(5)  # re-raises what the application raised: a 500
+    after = None
+    if reply["type"] == "websocket.accept" and not await app.receive_nothing(0.2):
+        after = await app.receive_output(5)
     await app.send_input({"type": "websocket.disconnect", "code": 1000})
     await app.wait(2)
-    return reply
+    return reply, after
 
 
 def _cookie(user) -> str | None:
@@ -248,10 +253,14 @@ async def test_every_websocket_route_accepts_or_refuses_cleanly_for_every_person
     assert "/ws/runtimes/" in urls
     for name, cookie in cookies.items():
         for url in [*urls, "/ws/no-such-route/", "/nothing/at/all"]:
-            reply = await _handshake(url, cookie)
+            reply, after = await _handshake(url, cookie)
             assert reply["type"] in ("websocket.accept", "websocket.close"), (name, url, reply)
             if name == "anonymous":
-                assert reply["type"] == "websocket.close", (url, reply)
+                # Refused outright, or (the live views, so that a browser sees why) accepted only
+                # to be closed at once as signed out, with nothing sent in between.
+                refused = reply["type"] == "websocket.close" or after == {
+                    "type": "websocket.close", "code": CLOSE_SIGNED_OUT, "reason": "sign in to watch"}
+                assert refused, (url, reply, after)
             if url in ("/ws/no-such-route/", "/nothing/at/all"):
                 assert reply == {"type": "websocket.close", "code": UNKNOWN_PATH}, (name, url, reply)
     await sync_to_async(connections.close_all)()

@@ -317,7 +317,7 @@ def check_pages_live(page, client) -> None:
     assert rule.rule_id in page.inner_text("[data-testid=version-diff]")
     beat(client, "billing-1", config_version="2")
     off_the_loop(ingester.step)
-    page.wait_for_function("document.getElementById('applied-count').textContent === '1'")
+    page.wait_for_function("() => document.getElementById('applied-count').textContent === '1'")
     assert "applied" in page.inner_text("tr[data-runtime-id='billing-1']")
 
     # Silent for a month: the portal forgets it, and the runtimes page drops the row live.

@@ -223,6 +223,6 @@ def test_a_dead_letter_on_the_delivery_tab_links_to_its_journey(carol, logistics
 def test_the_api_schema_documents_the_journey_and_its_answers(carol):
     schema = client_for(carol).get("/api/schema/", {"format": "json"}).json()
     operation = schema["paths"]["/api/v1/events/{event_id}/journey/"]["get"]
-    assert set(operation["responses"]) == {"200", "400", "401", "404"}
+    assert set(operation["responses"]) == {"200", "400", "401", "403", "404", "429"}
     assert operation["responses"]["404"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "MissingJourney")

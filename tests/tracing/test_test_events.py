@@ -172,7 +172,7 @@ def test_the_form_is_prefilled_from_the_example_and_answers_like_the_api(alice, 
 def test_the_api_schema_documents_the_test_events_and_their_answers(carol):
     schema = client_for(carol).get("/api/schema/", {"format": "json"}).json()
     operation = schema["paths"]["/api/v1/topics/{name}/test-events/"]["post"]
-    assert set(operation["responses"]) == {"202", "400", "401", "403", "404", "409", "413", "503"}
+    assert set(operation["responses"]) == {"202", "400", "401", "403", "404", "409", "413", "429", "503"}
     assert operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("TestEventRequest")
 
 

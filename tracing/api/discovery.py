@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ..discovery import KINDS, portal_target, runtime_targets
+
+#: The http_sd_configs list: each entry where to scrape, and the labels every series gets.
+TARGET_GROUPS = inline_serializer("PrometheusTargetGroup", many=True, fields={
+    "targets": serializers.ListField(child=serializers.CharField(), help_text="host:port to scrape"),
+    "labels": serializers.DictField(child=serializers.CharField(),
+                                    help_text="__metrics_path__, __scheme__, application, runtime, …"),
+})
 
 
 class PrometheusTargetsView(APIView):
@@ -23,7 +31,7 @@ class PrometheusTargetsView(APIView):
     @extend_schema(
         parameters=[OpenApiParameter("kind", OpenApiTypes.STR, enum=list(KINDS),
                                      description="only the runtimes, or only the portal")],
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: TARGET_GROUPS},
     )
     def get(self, request):
         kind = request.query_params.get("kind")
