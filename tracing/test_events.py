@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from django.conf import settings
+
 from governance.models import Application
 from meshadmin.audit import record_action
 from meshadmin.querysets import CHANGE
@@ -30,6 +32,7 @@ from meshruntime.metrics import RuntimeMetrics
 from meshruntime.publish import Limits, Publisher, Refusal
 from meshruntime.state import Identity, MeshState
 from meshruntime.store import Store
+from meshruntime.tap import Tap
 from rollout.models import ConfigVersion
 from topics.models import Topic
 
@@ -153,12 +156,17 @@ def build_event(spec: TestEvent, *, sender: str, event_id: str) -> CloudEvent:
 
 
 async def _publish(store: Store, state: MeshState, identity: Identity, topic: str, event: CloudEvent):
+    # The live tap too, as a runtime's would: someone watching the topic (or where it is routed)
+    # sees the test event arrive, from runtime "portal".
+    tap = Tap(store.client, prefix=settings.MESH_KEY_PREFIX, runtime_id=PORTAL_RUNTIME, topics=state.topics.keys)
+    await tap.refresh()
     publisher = Publisher(store=store, coalescer=AppendCoalescer(store), metrics=RuntimeMetrics(),
-                          journey=_RECORDER, tap=None, limits=Limits())
+                          journey=_RECORDER, tap=tap, limits=Limits())
     try:
         return await publisher.publish(state, identity, topic, [event])
     finally:
         await publisher.drain_background()  # the journey of a refusal is written off the path
+        await tap.stop()  # sends what it holds
 
 
 def send(topic: Topic, spec: TestEvent, *, user) -> Answer:

@@ -82,6 +82,30 @@ def test_a_member_sends_as_their_teams_application_and_it_is_stored_routed_journ
     assert entry.after["status"] == 202 and entry.after["application"] == "billing"
 
 
+def test_someone_watching_the_topic_sees_the_test_event_arrive_and_its_routed_copy(alice, mesh, mesh_redis, keys):
+    """The Live tab shows test events as it shows a runtime's: the portal taps what it stores."""
+    mesh_redis.set(keys.tap_watch("orders.created"), "1", ex=60)
+    mesh_redis.set(keys.tap_watch("audit.orders"), "1", ex=60)
+    listener = mesh_redis.pubsub()
+    listener.subscribe(keys.tap("orders.created"), keys.tap("audit.orders"))
+    try:
+        for _ in range(2):
+            assert listener.get_message(timeout=10)["type"] == "subscribe"
+        response = send(alice, data={"order_id": "o-8"})
+        assert response.status_code == 202, response.json()
+        seen = {}
+        while len(seen) < 2:
+            message = listener.get_message(timeout=10)
+            assert message is not None, f"only {sorted(seen)} arrived"
+            for record in orjson.loads(message["data"]):
+                seen[record["topic"]] = record
+    finally:
+        listener.close()
+    original, copy = seen["orders.created"], seen["audit.orders"]
+    assert original["attributes"]["id"] == copy["attributes"]["id"] == response.json()["id"]
+    assert original["runtime"] == "portal" and original["outcome"] == "stored" and original["application"] == "billing"
+
+
 def test_an_event_the_schema_refuses_is_400_with_the_path_and_never_stored(alice, mesh, mesh_redis, keys):
     response = send(alice, data={"order_id": 7})
     assert response.status_code == 400
