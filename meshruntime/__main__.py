@@ -13,8 +13,10 @@ Every flag has an environment variable (shown in ``--help``); flags win. Example
     python -m meshruntime --application billing --config-redis-url redis://127.0.0.1:6379/0 \
         --store default=redis://127.0.0.1:6379/0 --store orders=kafka://broker:9092
 
-On SIGTERM (or SIGINT) the runtime stops accepting connections, lets in-flight requests finish
-their appends, and exits 0.
+On SIGTERM (or SIGINT) the runtime stops accepting connections, answers every request that has
+reached it (in flight, pipelined, or arriving on an idle keep-alive connection within the
+server's grace), closes each connection without a reset, writes what is still queued, and
+exits 0.
 """
 
 from __future__ import annotations
