@@ -64,9 +64,10 @@ _FAST_CHECK = compile_checker(SCHEMA)
 _MAX_MESSAGE = 400
 
 # The largest document a runtime reads unless told otherwise (``--max-config-bytes``); a mesh of
-# 10,000 topics, 10,000 rules and 2,000 subscriptions is under 4 MB. Parsing JSON holds the
-# interpreter lock whichever thread does it (orjson: 10-30 ms a megabyte on a small machine), so
-# the limit is what bounds that pause; a longer document is refused by its length, unread.
+# 10,000 topics, 10,000 rules and 2,000 subscriptions is under 4 MB, one of 100,000 topics and as
+# many rules about 30 MB. Parsing JSON holds the interpreter lock whichever thread does it
+# (orjson: 20-35 ms a megabyte on a small machine), so the limit is what bounds that pause of a
+# runtime's event loop; a longer document is refused by its length, unread.
 DEFAULT_MAX_DOCUMENT_BYTES = 32 << 20
 
 

@@ -87,7 +87,8 @@ class ConfigWatcher:
 
     ``max_document_bytes``: a snapshot (or the patches to a version) longer than this is refused
     by its length (``STRLEN``), unread. What is read is parsed and checked in a worker thread,
-    so that the event loop goes on serving meanwhile.
+    so that the event loop goes on serving meanwhile; only the JSON parse itself holds the
+    interpreter lock throughout, a pause that the limit bounds.
     """
 
     def __init__(
