@@ -195,6 +195,21 @@ async def test_a_missing_patch_sends_the_runtime_to_the_snapshot(watch, redis_cl
     assert (await watcher.wait_for_version(3, timeout=TIMEOUT)) == docs[-1]
 
 
+async def test_a_version_published_without_a_patch_leaves_none_of_an_earlier_history(watch, redis_client,
+                                                                                    key_prefix, keys) -> None:
+    """A patch left under a version's name (numbers reused after a restore, say) would take a
+    runtime to content that is not the version's: publishing without a patch deletes it."""
+    first = make_config(version=1)
+    publish_document(redis_client, first, prefix=key_prefix)
+    watcher = await watch()
+    await watcher.wait_for_version(1, timeout=TIMEOUT)
+    redis_client.set(keys.config_patch(2), json.dumps(make_patch(first, _next(first, 2, "an earlier history"))))
+    second = _next(first, 2, "the version published")
+    publish_document(redis_client, second, prefix=key_prefix)
+    assert not redis_client.exists(keys.config_patch(2))
+    assert (await watcher.wait_for_version(2, timeout=TIMEOUT)) == second
+
+
 async def test_a_patch_that_fails_its_checks_gives_way_to_the_snapshot(watch, redis_client, key_prefix, keys,
                                                                       caplog) -> None:
     first = make_config(version=1)
