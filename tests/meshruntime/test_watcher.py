@@ -219,8 +219,7 @@ async def test_a_patch_that_fails_its_checks_gives_way_to_the_snapshot(watch, re
     second = _next(first, 2, "the real content")
     patch = copy.deepcopy(make_patch(first, second))
     patch["sections"]["access_rules"][0][2][0]["effect"] = "deny"  # damaged on the way
-    redis_client.set(keys.config_patch(2), json.dumps(patch))
-    publish_document(redis_client, second, prefix=key_prefix)  # snapshot, pointer, message
+    publish_document(redis_client, second, prefix=key_prefix, patch=patch)  # snapshot, patch, pointer, message
     assert (await watcher.wait_for_version(2, timeout=TIMEOUT)) == second
     assert watcher.last_error is None
     assert "config patches 2..2 not applied (checksum: the patched content's checksum is" in caplog.text
