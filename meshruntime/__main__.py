@@ -13,8 +13,10 @@ Every flag has an environment variable (shown in ``--help``); flags win. Example
     python -m meshruntime --application billing --config-redis-url redis://127.0.0.1:6379/0 \
         --store default=redis://127.0.0.1:6379/0 --store orders=kafka://broker:9092
 
-On SIGTERM (or SIGINT) the runtime stops accepting connections, lets in-flight requests finish
-their appends, and exits 0.
+On SIGTERM (or SIGINT) the runtime stops accepting connections, answers every request that has
+reached it (in flight, pipelined, or arriving on an idle keep-alive connection within the
+server's grace), closes each connection without a reset, writes what is still queued, and
+exits 0.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import sys
 from pathlib import Path
 
 from .app import Runtime, Settings, StoresMissing
+from .config import DEFAULT_MAX_DOCUMENT_BYTES
 from .keys import DEFAULT_PREFIX
 from .mqtt_ingest import parse_ingest
 from .publish import Limits
@@ -102,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest request body (413 above) [MESH_MAX_REQUEST_BYTES, 8 MiB]")
     p.add_argument("--max-batch-events", type=int, default=int(_env("MESH_MAX_BATCH_EVENTS", "1000")),
                    help="most events in one request (413 above) [MESH_MAX_BATCH_EVENTS, 1000]")
+    p.add_argument("--max-config-bytes", type=int,
+                   default=int(_env("MESH_MAX_CONFIG_BYTES", str(DEFAULT_MAX_DOCUMENT_BYTES))),
+                   help="largest configuration document read; a longer one is refused by its length, unread, "
+                        "and the previous configuration kept [MESH_MAX_CONFIG_BYTES, 32 MiB]")
     p.add_argument("--max-reply-wait-ms", type=int, default=int(_env("MESH_MAX_REPLY_WAIT_MS", "60000")),
                    help="longest wait of an EventMesh request (code 101) for its reply [MESH_MAX_REPLY_WAIT_MS, 60000]")
     p.add_argument("--journey-sample-rate", type=float,
@@ -169,6 +176,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise SystemExit("meshruntime: give --config-redis-url (pushed by the portal) or --config-file")
     if not args.application and not args.gateway:
         raise SystemExit("meshruntime: give --application NAME (sidecar) or --gateway")
+    if args.max_config_bytes < 1:
+        raise SystemExit(f"meshruntime: --max-config-bytes must be 1 or more bytes, got {args.max_config_bytes}")
     if args.tap_data_limit < 0:
         raise SystemExit(f"meshruntime: --tap-data-limit must be 0 or more bytes, got {args.tap_data_limit}")
     host, port = args.listen
@@ -186,6 +195,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         config_redis_url=args.config_redis_url,
         config_file=args.config_file,
         config_cache=args.config_cache,
+        max_config_bytes=args.max_config_bytes,
         prefix=args.prefix,
         limits=Limits(max_event_bytes=args.max_event_bytes, max_request_bytes=args.max_request_bytes,
                       max_batch_events=args.max_batch_events, max_reply_wait_ms=args.max_reply_wait_ms),

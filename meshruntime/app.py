@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from . import eventmesh
 from .appender import AppendCoalescer
 from .cloudevents import EventError, parse_http
-from .config import load_file
+from .config import DEFAULT_MAX_DOCUMENT_BYTES, load_file
 from .config_watcher import ConfigWatcher
 from .delivery import DeliveryManager, DeliverySettings
 from .delivery.process import DeliveryProcess
@@ -77,6 +77,9 @@ class Settings:
     config_redis_url: str | None = None
     config_file: Path | None = None
     config_cache: Path | None = None
+    # the largest configuration document read (from Redis, the file or the cache); longer ones are
+    # refused by their length, unread
+    max_config_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES
     prefix: str = DEFAULT_PREFIX
     runtime_id: str = field(default_factory=default_runtime_id)
     limits: Limits = field(default_factory=Limits)
@@ -264,7 +267,7 @@ class Runtime:
         path = self.settings.config_file
         assert path is not None
         mtime = path.stat().st_mtime
-        doc = await asyncio.to_thread(load_file, path)  # parses and validates
+        doc = await asyncio.to_thread(load_file, path, max_bytes=self.settings.max_config_bytes)  # and validates
         current = self.state
         if current is None or (doc["version"], doc["checksum"]) != (current.version, current.checksum):
             await self.apply_config_async(doc)
@@ -299,7 +302,8 @@ class Runtime:
             cache = settings.config_cache
             self.watcher = ConfigWatcher(settings.config_redis_url, prefix=settings.prefix, cache_path=cache,
                                          on_apply=self.apply_config_async,
-                                         poll_interval=settings.config_poll_interval, freeze=True)
+                                         poll_interval=settings.config_poll_interval, freeze=True,
+                                         max_document_bytes=settings.max_config_bytes)
             await self.watcher.start()
         if self.state is not None and self.stores.missing_in_use:
             await self.stop()

@@ -31,6 +31,7 @@ from meshruntime.policy import PolicyError, topic_name_folded, validate_pattern
 from meshruntime.schema import DATA_SCHEMA_SUBSET_PATH, MESHCONFIG_SCHEMA_PATH, compile_checker, load_schema
 
 __all__ = [
+    "DEFAULT_MAX_DOCUMENT_BYTES",
     "FORMAT",
     "SCHEMA",
     "SCHEMA_PATH",
@@ -61,6 +62,13 @@ _VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 # final word, and writes the message, whenever the fast check says no.
 _FAST_CHECK = compile_checker(SCHEMA)
 _MAX_MESSAGE = 400
+
+# The largest document a runtime reads unless told otherwise (``--max-config-bytes``); a mesh of
+# 10,000 topics, 10,000 rules and 2,000 subscriptions is under 4 MB, one of 100,000 topics and as
+# many rules about 30 MB. Parsing JSON holds the interpreter lock whichever thread does it
+# (orjson: 20-35 ms a megabyte on a small machine), so the limit is what bounds that pause of a
+# runtime's event loop; a longer document is refused by its length, unread.
+DEFAULT_MAX_DOCUMENT_BYTES = 32 << 20
 
 
 class ConfigError(ValueError):
@@ -329,7 +337,12 @@ def parse_document(data: bytes | str, *, source: str = "document") -> dict[str, 
     return validate_document(doc)
 
 
-def load_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read, parse and validate a document from a file (a runtime's cache, a fixture, a CLI)."""
+def load_file(path: str | os.PathLike[str], *, max_bytes: int | None = None) -> dict[str, Any]:
+    """Read, parse and validate a document from a file (a runtime's cache, a fixture, a CLI);
+    a file over ``max_bytes`` is refused unread."""
     path = Path(path)
+    if max_bytes is not None:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise ConfigError(f"(document): {path} is {size} bytes, over the limit of {max_bytes}")
     return parse_document(path.read_bytes(), source=str(path))

@@ -44,7 +44,9 @@ def publish_document(
     ``check`` validates first, so that a bad document reaches no runtime; a caller that has just
     validated it, or a test that publishes a bad document on purpose, passes ``check=False``.
     ``patch`` (meshruntime.patch.make_patch, from the version before) goes to
-    ``<prefix>config:<version>:patch``. Returns the ``latest`` version afterwards.
+    ``<prefix>config:<version>:patch``; without one, a patch left under that name (by an earlier
+    history of the numbers) is deleted, so that only the snapshot speaks for the version.
+    Returns the ``latest`` version afterwards.
     """
     if check:
         validate_document(doc)  # type: ignore[arg-type]
@@ -58,5 +60,7 @@ def publish_document(
     pipe.set(keys.config(version), orjson.dumps(doc))
     if patch is not None:
         pipe.set(keys.config_patch(version), orjson.dumps(patch))
+    else:
+        pipe.delete(keys.config_patch(version))
     pipe.eval(_POINTER_SCRIPT, 1, keys.config_latest, str(version), keys.config_channel)
     return int(pipe.execute()[-1])

@@ -25,7 +25,7 @@ import redis
 import redis.asyncio
 
 from meshruntime.background import COMMAND_TIMEOUT, async_redis_client, cancel_and_wait
-from meshruntime.config import ConfigError, load_file, parse_document
+from meshruntime.config import DEFAULT_MAX_DOCUMENT_BYTES, ConfigError, load_file, parse_document
 from meshruntime.keys import DEFAULT_PREFIX, KeySpace
 from meshruntime.patch import Applied, PatchError, apply_patches
 
@@ -84,6 +84,11 @@ class ConfigWatcher:
     A version refused for its content is never fetched again (a version's content never
     changes; the portal publishes a fix as a new version). A version ``on_apply`` failed on,
     or whose snapshot was missing, is retried after a growing delay, since the cause may pass.
+
+    ``max_document_bytes``: a snapshot (or the patches to a version) longer than this is refused
+    by its length (``STRLEN``), unread. What is read is parsed and checked in a worker thread,
+    so that the event loop goes on serving meanwhile; only the JSON parse itself holds the
+    interpreter lock throughout, a pause that the limit bounds.
     """
 
     def __init__(
@@ -96,6 +101,7 @@ class ConfigWatcher:
         poll_interval: float = 3.0,
         reconnect_max_delay: float = 30.0,
         freeze: bool = False,
+        max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
     ) -> None:
         self.redis_url = redis_url
         self.prefix = prefix
@@ -105,6 +111,7 @@ class ConfigWatcher:
         self.reconnect_max_delay = reconnect_max_delay
         self._on_apply = on_apply
         self.freeze = freeze
+        self.max_document_bytes = max_document_bytes
         self._current: dict[str, Any] | None = None
         self._applied: Applied | None = None  # what a patch applies to: _current, with its canonical bytes
         self._last_error: str | None = None
@@ -117,6 +124,7 @@ class ConfigWatcher:
         self._sync_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._subscribed = False
+        self._behind: int | None = None  # a ``latest`` below the version held, once logged
         # How many times ``latest`` was read: lets tests and diagnostics see that polling runs.
         self.checks = 0
 
@@ -283,17 +291,22 @@ class ConfigWatcher:
                 await self._refuse(None, f"{self.keys.config_latest} holds {raw[:40]!r}, not a version number")
                 return False
             current = self.version
-            # Forward only: an older ``latest`` (a Redis restored from an old backup) is ignored.
+            # Forward only: an older ``latest`` (a Redis restored from an old backup) is ignored,
+            # and said once: the portal's next push announces a version above both.
             if current is not None and latest <= current:
+                if latest < current and latest != self._behind:
+                    log.warning("%s announces version %s, below version %s held here (a Redis restored from "
+                                "an older backup?); keeping version %s until a newer one is announced",
+                                self.keys.config_latest, latest, current, current)
+                self._behind = latest if latest < current else None
                 return False
+            self._behind = None
             refused = self._refused.get(latest)
             if refused is not None and time.monotonic() < refused[0]:
                 return False
             if current is not None and latest - current <= MAX_PATCHES and await self._apply_patches(current, latest):
                 return True
-            async with asyncio.timeout(COMMAND_TIMEOUT):
-                data = await self._redis.get(self.keys.config(latest))
-            return await self._apply_snapshot(latest, data)
+            return await self._apply_snapshot(latest)
 
     # -- applying -------------------------------------------------------------------------------
 
@@ -303,11 +316,22 @@ class ConfigWatcher:
         assert self._redis is not None
         keys = [self.keys.config_patch(version) for version in range(current + 1, latest + 1)]
         async with asyncio.timeout(COMMAND_TIMEOUT):
+            pipe = self._redis.pipeline(transaction=False)
+            for key in keys:
+                pipe.strlen(key)
+            sizes = await pipe.execute()
+        if 0 in sizes:
+            return False  # missing (or empty, which is not a patch either)
+        if sum(sizes) > self.max_document_bytes:
+            log.warning("config patches %s..%s not read: %d bytes, over this runtime's limit of %d; "
+                        "fetching the snapshot", current + 1, latest, sum(sizes), self.max_document_bytes)
+            return False
+        async with asyncio.timeout(COMMAND_TIMEOUT):
             datas = await self._redis.mget(keys)
         if any(data is None for data in datas):
             return False
         try:
-            applied = await asyncio.to_thread(apply_patches, self._applied, [orjson.loads(data) for data in datas])
+            applied = await asyncio.to_thread(_patched, self._applied, datas)
         except (PatchError, ConfigError, orjson.JSONDecodeError) as error:
             # The snapshot decides: it is checked whole, and refused with a message if bad.
             log.warning("config patches %s..%s not applied (%s); fetching the snapshot", current + 1, latest, error)
@@ -318,9 +342,28 @@ class ConfigWatcher:
         await self._notify()
         return True
 
-    async def _apply_snapshot(self, version: int, data: bytes | None) -> bool:
+    async def _apply_snapshot(self, version: int) -> bool:
+        """Fetch snapshot ``version`` unless it is over the size limit, check it, apply it."""
+        assert self._redis is not None
+        key = self.keys.config(version)
+        try:
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                size = await self._redis.strlen(key)
+            if size > self.max_document_bytes:
+                await self._refuse(version, f"{key} is {size} bytes, over this runtime's limit of "
+                                            f"{self.max_document_bytes} (--max-config-bytes)")
+                return False
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                data = await self._redis.get(key)
+        except redis.ResponseError as error:  # not a string: a broken key, not an outage
+            await self._refuse(version, f"{key} is not a document: {error}")
+            return False
         if data is None:
-            await self._refuse(version, f"{self.keys.config(version)} does not exist", retry=True)
+            await self._refuse(version, f"{key} does not exist", retry=True)
+            return False
+        if len(data) > self.max_document_bytes:  # replaced between the two commands
+            await self._refuse(version, f"{key} is {len(data)} bytes, over this runtime's limit of "
+                                        f"{self.max_document_bytes} (--max-config-bytes)")
             return False
         try:
             # Validating 10,000 topics takes a while; off the event loop, deliveries go on.
@@ -389,7 +432,7 @@ class ConfigWatcher:
 
     async def _apply_cache(self, path: Path) -> None:
         try:
-            applied = await asyncio.to_thread(_prepared, load_file, path)
+            applied = await asyncio.to_thread(_prepared, load_file, path, max_bytes=self.max_document_bytes)
         except (ConfigError, OSError) as error:
             self._last_error = f"cached config {path} not used: {error}"
             log.error("%s", self._last_error)
@@ -402,3 +445,10 @@ class ConfigWatcher:
 def _prepared(load: Callable[..., dict[str, Any]], *args: Any, **kwargs: Any) -> Applied:
     """``load(...)``'s validated document, ready for patches (in a worker thread, with it)."""
     return Applied.of(load(*args, **kwargs))
+
+
+def _patched(applied: Applied | None, datas: list[bytes]) -> Applied:
+    """The patches' JSON parsed and applied to ``applied`` (in a worker thread)."""
+    if applied is None:
+        raise PatchError("no version held to apply patches to")
+    return apply_patches(applied, [orjson.loads(data) for data in datas])

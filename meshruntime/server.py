@@ -28,7 +28,12 @@ What HTTP/1.1 asks of a server, and what it does about it:
   first byte, or the client gets 408 and the connection is closed: a client trickling header
   bytes keeps the connection from ever being idle, so the keep-alive timeout alone would let it
   hold a connection for as long as it likes;
-- :meth:`HttpServer.shutdown` stops accepting, finishes what is in flight, then closes.
+- :meth:`HttpServer.shutdown` stops accepting and answers every request that has arrived, the
+  ones still in the socket's buffer and half-read ones included: the answer after which nothing
+  more has arrived says ``Connection: close``. A connection idle at that moment is kept open for
+  ``shutdown_grace`` seconds, so that a request already on its way is answered too rather than
+  reset. Then each connection is half-closed and what the client may still send is read and
+  dropped for a while (a lingering close), never reset; what is left after the timeout is aborted.
 
 A client that goes away does not cancel its request: an append that was started completes, and
 only the answer is dropped (the same as a response lost in the network).
@@ -37,7 +42,11 @@ only the answer is dropped (the same as a response lost in the network).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import logging
+import struct
+import termios
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
@@ -58,6 +67,7 @@ JSON = "application/json"
 MAX_QUEUED = 16  # complete requests waiting on one connection before reading pauses
 MAX_HEAD_BYTES = 64 * 1024  # request line and headers of one request
 LINGER_SECONDS = 2.0  # how long a refused client's remaining input is read and dropped
+SHUTDOWN_GRACE = 0.5  # how long shutdown keeps an idle connection open for a request on its way
 
 
 class Request:
@@ -135,6 +145,17 @@ def error_response(status: int, error: str, message: str) -> Response:
     return Response.json(status, {"error": error, "status": status, "message": message})
 
 
+def _unread_bytes(transport: asyncio.BaseTransport) -> int:
+    """Bytes the kernel holds for ``transport`` that have not been read yet (FIONREAD)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return 0
+    try:
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, bytes(4)))[0]
+    except (OSError, ValueError):  # closed meanwhile: nothing more will be read
+        return 0
+
+
 def _head_too_large() -> Response:
     return error_response(431, "header_too_large", f"the request line and headers exceed {MAX_HEAD_BYTES} bytes")
 
@@ -153,7 +174,8 @@ class _Protocol(asyncio.Protocol):
         self.remote: str | None = None
         self.queue: deque[tuple[Request, bool] | Response] = deque()
         self.current: asyncio.Future | None = None  # the answer being waited for
-        self.closing = False  # close once what is queued has been answered
+        self.closing = False  # close once what has arrived has been answered
+        self.eof = False  # the client sends no more (a half-close)
         self.last_active = self.loop.time()
         self.reading_paused = False
         self.writing_paused = False
@@ -188,7 +210,7 @@ class _Protocol(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         """The client will send no more (a half-close): answer what it sent, then close."""
-        self.closing = True
+        self.closing = self.eof = True
         return self.current is not None or bool(self.queue)  # True keeps the transport open
 
     def pause_writing(self) -> None:
@@ -230,6 +252,8 @@ class _Protocol(asyncio.Protocol):
             self._refuse(error_response(400, "bad_request", f"malformed HTTP request: {error}"))
         if self.queue and self.current is None:
             self._next()
+        elif self.closing:
+            self.close_if_idle()  # bytes that made no request (a stray CRLF) on a closing connection
 
     def idle_for(self, now: float) -> float:
         """Seconds since the client last sent anything while nothing of its is being answered."""
@@ -252,11 +276,19 @@ class _Protocol(asyncio.Protocol):
                                                             f"within {self.server.head_timeout:g} s"))
         self._next()
 
-    def close(self) -> None:
-        """Close once the requests received so far have been answered."""
-        self.closing = True
-        if self.current is None and not self.queue and self.transport is not None:
-            self.transport.close()
+    def more_coming(self) -> bool:
+        """Whether the client has sent more than has been parsed: a request half-read, or bytes
+        in the socket's buffer (reading paused, or not read yet)."""
+        if self.discarding or self.eof or self.transport is None:
+            return False
+        return self.in_message or _unread_bytes(self.transport) > 0
+
+    def close_if_idle(self) -> None:
+        """On shutdown, after the grace: close if nothing has arrived that is not answered."""
+        transport = self.transport
+        if (transport is not None and self.server.grace_over and self.current is None and not self.queue
+                and not self.more_coming()):
+            self._close_lingering(transport)
 
     # -- parser callbacks -----------------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -382,21 +414,31 @@ class _Protocol(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
-        close = close or (self.closing and not self.queue)
+        # Closing (a shutdown, a half-close, a refusal): the last answer says so, the last being
+        # the one after which nothing more has arrived, so that no request is cut off unanswered.
+        close = close or (self.closing and not self.queue and not self.more_coming())
         transport.write(response.encode(self.server.date(), close=close, head_only=head_only))
         if close:
             self.queue.clear()
-            if self.discarding and transport.can_write_eof():
-                # The client may still be sending what was refused: read and drop it for a while
-                # (a "lingering close"), or the reset that closing on unread data causes could
-                # destroy the answer before the client reads it.
-                if self.reading_paused:
-                    self.reading_paused = False
-                    transport.resume_reading()
-                transport.write_eof()
-                self.loop.call_later(LINGER_SECONDS, transport.close)
+            if (self.discarding or self.closing) and not self.eof:
+                self._close_lingering(transport)
             else:
                 transport.close()  # after the buffered answer has been sent
+
+    def _close_lingering(self, transport: asyncio.Transport) -> None:
+        """Half-close, then read and drop what the client still sends for a while (a "lingering
+        close"): the reset that closing on unread data causes could destroy the answers before
+        the client reads them, and a client whose request crosses the close gets an end of
+        stream it can retry on, not a reset."""
+        self.discarding = True
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        if self.reading_paused:
+            self.reading_paused = False
+            transport.resume_reading()
+        transport.write_eof()
+        self.loop.call_later(LINGER_SECONDS, transport.close)
 
 
 class HttpServer:
@@ -404,7 +446,8 @@ class HttpServer:
 
     def __init__(self, handler: Handler, *, max_body: int,
                  on_too_large: Callable[[int | None, CIMultiDict[str]], Response] | None = None,
-                 keepalive_timeout: float = 75.0, head_timeout: float = 10.0) -> None:
+                 keepalive_timeout: float = 75.0, head_timeout: float = 10.0,
+                 shutdown_grace: float = SHUTDOWN_GRACE) -> None:
         self.handler = handler
         self.max_body = max_body
         self.on_too_large = on_too_large or self._too_large
@@ -412,6 +455,8 @@ class HttpServer:
         self.head_timeout = head_timeout
         self.connections: set[_Protocol] = set()
         self.closing = False
+        self.shutdown_grace = shutdown_grace
+        self.grace_over = False  # shutdown has waited ``shutdown_grace``: idle connections close
         self.loop: asyncio.AbstractEventLoop | None = None  # type: ignore[assignment]
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task | None = None
@@ -464,8 +509,9 @@ class HttpServer:
             self._all_closed.set()
 
     async def shutdown(self, timeout: float = 10.0) -> None:
-        """Stop accepting, answer the requests already received, close; abort what is left after
-        ``timeout`` seconds."""
+        """Stop accepting, answer every request that has arrived, close; abort what is left after
+        ``timeout`` seconds. An idle connection gets ``shutdown_grace`` seconds for a request on
+        its way (answered with ``Connection: close``), then is closed."""
         if self._server is None:
             return
         self.closing = True
@@ -474,10 +520,16 @@ class HttpServer:
             self._sweeper.cancel()
         self._all_closed = asyncio.Event()
         for connection in list(self.connections):
-            connection.close()
+            connection.closing = True
         if self.connections:
             try:
                 async with asyncio.timeout(timeout):
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.shutdown_grace):
+                            await self._all_closed.wait()
+                    self.grace_over = True
+                    for connection in list(self.connections):
+                        connection.close_if_idle()
                     await self._all_closed.wait()
             except TimeoutError:
                 log.warning("%d connections still busy after %.0f s; closing them", len(self.connections), timeout)

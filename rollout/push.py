@@ -14,8 +14,13 @@ change committed while a task waits (``MESH_PUSH_DELAY_MS`` after a quiet spell,
 single change is out at once; ``MESH_PUSH_BURST_DELAY_MS`` in a burst, see
 rollout.capture.enqueue_push) or waits for the lock rides along with it. A lost task (crashed
 worker, emptied broker), a bulk update that sends no signal, a key that expired: the periodic
-reconcile (rollout.tasks.reconcile_config) runs the same :func:`push`, and repairs a Redis that
-lost the snapshots.
+reconcile (rollout.tasks.reconcile_config) runs the same :func:`push`.
+
+Every push leaves a valid document announced above anything Redis announced before
+(:func:`ensure_published`): a Redis that lost the newest version gets it again; one that
+announces a version the database never recorded, or a damaged snapshot of the newest, gets the
+newest content as a new version above it, since runtimes ignore lower numbers and never fetch a
+refused version again. So one push, or the next reconcile, recovers every runtime.
 
 The keys (rollout.redis_keys): the contract's ``config:*``, and the portal's own
 ``push:pending``, ``push:recent`` (a version was published within the burst window),
@@ -36,13 +41,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 import redis
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.utils import timezone
 
-from meshruntime.config import ConfigError, seal, validate_document
+from meshruntime.config import ConfigError, compute_checksum, seal, validate_document
 from meshruntime.config_publish import publish_document
 from meshruntime.patch import make_patch
 
@@ -188,11 +194,15 @@ def latest_version() -> ConfigVersion | None:
     return ConfigVersion.objects.defer("document", "diff", "changes").order_by("-version").first()
 
 
-def _next_version(latest) -> int:
+def _announced() -> int:
+    """The version ``config:latest`` announces (0: none, or not a number)."""
+    raw = redis_keys.client().get(redis_keys.keys().config_latest)
+    return int(raw) if raw and raw.isdigit() else 0
+
+
+def _next_version(latest, announced: int) -> int:
     # Never below what Redis announced: runtimes ignore versions older than the one they hold,
     # so a database restored from a backup must not restart the numbering under them.
-    raw = redis_keys.client().get(redis_keys.keys().config_latest)
-    announced = int(raw) if raw and raw.isdigit() else 0
     return max(latest.version if latest else 0, announced) + 1
 
 
@@ -265,19 +275,55 @@ def publish(version, doc: dict[str, Any] | None = None, *, patch: dict[str, Any]
     live.broadcast_version(version)
 
 
-def ensure_published(latest) -> bool:
-    """Re-publish ``latest`` if Redis does not hold it (emptied, restarted without persistence,
-    or the publish after recording failed). True if it had to."""
-    client = redis_keys.client()
-    keys = redis_keys.keys()
-    raw = client.get(keys.config_latest)
-    announced = int(raw) if raw and raw.isdigit() else 0
-    if announced > latest.version or (announced == latest.version and client.exists(keys.config(announced))):
-        return False
-    log.warning("Redis holds config version %s, the database %s: re-publishing", announced or "none",
-                latest.version)
-    publish(latest)
-    return True
+def announcement_problem(latest, announced: int) -> str:
+    """What is wrong with what Redis announces, measured by ``latest`` (the database's newest
+    version); "" when it announces ``latest`` with its snapshot whole.
+
+    Its snapshot is read back and its checksum recomputed: a runtime refuses a snapshot whose
+    content does not match, and never fetches that version again, so only a number above it
+    repairs a damaged one.
+    """
+    if announced != latest.version:
+        return (f"Redis announces version {announced}, which the database does not hold" if announced > latest.version
+                else f"Redis announces {f'version {announced}' if announced else 'no version'}, "
+                     f"the database {latest.version}")
+    key = redis_keys.keys().config(announced)
+    raw = redis_keys.client().get(key)
+    if raw is None:
+        return f"Redis has lost the snapshot of version {announced}"
+    try:
+        snapshot = orjson.loads(raw)
+        intact = (isinstance(snapshot, dict) and snapshot.get("version") == latest.version
+                  and snapshot.get("checksum") == latest.checksum and compute_checksum(snapshot) == latest.checksum)
+    except (orjson.JSONDecodeError, ConfigError):
+        intact = False
+    return "" if intact else f"Redis's snapshot of version {announced} is not the one the database recorded"
+
+
+def _republish_above(latest, announced: int, problem: str, *, kind: str, user) -> ConfigVersion:
+    """Record and publish ``latest``'s content as a new version above ``announced``: what
+    recovers runtimes that refused what Redis announced, or that hold a higher number."""
+    doc = seal(_previous_document(latest), _next_version(latest, announced))
+    validate_document(doc)  # checked whole: it is what every runtime, new ones too, will start from
+    reason = f"version {latest.version} published again as {doc['version']}: {problem}"
+    log.warning("%s", reason)
+    return _record_and_publish(doc, kind=kind, source_checksum=latest.source_checksum, diff={}, user=user,
+                               reason=reason)
+
+
+def ensure_published(latest, announced: int, *, kind: str = "reconcile", user=None) -> int | None:
+    """Make Redis announce ``latest`` whole, above anything it announced before; return the
+    version then announced, None if it already was. A Redis that lost it (emptied, restarted
+    without persistence, a publish after recording failed) gets ``latest`` again; one that
+    announces another number or another content gets ``latest``'s content as a new version."""
+    problem = announcement_problem(latest, announced)
+    if not problem:
+        return None
+    if announced < latest.version:
+        log.warning("%s: publishing version %s again", problem, latest.version)
+        publish(latest)
+        return latest.version
+    return _republish_above(latest, announced, problem, kind=kind, user=user).version
 
 
 def compile_snapshot() -> dict[str, Any]:
@@ -295,11 +341,12 @@ def push(kind: str = "push", *, force: bool = False, user=None, reason: str = ""
          rollback_of=None, lock_held: bool = False) -> PushResult:
     """Compile the database and publish a new version if its content changed.
 
+    An unchanged database repairs what Redis announces (:func:`ensure_published`).
     ``force`` ("push now") compares with the latest version's content rather than with the
     compile it answered (they differ only for the rollbacks of old, which published a version's
     content over the database), so it replaces such a version with the database's state; when even the
-    content is unchanged it announces the latest version again. ``rollback_of``: the version whose
-    content a rollback restored (rollout.restore), which holds the lock already
+    content is unchanged, and Redis needs no repair, it announces the latest version again.
+    ``rollback_of``: the version whose content a rollback restored (rollout.restore), which holds the lock already
     (``lock_held``) so that no other push publishes its restore first. Raises :class:`PushBusy`
     when the lock stays taken for ``wait`` seconds.
     """
@@ -310,17 +357,19 @@ def push(kind: str = "push", *, force: bool = False, user=None, reason: str = ""
             body = compile_snapshot()
             compiled = time.perf_counter()
             latest = latest_version()
-            doc = seal(body, _next_version(latest))  # sealing computes the checksum once
+            announced = _announced()
+            doc = seal(body, _next_version(latest, announced))  # sealing computes the checksum once
             checksum = doc["checksum"]
             baseline = None if latest is None else (latest.checksum if force else latest.source_checksum)
             if checksum == baseline:
                 _attach_late_changes(latest, changes)
-                if force:
-                    publish(latest)
-                    return _record_status(kind, PushResult("republished", latest.version), started)
-                repaired = ensure_published(latest)
-                return _record_status(kind, PushResult("republished" if repaired else "unchanged",
-                                                       latest.version), started)
+                repair_kind = ConfigVersion.MANUAL if force else ConfigVersion.RECONCILE
+                version = ensure_published(latest, announced, kind=repair_kind, user=user)
+                if version is None and force:
+                    publish(latest)  # "push now": announced again, for runtimes that missed it
+                    version = latest.version
+                return _record_status(kind, PushResult("unchanged" if version is None else "republished",
+                                                       version or latest.version), started)
             sealed = time.perf_counter()
             previous = _previous_document(latest)
             diff = diff_documents(previous, doc)

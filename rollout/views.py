@@ -198,7 +198,8 @@ def _report(request, result: push.PushResult):
     if result.outcome == "failed":
         messages.error(request, f"Not published: {result.error}")
         return redirect("rollout:configversion_list")
-    text = {"published": "Published version {v}.", "republished": "Nothing changed; announced version {v} again.",
+    text = {"published": "Published version {v}.",
+            "republished": "Nothing changed; announced the content again as version {v}.",
             "unchanged": "Nothing changed; version {v} stays."}[result.outcome]
     messages.success(request, text.format(v=result.version))
     version = ConfigVersion.objects.filter(version=result.version).only("pk").first()

@@ -261,7 +261,8 @@ async def _child(settings: dict[str, Any], stdin: asyncio.StreamReader) -> None:
             return Response.json(200, manager.counters())
         return error_response(404, "not_found", f"{request.path}: the delivery process serves /metrics and /counters")
 
-    server = HttpServer(handle, max_body=64 * 1024)
+    # Only the runtime that started this process connects, and it is stopping: no grace to wait.
+    server = HttpServer(handle, max_body=64 * 1024, shutdown_grace=0)
     _host, port = await server.start("127.0.0.1", 0)
     print(f"{_READY}{port}", flush=True)
     gc.collect()  # see meshruntime.__main__: what start-up built is never scanned again

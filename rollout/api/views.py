@@ -71,7 +71,8 @@ class ConfigVersionViewSet(MeshReadOnlyViewSet):
     @action(detail=False, methods=["post"])
     def push(self, request):
         """Compile and publish now (staff): a changed database becomes a new version, an unchanged
-        one has its latest version announced again."""
+        one has its latest version announced again, or its content published as a new version
+        above what Redis announces when that is not the database's newest version, whole."""
         if not ConfigVersion.can_push(request.user):
             raise PermissionDenied("Only staff push the mesh configuration.")
         try:

@@ -7,11 +7,16 @@ picks them up.
 from __future__ import annotations
 
 import asyncio
+import sys
+import threading
 
 import orjson
-from factories import access_rule, make_config
+import pytest
+from factories import access_rule, make_config, topic
 from runtime_harness import event, running_runtime
 
+from meshruntime.__main__ import build_parser, settings_from_args
+from meshruntime.config import ConfigError, parse_document
 from meshruntime.config_publish import publish_document
 from meshruntime.store import RedisStreamsStore
 
@@ -124,6 +129,72 @@ async def test_a_refused_document_keeps_the_previous_one(redis_url, key_prefix, 
         ready = await (await h.client.get("/readyz")).json()
         assert ready["config_version"] == 1 and "checksum" in ready["config_error"]
         assert (await h.publish("orders.shipped", event(1))).status == 202
+
+
+def _checking_elsewhere() -> bool:
+    """Whether a thread other than this one (the event loop's) is inside ``parse_document``."""
+    me = threading.get_ident()
+    for ident, frame in sys._current_frames().items():  # noqa: SLF001 - the one view of other threads' stacks
+        while ident != me and frame is not None:
+            if frame.f_code is parse_document.__code__:
+                return True
+            frame = frame.f_back
+    return False
+
+
+async def test_publishes_are_answered_while_a_large_bad_document_is_checked(redis_url, key_prefix, redis_client):
+    """The issue's case, smaller: a bad document of tens of thousands of topics. Its parse and
+    check run in a worker thread, so publishes are answered (the event loop runs) meanwhile:
+    seen by a publish that starts and ends while that thread is inside ``parse_document``."""
+    publish_document(redis_client, make_config(), key_prefix)
+    async with running_runtime(redis_url, key_prefix, apply=False, config_redis_url=redis_url,
+                               config_poll_interval=0.2) as h:
+        await h.runtime.wait_for_config(1)
+        bad = make_config(version=2, topics=[*make_config()["topics"], *(topic(f"bulk.t{i:05d}")
+                                                                         for i in range(30_000))])
+        bad["checksum"] = "0" * 64
+        publish_document(redis_client, bad, key_prefix, check=False)
+        answered_during_the_check = i = 0
+        async with asyncio.timeout(60):
+            while not (h.runtime.last_error or "").startswith("config version 2 refused"):
+                i += 1
+                before = _checking_elsewhere()
+                response = await h.publish("orders.shipped", event(i))
+                assert response.status == 202, await response.text()
+                answered_during_the_check += before and _checking_elsewhere()
+        assert answered_during_the_check > 0
+        assert "checksum" in h.runtime.last_error and h.runtime.config_version == 1
+
+
+async def test_a_document_over_the_size_limit_is_refused_unread(redis_url, key_prefix, redis_client, tmp_path):
+    publish_document(redis_client, make_config(), key_prefix)
+    async with running_runtime(redis_url, key_prefix, apply=False, config_redis_url=redis_url,
+                               config_poll_interval=0.2, max_config_bytes=16 * 1024) as h:
+        await h.runtime.wait_for_config(1)
+        big = make_config(version=2, topics=[*make_config()["topics"], *(topic(f"bulk.t{i:04d}") for i in range(200))])
+        publish_document(redis_client, big, key_prefix)
+        async with asyncio.timeout(10):
+            await h.runtime.watcher.wait_until(lambda: h.runtime.watcher.last_error is not None)
+        ready = await (await h.client.get("/readyz")).json()
+        assert ready["config_version"] == 1
+        assert f"is {len(orjson.dumps(big))} bytes, over this runtime's limit of 16384" in ready["config_error"]
+        assert (await h.publish("orders.shipped", event(1))).status == 202
+    # A config file over the limit is refused the same way, unread.
+    path = tmp_path / "mesh.json"
+    path.write_bytes(orjson.dumps(big))
+    with pytest.raises(ConfigError, match=f"is {path.stat().st_size} bytes, over the limit of 16384"):
+        async with running_runtime(redis_url, key_prefix, apply=False, config_file=path, max_config_bytes=16 * 1024):
+            pass
+
+
+def test_the_size_limit_is_a_runtime_flag_and_an_environment_variable(monkeypatch, capsys):
+    base = ["--application", "a", "--store-url", "redis://x", "--config-redis-url", "redis://x"]
+    assert settings_from_args(build_parser().parse_args(base)).max_config_bytes == 32 << 20
+    assert settings_from_args(build_parser().parse_args([*base, "--max-config-bytes", "1000"])).max_config_bytes == 1000
+    monkeypatch.setenv("MESH_MAX_CONFIG_BYTES", "2000")
+    assert settings_from_args(build_parser().parse_args(base)).max_config_bytes == 2000
+    with pytest.raises(SystemExit, match="--max-config-bytes must be 1 or more bytes, got 0"):
+        settings_from_args(build_parser().parse_args([*base, "--max-config-bytes", "0"]))
 
 
 async def test_a_config_file_is_re_read_when_it_changes(redis_url, key_prefix, redis_client, tmp_path):

@@ -113,6 +113,78 @@ async def test_sigterm_finishes_in_flight_publishes_and_exits_cleanly(runtime, r
     assert sorted(stored_ids(redis_client, keys, "orders.shipped")) == sorted(accepted)
 
 
+async def read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {name.strip().lower(): value.strip()
+               for name, _, value in (line.partition(":") for line in lines[1:] if line)}
+    await reader.readexactly(int(headers.get("content-length", "0")))
+    return int(lines[0].split(" ", 2)[1]), headers
+
+
+async def test_sigterm_answers_every_pipelined_keep_alive_request_that_arrived(runtime, redis_client, keys):
+    """Eight keep-alive connections each keep three batches of 50 pipelined publishes on their way
+    until SIGTERM, more than the server reads at once (its read is 256 KiB, and reading pauses
+    while 16 requests wait): every request sent gets an answer, 202 or 503 with Connection: close,
+    and every stream ends cleanly (a reset fails the test)."""
+    batch, in_flight, connections = 50, 3, 8
+    key = key_for("billing")
+    host, _, port = runtime.url.removeprefix("http://").rpartition(":")
+
+    def publish(number: int) -> bytes:
+        body = orjson.dumps(event(number, data={"order_id": f"o-{number}", "note": "n" * 2000}))
+        return (f"POST /v1/topics/orders.shipped/events HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
+                f"Content-Type: application/cloudevents+json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+
+    async with aiohttp.ClientSession() as session:
+        await wait_ready(session, runtime.url)
+    stop_writing = asyncio.Event()
+    answered_before_sigterm = asyncio.Event()
+    sent: dict[int, list[int]] = {}
+    answers: dict[int, list[tuple[int, dict[str, str]]]] = {}
+
+    async def client(c: int) -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        sent[c], answers[c] = [], []
+
+        def send_batch() -> None:
+            numbers = [c * 1_000_000 + len(sent[c]) + k for k in range(batch)]
+            writer.write(b"".join(publish(n) for n in numbers))
+            sent[c].extend(numbers)
+
+        for _ in range(in_flight):
+            send_batch()
+        try:
+            while len(answers[c]) < len(sent[c]):
+                answers[c].append(await read_answer(reader))
+                answered_before_sigterm.set()
+                if answers[c][-1][1].get("connection") == "close":
+                    break
+                if len(answers[c]) % batch == 0 and not stop_writing.is_set():
+                    send_batch()
+            assert await reader.read() == b""  # the server ends the stream, without a reset
+        finally:
+            writer.close()
+
+    clients = [asyncio.create_task(client(c)) for c in range(connections)]
+    await answered_before_sigterm.wait()
+    stop_writing.set()  # from here on nothing new is sent: only what is on its way
+    runtime.process.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(60):
+        await asyncio.gather(*clients)
+
+    assert runtime.process.wait(30) == 0
+    accepted = []
+    for c in range(connections):
+        assert len(answers[c]) == len(sent[c]), (c, len(answers[c]), len(sent[c]))
+        for number, (status, headers) in zip(sent[c], answers[c], strict=True):
+            assert status == 202 or (status == 503 and headers.get("connection") == "close"), (status, headers)
+            if status == 202:
+                accepted.append(f"evt-{number}")
+    # every publish answered 202 is in the store, and nothing else
+    assert sorted(stored_ids(redis_client, keys, "orders.shipped")) == sorted(accepted)
+
+
 def test_it_explains_missing_settings(redis_url):
     result = subprocess.run([sys.executable, "-m", "meshruntime", "--gateway", "--store-url", redis_url],
                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,

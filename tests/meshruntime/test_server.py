@@ -314,6 +314,73 @@ async def test_shutdown_answers_what_it_received_closes_idle_connections_and_sto
     idle_writer.close()
 
 
+async def read_until_closed(reader: asyncio.StreamReader) -> list[tuple[int, dict[str, str], bytes]]:
+    """Every response until the server ends the stream; a reset fails the test."""
+    answers = []
+    async with asyncio.timeout(10):
+        while not reader.at_eof():
+            try:
+                answers.append(await read_response(reader))
+            except asyncio.IncompleteReadError as end:
+                assert end.partial == b"", end.partial  # ended between answers, not in one
+    return answers
+
+
+async def test_shutdown_answers_pipelined_requests_still_unread_in_the_socket():
+    """Requests the server had not read yet when shutdown began (reading paused behind a full
+    queue) are answered too, the last one with Connection: close; the stream then ends, no reset."""
+    gate = asyncio.Event()
+
+    async def handler(request: Request) -> Response:
+        if request.path == "/0":
+            await gate.wait()
+        return Response(200, request.path.encode())
+
+    server = HttpServer(handler, max_body=100)
+    _host, port = await server.start("127.0.0.1", 0)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(post("/0", b""))
+    async with asyncio.timeout(5):
+        while not any(c.current for c in server.connections):
+            await asyncio.sleep(0.01)
+    (protocol,) = server.connections
+    writer.write(b"".join(post(f"/{i}", b"") for i in range(1, 21)))  # fills the queue: reading pauses
+    await writer.drain()
+    async with asyncio.timeout(5):
+        while not protocol.reading_paused:
+            await asyncio.sleep(0.01)
+    writer.write(b"".join(post(f"/{i}", b"") for i in range(21, 41)))  # stays in the socket, unread
+    await writer.drain()
+    shutdown = asyncio.create_task(server.shutdown(timeout=5))
+    await asyncio.sleep(0)
+    gate.set()
+    answers = await read_until_closed(reader)
+    assert [body for _s, _h, body in answers] == [f"/{i}".encode() for i in range(41)]
+    assert [h.get("connection") for _s, h, _b in answers] == [None] * 40 + ["close"]
+    writer.close()
+    await asyncio.wait_for(shutdown, 5)
+
+
+async def test_shutdown_answers_a_request_that_arrives_on_an_idle_connection_and_then_closes():
+    """A keep-alive connection idle when shutdown begins: the request already on its way is
+    answered (Connection: close), not reset. After the grace, an idle one is closed."""
+    server = HttpServer(echo, max_body=100, shutdown_grace=30)
+    _host, port = await server.start("127.0.0.1", 0)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(post("/first", b""))
+    assert (await read_response(reader))[0] == 200
+    shutdown = asyncio.create_task(server.shutdown(timeout=60))
+    async with asyncio.timeout(5):
+        while not server.closing:
+            await asyncio.sleep(0)
+    writer.write(post("/on-its-way", b"x"))
+    answers = await read_until_closed(reader)
+    assert [(s, h.get("connection"), orjson.loads(b)["path"]) for s, h, b in answers] == \
+        [(200, "close", "/on-its-way")]
+    writer.close()
+    await asyncio.wait_for(shutdown, 5)  # long before the grace: the only connection has closed
+
+
 async def test_a_client_trickling_its_head_gets_408_and_is_disconnected():
     """One header byte every 50 ms keeps the connection from ever being idle for the keep-alive
     timeout (200 ms); only the head deadline (500 ms) ends it."""

@@ -13,8 +13,10 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
 from typing import Any
 
+import orjson
 import pytest
 import redis
+import redis.asyncio
 from factories import make_config, topic
 from private_redis import PrivateRedis
 
@@ -193,6 +195,21 @@ async def test_a_missing_patch_sends_the_runtime_to_the_snapshot(watch, redis_cl
     assert (await watcher.wait_for_version(3, timeout=TIMEOUT)) == docs[-1]
 
 
+async def test_a_version_published_without_a_patch_leaves_none_of_an_earlier_history(watch, redis_client,
+                                                                                    key_prefix, keys) -> None:
+    """A patch left under a version's name (numbers reused after a restore, say) would take a
+    runtime to content that is not the version's: publishing without a patch deletes it."""
+    first = make_config(version=1)
+    publish_document(redis_client, first, prefix=key_prefix)
+    watcher = await watch()
+    await watcher.wait_for_version(1, timeout=TIMEOUT)
+    redis_client.set(keys.config_patch(2), json.dumps(make_patch(first, _next(first, 2, "an earlier history"))))
+    second = _next(first, 2, "the version published")
+    publish_document(redis_client, second, prefix=key_prefix)
+    assert not redis_client.exists(keys.config_patch(2))
+    assert (await watcher.wait_for_version(2, timeout=TIMEOUT)) == second
+
+
 async def test_a_patch_that_fails_its_checks_gives_way_to_the_snapshot(watch, redis_client, key_prefix, keys,
                                                                       caplog) -> None:
     first = make_config(version=1)
@@ -202,8 +219,7 @@ async def test_a_patch_that_fails_its_checks_gives_way_to_the_snapshot(watch, re
     second = _next(first, 2, "the real content")
     patch = copy.deepcopy(make_patch(first, second))
     patch["sections"]["access_rules"][0][2][0]["effect"] = "deny"  # damaged on the way
-    redis_client.set(keys.config_patch(2), json.dumps(patch))
-    publish_document(redis_client, second, prefix=key_prefix)  # snapshot, pointer, message
+    publish_document(redis_client, second, prefix=key_prefix, patch=patch)  # snapshot, patch, pointer, message
     assert (await watcher.wait_for_version(2, timeout=TIMEOUT)) == second
     assert watcher.last_error is None
     assert "config patches 2..2 not applied (checksum: the patched content's checksum is" in caplog.text
@@ -252,6 +268,28 @@ async def test_versions_only_move_forward(watch, redis_client, key_prefix, keys)
     redis_client.set(keys.config(3), canonical_json(make_config(version=3, topics=["x.y"], bare=True)))
     redis_client.set(keys.config_latest, "3")
     assert await watcher.sync() is False
+    assert watcher.version == 5 and watcher.last_error is None
+
+
+async def test_a_latest_below_the_version_held_is_logged_once_with_both_versions(watch, redis_client, key_prefix,
+                                                                                  keys, caplog) -> None:
+    watcher = await watch()
+    publish_document(redis_client, make_config(version=5), prefix=key_prefix)
+    await watcher.wait_for_version(5, timeout=TIMEOUT)
+    caplog.set_level("WARNING", logger=watcher_module.__name__)
+    redis_client.set(keys.config_latest, "3")
+    for _ in range(5):
+        assert await watcher.sync() is False
+    behind = [r.getMessage() for r in caplog.records if "below version" in r.getMessage()]
+    assert behind == [f"{keys.config_latest} announces version 3, below version 5 held here (a Redis restored "
+                      "from an older backup?); keeping version 5 until a newer one is announced"]
+    # Back in step, then behind again: said again, once.
+    redis_client.set(keys.config_latest, "5")
+    assert await watcher.sync() is False
+    redis_client.set(keys.config_latest, "4")
+    for _ in range(5):
+        assert await watcher.sync() is False
+    assert len([r for r in caplog.records if "below version" in r.getMessage()]) == 2
     assert watcher.version == 5 and watcher.last_error is None
 
 
@@ -349,6 +387,68 @@ async def test_a_refused_version_is_not_fetched_again(watch, redis_client, key_p
     for _ in range(20):
         assert await watcher.sync() is False
     assert parsed == [keys.config(1)]
+
+
+async def _monitored(url: str, commands: list[list[str]]) -> None:
+    """Record every command the Redis at ``url`` runs (MONITOR), as lists of words."""
+    async with redis.asyncio.Redis.from_url(url).monitor() as monitor:
+        commands.append(["MONITOR started"])
+        while True:
+            commands.append((await monitor.next_command())["command"].split(" "))
+
+
+async def test_a_snapshot_over_the_size_limit_is_refused_unread_and_the_heartbeat_says_so(
+    watch, private_redis, key_prefix, keys, heartbeaters
+) -> None:
+    private_redis.start()
+    client = redis.Redis.from_url(private_redis.url)
+    publish_document(client, make_config(version=1), prefix=key_prefix)
+    watcher = await watch(url=private_redis.url, max_document_bytes=64 * 1024)
+    await watcher.wait_for_version(1, timeout=TIMEOUT)
+    commands: list[list[str]] = []
+    monitor = asyncio.create_task(_monitored(private_redis.url, commands))
+    await eventually(lambda: commands != [], what="MONITOR to start")
+
+    big = make_config(version=2, topics=[*make_config()["topics"], *(topic(f"bulk.t{i:04d}") for i in range(1000))])
+    size = len(orjson.dumps(big))
+    assert size > 64 * 1024
+    publish_document(client, big, prefix=key_prefix)
+    error = await _refused(watcher, 2)
+    monitor.cancel()
+
+    assert error == (f"config version 2 refused: {keys.config(2)} is {size} bytes, over this runtime's limit of "
+                     "65536 (--max-config-bytes); keeping version 1")
+    assert watcher.version == 1
+    # Its length was asked, its bytes never read.
+    on_it = [words[0].upper() for words in commands if keys.config(2) in words[1:]]
+    assert "STRLEN" in on_it and not {"GET", "GETRANGE", "MGET", "GETEX", "DUMP"} & set(on_it), on_it
+    # A refused version is not asked again, however often the watcher looks.
+    for _ in range(5):
+        assert await watcher.sync() is False
+
+    heartbeater = Heartbeater(private_redis.url, prefix=key_prefix, runtime_id="rt-1", application="billing",
+                              watcher=watcher, interval=60)
+    heartbeaters.append(heartbeater)
+    await heartbeater.beat()
+    beat = _beats(client, keys)[-1]
+    assert beat["config_version"] == "1" and "over this runtime's limit of 65536" in beat["error"]
+    client.close()
+
+
+async def test_patches_over_the_size_limit_give_way_to_the_snapshot(watch, redis_client, key_prefix, keys,
+                                                                   caplog) -> None:
+    first = make_config(version=1)
+    second = make_config(version=2, topics=[*first["topics"], topic("bulk.extra")])
+    watcher = await watch(max_document_bytes=len(orjson.dumps(second)))
+    publish_document(redis_client, first, prefix=key_prefix)
+    await watcher.wait_for_version(1, timeout=TIMEOUT)
+    # The patch is made long on purpose (it may be: only the snapshot's content is checked whole).
+    patch = make_patch(first, second)
+    patch["padding"] = "x" * len(orjson.dumps(second))
+    caplog.set_level("WARNING", logger=watcher_module.__name__)
+    publish_document(redis_client, second, prefix=key_prefix, patch=patch)
+    await watcher.wait_for_version(2, timeout=TIMEOUT)
+    assert any("config patches 2..2 not read" in r.getMessage() for r in caplog.records)
 
 
 async def test_a_version_the_runtime_cannot_apply_is_refused_then_retried_later(
