@@ -66,8 +66,10 @@ function health(rate, errors) {
 function edgeLabel(edge) {
   if (edge.rate === null || edge.rate === undefined) return "";
   if (!edge.rate && !edge.errors) return "";
+  const failed = edge.kind === "publish" ? "refused" : "failed";
+  if (!edge.rate) return `${number(edge.errors)}/s ${failed}`;
   let text = `${number(edge.rate)}/s`;
-  if (edge.errors) text += ` · ${number(edge.errors)} ${edge.kind === "publish" ? "refused" : "failed"}`;
+  if (edge.errors) text += ` · ${number(edge.errors)} ${failed}`;
   return text;
 }
 
@@ -176,7 +178,7 @@ function columns(graph) {
   // and subscribers to the right, each at the height of what it joins, pushed apart to not overlap
   const positions = {};
   let y = 0;
-  for (const node of graph.nodes) {
+  graph.nodes.forEach((node, index) => {
     if (node.kind === "domain") {
       if (node.collapsed) {
         positions[node.id] = {x: COLUMN.topic, y};
@@ -187,10 +189,10 @@ function columns(graph) {
     } else if (node.kind === "topic") {
       positions[node.id] = {x: COLUMN.topic, y};
       y += ROW;
-      const next = graph.nodes[graph.nodes.indexOf(node) + 1];
+      const next = graph.nodes[index + 1];
       if (!next || next.kind !== "topic" || next.parent !== node.parent) y += 24;
     }
-  }
+  });
   const neighbours = new Map();
   for (const edge of graph.edges) {
     if (!neighbours.has(edge.source)) neighbours.set(edge.source, []);

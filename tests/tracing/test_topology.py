@@ -147,6 +147,7 @@ def test_filters_narrow_to_topics_and_what_joins_them(mesh, personas, no_prometh
     body = get(sam, application="checkout", team="logistics", prefix="shipping")  # all three: the intersection
     assert {n["label"] for n in body["nodes"] if n["kind"] == "topic"} == {"shipping.requested"}
 
+    assert get(sam, team="", prefix="", application="")["nodes"] == get(sam)["nodes"]  # the page's form, empty
     for params in ({"team": "nobody"}, {"application": "nobody"}, {"application": "99999"}, {"prefix": "zzz"}):
         body = get(sam, **params)
         assert body["nodes"] == [] and body["edges"] == [], params

@@ -120,14 +120,16 @@ class TopologyFiltersSerializer(serializers.Serializer):
     """The query parameters of ``GET /api/v1/topology/``: each narrows the graph to some topics and
     everything around them (their publishers, subscriptions, and the routes in and out)."""
 
-    team = serializers.RegexField(TEAM_OR_ID, required=False, max_length=100, error_messages={
+    team = serializers.RegexField(TEAM_OR_ID, required=False, allow_blank=True, max_length=100, error_messages={
                                       "invalid": "A team's id or slug: letters, digits, '-' and '_'."},
                                   help_text="A team's id or slug: its topics, and the topics its applications "
-                                            "publish or subscribe to. One that names no team gives an empty graph.")
+                                            "publish or subscribe to. One that names no team gives an empty graph; "
+                                            "empty: every team.")
     prefix = serializers.RegexField(TOPIC_PREFIX, required=False, allow_blank=True, max_length=249, error_messages={
                                         "invalid": "The start of a topic name: letters, digits, '.', '-' and '_'."},
                                     help_text="Topics whose name starts with this (``orders.``).")
-    application = serializers.RegexField(TEAM_OR_ID, required=False, max_length=100, error_messages={
+    application = serializers.RegexField(TEAM_OR_ID, required=False, allow_blank=True, max_length=100,
+                                         error_messages={
                                              "invalid": "An application's id or name: letters, digits, '-' and "
                                                         "'_'."},
                                          help_text="An application's id or name: the topics it publishes or "
