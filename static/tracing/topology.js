@@ -165,12 +165,16 @@ function elements(graph) {
 // -- layouts -----------------------------------------------------------------------------------------
 
 function spread(items, gap) {
+  // pushed apart downwards, then moved up as a block so that on the whole they sit where they want
   items.sort((a, b) => a.y - b.y || a.label.localeCompare(b.label));
+  const wanted = items.reduce((sum, item) => sum + item.y, 0);
   let last = -Infinity;
   for (const item of items) {
     item.y = Math.max(item.y, last + gap);
     last = item.y;
   }
+  const shift = items.length ? (items.reduce((sum, item) => sum + item.y, 0) - wanted) / items.length : 0;
+  for (const item of items) item.y -= shift;
 }
 
 function columns(graph) {
