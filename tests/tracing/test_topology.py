@@ -302,7 +302,7 @@ def test_edges_carry_their_own_series_rates_from_one_shared_query_whatever_the_n
     exporter.steps.append((exporter.refusals.labels("forbidden", "b", "a"), 1))  # a refused on b: an edge of its own
     private = Subscription.objects.create(application_id=apps["a"], topic_id=topics["a"], state=Subscription.ACTIVE,
                                           webhook_url="https://a.example/h")
-    exporter.steps.append((exporter.deliveries.labels(f"sub-{private.pk}", "delivered"), 4))
+    exporter.steps.append((exporter.deliveries.labels(f"sub-{private.pk}", "delivered"), 9))
     exporter.steps.append((exporter.deliveries.labels(f"sub-{private.pk}", "dead_lettered"), 1))
     prometheus = start_prometheus(f"""
 global: {{scrape_interval: 1s, scrape_timeout: 1s}}
@@ -335,8 +335,8 @@ scrape_configs:
     assert refused_only["rate"] == 0 and refused_only["health"] == "failing"
     assert edges[f"publish:{apps['b']}:{topics['b']}"]["health"] == "ok"
     delivered = edges[f"deliver:{private.pk}"]
-    assert delivered["rate"] == pytest.approx(4 * unit) and delivered["errors"] == pytest.approx(unit)
-    assert delivered["health"] == "degraded"
+    assert delivered["rate"] == pytest.approx(9 * unit) and delivered["errors"] == pytest.approx(unit)
+    assert delivered["health"] == "degraded"  # 1 in 10 failed
     # the subscription's rates only for those who see it (Payments' and staff)
     by_user = {user.username: found for user, found in zip(viewers, bodies, strict=True)}
     assert f"deliver:{private.pk}" in ids(by_user["sam"], key="edges")
