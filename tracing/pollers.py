@@ -14,8 +14,10 @@ sent is the last good data with the error and the time since when it has failed,
 keeps what it had and says so. Refreshes are aligned to the wall clock (multiples of the
 range's refresh), so that the processes' pollers of one query tick together.
 
-The live topology page reuses this: any page that needs a query answered live calls
-:func:`hub` ``.join(query)`` / ``.leave(key)`` and joins :func:`group_name` ``(key)``.
+A page that watches calls :func:`hub` ``.join(query)`` / ``.leave(key)`` and joins
+:func:`group_name` ``(key)``. A page that asks now and again instead (the topology API, which its
+page polls) calls :func:`shared_answer`: the same answer in Redis, the same lease, so that any
+number of viewers, watching or polling, cost one query per refresh.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from rollout import redis_keys
 from . import portal_metrics, prometheus
 from .charts import RANGES, TOP_CHART, Query, describe
 
-__all__ = ["Poller", "PollerHub", "group_name", "hub", "last_answer"]
+__all__ = ["Poller", "PollerHub", "group_name", "hub", "last_answer", "shared_answer"]
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +175,7 @@ class Poller:
                     row["name"], row["url"] = described.name, described.url
         self.hub.outages.pop(self.key, None)
         return {"key": self.key, "kind": query.kind, "range": query.range, "start": start, "end": end,
-                "step": self.step, "series": rows, "fetched_at": now, "error": None, "hint": None,
+                "step": self.step, "series": rows, "fetched_at": now, "polled_at": now, "error": None, "hint": None,
                 "error_since": None}
 
     async def _failed(self, error: prometheus.PrometheusUnavailable, start: float, end: float) -> dict[str, Any]:
@@ -189,7 +191,7 @@ class Poller:
         return {"key": self.key, "kind": self.query.kind, "range": self.query.range,
                 "start": previous.get("start", start), "end": previous.get("end", end), "step": self.step,
                 "series": previous.get("series") or [], "fetched_at": previous.get("fetched_at"),
-                "error": outage.error, "hint": outage.hint, "error_since": outage.since}
+                "polled_at": time.time(), "error": outage.error, "hint": outage.hint, "error_since": outage.since}
 
 
 class PollerHub:
@@ -236,3 +238,28 @@ def hub() -> PollerHub:
     if found is None:
         found = _hubs[loop] = PollerHub()
     return found
+
+
+async def shared_answer(query: Query) -> dict[str, Any]:
+    """The answer to ``query`` for a caller that asks rather than watches (the topology API).
+
+    The last answer any process fetched (a poller's or an earlier caller's) when it is younger
+    than one refresh; otherwise the caller that takes the query's lease asks Prometheus, keeps
+    the answer for everyone and gives the lease back, and a caller that loses the race gets the
+    last answer. So any number of viewers polling cost one query per refresh, as watching ones
+    do. Prometheus down: the last good data, with the error and since when (as a poller's).
+    """
+    hub = PollerHub()  # a client of this call's own: the caller's loop may be a throwaway one
+    try:
+        poller = Poller(hub, query)
+        last = await last_answer(hub.redis, query.key)
+        if last is not None and time.time() - float(last.get("polled_at") or 0) < poller.refresh:
+            return last
+        if last is not None and not await poller._lease():
+            return last
+        try:
+            return await poller.poll()
+        finally:
+            await poller.stop()  # gives the lease back: the next caller or a poller may take it
+    finally:
+        await hub.redis.aclose()

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import event_views, journey_views, live_views, metrics_views, trace_views
+from . import event_views, journey_views, live_views, metrics_views, topology_views, trace_views
 
 app_name = "tracing"
 urlpatterns: list = [
@@ -25,4 +25,5 @@ urlpatterns: list = [
          name="application_traffic"),
     path("runtimes/<int:pk>/metrics/", metrics_views.RuntimeMetricsView.as_view(), name="runtime_metrics"),
     path("metrics", metrics_views.portal_metrics_view, name="portal_metrics"),
+    path("topology/", topology_views.TopologyView.as_view(), name="topology"),
 ]

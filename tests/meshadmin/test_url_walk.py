@@ -288,3 +288,39 @@ def test_odd_ids_in_api_urls_answer_4xx_for_staff(world, personas):
                 elif method == "get":
                     assert response.status_code in (400, 404, 405), (url, response.status_code)
     assert not failures, failures
+
+
+#: The walk above takes every URL once, bare; these take their query parameters too.
+FILTERED = ["/topology/?team=payments&prefix=payments.&application=checkout", "/topology/?team=logistics",
+            "/api/v1/topology/", "/api/v1/topology/?team=payments", "/api/v1/topology/?team=logistics",
+            "/api/v1/topology/?prefix=payments.", "/api/v1/topology/?application=shipping",
+            "/api/v1/topology/?application=checkout&team=1", "/api/v1/topology/?team=%22%7D"]
+
+
+@pytest.mark.parametrize("persona", PERSONAS)
+def test_the_topology_and_its_filters_answer_every_persona_with_what_they_may_see(world, personas, olga, persona):
+    from subscriptions.models import Subscription
+
+    assert {"topology/", "api/v1/topology/"} <= set(_urls())  # in the walk above too
+    user = {**personas, "olga": olga}.get(persona)
+    client = Client(raise_request_exception=False)
+    if user is not None:
+        client.force_login(user)
+    markers = {"sam": world["never_shown"], "dave": world["team_markers"]}.get(persona, world["markers"])
+    visible = set()
+    if user is not None:
+        visible = {f"subscription:{pk}" for pk in Subscription.objects.restrict(user).values_list("pk", flat=True)}
+    for url in FILTERED:
+        response = client.get(url)
+        body = response.content.decode()
+        for marker in markers:
+            assert marker not in body, (url, marker)
+        if user is None:
+            assert response.status_code in (302, 401), (url, response.status_code)
+        elif url.endswith("%22%7D"):
+            assert response.status_code == 400 and set(response.json()) == {"team"}
+        else:
+            assert response.status_code == 200, (url, response.status_code)
+            if url.startswith("/api/"):
+                drawn = {node["id"] for node in response.json()["nodes"] if node["kind"] == "subscription"}
+                assert drawn <= visible, (url, drawn - visible)

@@ -108,3 +108,87 @@ class RefusalSerializer(serializers.Serializer):
     rule = serializers.CharField(required=False, allow_null=True, help_text="forbidden: the deciding access rule "
                                                                             "(null: no rule allows it).")
     path = serializers.CharField(required=False, help_text="schema_mismatch: where the data does not match.")
+
+
+# -- the topology ----------------------------------------------------------------------------------------
+
+TEAM_OR_ID = r"^[-A-Za-z0-9_]{1,100}$"
+TOPIC_PREFIX = r"^[-A-Za-z0-9_.]{0,249}$"
+
+
+class TopologyFiltersSerializer(serializers.Serializer):
+    """The query parameters of ``GET /api/v1/topology/``: each narrows the graph to some topics and
+    everything around them (their publishers, subscriptions, and the routes in and out)."""
+
+    team = serializers.RegexField(TEAM_OR_ID, required=False, allow_blank=True, max_length=100, error_messages={
+                                      "invalid": "A team's id or slug: letters, digits, '-' and '_'."},
+                                  help_text="A team's id or slug: its topics, and the topics its applications "
+                                            "publish or subscribe to. One that names no team gives an empty graph; "
+                                            "empty: every team.")
+    prefix = serializers.RegexField(TOPIC_PREFIX, required=False, allow_blank=True, max_length=249, error_messages={
+                                        "invalid": "The start of a topic name: letters, digits, '.', '-' and '_'."},
+                                    help_text="Topics whose name starts with this (``orders.``).")
+    application = serializers.RegexField(TEAM_OR_ID, required=False, allow_blank=True, max_length=100,
+                                         error_messages={
+                                             "invalid": "An application's id or name: letters, digits, '-' and "
+                                                        "'_'."},
+                                         help_text="An application's id or name: the topics it publishes or "
+                                                   "subscribes to. One that names no application gives an empty "
+                                                   "graph.")
+
+
+class TopologyNodeSerializer(serializers.Serializer):
+    id = serializers.CharField(help_text="``application:<id>``, ``topic:<id>``, ``domain:<first segment>``, "
+                                         "``subscription:<id>`` or ``host:<host[:port]>``.")
+    kind = serializers.ChoiceField(["application", "topic", "domain", "subscription", "host"])
+    label = serializers.CharField()
+    url = serializers.CharField(allow_null=True, help_text="The object's page (none for domains and hosts).")
+    team = serializers.CharField(required=False, help_text="Applications and topics: the owning team's slug.")
+    domain = serializers.CharField(required=False, help_text="Topics: the first segment of the name, the group "
+                                                             "the page draws them in.")
+    short = serializers.CharField(required=False, help_text="Topics: the name without its domain.")
+    lifecycle = serializers.CharField(required=False)
+    context = serializers.BooleanField(required=False, help_text="Topics: outside the filters, drawn because a "
+                                                                 "route joins them to a topic inside.")
+    topics = serializers.IntegerField(required=False, help_text="Domains: how many of their topics are drawn.")
+    name = serializers.CharField(required=False, help_text="Subscriptions: ``sub-<id>``, as in the metrics.")
+    state = serializers.CharField(required=False, help_text="Subscriptions: active or paused.")
+
+
+class TopologyEdgeSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    kind = serializers.ChoiceField(["publish", "route", "deliver", "webhook"],
+                                   help_text="application → topic, topic → topic (a routing rule), topic → "
+                                             "subscription, subscription → its webhook's host.")
+    source = serializers.CharField()
+    target = serializers.CharField()
+    url = serializers.CharField(help_text="The page of what the edge shows: a topic's Traffic tab, the routing "
+                                          "rule, a subscription's Metrics tab.")
+    declared = serializers.BooleanField(help_text="False for an application → topic edge that no rule allows, "
+                                                  "drawn because Prometheus saw it publish or be refused there.")
+    label = serializers.CharField(required=False)
+    state = serializers.CharField(required=False)
+    rate = serializers.FloatField(allow_null=True, help_text="Per second: stored events (publish), copies (route), "
+                                                             "delivered or filtered events (deliver, webhook); "
+                                                             "null without rates.")
+    errors = serializers.FloatField(allow_null=True, help_text="Per second: refusals (publish), dead letters and "
+                                                               "retried attempts (deliver, webhook).")
+    error_ratio = serializers.FloatField(allow_null=True, help_text="errors / (rate + errors); null when idle.")
+    health = serializers.ChoiceField(["unknown", "idle", "ok", "degraded", "failing"])
+    detail = serializers.DictField(child=serializers.FloatField(), help_text="Refusals by reason, or deliveries "
+                                                                             "by outcome, per second.")
+
+
+class TopologySerializer(serializers.Serializer):
+    filters = serializers.DictField(child=serializers.CharField(allow_null=True))
+    rates_available = serializers.BooleanField()
+    rates_reason = serializers.CharField(allow_null=True, help_text="Why there are no rates, when so.")
+    rates_hint = serializers.CharField(allow_null=True, help_text="How to fix it.")
+    rates_at = serializers.FloatField(allow_null=True, help_text="When Prometheus answered (unix seconds).")
+    rates_failing_since = serializers.FloatField(allow_null=True)
+    rates_window = serializers.CharField(help_text="The window the rates are taken over (``20s``).")
+    refresh_seconds = serializers.IntegerField(help_text="How often the rates change: poll no faster.")
+    thresholds = serializers.DictField(child=serializers.FloatField(),
+                                       help_text="Error shares above which an edge is degraded, and failing.")
+    nodes = TopologyNodeSerializer(many=True)
+    edges = TopologyEdgeSerializer(many=True)
