@@ -1,4 +1,4 @@
-"""What the runtime benchmarks share: a key, a Redis, a runtime process, its CPU time.
+"""What the runtime benchmarks share: a key, a configuration, a Redis, a runtime process, its CPU time.
 
 A module, not a benchmark: ``make benchmarks`` runs the scripts beside it, not files starting
 with ``_``.
@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from meshruntime.config import seal
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -23,6 +25,23 @@ def make_key() -> tuple[str, dict]:
     prefix = "".join(secrets.choice(alphabet) for _ in range(8))
     key = f"mk_{prefix}_{secrets.token_urlsafe(30)[:40]}"
     return key, {"prefix": prefix, "sha256": hashlib.sha256(key.encode()).hexdigest(), "expires_at": None}
+
+
+def publish_config(key_entry: dict, topic: str, max_length: int) -> dict:
+    """A sealed MeshConfig (version 1): one Redis topic, ``topic``, keeping up to ``max_length``
+    events, that the application ``bench`` (``key_entry``) may publish to."""
+    doc = {
+        "format": 1,
+        "stores": [{"name": "default", "kind": "redis"}],
+        "topics": [{"name": topic, "store": "default", "lifecycle": "active", "sunset": None, "schema": None,
+                    "retention": {"max_age_seconds": None, "max_length": max_length}}],
+        "applications": [{"name": "bench", "team": "perf", "keys": [key_entry]}],
+        "access_rules": [{"id": "rule-1", "principals": ["bench"], "topic": "bench.*", "actions": ["publish"],
+                          "effect": "allow", "description": ""}],
+        "subscriptions": [],
+        "routing_rules": [],
+    }
+    return seal(doc, 1)
 
 
 def default_redis_url() -> str:

@@ -55,8 +55,9 @@ from django.core.management import call_command  # noqa: E402
 from django.test import Client  # noqa: E402
 
 from tests.portal_support import prometheus as prometheus_support  # noqa: E402
-from tests.portal_support.live_portal import free_port, uvicorn_portal, wait_for  # noqa: E402
+from tests.portal_support.live_portal import uvicorn_portal  # noqa: E402
 from tests.portal_support.runtimes import RuntimeProcess  # noqa: E402
+from tests.portal_support.waiting import free_port, wait_for  # noqa: E402
 from tracing.prometheus_config import render  # noqa: E402
 
 SCRAPE = int(os.environ["PROMETHEUS_SCRAPE_INTERVAL"])

@@ -32,27 +32,11 @@ import redis.asyncio as aioredis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _runtime import cpu_seconds, default_redis_url, make_key, start_runtime  # noqa: E402
+from _runtime import cpu_seconds, default_redis_url, make_key, publish_config, start_runtime  # noqa: E402
 
-from meshruntime.config import seal  # noqa: E402
 from meshruntime.keys import KeySpace  # noqa: E402
 
 TOPIC = "bench.events"
-
-
-def make_config(key_entry: dict) -> dict:
-    doc = {
-        "format": 1,
-        "stores": [{"name": "default", "kind": "redis"}],
-        "topics": [{"name": TOPIC, "store": "default", "lifecycle": "active", "sunset": None, "schema": None,
-                    "retention": {"max_age_seconds": None, "max_length": 10_000_000}}],
-        "applications": [{"name": "bench", "team": "perf", "keys": [key_entry]}],
-        "access_rules": [{"id": "rule-1", "principals": ["bench"], "topic": "bench.*", "actions": ["publish"],
-                          "effect": "allow", "description": ""}],
-        "subscriptions": [],
-        "routing_rules": [],
-    }
-    return seal(doc, 1)
 
 
 def make_events(n: int, run: str) -> list[dict]:
@@ -140,7 +124,7 @@ async def main_async(args: argparse.Namespace) -> None:
     n = args.events
     with tempfile.TemporaryDirectory() as tmp:
         config_path = Path(tmp) / "mesh.json"
-        config_path.write_text(json.dumps(make_config(key_entry)))
+        config_path.write_text(json.dumps(publish_config(key_entry, TOPIC, max_length=10_000_000)))
         process, host, port = start_runtime(redis_url, prefix, config_path)
         try:
             wait_ready(host, port)

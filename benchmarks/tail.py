@@ -39,30 +39,15 @@ from _runtime import (  # noqa: E402
     default_redis_url,
     make_key,
     private_data_dir,
+    publish_config,
     remove_data_dir,
     start_runtime,
 )
 
-from meshruntime.config import seal  # noqa: E402
 from meshruntime.keys import KeySpace  # noqa: E402
 
 TOPIC = "bench.tail"
 CONNECTIONS = 64
-
-
-def make_config(key_entry: dict) -> dict:
-    doc = {
-        "format": 1,
-        "stores": [{"name": "default", "kind": "redis"}],
-        "topics": [{"name": TOPIC, "store": "default", "lifecycle": "active", "sunset": None, "schema": None,
-                    "retention": {"max_age_seconds": None, "max_length": 1_000_000}}],
-        "applications": [{"name": "bench", "team": "perf", "keys": [key_entry]}],
-        "access_rules": [{"id": "rule-1", "principals": ["bench"], "topic": "bench.*", "actions": ["publish"],
-                          "effect": "allow", "description": ""}],
-        "subscriptions": [],
-        "routing_rules": [],
-    }
-    return seal(doc, 1)
 
 
 # -- the load: single events as fast as the runtime takes them -----------------------------------
@@ -207,7 +192,7 @@ def run(args: argparse.Namespace) -> None:
     topic_pk, sessions = prepare_portal(args.clients)
     key, key_entry = make_key()
     config_path = work / "mesh.json"
-    config_path.write_text(json.dumps(make_config(key_entry)))
+    config_path.write_text(json.dumps(publish_config(key_entry, TOPIC, max_length=1_000_000)))
     runtime, host, port = start_runtime(redis_url, prefix, config_path)
     portal_port = 8700 + os.getpid() % 1000
     portal_url = f"http://127.0.0.1:{portal_port}"

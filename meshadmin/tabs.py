@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from django.db import models
 from django.urls import reverse
@@ -19,60 +20,62 @@ __all__ = ["ObjectAction", "ObjectTab", "actions_for", "register", "register_act
 
 
 @dataclass(frozen=True)
-class ObjectTab:
-    name: str  #: the page's ``tab`` context value, and ``data-testid="tab-<name>"``
+class _ObjectLink:
+    name: str
     label: str
     url_name: str  #: reversed with the object's pk
-    weight: int = 100  #: lighter tabs come first
-    #: whether ``user`` sees the tab on ``obj`` (the page behind it checks again)
+    weight: int = 100  #: lighter ones come first
+    #: whether ``user`` sees it on ``obj`` (the page behind it checks again)
     visible: Callable[[object, models.Model], bool] | None = None
 
 
 @dataclass(frozen=True)
-class ObjectAction:
-    """A button in the header of a model's object pages (tracing's "Send test event" on a topic)."""
+class ObjectTab(_ObjectLink):
+    """A tab of a model's object pages; ``name`` is the page's ``tab`` context value, and
+    ``data-testid="tab-<name>"``."""
 
-    name: str  #: ``data-testid="action-<name>"``
-    label: str
-    url_name: str  #: reversed with the object's pk
-    weight: int = 100
-    #: whether ``user`` sees the button on ``obj`` (the page behind it checks again)
-    visible: Callable[[object, models.Model], bool] | None = None
 
+@dataclass(frozen=True)
+class ObjectAction(_ObjectLink):
+    """A button in the header of a model's object pages (tracing's "Send test event" on a topic);
+    ``data-testid="action-<name>"``."""
+
+
+_Link = TypeVar("_Link", bound=_ObjectLink)
 
 _registry: dict[str, list[ObjectTab]] = defaultdict(list)
 _actions: dict[str, list[ObjectAction]] = defaultdict(list)
 
 
+def _add(links_by_model: dict[str, list[_Link]], model: type[models.Model], link: _Link, what: str) -> None:
+    links = links_by_model[model._meta.label_lower]
+    if any(existing.name == link.name for existing in links):
+        raise ValueError(f"{model._meta.label} already has {what} named {link.name!r}")
+    links.append(link)
+    links.sort(key=lambda each: (each.weight, each.name))
+
+
+def _shown(links_by_model: dict[str, list[_Link]], obj: models.Model, user) -> list[tuple[_Link, str]]:
+    return [
+        (link, reverse(link.url_name, args=[obj.pk]))
+        for link in links_by_model.get(obj._meta.label_lower, ())
+        if link.visible is None or link.visible(user, obj)
+    ]
+
+
 def register(model: type[models.Model], tab: ObjectTab) -> None:
-    tabs = _registry[model._meta.label_lower]
-    if any(existing.name == tab.name for existing in tabs):
-        raise ValueError(f"{model._meta.label} already has a tab named {tab.name!r}")
-    tabs.append(tab)
-    tabs.sort(key=lambda t: (t.weight, t.name))
+    _add(_registry, model, tab, "a tab")
 
 
 def tabs_for(obj: models.Model, user) -> list[tuple[ObjectTab, str]]:
     """The registered tabs ``user`` sees on ``obj``'s pages, with their URLs, in order."""
-    return [
-        (tab, reverse(tab.url_name, args=[obj.pk]))
-        for tab in _registry.get(obj._meta.label_lower, ())
-        if tab.visible is None or tab.visible(user, obj)
-    ]
+    return _shown(_registry, obj, user)
 
 
 def register_action(model: type[models.Model], action: ObjectAction) -> None:
-    actions = _actions[model._meta.label_lower]
-    if any(existing.name == action.name for existing in actions):
-        raise ValueError(f"{model._meta.label} already has an action named {action.name!r}")
-    actions.append(action)
-    actions.sort(key=lambda a: (a.weight, a.name))
+    _add(_actions, model, action, "an action")
 
 
 def actions_for(obj: models.Model, user) -> list[tuple[ObjectAction, str]]:
     """The registered header buttons ``user`` sees on ``obj``'s pages, with their URLs, in order."""
-    return [
-        (action, reverse(action.url_name, args=[obj.pk]))
-        for action in _actions.get(obj._meta.label_lower, ())
-        if action.visible is None or action.visible(user, obj)
-    ]
+    return _shown(_actions, obj, user)

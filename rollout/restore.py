@@ -249,6 +249,16 @@ class _Restorer:
     def created_since(self, obj: models.Model) -> bool:
         return obj.created > self.when
 
+    def update_named(self, model: type[models.Model], name: str, values: dict[str, Any]) -> bool:
+        """Set ``values`` on the row called ``name``, or on the one that was called so at the
+        version's time and has been renamed since (renaming it back); False when there is none."""
+        row = model.objects.filter(name=name).first() or renamed_row(model, name, self.when)
+        if row is None:
+            return False
+        note = f"renamed back from {row.name}" if row.name != name else ""
+        self.update(row, name, {"name": name, **values}, note=note)
+        return True
+
     # the run
 
     def run(self) -> RestorePlan:
@@ -284,13 +294,7 @@ class _Restorer:
     # stores and topics (by name)
 
     def store(self, name: str, entry: dict[str, Any]) -> None:
-        row = EventStore.objects.filter(name=name).first()
-        if row is not None:
-            self.update(row, name, {"kind": entry["kind"]})
-            return
-        row = renamed_row(EventStore, name, self.when)
-        if row is not None:
-            self.update(row, name, {"name": name, "kind": entry["kind"]}, note=f"renamed back from {row.name}")
+        if self.update_named(EventStore, name, {"kind": entry["kind"]}):
             return
         picture = last_deleted(EventStore, name=name) or {}
         self.create(EventStore, name, {"name": name, "kind": entry["kind"],
@@ -311,10 +315,7 @@ class _Restorer:
         if values is None:
             self.note(f"Topic {name} is not restored: its store {entry['store']} could not be restored.")
             return
-        row = Topic.objects.filter(name=name).first() or renamed_row(Topic, name, self.when)
-        if row is not None:
-            note = f"renamed back from {row.name}" if row.name != name else ""
-            self.update(row, name, {"name": name, **values}, note=note)
+        if self.update_named(Topic, name, values):
             return
         picture = last_deleted(Topic, name=name)
         if picture is None or not Team.objects.filter(pk=picture.get("team")).exists():
@@ -333,10 +334,7 @@ class _Restorer:
         if team is None:
             self.note(f"Application {name} is not restored: its team {entry['team']} no longer exists.")
             return
-        row = Application.objects.filter(name=name).first() or renamed_row(Application, name, self.when)
-        if row is not None:
-            note = f"renamed back from {row.name}" if row.name != name else ""
-            self.update(row, name, {"name": name, "team_id": team.pk}, note=note)
+        if self.update_named(Application, name, {"team_id": team.pk}):
             return
         picture = last_deleted(Application, name=name) or {}
         self.create(Application, name, {"name": name, "team_id": team.pk,

@@ -128,6 +128,11 @@ def _rate_sum(metric: str, matchers: dict, window: str, labels: Iterable[str] = 
     return sum_by(rate(selector(metric, matchers), window), labels)
 
 
+def _series(name: str, metric: str, matchers: dict, window: str) -> str:
+    """A metric's rate, summed, as one series of a chart named ``name``."""
+    return labelled(_rate_sum(metric, matchers, window), "series", name)
+
+
 def _quantiles(metric: str, matchers: dict, window: str) -> str:
     return union(labelled(histogram_quantile(q, selector(metric, matchers), window), "series", name)
                  for q, name in QUANTILES)
@@ -229,10 +234,10 @@ def _runtime(runtime: Runtime) -> dict:
 RUNTIME_CHARTS = [
     Chart("runtime.rates", "Events", "events/s", Runtime,
           build=lambda rt, w, r: union([
-              labelled(_rate_sum(PUBLISHED, _runtime(rt), w), "series", "published"),
-              labelled(_rate_sum(REFUSALS, _runtime(rt), w), "series", "refused"),
-              labelled(_rate_sum(DELIVERIES, {**_runtime(rt), "outcome": "delivered"}, w), "series", "delivered"),
-              labelled(_rate_sum(STORE_ERRORS, _runtime(rt), w), "series", "store errors")]),
+              _series("published", PUBLISHED, _runtime(rt), w),
+              _series("refused", REFUSALS, _runtime(rt), w),
+              _series("delivered", DELIVERIES, {**_runtime(rt), "outcome": "delivered"}, w),
+              _series("store errors", STORE_ERRORS, _runtime(rt), w)]),
           help="What this runtime published, refused and delivered, per second."),
     Chart("runtime.append_latency", "Append latency", "s", Runtime,
           build=lambda rt, w, r: _quantiles(APPEND_LATENCY, _runtime(rt), w),
@@ -253,15 +258,15 @@ RUNTIME_CHARTS = [
 MESH_CHARTS = [
     Chart("mesh.events", "Events in the mesh", "events/s", None,
           build=lambda _, w, r: union([
-              labelled(_rate_sum(PUBLISHED, {}, w), "series", "published"),
-              labelled(_rate_sum(DELIVERIES, {"outcome": "delivered"}, w), "series", "delivered")]),
+              _series("published", PUBLISHED, {}, w),
+              _series("delivered", DELIVERIES, {"outcome": "delivered"}, w)]),
           help="Published and delivered, every topic and subscription together."),
     Chart("mesh.errors", "Errors and refusals", "events/s", None, legend=("reason", "series"),
           build=lambda _, w, r: union([
               _rate_sum(REFUSALS, {}, w, ["reason"]),
-              labelled(_rate_sum(DELIVERIES, {"outcome": "dead_lettered"}, w), "series", "dead letters"),
-              labelled(_rate_sum(RETRIES, {}, w), "series", "retries"),
-              labelled(_rate_sum(STORE_ERRORS, {}, w), "series", "store errors")]),
+              _series("dead letters", DELIVERIES, {"outcome": "dead_lettered"}, w),
+              _series("retries", RETRIES, {}, w),
+              _series("store errors", STORE_ERRORS, {}, w)]),
           help="Refusals by reason, dead letters, delivery retries and store errors."),
     Chart("mesh.busiest_topics", "Busiest topics", "events/s", None, kind=TOP_CHART, legend=("topic",),
           build=lambda _, w, r: f"topk(10, {_rate_sum(PUBLISHED, {}, _range_window(r), ['topic'])})",

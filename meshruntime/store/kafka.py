@@ -29,7 +29,7 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
@@ -55,8 +55,8 @@ from .base import (
     StoredEntry,
     StoreError,
     StoreUnsupported,
-    redact,
 )
+from .engine import JournalledStore, split_url
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def _parse_position(position: str) -> tuple[int, int]:
     return int(partition), int(offset)
 
 
-class KafkaStore:
+class KafkaStore(JournalledStore):
     """:class:`~meshruntime.store.base.Store` on Kafka (any broker speaking its protocol)."""
 
     kind = "kafka"
@@ -82,9 +82,7 @@ class KafkaStore:
     def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX, name: str = "default",
                  visibility_timeout_s: float = 30.0, journal: Journal | None = None,
                  connect_timeout_s: float = 5.0) -> None:
-        parts = urlsplit(url)
-        if parts.scheme != "kafka" or not parts.netloc:
-            raise ValueError(f"event store {name!r}: {redact(url)!r} is not a kafka://host:port URL")
+        parts = split_url(url, name, ("kafka",), "a kafka://host:port URL", host_list=True)
         options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         unknown = set(options) - {"partitions", "replication_factor"}
         if unknown:
@@ -98,12 +96,9 @@ class KafkaStore:
         if self.partitions < 1 or self.replication_factor < 1:
             raise ValueError(f"event store {name!r}: partitions and replication_factor must be at least 1")
         self.bootstrap = parts.netloc.rpartition("@")[2]
-        self.prefix = prefix
-        self.name = name
-        self.label = f"event store {name!r} (kafka at {self.bootstrap})"
+        super().__init__(prefix=prefix, name=name, where=self.bootstrap, journal=journal,
+                         connect_timeout_s=connect_timeout_s)
         self.visibility_timeout_s = visibility_timeout_s
-        self.journal = journal
-        self.connect_timeout_s = connect_timeout_s
         self._producer: AIOKafkaProducer | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._reader: AIOKafkaConsumer | None = None  # no group: offsets, times, range reads
@@ -250,13 +245,6 @@ class KafkaStore:
         if journey:
             await self.record_journey(journey)
         return [_position(r.partition, r.offset) for r in results]
-
-    async def record_journey(self, steps: Sequence[JourneyStep]) -> None:
-        if not steps:
-            return
-        if self.journal is None:
-            raise StoreError(f"{self.label} keeps no journeys and was given no journal for them")
-        await self.journal.record_journey(steps)
 
     # -- groups ----------------------------------------------------------------------------------
     async def _committed(self, kafka_group: str, tps: list[TopicPartition]) -> dict[TopicPartition, int]:

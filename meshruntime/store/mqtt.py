@@ -22,7 +22,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import aiomqtt
 
@@ -42,6 +42,7 @@ from .base import (
     StoreUnsupported,
     redact,
 )
+from .engine import JournalledStore, split_url
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +61,13 @@ class IngestedMessage:
     mid: int
 
 
-class MqttStore:
+class MqttStore(JournalledStore):
     kind = "mqtt"
     durable = False
 
     def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX, name: str = "default", journal: Journal | None = None,
                  connect_timeout_s: float = 5.0, **_ignored) -> None:
-        parts = urlsplit(url)
-        if parts.scheme != "mqtt" or not parts.hostname:
-            raise ValueError(f"event store {name!r}: {redact(url)!r} is not an mqtt://host:port[/root] URL")
+        parts = split_url(url, name, ("mqtt",), "an mqtt://host:port[/root] URL")
         try:
             self.port = parts.port or 1883
         except ValueError as error:
@@ -78,11 +77,8 @@ class MqttStore:
         self.password = unquote(parts.password) if parts.password else None
         self.root = parts.path.strip("/") or "mesh"
         names.mqtt_topic(self.root, "check")  # a root with wildcards is refused here
-        self.prefix = prefix
-        self.name = name
-        self.label = f"event store {name!r} (mqtt at {self.host}:{self.port})"
-        self.journal = journal
-        self.connect_timeout_s = connect_timeout_s
+        super().__init__(prefix=prefix, name=name, where=f"{self.host}:{self.port}", journal=journal,
+                         connect_timeout_s=connect_timeout_s)
         self._publisher: aiomqtt.Client | None = None
         self._connecting = asyncio.Lock()
 
@@ -136,13 +132,6 @@ class MqttStore:
         if client is not None:
             with contextlib.suppress(*_ERRORS, RuntimeError):
                 await client.__aexit__(None, None, None)
-
-    async def record_journey(self, steps: Sequence[JourneyStep]) -> None:
-        if not steps:
-            return
-        if self.journal is None:
-            raise StoreError(f"{self.label} keeps no journeys and was given no journal for them")
-        await self.journal.record_journey(steps)
 
     # -- ingest ----------------------------------------------------------------------------------
     @contextlib.asynccontextmanager

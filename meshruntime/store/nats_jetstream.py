@@ -21,9 +21,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
 
 import nats
 import nats.errors
@@ -49,6 +48,7 @@ from .base import (
     StoreError,
     redact,
 )
+from .engine import JournalledStore, split_url
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def _ms(value: datetime | None) -> int | None:
     return None if value is None else int(value.timestamp() * 1000)
 
 
-class NatsStore:
+class NatsStore(JournalledStore):
     """:class:`~meshruntime.store.base.Store` on NATS JetStream."""
 
     kind = "nats"
@@ -71,16 +71,11 @@ class NatsStore:
     def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX, name: str = "default",
                  visibility_timeout_s: float = 30.0, journal: Journal | None = None,
                  connect_timeout_s: float = 2.0, request_timeout_s: float = 5.0) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("nats", "tls") or not parts.hostname:
-            raise ValueError(f"event store {name!r}: {redact(url)!r} is not a nats://host:port URL")
+        split_url(url, name, ("nats", "tls"), "a nats://host:port URL")
         self.url = url
-        self.prefix = prefix
-        self.name = name
-        self.label = f"event store {name!r} (nats at {redact(url)})"
+        super().__init__(prefix=prefix, name=name, where=redact(url), journal=journal,
+                         connect_timeout_s=connect_timeout_s)
         self.visibility_timeout_s = visibility_timeout_s
-        self.journal = journal
-        self.connect_timeout_s = connect_timeout_s
         self.request_timeout_s = request_timeout_s
         self._nc: NatsClient | None = None
         self._connecting = asyncio.Lock()
@@ -186,13 +181,6 @@ class NatsStore:
             await self.record_journey(journey)
         return [str(ack.seq) for ack in acks]
 
-    async def record_journey(self, steps: Sequence[JourneyStep]) -> None:
-        if not steps:
-            return
-        if self.journal is None:
-            raise StoreError(f"{self.label} keeps no journeys and was given no journal for them")
-        await self.journal.record_journey(steps)
-
     # -- groups ----------------------------------------------------------------------------------
     async def ensure_group(self, topic: str, group: str, start: str | int = GROUP_START_NEW) -> bool:
         stream = await self._ensure_stream(topic, None)
@@ -260,37 +248,55 @@ class NatsStore:
         return GroupInfo(group, None, info.num_ack_pending, str(last), info.num_pending)
 
     # -- reading by position ---------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def _ephemeral(self, stream: str, subject: str, config: ConsumerConfig,
+                         what: str) -> AsyncIterator[Callable[[int], Awaitable[list[Msg]]] | None]:
+        """One read through an ephemeral pull consumer: yields ``fetch(batch)``, the next messages
+        (none once no more come at once), or None when the stream does not exist; deletes the
+        consumer after. The engine's errors are StoreErrors naming ``what``."""
+        js = await self._js()
+        try:
+            sub = await js.pull_subscribe(subject, stream=stream, config=config)
+        except nats.js.errors.NotFoundError:
+            sub = None
+        except _NATS_ERRORS as error:
+            raise StoreError(f"{self.label}: {what} failed: {error!r}") from error
+        if sub is None:
+            yield None
+            return
+
+        async def fetch(batch: int) -> list[Msg]:
+            try:
+                return await sub.fetch(batch, timeout=NO_WAIT_S)
+            except (TimeoutError, nats.errors.TimeoutError):
+                return []
+
+        try:
+            yield fetch
+        except _NATS_ERRORS as error:
+            raise StoreError(f"{self.label}: {what} failed: {error!r}") from error
+        finally:
+            with contextlib.suppress(*_NATS_ERRORS):
+                info = await sub.consumer_info()
+                await sub.unsubscribe()
+                await js.delete_consumer(stream, info.name)
+
     async def _scan(self, topic: str, start: dict, count: int, stop_seq: int | None = None) -> list[StoredEntry]:
         """Up to ``count`` events from a start (sequence or time), through an ephemeral consumer."""
-        js = await self._js()
-        stream = names.nats_topic_stream(self.prefix, topic)
         config = ConsumerConfig(ack_policy=AckPolicy.NONE, inactive_threshold=30.0, mem_storage=True,
                                 max_deliver=1, **start)
         out: list[StoredEntry] = []
-        try:
-            sub = await js.pull_subscribe(names.nats_topic_subject(self.prefix, topic), stream=stream, config=config)
-        except nats.js.errors.NotFoundError:
-            return []
-        except _NATS_ERRORS as error:
-            raise StoreError(f"{self.label}: read_range failed: {error!r}") from error
-        try:
-            while len(out) < count:
-                try:
-                    msgs = await sub.fetch(min(256, count - len(out)) if count - len(out) > 1 else 2, timeout=NO_WAIT_S)
-                except (TimeoutError, nats.errors.TimeoutError):
+        async with self._ephemeral(names.nats_topic_stream(self.prefix, topic),
+                                   names.nats_topic_subject(self.prefix, topic), config, "read_range") as fetch:
+            while fetch is not None and len(out) < count:
+                msgs = await fetch(min(256, count - len(out)) if count - len(out) > 1 else 2)
+                if not msgs:
                     break
                 for msg in msgs:
                     seq = msg.metadata.sequence.stream
                     if stop_seq is not None and seq >= stop_seq or len(out) >= count:
                         return out
                     out.append(StoredEntry(str(seq), topic, msg.data, _ms(msg.metadata.timestamp)))
-        except _NATS_ERRORS as error:
-            raise StoreError(f"{self.label}: read_range failed: {error!r}") from error
-        finally:
-            with contextlib.suppress(*_NATS_ERRORS):
-                info = await sub.consumer_info()
-                await sub.unsubscribe()
-                await js.delete_consumer(stream, info.name)
         return out
 
     async def _seq_at(self, topic: str, at_ms: int) -> int | None:
@@ -379,24 +385,13 @@ class NatsStore:
         return str(ack.seq)
 
     async def _all_dead_letters(self, group: str) -> list[DeadLetter]:
-        js = await self._js()
-        stream = names.nats_dlq_stream(self.prefix)
         config = ConsumerConfig(ack_policy=AckPolicy.NONE, inactive_threshold=30.0, mem_storage=True,
                                 deliver_policy=DeliverPolicy.ALL,
                                 filter_subject=names.nats_dlq_subject(self.prefix, group))
         out: list[DeadLetter] = []
-        try:
-            sub = await js.pull_subscribe(config.filter_subject, stream=stream, config=config)
-        except nats.js.errors.NotFoundError:
-            return []
-        except _NATS_ERRORS as error:
-            raise StoreError(f"{self.label}: dead_letters failed: {error!r}") from error
-        try:
-            while True:
-                try:
-                    msgs = await sub.fetch(256, timeout=NO_WAIT_S)
-                except (TimeoutError, nats.errors.TimeoutError):
-                    break
+        async with self._ephemeral(names.nats_dlq_stream(self.prefix), config.filter_subject, config,
+                                   "dead_letters") as fetch:
+            while fetch is not None and (msgs := await fetch(256)):
                 for msg in msgs:
                     h = msg.headers or {}
                     status = h.get("Mesh-Status", "")
@@ -405,13 +400,6 @@ class NatsStore:
                         reason=h.get("Mesh-Reason", ""), status=int(status) if status.isdigit() else None,
                         attempts=int(h.get("Mesh-Attempts") or 0), source_id=h.get("Mesh-Source-Id", ""),
                         at_ms=int(h.get("Mesh-At") or 0)))
-        except _NATS_ERRORS as error:
-            raise StoreError(f"{self.label}: dead_letters failed: {error!r}") from error
-        finally:
-            with contextlib.suppress(*_NATS_ERRORS):
-                info = await sub.consumer_info()
-                await sub.unsubscribe()
-                await js.delete_consumer(stream, info.name)
         return out
 
     async def dead_letters(self, group: str, *, count: int = 50, before: str | None = None) -> list[DeadLetter]:

@@ -12,7 +12,8 @@ from meshruntime.state import TopicSchema
 from subscriptions.models import Subscription
 from tests.portal_support.factories import make_app, make_rule, make_topic
 from tests.portal_support.mesh import BROKER_PREFIX, ORDER_SCHEMA
-from tests.portal_support.runtime import push_now, wait_for
+from tests.portal_support.runtime import push_now
+from tests.portal_support.waiting import wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

@@ -9,14 +9,10 @@ import itertools
 import pytest
 
 from governance.models import AccessRule, Application, ApplicationKey
-from tests.portal_support.live_stack import (  # noqa: F401 - fixtures
-    database_url,
-    publish,
-    runtime_process,
-    uvicorn_portal,
-    wait_for,
-)
+from tests.portal_support.live_portal import shared_database  # noqa: F401 - a fixture
+from tests.portal_support.live_stack import publish, runtime_process, uvicorn_portal  # noqa: F401 - fixtures
 from tests.portal_support.personas import PASSWORD
+from tests.portal_support.waiting import wait_for
 from topics.models import Topic
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

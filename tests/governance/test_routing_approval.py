@@ -9,9 +9,7 @@ and a real runtime all agree that it copies nothing.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 import urllib.request
 
 import pytest
@@ -25,28 +23,19 @@ from governance.models import AccessRule, ApplicationKey, RoutingRule
 from governance.rules import compiled_routing_rules
 from governance.simulator import simulate
 from governance.validation import all_findings
-from meshadmin.models import AuditEntry, Membership, Team
+from meshadmin.models import AuditEntry, Membership
 from meshruntime.app import Runtime, Settings
 from rollout import push
 from rollout.compiler import compile_mesh_config
 from tests.portal_support.factories import make_app, make_topic
 from tests.portal_support.mesh import mesh_redis  # noqa: F401 - a fixture: this test's key prefix and queue
 from tests.portal_support.personas import client_for, make_member
+from tests.portal_support.waiting import Loop
 
 pytestmark = pytest.mark.django_db
 
 EVERYONE = ("alice", "bob", "carol", "dave", "erin", "sam")
 SOURCE_SIDE = ("carol", "sam")  # may approve, reject and revoke
-
-
-@pytest.fixture
-def erin(db):
-    return make_member("erin", Team.objects.create(name="Compliance", slug="compliance"), Membership.OWNER)
-
-
-@pytest.fixture
-def people(personas, erin):
-    return {**personas, "erin": erin}
 
 
 @pytest.fixture
@@ -341,22 +330,6 @@ def test_the_migration_makes_existing_cross_team_rules_requested():
 # A real runtime
 
 
-class _Loop:
-    """An asyncio loop in a thread: the runtime runs there, the ORM and HTTP calls here."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coroutine, timeout: float = 30.0):
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-
-
 def _publish(url: str, topic: str, key: str, event_id: str) -> dict:
     event = {"specversion": "1.0", "id": event_id, "source": "/parcels", "type": "com.example.parcel.shipped",
              "datacontenttype": "application/json", "data": {"parcel": event_id}}
@@ -381,7 +354,7 @@ def test_a_runtime_copies_b_events_into_a_stream_only_after_b_approves(scene, pe
     rule = requested_rule(scene, people["bob"])
     first = push.push().version
 
-    loop = _Loop()
+    loop = Loop()
     runtime = Runtime(Settings(store_url=redis_url, config_redis_url=redis_url, prefix=settings.MESH_KEY_PREFIX,
                                application="parcels", runtime_id="parcels-sidecar", config_poll_interval=0.2))
     server = runtime.make_server()

@@ -5,8 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.db import connection
-from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -15,6 +13,7 @@ from governance.validation import all_findings
 from meshadmin.models import Membership, Team
 from subscriptions.models import Subscription
 from tests.portal_support.factories import make_app, make_rule, make_subscription, make_topic
+from tests.portal_support.mixins import page_after_constant_queries
 from tests.portal_support.personas import client_for
 
 pytestmark = pytest.mark.django_db
@@ -64,9 +63,9 @@ class TestSubscriptionDeniedByARule:
         AccessRule.objects.filter(pk=rule.pk).update(effect=AccessRule.ALLOW)
         assert not findings(personas["alice"], "subscription_denied")
 
-    def test_outsiders_do_not_see_it(self, denied, erin_like):
-        assert not findings(erin_like, "subscription_denied")
-        assert 'data-testid="finding-subscription_denied"' not in page(erin_like)
+    def test_outsiders_do_not_see_it(self, denied, erin):
+        assert not findings(erin, "subscription_denied")
+        assert 'data-testid="finding-subscription_denied"' not in page(erin)
 
 
 class TestRoutingIntoADeprecatedTopic:
@@ -136,21 +135,7 @@ class TestValidationPage:
                 rule.targets.set([old])
                 Team.objects.create(name=f"Orphan {old.pk}", slug=f"orphan-{old.pk}")
 
-        client = client_for(personas["bob"])
-        add(3)
-        client.get(reverse("governance:validation"))
-        with CaptureQueriesContext(connection) as few:
-            client.get(reverse("governance:validation"))
-        add(27)
-        with django_assert_num_queries(len(few)):
-            html = client.get(reverse("governance:validation")).content.decode()
+        html = page_after_constant_queries(client_for(personas["bob"]), reverse("governance:validation"), add,
+                                           django_assert_num_queries)
         assert html.count('data-testid="finding-subscription_denied"') == 30
         assert html.count('data-testid="finding-route_to_deprecated"') == 30
-
-
-@pytest.fixture
-def erin_like(db):
-    """Someone in neither Payments nor Logistics."""
-    from tests.portal_support.personas import make_member
-
-    return make_member("erin", Team.objects.create(name="Compliance", slug="compliance"), Membership.OWNER)

@@ -58,6 +58,21 @@ def wait_for(condition, what: str, timeout: float = TIMEOUT) -> None:
         time.sleep(0.05)
 
 
+def holding_private_redis(folder: Path) -> subprocess.Popen:
+    """Another process that uses the private Redis in ``folder`` until its stdin closes; returned
+    once it runs."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from pathlib import Path; from meshadmin.embedded import private_redis\n"
+                               f"with private_redis(Path({str(folder)!r})):\n"
+                               "    print('ready', flush=True); sys.stdin.read()"],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    if holder.stdout.readline().strip() != "ready":
+        holder.kill()
+        holder.wait(timeout=TIMEOUT)
+        pytest.fail("the process that was to hold the private Redis did not start")
+    return holder
+
+
 def test_importing_the_settings_and_running_a_command_start_no_process(tmp_path):
     script = "import meshadmin, django; django.setup(); from django.conf import settings; print(settings.REDIS_URL)"
     result = subprocess.run([sys.executable, "-c", script], env=embedded_env(tmp_path), cwd=ROOT,
@@ -73,13 +88,8 @@ def test_importing_the_settings_and_running_a_command_start_no_process(tmp_path)
 def test_the_private_redis_is_stopped_by_the_last_process_that_uses_it(tmp_path):
     """Another process uses it first; this one comes and goes; the other one's leaving stops it."""
     folder = tmp_path / "redis"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from pathlib import Path; from meshadmin.embedded import private_redis\n"
-                               f"with private_redis(Path({str(folder)!r})):\n"
-                               "    print('ready', flush=True); sys.stdin.read()"],
-        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = holding_private_redis(folder)
     try:
-        assert holder.stdout.readline().strip() == "ready"
         with private_redis(folder) as url:
             assert url == redis_url(folder)
             assert len(processes_using(tmp_path)) == 1
@@ -92,12 +102,7 @@ def test_the_private_redis_is_stopped_by_the_last_process_that_uses_it(tmp_path)
 
 def test_a_user_killed_outright_does_not_keep_the_private_redis_running(tmp_path):
     folder = tmp_path / "redis"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from pathlib import Path; from meshadmin.embedded import private_redis\n"
-                               f"with private_redis(Path({str(folder)!r})):\n"
-                               "    print('ready', flush=True); sys.stdin.read()"],
-        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "ready"
+    holder = holding_private_redis(folder)
     holder.kill()
     holder.wait(timeout=TIMEOUT)
     with private_redis(folder):

@@ -9,41 +9,23 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from django.db import connection
 
+from tests.portal_support.waiting import free_port, wait_for
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def wait_for(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.02):
-    """Poll ``condition`` until it is truthy (and return its value) or fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
-def shared_database(tmp_path):
+def shared_database(tmp_path) -> Iterator[str]:
     """A database URL that another process can open, holding what this test writes."""
     connection.ensure_connection()
     if connection.vendor != "sqlite" or not connection.is_in_memory_db():
@@ -65,6 +47,7 @@ def shared_database(tmp_path):
     finally:
         connection.close()
         connection.settings_dict["NAME"] = name
+        connection.connection = memory  # the in-memory database, for the rest of the session
 
 
 @contextlib.contextmanager

@@ -9,92 +9,28 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import sqlite3
 import subprocess
 import sys
-import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from django.db import connection
 
 from meshruntime.config import seal
 from rollout.compiler import compile_mesh_config
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def wait_for(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.05):
-    """Poll ``condition`` until it is truthy (and return its value) or fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.portal_support import live_portal
+from tests.portal_support.live_portal import ROOT
 
 
 @pytest.fixture
-def database_url(tmp_path) -> Iterator[str]:
-    """A URL another process can open, holding what this test writes (a file copy for in-memory SQLite)."""
-    connection.ensure_connection()
-    s = connection.settings_dict
-    if connection.vendor != "sqlite":
-        yield f"postgres://{s['USER']}:{s['PASSWORD']}@{s['HOST'] or 'localhost'}:{s['PORT'] or 5432}/{s['NAME']}"
-        return
-    if not connection.is_in_memory_db():
-        yield f"sqlite:///{s['NAME']}"
-        return
-    path = tmp_path / "live.sqlite3"
-    memory, name = connection.connection, s["NAME"]
-    copy = sqlite3.connect(path)
-    memory.backup(copy)
-    copy.close()
-    connection.connection = None  # keep the in-memory database open (it vanishes when closed)
-    s["NAME"] = str(path)
-    try:
-        yield f"sqlite:///{path}"
-    finally:
-        connection.close()
-        s["NAME"] = name
-        connection.connection = memory
-
-
-@pytest.fixture
-def uvicorn_portal(database_url, settings, redis_url) -> Iterator[str]:
-    """The portal under uvicorn (ASGI: pages and websockets); its base URL."""
-    port = free_port()
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "meshadmin.settings.test", "DATABASE_URL": database_url,
-           "REDIS_URL": redis_url, "MESH_KEY_PREFIX": settings.MESH_KEY_PREFIX,
-           "MESH_TAIL_RATE": str(settings.MESH_TAIL_RATE)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "meshadmin.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-         "--no-access-log", "--log-level", "warning"], cwd=ROOT, env=env)
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        try:
-            return urllib.request.urlopen(f"{url}/healthz", timeout=1).status == 200
-        except OSError:
-            return False
-
-    try:
-        wait_for(healthy, 30, "uvicorn to serve")
+def uvicorn_portal(shared_database, settings, redis_url) -> Iterator[str]:
+    """The portal under uvicorn (ASGI: pages and websockets) on the test's database; its base URL.
+    A test that uses it imports ``shared_database`` from ``live_portal`` too."""
+    with live_portal.uvicorn_portal(shared_database, redis_url, settings.MESH_KEY_PREFIX,
+                                    MESH_TAIL_RATE=str(settings.MESH_TAIL_RATE)) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(30)
 
 
 def start_runtime(redis_url: str, prefix: str, config_path: Path, *extra: str) -> tuple[subprocess.Popen, str]:

@@ -6,6 +6,8 @@
 - carol: member of Logistics (an outsider to Payments)
 - sam: staff
 - olga: signed in, in no team at all (an outsider to every team; not in ``personas``)
+- erin: owner of Compliance, in neither Payments nor Logistics (not in ``personas``; ``people``
+  is ``personas`` and erin)
 - anonymous: the ``client`` fixture, signed in as nobody
 """
 
@@ -71,8 +73,18 @@ def olga(db) -> User:
 
 
 @pytest.fixture
+def erin(db) -> User:
+    return make_member("erin", Team.objects.create(name="Compliance", slug="compliance"), Membership.OWNER)
+
+
+@pytest.fixture
 def personas(alice, bob, carol, dave, sam) -> dict[str, User]:
     return {"alice": alice, "bob": bob, "carol": carol, "dave": dave, "sam": sam}
+
+
+@pytest.fixture
+def people(personas, erin) -> dict[str, User]:
+    return {**personas, "erin": erin}
 
 
 @pytest.fixture

@@ -18,6 +18,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from tests.portal_support.waiting import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 QUERY_HANDLERS = ("/api/v1/query", "/api/v1/query_range")
 
@@ -32,14 +34,6 @@ def binary() -> str | None:
     return found
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class PrometheusServer:
     """Its port (and ``url``) is chosen when made, so that what it scrapes can be told where it
     is before it starts: ``PrometheusServer(folder, binary)``, then ``start(config_text)``."""
@@ -49,7 +43,7 @@ class PrometheusServer:
         self.config = folder / "prometheus.yml"
         self.folder.mkdir(parents=True, exist_ok=True)
         self.executable = executable
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
         self.log = folder / "prometheus.log"

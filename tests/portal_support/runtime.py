@@ -8,10 +8,6 @@ test points subscriptions at. Every wait is for a condition, with a bound.
 
 from __future__ import annotations
 
-import asyncio
-import threading
-import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -21,6 +17,7 @@ from django.db import connections
 from meshruntime.app import Runtime, Settings
 from meshruntime.demo.receiver import Receiver
 from rollout import push
+from tests.portal_support.waiting import Loop, wait_for
 
 
 def push_now() -> str:
@@ -35,34 +32,6 @@ def push_now() -> str:
 
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(run).result(60)
-
-
-def wait_for(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.02):
-    """Poll ``condition`` until it is truthy (and return its value) or fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
-class Loop:
-    """An asyncio loop in a thread, for the runtime and receivers of a synchronous test."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coroutine, timeout: float = 30.0):
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
 
 
 @dataclass

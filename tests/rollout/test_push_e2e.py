@@ -8,11 +8,9 @@ file copy for its duration.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
-import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -28,9 +26,10 @@ from meshruntime.heartbeat import Heartbeater
 from rollout.compiler import compile_mesh_config
 from rollout.models import ConfigVersion, Runtime
 from rollout.registry import HeartbeatIngester
-from tests.portal_support.live_portal import ROOT, uvicorn_portal, wait_for
+from tests.portal_support.live_portal import ROOT, uvicorn_portal
 from tests.portal_support.mesh import build_mesh
 from tests.portal_support.personas import client_for
+from tests.portal_support.waiting import Loop, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -50,22 +49,6 @@ def worker(shared_database, settings, redis_url, mesh_redis):
     output, _ = process.communicate(timeout=30)
     if os.environ.get("E2E_WORKER_LOG"):
         print(output)
-
-
-class Loop:
-    """An asyncio loop in a thread, for the watchers and heartbeaters of a synchronous test."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coroutine, timeout: float = 30.0):
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
 
 
 @pytest.fixture

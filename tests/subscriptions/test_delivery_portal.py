@@ -17,25 +17,15 @@ import orjson
 import pytest
 from django.urls import reverse
 
-from meshadmin.models import AuditEntry, Membership, Team
+from meshadmin.models import AuditEntry
 from subscriptions.models import Subscription
 from tests.portal_support.factories import make_app, make_subscription, make_topic
-from tests.portal_support.personas import client_for, make_member
+from tests.portal_support.personas import client_for
 
 pytestmark = pytest.mark.django_db
 
 MAY_ACT = ("carol", "sam")
 MAY_NOT_ACT = ("alice", "bob", "dave", "erin")  # see the tab (but erin) and get 404 on actions
-
-
-@pytest.fixture
-def erin(db):
-    return make_member("erin", Team.objects.create(name="Compliance", slug="compliance"), Membership.OWNER)
-
-
-@pytest.fixture
-def people(personas, erin):
-    return {**personas, "erin": erin}
 
 
 @pytest.fixture

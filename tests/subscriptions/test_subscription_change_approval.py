@@ -17,7 +17,7 @@ import pytest
 from django.core import mail
 from django.urls import reverse
 
-from meshadmin.models import AuditEntry, Membership, Team
+from meshadmin.models import AuditEntry, Membership
 from rollout import push
 from rollout.compiler import compile_mesh_config
 from rollout.models import ConfigVersion
@@ -41,16 +41,6 @@ CHANGES = {
     # its webhook's answers become the replies to the topic's requests (EventMesh 101)
     "responder": ("on", True, True),
 }
-
-
-@pytest.fixture
-def erin(db):
-    return make_member("erin", Team.objects.create(name="Compliance", slug="compliance"), Membership.OWNER)
-
-
-@pytest.fixture
-def people(personas, erin):
-    return {**personas, "erin": erin}
 
 
 @pytest.fixture

@@ -8,16 +8,19 @@ import json
 import pytest
 from django.contrib.auth.models import AnonymousUser
 from django.core import mail
-from django.db import connection
 from django.test import RequestFactory
-from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from meshadmin.context_processors import inbox
 from meshadmin.models import AuditEntry
 from subscriptions.models import Subscription
 from tests.portal_support.factories import make_app, make_subscription, make_topic
-from tests.portal_support.mixins import ConstantListQueries, ModelAPITests, ModelPageTests
+from tests.portal_support.mixins import (
+    ConstantListQueries,
+    ModelAPITests,
+    ModelPageTests,
+    page_after_constant_queries,
+)
 from tests.portal_support.personas import client_for
 
 pytestmark = pytest.mark.django_db
@@ -286,14 +289,8 @@ class TestInbox:
             for _ in range(count):
                 make_subscription(make_app(logistics), make_topic(payments, store), requested_by=personas["carol"])
 
-        client = client_for(personas["alice"])
-        add(3)
-        client.get(reverse("subscriptions:inbox"))
-        with CaptureQueriesContext(connection) as few:
-            client.get(reverse("subscriptions:inbox"))
-        add(27)
-        with django_assert_num_queries(len(few)):
-            html = client.get(reverse("subscriptions:inbox")).content.decode()
+        html = page_after_constant_queries(client_for(personas["alice"]), reverse("subscriptions:inbox"), add,
+                                           django_assert_num_queries)
         assert html.count('data-testid="inbox-row"') == 30 and html.count("by carol") == 30
 
     def test_viewers_have_nothing_to_review(self, payments, logistics, store, personas):

@@ -15,10 +15,10 @@ import pytest
 from django.core import mail
 from django.urls import reverse
 
-from meshadmin.models import AuditEntry, Membership, Team
+from meshadmin.models import AuditEntry
 from subscriptions.models import IllegalTransition, NotPermitted, Subscription
 from tests.portal_support.factories import make_app, make_subscription, make_topic
-from tests.portal_support.personas import client_for, make_member
+from tests.portal_support.personas import client_for
 
 pytestmark = pytest.mark.django_db
 
@@ -35,16 +35,6 @@ EVERYONE = ("alice", "bob", "carol", "dave", "erin", "sam")
 NOT_VISIBLE = ("erin",)  # sees neither team's objects: 404, not 403
 REFUSED = [(step, who) for step, allowed in MAY.items() for who in EVERYONE if who not in allowed]
 CHANNELS = ("page", "api")
-
-
-@pytest.fixture
-def erin(db):
-    return make_member("erin", Team.objects.create(name="Compliance", slug="compliance"), Membership.OWNER)
-
-
-@pytest.fixture
-def people(personas, erin):
-    return {**personas, "erin": erin}
 
 
 @pytest.fixture

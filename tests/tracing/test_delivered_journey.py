@@ -21,7 +21,7 @@ from subscriptions.models import Subscription
 from tests.portal_support.factories import make_app, make_rule, make_topic
 from tests.portal_support.mesh import ORDER_SCHEMA
 from tests.portal_support.personas import client_for
-from tests.portal_support.runtime import wait_for
+from tests.portal_support.waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db]
 

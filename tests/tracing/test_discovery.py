@@ -20,9 +20,10 @@ from rollout import push_stats
 from rollout.models import Runtime
 from rollout.registry import HeartbeatIngester
 from tests.meshruntime.factories import make_config
-from tests.portal_support.live_portal import uvicorn_portal, wait_for
+from tests.portal_support.live_portal import uvicorn_portal
 from tests.portal_support.personas import client_for
 from tests.portal_support.runtimes import RuntimeProcess
+from tests.portal_support.waiting import wait_for
 from tracing.prometheus_config import render
 
 URL = "/api/v1/prometheus/targets/"

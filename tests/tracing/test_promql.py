@@ -13,7 +13,7 @@ from prometheus_client.exposition import generate_latest
 
 from governance.models import Application
 from subscriptions.models import Subscription
-from tests.portal_support.live_portal import wait_for
+from tests.portal_support.waiting import wait_for
 from topics.models import Topic
 from tracing import charts, prometheus
 from tracing.promql import Regex, regex_any, selector, string

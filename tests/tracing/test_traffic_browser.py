@@ -13,9 +13,10 @@ import pytest
 from governance.models import AccessRule, Application, ApplicationKey
 from rollout import push
 from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS
-from tests.portal_support.live_portal import uvicorn_portal, wait_for
+from tests.portal_support.live_portal import uvicorn_portal
 from tests.portal_support.personas import PASSWORD
 from tests.portal_support.runtimes import RuntimeProcess
+from tests.portal_support.waiting import wait_for
 from topics.models import Topic
 from tracing.prometheus_config import render
 
