@@ -246,7 +246,9 @@ class Runtime:
         return self._swap(doc, state)
 
     def _swap(self, doc: dict[str, Any], state: MeshState) -> MeshState:
-        self.delivery.apply_config(doc)  # raises (refusing the document) before anything is swapped
+        # raises (refusing the document) before anything is swapped; subscriptions its access
+        # policy does not let subscribe are held (the publish path's evaluator: indexed, cached)
+        self.delivery.apply_config(doc, policy=state.policy)
         self.stores.apply_document(doc)  # (the in-process engine reads it later, in the background)
         for name, why in self.stores.missing.items():
             log.error("topics of event store %r refused (503) until this runtime has its connection: %s", name, why)
@@ -326,7 +328,8 @@ class Runtime:
             counters=lambda: {**self.metrics.counters(), **self.delivery.counters(), **self._ingest_counters()},
             stores=lambda: self.store_report, interval=self.settings.heartbeat_interval,
             journey_sample_rate=self.settings.journey_sample_rate,
-            journey_ttl_seconds=self.settings.journey_ttl_seconds, metrics_url=lambda: self.metrics_url)
+            journey_ttl_seconds=self.settings.journey_ttl_seconds, metrics_url=lambda: self.metrics_url,
+            held=lambda: self.delivery.held)
         await self.refresh_store_report()
         self._tasks.append(asyncio.create_task(self._report_stores(), name="store-report"))
         await self.heartbeater.start()
