@@ -19,6 +19,10 @@ Who may write rules (forms and serializers call the checks below with the reques
   :func:`check_routing_source` and ``RoutingRule``); an approved rule stops routing while its
   source covers a topic of any third team (:class:`TopicOwners`, used by the compiler);
 - an enabled routing rule must not start a cycle (see :func:`find_routing_cycle`).
+
+And one that guards approving: a subscription that the access policy would not let subscribe
+once approved (a deny rule covers its application and topic) cannot be approved, naming the rule
+(:func:`refuse_denied_approval`); the runtimes would hold its delivery anyway.
 """
 
 from __future__ import annotations
@@ -32,8 +36,9 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 
 from meshadmin.rows import raw_rows
+from meshadmin.workflow import Transition, TransitionRefused
 from meshruntime.filters import FilterError, validate_filters
-from meshruntime.policy import Policy, pattern_matches
+from meshruntime.policy import Decision, Policy, pattern_matches
 
 from .models import AccessRule, Application, RoutingRule
 
@@ -119,6 +124,39 @@ def current_policy() -> Policy:
     """The policy the runtimes would enforce if the database were compiled now (no cache:
     the portal asks a few questions per page, each of them different)."""
     return Policy.from_rules(compiled_access_rules(), cache_size=0)
+
+
+def subscribe_decision_once_approved(subscription) -> Decision:
+    """Whether the runtimes would let ``subscription``'s application subscribe to its topic once it
+    is approved: the policy they would enforce, with the grant its approval adds (``sub-<pk>``).
+    Denied only by a deny rule, which then decides."""
+    grant = {"id": subscription.subscription_id, "principals": [subscription.application.name],
+             "topic": subscription.topic.name, "actions": ["subscribe"], "effect": "allow",
+             "description": f"approved subscription {subscription.subscription_id}"}
+    rules = [rule for rule in compiled_access_rules() if rule["id"] != grant["id"]]
+    policy = Policy.from_rules([*rules, grant], cache_size=0)
+    return policy.explain(subscription.application.name, subscription.topic.name, "subscribe")
+
+
+class SubscribeDenied(TransitionRefused):
+    """Approving a subscription that the access policy would hold (HTTP 409: the rules conflict)."""
+
+    status = 409
+
+
+def refuse_denied_approval(sender, *, instance, step: Transition, by, **kwargs) -> None:
+    """``meshadmin.workflow.transition_checked`` receiver for subscriptions: refuse to approve one
+    whose application a deny rule keeps from subscribing to its topic, naming the rule."""
+    if step.name != "approve":
+        return
+    decision = subscribe_decision_once_approved(instance)
+    rule = decision.deciding_rule
+    if decision.allowed or rule is None:
+        return
+    raise SubscribeDenied(
+        f"{instance.subscription_id} cannot be approved: access rule {rule['id']} ({rule['effect']} "
+        f"subscribe {rule['topic']}) denies {instance.application} subscribing to {instance.topic}, so "
+        "the runtimes would deliver nothing. Change or remove that rule first.")
 
 
 def rule_url(rule_id: str) -> str | None:
