@@ -35,7 +35,7 @@ from .keys import KeySpace
 
 log = logging.getLogger(__name__)
 
-__all__ = ["REPORT_TTL_SECONDS", "RefusedCopy", "RoutingReport"]
+__all__ = ["REPORT_TTL_SECONDS", "RefusedCopy", "RoutingReport", "RuleReport", "read_reports"]
 
 #: A rule's report is forgotten this long after its last refused copy.
 REPORT_TTL_SECONDS = 7 * 24 * 3600
@@ -125,3 +125,56 @@ class RoutingReport:
         if self._flush is not None:
             await asyncio.gather(self._flush, return_exceptions=True)
         await self.write()
+
+
+# -- the portal's side: reading the reports -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RuleReport:
+    """What the runtimes reported about one routing rule's refused copies (summed over them)."""
+
+    refused: int
+    by_target: dict[tuple[str, str], int]  # (target, reason) -> copies
+    last_at_ms: int | None
+    last_event_id: str
+    last_source: str
+    last_target: str
+    last_reason: str
+    last_path: str
+    last_keyword: str
+
+
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def read_reports(client, prefix: str, rule_ids: list[str]) -> dict[str, RuleReport]:
+    """The reports of ``rule_ids`` that have any, in one round trip (``client``: a synchronous
+    redis-py client of the mesh's Redis). Raises the client's errors."""
+    if not rule_ids:
+        return {}
+    keys = KeySpace(prefix)
+    pipe = client.pipeline(transaction=False)
+    for rule_id in rule_ids:
+        pipe.hgetall(keys.routing(rule_id))
+    reports = {}
+    for rule_id, raw in zip(rule_ids, pipe.execute(), strict=True):
+        if not raw:
+            continue
+        fields = {_text(k): _text(v) for k, v in raw.items()}
+        by_target = {}
+        for name, value in fields.items():
+            if name.startswith("refused:") and value.lstrip("-").isdigit():
+                target, _, reason = name[len("refused:"):].rpartition(":")
+                by_target[(target, reason)] = int(value)
+        at = fields.get("last_at", "")
+        reports[rule_id] = RuleReport(
+            refused=int(fields["refused"]) if fields.get("refused", "").isdigit() else sum(by_target.values()),
+            by_target=by_target, last_at_ms=int(at) if at.isdigit() else None,
+            last_event_id=fields.get("last_event_id", ""), last_source=fields.get("last_source", ""),
+            last_target=fields.get("last_target", ""), last_reason=fields.get("last_reason", ""),
+            last_path=fields.get("last_path", ""), last_keyword=fields.get("last_keyword", ""))
+    return reports
