@@ -123,7 +123,7 @@ class _Walk:
         if target is True or target == {} or source is False:
             return
         if target is False:
-            self.gap(path, "false", "the target's schema admits nothing here; the source admits data")
+            self.gap(path, "false", "the target's schema admits nothing here, the source does")
             return
         if not isinstance(target, dict):
             return
@@ -135,7 +135,7 @@ class _Walk:
         if target_types is not None:
             extra = sorted(kind for kind in _admitted(source_types) if not _accepts(target_types, kind))
             if extra:
-                self.gap(path, "type", f"the source admits {', '.join(extra)}; the target accepts only "
+                self.gap(path, "type", f"the source admits {', '.join(extra)}, the target only "
                                        f"{', '.join(sorted(target_types))}")
         self.values(path, source, target)
         self.bounds(path, source, target)
@@ -151,7 +151,7 @@ class _Walk:
             return
         admitted = [source["const"]] if "const" in source else source.get("enum")
         if admitted is None:
-            self.gap(path, "enum", f"the target accepts only {_few(allowed)}; the source admits other values")
+            self.gap(path, "enum", f"the target accepts only {_few(allowed)}, the source other values too")
             return
         others = [value for value in admitted if value not in allowed]
         if others:
@@ -163,17 +163,17 @@ class _Walk:
                 continue
             mine, theirs = target[keyword], source.get(keyword)
             if theirs is None:
-                self.gap(path, keyword, f"the target requires {keyword} {mine}; the source has no such limit")
+                self.gap(path, keyword, f"the target requires {keyword} {mine}, the source has no such limit")
             elif isinstance(mine, int | float) and isinstance(theirs, int | float) and \
                     (mine > theirs if larger_is_stricter else mine < theirs):
-                self.gap(path, keyword, f"the target requires {keyword} {mine}; the source admits {keyword} {theirs}")
+                self.gap(path, keyword, f"the target requires {keyword} {mine}, the source allows {keyword} {theirs}")
         for keyword in ("pattern", "multipleOf"):
             if keyword in target and source.get(keyword) != target[keyword]:
-                self.gap(path, keyword, f"the target requires {keyword} {target[keyword]!r}; "
+                self.gap(path, keyword, f"the target requires {keyword} {target[keyword]!r}, "
                                         + ("the source has none" if keyword not in source
-                                           else f"the source has {source[keyword]!r}"))
+                                           else f"the source {source[keyword]!r}"))
         if target.get("uniqueItems") is True and source.get("uniqueItems") is not True:
-            self.gap(path, "uniqueItems", "the target requires unique items; the source does not")
+            self.gap(path, "uniqueItems", "the target requires unique items, the source does not")
 
     def objects(self, path: str, source: dict, target: dict, depth: int) -> None:
         source_props = source.get("properties") or {}
@@ -183,7 +183,7 @@ class _Walk:
         required = set(source.get("required") or ())
         for name in target.get("required") or ():
             if name not in required:
-                self.gap(f"{path}.{name}", "required", "the target requires it; the source does not")
+                self.gap(f"{path}.{name}", "required", "required by the target, not by the source")
         source_extra = source.get("additionalProperties", True)
         for name, schema in target_props.items():
             if name in source_props:
@@ -195,9 +195,9 @@ class _Walk:
             others = sorted(name for name in source_props if name not in target_props)
             if others:
                 self.gap(path, "additionalProperties",
-                         f"the target refuses properties it does not list; the source admits {_few(others)}")
+                         f"the target refuses properties it does not list, the source admits {_few(others)}")
             if source_extra is not False:
-                self.gap(path, "additionalProperties", "the target refuses properties it does not list; "
+                self.gap(path, "additionalProperties", "the target refuses properties it does not list, "
                                                        "the source admits any other property")
         elif isinstance(target_extra, dict):
             for name, schema in source_props.items():
