@@ -10,7 +10,7 @@ document whose rules allow it again.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -38,11 +38,11 @@ class SubscriptionSpec:
     filters_key: str  # the filters as given, to tell whether they changed
     responder: bool = False  # its 2xx answers are replies to requests (meshruntime.replies)
     held: str | None = None  # why the access policy holds its delivery (see subscribe_holds), None: it does not
+    # whether it takes events now: active (not paused) and not held (an attribute: the worker reads it per event)
+    delivering: bool = field(init=False)
 
-    @property
-    def delivering(self) -> bool:
-        """Whether it takes events now: active (not paused) and not held by the policy."""
-        return self.active and self.held is None
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "delivering", self.active and self.held is None)
 
     @classmethod
     def from_config(cls, entry: Mapping[str, Any], held: str | None = None) -> SubscriptionSpec:
