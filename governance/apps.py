@@ -14,4 +14,11 @@ class GovernanceConfig(AppConfig):
         audit.register(AccessRule)
         audit.register(RoutingRule)
 
+        from meshadmin.workflow import transition_checked
+        from subscriptions.models import Subscription
+
         from . import notifications  # noqa: F401 - registers the routing rule notices (for the worker too)
+        from .rules import refuse_denied_approval
+
+        # no approval of a subscription the access policy would hold (every path: pages, API, admin)
+        transition_checked.connect(refuse_denied_approval, sender=Subscription, dispatch_uid="subscribe-denied")

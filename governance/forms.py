@@ -100,6 +100,8 @@ class RoutingRuleForm(MeshModelForm):
 
     review_requested = False
     source_team = None
+    #: Where a target's schema refuses data the source admits: saved anyway, the view warns.
+    schema_warnings: list[str] = []
 
     def clean(self):
         cleaned = super().clean()
@@ -113,6 +115,9 @@ class RoutingRuleForm(MeshModelForm):
                                       exclude_pk=self.instance.pk)
         except ValidationError as exc:
             self.add_error(None, exc)
+            return cleaned
+        self.schema_warnings = [rules.schema_gap_text(source, target, gaps) for source, target, gaps
+                                in rules.schema_gaps(cleaned.get("source_pattern", ""), targets)]
         return cleaned
 
     def save(self, commit=True):

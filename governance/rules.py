@@ -19,6 +19,10 @@ Who may write rules (forms and serializers call the checks below with the reques
   :func:`check_routing_source` and ``RoutingRule``); an approved rule stops routing while its
   source covers a topic of any third team (:class:`TopicOwners`, used by the compiler);
 - an enabled routing rule must not start a cycle (see :func:`find_routing_cycle`).
+
+And one that guards approving: a subscription that the access policy would not let subscribe
+once approved (a deny rule covers its application and topic) cannot be approved, naming the rule
+(:func:`refuse_denied_approval`); the runtimes would hold its delivery anyway.
 """
 
 from __future__ import annotations
@@ -32,8 +36,10 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 
 from meshadmin.rows import raw_rows
+from meshadmin.workflow import Transition, TransitionRefused
 from meshruntime.filters import FilterError, validate_filters
-from meshruntime.policy import Policy, pattern_matches
+from meshruntime.policy import Decision, Policy, pattern_matches
+from meshruntime.schema.compat import SchemaGap, refused_by
 
 from .models import AccessRule, Application, RoutingRule
 
@@ -121,6 +127,39 @@ def current_policy() -> Policy:
     return Policy.from_rules(compiled_access_rules(), cache_size=0)
 
 
+def subscribe_decision_once_approved(subscription) -> Decision:
+    """Whether the runtimes would let ``subscription``'s application subscribe to its topic once it
+    is approved: the policy they would enforce, with the grant its approval adds (``sub-<pk>``).
+    Denied only by a deny rule, which then decides."""
+    grant = {"id": subscription.subscription_id, "principals": [subscription.application.name],
+             "topic": subscription.topic.name, "actions": ["subscribe"], "effect": "allow",
+             "description": f"approved subscription {subscription.subscription_id}"}
+    rules = [rule for rule in compiled_access_rules() if rule["id"] != grant["id"]]
+    policy = Policy.from_rules([*rules, grant], cache_size=0)
+    return policy.explain(subscription.application.name, subscription.topic.name, "subscribe")
+
+
+class SubscribeDenied(TransitionRefused):
+    """Approving a subscription that the access policy would hold (HTTP 409: the rules conflict)."""
+
+    status = 409
+
+
+def refuse_denied_approval(sender, *, instance, step: Transition, by, **kwargs) -> None:
+    """``meshadmin.workflow.transition_checked`` receiver for subscriptions: refuse to approve one
+    whose application a deny rule keeps from subscribing to its topic, naming the rule."""
+    if step.name != "approve":
+        return
+    decision = subscribe_decision_once_approved(instance)
+    rule = decision.deciding_rule
+    if decision.allowed or rule is None:
+        return
+    raise SubscribeDenied(
+        f"{instance.subscription_id} cannot be approved: access rule {rule['id']} ({rule['effect']} "
+        f"subscribe {rule['topic']}) denies {instance.application} subscribing to {instance.topic}, so "
+        "the runtimes would deliver nothing. Change or remove that rule first.")
+
+
 def rule_url(rule_id: str) -> str | None:
     """The page of the rule behind a compiled id (``rule-12``, ``sub-7``, ``route-3``)."""
     from django.urls import reverse
@@ -202,6 +241,91 @@ class TopicOwners:
     def first_outside(self, pattern: str, teams: set[int | None]) -> str | None:
         """The first topic ``pattern`` covers that none of ``teams`` owns, or None."""
         return next((name for name, team in self.covered(pattern) if team not in teams), None)
+
+
+class TopicSchemas:
+    """The topics' names, and the data schemas of those asked for (:meth:`fetch`: one query per
+    batch, each schema once), to compare routing rules' sources with their targets
+    (:func:`schema_gaps`) for a page or a response however many rules it shows."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self.names = sorted(names)
+        self.known = frozenset(self.names)
+        self.by_name: dict[str, Any] = {}  # name -> schema (None: none), once fetched
+
+    @classmethod
+    def load(cls) -> TopicSchemas:
+        from topics.models import Topic
+
+        return cls(Topic.objects.values_list("name", flat=True))
+
+    def fetch(self, names: Iterable[str]) -> None:
+        """Load the schemas of ``names`` not loaded yet."""
+        from topics.models import Topic
+
+        missing = sorted({name for name in names if name not in self.by_name})
+        for start in range(0, len(missing), 1000):
+            batch = missing[start:start + 1000]
+            self.by_name.update(dict.fromkeys(batch))
+            for name, schema in Topic.objects.filter(name__in=batch).values_list("name", "data_schema"):
+                self.by_name[name] = schema if schema not in ("", None) else None
+
+    def covered(self, pattern: str) -> list[str]:
+        """The topics ``pattern`` covers, by name."""
+        if pattern.endswith(".*") or pattern == "*":
+            prefix = "" if pattern == "*" else pattern[:-1]
+            start = bisect_left(self.names, prefix)
+            out = []
+            for name in self.names[start:]:
+                if not name.startswith(prefix):
+                    break
+                out.append(name)
+            return out
+        return [pattern] if pattern in self.known else []
+
+
+#: Source topics a rule's schemas are compared for, at most (a pattern may cover thousands).
+SCHEMA_GAP_SOURCES = 50
+
+
+def schemas_for(routing_rules: Iterable[RoutingRule]) -> TopicSchemas:
+    """The schemas :func:`schema_gaps` needs for ``routing_rules`` (their targets prefetched), in
+    two queries however many rules there are."""
+    schemas = TopicSchemas.load()
+    schemas.fetch(name for rule in routing_rules
+                  for name in (*schemas.covered(rule.source_pattern)[:SCHEMA_GAP_SOURCES],
+                               *(target.name for target in rule.targets.all())))
+    return schemas
+
+
+def schema_gaps(source_pattern: str, targets: Iterable,
+                schemas: TopicSchemas | None = None) -> list[tuple[str, str, list[SchemaGap]]]:
+    """(source topic, target topic, gaps) wherever a target's schema refuses data that a topic the
+    source pattern covers admits (meshruntime.schema.compat: a simple structural comparison). The
+    runtimes drop such copies, so a rule's authors are told when they save it. Targets without a
+    schema, and a target equal to its source (never copied) or with the same schema, are skipped."""
+    schemas = schemas or TopicSchemas.load()
+    found = []
+    target_names = sorted({getattr(t, "name", t) for t in targets})
+    sources = schemas.covered(source_pattern)[:SCHEMA_GAP_SOURCES]
+    schemas.fetch([*sources, *target_names])
+    for source in sources:
+        source_schema = schemas.by_name.get(source)
+        for target in target_names:
+            target_schema = schemas.by_name.get(target)
+            if target == source or target_schema is None or target_schema == source_schema:
+                continue
+            gaps = refused_by(source_schema, target_schema)
+            if gaps:
+                found.append((source, target, gaps))
+    return found
+
+
+def schema_gap_text(source: str, target: str, gaps: list[SchemaGap]) -> str:
+    """One sentence for people: a save's warning, a rule's finding."""
+    shown = "; ".join(str(gap) for gap in gaps[:3]) + (f"; and {len(gaps) - 3} more" if len(gaps) > 3 else "")
+    return (f"{target}'s schema refuses data that {source} admits ({shown}): the runtimes drop such copies "
+            f"(the events stay in {source}).")
 
 
 def route_blocker(*, state: str, enabled: bool, targets: int, source: str, team_id: int,

@@ -195,15 +195,20 @@ class RoutingRuleEditView(generic.ObjectEditView):
 
     #: Whether the save asked the source team (RoutingRuleForm.review_requested).
     review_requested = False
+    #: Where a target's schema refuses what a source admits (RoutingRuleForm.schema_warnings).
+    schema_warnings: list[str] = []
 
     def save(self, request, form, created):
         rule = super().save(request, form, created)
         if form.review_requested:
             notify(rule, "requested", request)
         self.review_requested = form.review_requested
+        self.schema_warnings = form.schema_warnings
         return rule
 
     def saved(self, request, obj, created):
+        for warning in self.schema_warnings[:5]:  # saved all the same: the producer's events are stored
+            messages.warning(request, f"Saved {obj.rule_id}, but {warning}")
         if not self.review_requested:
             return super().saved(request, obj, created)
         messages.info(request, f"Saved {obj.rule_id}: it reads topics of {obj.source_team}, so it routes "

@@ -8,6 +8,9 @@ module does the rest, so that pages and the API share one set of rules and one s
 
 A refusal raises :class:`TransitionRefused` with a message for people: :class:`NotPermitted`
 (HTTP 403) for the wrong side, :class:`IllegalTransition` (HTTP 409) for the wrong state.
+Other apps refuse steps for reasons of their own through :data:`transition_checked`, so that
+every path (pages, the API, the admin, a shell) meets their rule: the access policy refuses to
+approve a subscription it would not let deliver (``governance.rules.refuse_denied_approval``).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.dispatch import Signal
 from django.utils import timezone
 
 
@@ -48,6 +52,11 @@ class Transition:
 
 #: Steps that record who reviewed, when, and why.
 REVIEW_STEPS = ("approve", "reject")
+
+#: Sent (``sender`` = the model, ``instance``, ``step``: the :class:`Transition`, ``by``) once a
+#: step is allowed by side and state, before anything is saved, with the row locked. A receiver
+#: refuses the step by raising :class:`TransitionRefused` with its reason.
+transition_checked = Signal()
 
 
 class Reviewed:
@@ -89,6 +98,7 @@ class Reviewed:
             self.state = current.state
             if self.state not in step.sources:
                 raise IllegalTransition(self._illegal_message(step))
+            transition_checked.send(sender=type(self), instance=self, step=step, by=by)
             self.state = step.target
             fields = ["state", *self.transition_fields(step, by)]
             if name in REVIEW_STEPS:

@@ -35,6 +35,7 @@ from .metrics import CONTENT_TYPE_LATEST, RuntimeMetrics
 from .mqtt_ingest import MqttIngestor
 from .publish import Limits, Prepared, Publisher, Refusal
 from .replies import REPLY_BY_EXTENSION, REPLY_TO_EXTENSION, ReplyWaiter, deadline_text
+from .routing_report import RoutingReport
 from .server import HttpServer, Request, Response, Result, error_response
 from .skywalking import (
     TRACE_MODES,
@@ -189,8 +190,11 @@ class Runtime:
             self.stores, max_in_flight=settings.max_in_flight_appends,
             observe=self._observe_append, on_error=lambda e: self.metrics.count_store_error("append"))
         self.journey = JourneyRecorder(settings.runtime_id, sample_rate=settings.journey_sample_rate)
+        # copies that routing rules could not make, for the routing rules' pages (mesh Redis)
+        self.routing_report = RoutingReport(self.mesh_redis, settings.prefix)
         self.publisher = Publisher(store=self.stores, coalescer=self.coalescer, metrics=self.metrics,
-                                   journey=self.journey, tap=self.tap, limits=settings.limits)
+                                   journey=self.journey, tap=self.tap, limits=settings.limits,
+                                   routing_report=self.routing_report)
         delivery_settings = DeliverySettings(visibility_timeout_s=settings.visibility_timeout)
         self.delivery: DeliveryManager | DeliveryProcess
         if settings.delivery_process:
@@ -249,7 +253,9 @@ class Runtime:
         return self._swap(doc, state)
 
     def _swap(self, doc: dict[str, Any], state: MeshState) -> MeshState:
-        self.delivery.apply_config(doc)  # raises (refusing the document) before anything is swapped
+        # raises (refusing the document) before anything is swapped; subscriptions its access
+        # policy does not let subscribe are held (the publish path's evaluator: indexed, cached)
+        self.delivery.apply_config(doc, policy=state.policy)
         self.stores.apply_document(doc)  # (the in-process engine reads it later, in the background)
         for name, why in self.stores.missing.items():
             log.error("topics of event store %r refused (503) until this runtime has its connection: %s", name, why)
@@ -330,7 +336,8 @@ class Runtime:
             counters=lambda: {**self.metrics.counters(), **self.delivery.counters(), **self._ingest_counters()},
             stores=lambda: self.store_report, interval=self.settings.heartbeat_interval,
             journey_sample_rate=self.settings.journey_sample_rate,
-            journey_ttl_seconds=self.settings.journey_ttl_seconds, metrics_url=lambda: self.metrics_url)
+            journey_ttl_seconds=self.settings.journey_ttl_seconds, metrics_url=lambda: self.metrics_url,
+            held=lambda: self.delivery.held)
         await self.refresh_store_report()
         self._tasks.append(asyncio.create_task(self._report_stores(), name="store-report"))
         await self.heartbeater.start()
@@ -402,6 +409,7 @@ class Runtime:
         await self.coalescer.drain()
         await self.stores.drain()  # journey steps of appends to engines other than the mesh's Redis
         await self.publisher.drain_background()
+        await self.routing_report.close()
         # attempts under way finish; events waiting for a retry stay pending for the next runtime
         await self.delivery.stop(timeout=self.settings.shutdown_timeout)
         for task in self._tasks:

@@ -7,7 +7,8 @@ do exactly the same thing. Keys are those of docs/meshconfig.md (:mod:`meshrunti
 
 - state: the consumer group on ``<prefix>topic:<topic>`` (lag, pending: see
   :mod:`meshruntime.consumer_groups`), the dead-letter stream ``<prefix>dlq:<id>`` (length), the
-  runtimes' status record ``<prefix>delivery:<id>`` (see :mod:`meshruntime.delivery.status`);
+  runtimes' status record ``<prefix>delivery:<id>`` (see :mod:`meshruntime.delivery.status`),
+  including whether the access policy holds its delivery and why;
 - redeliver: dead letters move to ``<prefix>redeliver:<id>``, which only this subscription's
   runtimes read, and leave the dead-letter stream, in one atomic script per batch (two operators
   pressing "redeliver all" at once put each event back once);
@@ -102,6 +103,8 @@ class DeliveryState:
     last_error_status: int | None
     last_error_at: datetime | None
     last_delivered_at: datetime | None
+    held: str = ""  # why the runtimes hold its delivery (the access policy), "" when they do not
+    held_since: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +188,8 @@ class DeliveryOperations:
             last_error_status=int(error_status) if error_status.isdigit() else None,
             last_error_at=_ms_to_datetime(status.get("last_error_at")),
             last_delivered_at=_ms_to_datetime(status.get("last_delivered_at")),
+            held=status.get("held", ""),
+            held_since=_ms_to_datetime(status.get("held_since")),
         )
 
     def dead_letters(self, subscription_id: str, *, count: int = 50, before: str | None = None) -> list[DeadLetter]:

@@ -49,7 +49,9 @@ class Heartbeater:
     runtime, not of the configuration document, so the heartbeat is the only place the portal
     learns them (its journey page says why an event has no journey with them).
     ``metrics_url`` gives the URL Prometheus scrapes this runtime at (empty until the runtime
-    listens), which the portal lists for Prometheus's service discovery.
+    listens), which the portal lists for Prometheus's service discovery. ``held`` gives the
+    subscriptions this runtime delivers that the access policy holds, and why (the ``held``
+    field: ``{"sub-7": "subscribe denied by rule rule-3 (deny orders.*)"}``).
     """
 
     def __init__(
@@ -66,6 +68,7 @@ class Heartbeater:
         journey_sample_rate: float | None = None,
         journey_ttl_seconds: int | None = None,
         metrics_url: Callable[[], str] | None = None,
+        held: Callable[[], Mapping[str, str]] | None = None,
     ) -> None:
         self.redis_url = redis_url
         self.prefix = prefix
@@ -79,6 +82,7 @@ class Heartbeater:
         self.journey_sample_rate = journey_sample_rate
         self.journey_ttl_seconds = journey_ttl_seconds
         self.metrics_url = metrics_url
+        self.held = held  # subscription id -> why the access policy holds its delivery
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.version = SOFTWARE_VERSION
@@ -122,6 +126,7 @@ class Heartbeater:
             "counters": orjson.dumps(counters).decode(),
             "metrics_url": self.metrics_url() if self.metrics_url is not None else "",
             "stores": orjson.dumps(self.stores() if self.stores is not None else {}).decode(),
+            "held": orjson.dumps(self.held() if self.held is not None else {}).decode(),
             "started_at": self.started_at,
             "sent_at": _now(),
             "journey_sample_rate": "" if self.journey_sample_rate is None else repr(float(self.journey_sample_rate)),

@@ -21,6 +21,8 @@ With the default prefix (docs/meshconfig.md, "Redis keys", says what each one ho
   letters an operator put back;
 - ``mesh:delivery:<subscription>`` (status), ``…:m:<epoch minute>`` (rate) and ``…:lock``
   (the lease of ordered delivery): runtimes write, the portal's subscription page reads;
+- ``mesh:routing:<rule>``: the copies a routing rule could not make (their data fails the
+  target's schema), runtimes → the portal's routing rule page;
 - ``mesh:push:pending|recent|lock|changes|status|stats``: the portal's own push bookkeeping;
 - ``mesh:charts:lease:<query>`` and ``mesh:charts:last:<query>``: the portal's shared chart
   pollers (which process polls a query, and its last answer).
@@ -144,6 +146,11 @@ class KeySpace:
     def delivery_lock(self, subscription_id: str) -> str:
         """The lease of the one runtime that delivers an ordered subscription."""
         return f"{self.prefix}delivery:{subscription_id}:lock"
+
+    def routing(self, rule_id: str) -> str:
+        """What runtimes report about a routing rule: the copies it could not make (a hash, see
+        meshruntime.routing_report)."""
+        return f"{self.prefix}routing:{rule_id}"
 
     def reply(self, token: str) -> str:
         """The list that holds the reply to one EventMesh request (``RPUSH`` by the responder's

@@ -67,6 +67,10 @@ class RuntimeMetrics:
         self.routed = _Counts(
             "meshruntime_routed_copies", "Copies written by routing rules, by rule and source topic",
             ["rule", "topic"], r)
+        self.routed_refused = _Counts(
+            "meshruntime_routed_copies_refused", "Copies a routing rule did not make because the event fails the "
+            "target topic's schema (the event itself was stored), by rule, target topic and reason",
+            ["rule", "target", "reason"], r)
         self.store_errors = _Counts(
             "meshruntime_store_errors", "Failed store operations, by operation", ["operation"], r)
         self.append_latency = Histogram(
@@ -91,6 +95,9 @@ class RuntimeMetrics:
     def count_routed(self, rule: str, n: int = 1, topic: str = "") -> None:
         self.routed.add((rule, topic), n)
 
+    def count_copy_refused(self, rule: str, target: str, reason: str, n: int = 1) -> None:
+        self.routed_refused.add((rule, target, reason), n)
+
     def count_store_error(self, operation: str) -> None:
         self.store_errors.add((operation,))
 
@@ -103,5 +110,6 @@ class RuntimeMetrics:
             "published": self.published.total(),
             "refused": self.refusals.total(),
             "routed": self.routed.total(),
+            "routed_refused": self.routed_refused.total(),
             "store_errors": self.store_errors.total(),
         }

@@ -9,7 +9,11 @@ For each request, against one configuration snapshot (:class:`~meshruntime.state
                                                             -> 503 ``store_not_configured`` (names it)
    every event fits the size limit                          -> 413 ``too_large``
 5. every event's data matches the topic's JSON Schema       -> 400 ``schema_mismatch`` (names the path)
-6. routing rules add copies for their targets (extension ``meshroute`` = rule id)
+6. routing rules add copies for their targets (extension ``meshroute`` = rule id); a copy into a
+   topic with a schema is made only if the event's data passes that schema. One that fails is
+   dropped, not the request: the producer is not refused for somebody else's rule. It is counted
+   (``meshruntime_routed_copies_refused_total``), recorded in the journey (``copy_refused``, with
+   the schema path) and reported for the routing rule's page (meshruntime.routing_report)
 7. one append of the events and their copies, coalesced with other requests' appends
                                                             -> 503 ``store_unavailable`` on failure
 
@@ -35,6 +39,7 @@ from .cloudevents import CloudEvent
 from .journey import JourneyRecorder
 from .metrics import RuntimeMetrics
 from .policy import PolicyError, validate_topic_name
+from .routing_report import RefusedCopy, RoutingReport
 from .state import ROUTE_EXTENSION, AuthError, Identity, MeshState, TopicState
 from .store import AppendEntry, JourneyStep, Store, StoreError
 from .tap import Tap
@@ -81,6 +86,7 @@ class Prepared:
     journey: list[JourneyStep] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     size: int = 0  # bytes of the events as stored (their copies not counted)
+    refused_copies: list[RefusedCopy] = field(default_factory=list)  # copies the targets' schemas refused
 
 
 class Publisher:
@@ -93,8 +99,10 @@ class Publisher:
         journey: JourneyRecorder,
         tap: Tap | None,
         limits: Limits,
+        routing_report: RoutingReport | None = None,
     ) -> None:
         self.store = store
+        self.routing_report = routing_report  # refused copies, for the routing rules' pages
         self.coalescer = coalescer
         self.metrics = metrics
         self.journey = journey
@@ -104,6 +112,7 @@ class Publisher:
         self._background: set[asyncio.Task] = set()
         self._refused_since_log = 0
         self._next_refusal_log = 0.0
+        self._next_copy_log = 0.0
 
     # -- checks ---------------------------------------------------------------------------------
     def authenticate(self, state: MeshState, authorization: str | None) -> Identity:
@@ -174,11 +183,13 @@ class Publisher:
         copies: list[tuple[str, CloudEvent, str | None]] = []
         routed: dict[str, int] = {}
         journey: list[JourneyStep] = []
+        refused_copies: list[RefusedCopy] = []
         size = 0
         recorder = self.journey
         journey_on = recorder.enabled
         if journey_on:
-            at = str(int(time.time() * 1000)).encode()
+            at_ms = int(time.time() * 1000)
+            at = str(at_ms).encode()
             accepted = recorder.template("accepted", topic=topic_name, application=application,
                                          key_prefix=identity.key_prefix)
             stored = recorder.template("stored", topic=topic_name)
@@ -204,15 +215,39 @@ class Publisher:
             if sampled:
                 journey.append(JourneyStep(event_id, accepted[0] + at + accepted[1]))
                 copies_stored: list[JourneyStep] = []
+            data = None  # the event's data as its targets' schemas read it, once
             for route in routes:
                 if not route.matches(attributes):
                     continue
+                refused = None
+                if route.checks:  # targets with a schema of their own: the copy must pass it
+                    if data is None:
+                        data = event.json_data()
+                    for target, target_schema in route.checks:
+                        problem = target_schema.check_event_data(*data)
+                        if problem is not None:
+                            if refused is None:
+                                refused = {}
+                            refused[target] = problem
                 if ROUTE_EXTENSION in attributes:  # a re-published copy: replace, do not repeat, the key
                     copy_body = event.with_extension(ROUTE_EXTENSION, route.id).to_structured()
                 else:  # the same JSON object with one more member: no second serialization
                     copy_body = body[:-1] + route.json_member
-                routed[route.id] = routed.get(route.id, 0) + len(route.targets)
+                made = len(route.targets) - (0 if refused is None else len(refused))
+                if made:
+                    routed[route.id] = routed.get(route.id, 0) + made
                 for target in route.targets:
+                    if refused is not None and target in refused:
+                        problem = refused[target]
+                        refused_copies.append(RefusedCopy(route.id, topic_name, target, "schema_mismatch",
+                                                          problem.path, problem.keyword, problem.message, event_id))
+                        if sampled:
+                            journey.append(recorder.step(
+                                event_id, "copy_refused", at_ms, rule=route.id, source=topic_name, target=target,
+                                reason="schema_mismatch", path=problem.path, message=
+                                f"the copy does not match the schema of topic {target!r} at {problem.path}: "
+                                f"{problem.message}; the event was stored, the copy dropped"))
+                        continue
                     entries.append(AppendEntry(target, copy_body, state.topics[target].retention))
                     copies.append((target, event, route.id))
                     if sampled:
@@ -227,7 +262,7 @@ class Publisher:
         if topic.lifecycle == "deprecated":
             warnings.append(f"topic {topic_name!r} is deprecated"
                             + (f"; its sunset is {topic.sunset}" if topic.sunset else ""))
-        return Prepared(identity, topic, events, entries, copies, routed, journey, warnings, size)
+        return Prepared(identity, topic, events, entries, copies, routed, journey, warnings, size, refused_copies)
 
     def _check_stores(self, refused: Mapping[str, str], topic: TopicState, events: list[CloudEvent],
                       application: str) -> None:
@@ -297,6 +332,8 @@ class Publisher:
             metrics.count_published(topic, p.identity.application, len(p.events), p.size)
             for rule, count in p.routed.items():
                 metrics.count_routed(rule, count, topic)
+            if p.refused_copies:
+                self._copies_refused(p.refused_copies)
             if topic not in self.touched_topics:
                 self.touched_topics.add(topic)
             if watched:
@@ -309,6 +346,21 @@ class Publisher:
                             tap.offer(target, event.with_extension(ROUTE_EXTENSION, rule), "stored",
                                       application=p.identity.application, stream_id=stream_id, rule=rule)
             offset += len(p.entries)
+
+    def _copies_refused(self, refused: list[RefusedCopy]) -> None:
+        """Count and report the copies that routing rules did not make (their events were stored)."""
+        report = self.routing_report
+        for copy in refused:
+            self.metrics.count_copy_refused(copy.rule, copy.target, copy.reason)
+            if report is not None:
+                report.add(copy)
+        now = time.monotonic()
+        if now >= self._next_copy_log:  # at most one line a second, however many copies
+            first = refused[0]
+            log.warning("routing rule %s did not copy event %s into %s: its data fails that topic's schema at %s "
+                        "(%d such copies in this request; the events were stored)", first.rule, first.event_id,
+                        first.target, first.path, len(refused))
+            self._next_copy_log = now + 1.0
 
     def _log_refused_append(self, error: BaseException, n: int) -> None:
         """At most one line a second while the store is away, however many requests fail."""

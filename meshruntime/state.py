@@ -44,7 +44,8 @@ class SchemaProblem:
 
     path: str  # "data.items[0].price" ("data" for the document itself)
     pointer: str  # JSON Pointer into the data: "/items/0/price"
-    message: str
+    message: str  # jsonschema's, which may quote the data
+    keyword: str = ""  # the schema keyword that failed ("type", "required"): quotes nothing of the data
 
 
 def _path(parts: Any) -> tuple[str, str]:
@@ -81,7 +82,15 @@ class TopicSchema:
         error = best_match(self._validator.iter_errors(data))
         text, pointer = _path(error.absolute_path)
         message = error.message if len(error.message) <= 300 else error.message[:299] + "…"
-        return SchemaProblem(text, pointer, message)
+        return SchemaProblem(text, pointer, message, str(error.validator or ""))
+
+    def check_event_data(self, is_json: bool, value: Any) -> SchemaProblem | None:
+        """:meth:`check` of an event's data as ``CloudEvent.json_data()`` gives it: data that is
+        not JSON (or no data) fails at ``data``."""
+        if not is_json:
+            return SchemaProblem("data", "", "the schema requires JSON data; the event has none or other data",
+                                 "type")
+        return self.check(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,10 +103,15 @@ class Route:
     # ``,"meshroute":"<id>"}``: put in place of an event's final brace, it makes the JSON of the
     # routed copy without serializing the event again
     json_member: bytes = b""
+    # (target, its schema) for each target whose schema a copy must pass: those with a schema other
+    # than the source topic's (an event that passed the source's schema passes the same schema)
+    checks: tuple[tuple[str, TopicSchema], ...] = ()
 
     @classmethod
-    def compile(cls, id: str, matches: Callable[[Mapping[str, Any]], bool], targets: tuple[str, ...]) -> Route:
-        return cls(id, matches, targets, b"," + orjson.dumps(ROUTE_EXTENSION) + b":" + orjson.dumps(id) + b"}")
+    def compile(cls, id: str, matches: Callable[[Mapping[str, Any]], bool], targets: tuple[str, ...],
+                checks: tuple[tuple[str, TopicSchema], ...] = ()) -> Route:
+        return cls(id, matches, targets, b"," + orjson.dumps(ROUTE_EXTENSION) + b":" + orjson.dumps(id) + b"}",
+                   checks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,10 +180,13 @@ class MeshState:
         topic_names = {t["name"] for t in doc["topics"]}
         responders = {s["topic"]: (s["id"], s["state"] == "active")
                       for s in doc.get("subscriptions", ()) if s.get("responder")}
+        raw_schemas = {t["name"]: t["schema"] for t in doc["topics"] if t.get("schema") is not None}
+        schemas = {name: TopicSchema(schema) for name, schema in raw_schemas.items()}
         topics: dict[str, TopicState] = {}
         for topic in doc["topics"]:
             name = topic["name"]
             responder, responder_active = responders.get(name, (None, False))
+            own_schema = raw_schemas.get(name)
             routes = []
             for rule, matcher in compiled_rules:
                 if not pattern_matches(rule["source"], name):
@@ -177,12 +194,13 @@ class MeshState:
                 # A copy never goes back to its own topic, and only to topics that exist.
                 targets = tuple(t for t in rule["targets"] if t != name and t in topic_names)
                 if targets:
-                    routes.append(Route.compile(rule["id"], matcher, targets))
-            schema = topic.get("schema")
+                    # a copy into a topic with a schema passes it, as a publish there would
+                    checks = tuple((t, schemas[t]) for t in targets if t in schemas and raw_schemas[t] != own_schema)
+                    routes.append(Route.compile(rule["id"], matcher, targets, checks))
             topics[name] = TopicState(
                 name=name,
                 retention=Retention.from_config(topic.get("retention")),
-                schema=TopicSchema(schema) if schema is not None else None,
+                schema=schemas.get(name),
                 routes=tuple(routes),
                 lifecycle=topic.get("lifecycle", "active"),
                 sunset=topic.get("sunset"),

@@ -7,6 +7,8 @@ team's editors, as for its delivery settings); for anyone else the subscription 
 
 from __future__ import annotations
 
+import re
+
 import orjson
 from django.contrib import messages
 from django.http import HttpResponse, HttpResponseBadRequest
@@ -14,6 +16,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views import View
 
+from governance.rules import rule_url
 from meshadmin.querysets import CHANGE
 from meshadmin.views import generic
 
@@ -21,6 +24,8 @@ from . import delivery
 from .models import Subscription
 
 STREAM_ID, MAX_IDS = delivery.STREAM_ID, delivery.MAX_IDS
+#: The rule a runtime names when the access policy holds a subscription (meshruntime.delivery.spec).
+HELD_BY_RULE = re.compile(r"denied by rule (\S+)")
 
 
 def _event(letter) -> dict | str:
@@ -47,8 +52,10 @@ class SubscriptionDeliveryView(generic.ObjectDetailView):
             return {"unavailable": str(error)}
         more = len(letters) > delivery.PAGE
         letters = letters[: delivery.PAGE]
+        held_by = HELD_BY_RULE.search(state.held) if state.held else None
         return {
             "state": state,
+            "held_rule_url": rule_url(held_by.group(1)) if held_by else None,
             "letters": [(letter, _event(letter)) for letter in letters],
             "next_before": letters[-1].id if more else None,
             "paged": before is not None,

@@ -29,7 +29,7 @@ KEY_MODULE = ROOT / "meshruntime" / "keys.py"
 SOURCES = ["meshruntime", "meshadmin", "topics", "subscriptions", "governance", "tracing", "benchmarks"]
 
 # The first word of every name in the key space; a key has no space in it, a log line has.
-_NAME = r"(?:config|topic|dlq|journey|tap|refusals|delivery|redeliver|push|runtimes|charts)"
+_NAME = r"(?:config|topic|dlq|journey|tap|refusals|delivery|redeliver|push|runtimes|charts|routing)"
 _UNPREFIXED_KEY = re.compile(rf"^{_NAME}:\S*$")
 _AFTER_PREFIX = re.compile(rf"^(?:{_NAME}:|config$|runtimes$|refusals$|\*$)")
 _SUFFIX = re.compile(r"^:(?:lock|patch|m:|watch:)")

@@ -1,8 +1,9 @@
 """An event's journey as the portal shows it: the steps runtimes recorded, in order, for one person.
 
 Runtimes record the steps of each sampled event under ``journey:<event id>`` (a list of JSON
-objects with a TTL, docs/meshconfig.md): ``accepted`` or ``denied`` and ``routed``/``stored`` by
-the publish path (meshruntime/publish.py), then ``attempt`` per delivery attempt and ``acked``
+objects with a TTL, docs/meshconfig.md): ``accepted`` or ``denied`` and ``routed``/``stored`` (or
+``copy_refused``, a routed copy that failed its target's schema) by the publish path
+(meshruntime/publish.py), then ``attempt`` per delivery attempt and ``acked``
 or ``dead_lettered`` per subscription (meshruntime/delivery/journal.py). Several runtimes write
 to one list, so steps are ordered here by time, with the time between them.
 
@@ -50,7 +51,8 @@ LOCATE_AFTER_MS = 10_000
 
 DELIVERY_STEPS = ("attempt", "acked", "dead_lettered")
 #: What may quote an event's data, per step; masked for those who may not see payloads.
-PAYLOAD_FIELDS = {"denied": ("message",), "attempt": ("error",), "dead_lettered": ("reason",)}
+PAYLOAD_FIELDS = {"denied": ("message",), "attempt": ("error",), "dead_lettered": ("reason",),
+                  "copy_refused": ("message",)}
 
 
 @dataclass

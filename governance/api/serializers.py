@@ -90,12 +90,15 @@ class RoutingRuleSerializer(MeshModelSerializer):
     rule_id = serializers.CharField(read_only=True)
     routes = serializers.SerializerMethodField(help_text="Whether the rule is in the configuration now.")
     not_routing_because = serializers.SerializerMethodField(help_text="Why it is not, or null.")
+    schema_warnings = serializers.SerializerMethodField(help_text=(
+        "Where a target's schema refuses data that a source topic admits (a structural comparison of the "
+        "schemas): the runtimes drop such copies, the events stay in their topic. Empty when none is found."))
 
     class Meta:
         model = RoutingRule
         fields = ["id", "url", "display", "rule_id", "team", "source_pattern", "filters", "targets", "enabled",
                   "order", "description", "state", "source_team", "requested_by", "reviewed_by", "reviewed_at",
-                  "reviewer_comment", "routes", "not_routing_because", "created", "updated"]
+                  "reviewer_comment", "routes", "not_routing_because", "schema_warnings", "created", "updated"]
         read_only_fields = ["state", "source_team", "requested_by", "reviewed_by", "reviewed_at", "reviewer_comment"]
 
     review_requested = False
@@ -107,6 +110,13 @@ class RoutingRuleSerializer(MeshModelSerializer):
         if "topic_owners" not in self.context:  # once per response, however many rules it lists
             self.context["topic_owners"] = rules.TopicOwners.load()
         return rules.routing_blocker_of(obj, self.context["topic_owners"])
+
+    def get_schema_warnings(self, obj) -> list[str]:
+        if "topic_schemas" not in self.context:  # once per response, however many rules it lists
+            listed = self.parent.instance if isinstance(self.parent, serializers.ListSerializer) else None
+            self.context["topic_schemas"] = rules.schemas_for(listed if listed is not None else [obj])
+        return [rules.schema_gap_text(source, target, gaps) for source, target, gaps
+                in rules.schema_gaps(obj.source_pattern, obj.targets.all(), self.context["topic_schemas"])]
 
     def validate(self, attrs):
         current = self.instance

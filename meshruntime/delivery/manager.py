@@ -7,6 +7,10 @@ document it cannot use, so that the watcher refuses it). The manager then, in th
   application (every subscription in gateway mode), paused or active as the document says;
 - passes changed settings to running workers (they apply from the next attempt);
 - pauses and resumes workers; a paused subscription keeps its group, hence its position;
+- holds the workers of subscriptions whose application the access policy does not let
+  subscribe to their topic (decided per subscription by the runtime's policy, see
+  :func:`~meshruntime.delivery.spec.subscribe_holds`): held like paused, and reported as such
+  (status record, ``meshruntime_delivery_held``, the heartbeat), until a document allows them;
 - stops the workers of revoked subscriptions (absent from the document) and removes their
   consumer groups and redelivery streams once their attempts under way have finished.
 
@@ -36,6 +40,7 @@ from redis.exceptions import RedisError
 
 from meshruntime.journey import JourneyRecorder
 from meshruntime.keys import KeySpace
+from meshruntime.policy import Policy
 from meshruntime.replies import ReplyPoster
 from meshruntime.store import Store, StoreError
 from meshruntime.store.storeset import StoreSet
@@ -93,6 +98,7 @@ class DeliveryManager:
         self.replies = ReplyPoster(client, self.prefix)  # responders' answers to requests (EventMesh 101)
         self.workers: dict[str, SubscriptionWorker] = {}
         self.blocked: dict[str, str] = {}  # subscriptions whose topic's store is missing here, and why
+        self.held: dict[str, str] = {}  # subscriptions the access policy holds (last document), and why
         self._retiring: dict[str, asyncio.Task] = {}
         self._desired: tuple[dict[str, SubscriptionSpec], str] | None = None
         self._generation = 0  # bumped by apply_config
@@ -104,13 +110,18 @@ class DeliveryManager:
         self._closing = asyncio.Event()  # stops the reporter (not cancel(): see worker.py)
 
     # -- configuration ---------------------------------------------------------------------------
-    def apply_config(self, doc: Mapping[str, Any]) -> None:
+    def apply_config(self, doc: Mapping[str, Any], *, policy: Policy | None = None,
+                     holds: Mapping[str, str] | None = None) -> None:
         """Take a validated document; the workers follow in the background (see :meth:`reconciled`).
 
+        ``policy`` is the runtime's compiled access policy of that document (built from the
+        document when not given); ``holds`` the held subscriptions when they were decided
+        elsewhere (the delivery process gets them from the runtime, see specs_from_config).
         Synchronous and quick, so that it can sit in the runtime's ``on_apply``; raises only when a
         subscription cannot be compiled, so that the document is refused as a whole.
         """
-        specs = specs_from_config(doc, self.application)
+        specs = specs_from_config(doc, self.application, policy=policy, holds=holds)
+        self.held = {sub_id: spec.held for sub_id, spec in specs.items() if spec.held is not None}
         self._desired = (specs, group_start(doc, int(time.time() * 1000)))
         self._generation += 1
         self._dirty.set()
@@ -263,6 +274,9 @@ class DeliveryManager:
         totals["subscriptions"] = len(self.workers)
         if self.blocked:
             totals["subscriptions_blocked"] = len(self.blocked)
+        held = self.held
+        if held:
+            totals["subscriptions_held"] = len(held)
         totals["in_flight"] = sum(w.in_flight for w in self.workers.values())
         return totals
 

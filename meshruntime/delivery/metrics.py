@@ -21,7 +21,7 @@ OUTCOMES = ("delivered", "dead_lettered", "filtered")
 class SubscriptionMetrics:
     """The children of one subscription, looked up once."""
 
-    __slots__ = ("reasons", "dead_letters", "delivered", "filtered", "lag", "latency", "pending",
+    __slots__ = ("reasons", "dead_letters", "delivered", "filtered", "held", "lag", "latency", "pending",
                  "retries", "_parent", "_id")
 
     def __init__(self, parent: DeliveryMetrics, subscription: str) -> None:
@@ -34,6 +34,7 @@ class SubscriptionMetrics:
         self.latency = parent.latency.labels(subscription)
         self.lag = parent.lag.labels(subscription)
         self.pending = parent.pending.labels(subscription)
+        self.held = parent.held.labels(subscription)
         self.reasons: dict[str, Counter] = {}
 
     def dead_lettered(self, reason: str) -> None:
@@ -66,6 +67,10 @@ class DeliveryMetrics:
         self.pending = Gauge(
             "meshruntime_consumer_pending", "Events read for the subscription and not yet acknowledged "
             "(in flight, waiting for a retry, or read ahead of a free slot)", ["subscription"], registry=r)
+        self.held = Gauge(
+            "meshruntime_delivery_held", "1 while the access policy holds the subscription's delivery (its "
+            "application may not subscribe to its topic): nothing is read, the lag grows", ["subscription"],
+            registry=r)
         self._children: dict[str, SubscriptionMetrics] = {}
 
     def subscription(self, subscription: str) -> SubscriptionMetrics:
@@ -81,7 +86,7 @@ class DeliveryMetrics:
             return
         for outcome in OUTCOMES:
             self._remove(self.deliveries, subscription, outcome)
-        for metric in (self.retries, self.latency, self.lag, self.pending):
+        for metric in (self.retries, self.latency, self.lag, self.pending, self.held):
             self._remove(metric, subscription)
         for reason in child.reasons:
             self._remove(self.dead_letter_reasons, subscription, reason)

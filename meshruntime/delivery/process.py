@@ -12,7 +12,8 @@ runtimes (tests) use, under the runtime's id as its consumer name:
 
 - its settings come as the first line on its standard input, each applied configuration
   document as a line after it (the runtime checks a document before sending it, so a document
-  the engine cannot use is refused as a whole, as in-process);
+  the engine cannot use is refused as a whole, as in-process), with the subscriptions the
+  runtime's access policy holds (``holds``: the child has no rules of its own);
 - it serves its Prometheus metrics and its counters on a loopback port that it prints once
   ready (with the runtime's own HTTP server, :mod:`meshruntime.server`); the runtime reads them
   with the delivery's HTTP client and adds them to its own ``/metrics`` and heartbeat;
@@ -41,6 +42,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from meshruntime.journey import JourneyRecorder
+from meshruntime.policy import Policy
 from meshruntime.server import HttpServer, Request, Response, error_response
 from meshruntime.skywalking import DeliveryTracer, reporter_for, service_name
 from meshruntime.store.storeset import open_stores
@@ -96,6 +98,7 @@ class DeliveryProcess:
             "shutdown_timeout": shutdown_timeout, "skywalking_url": skywalking_url,
         }) + b"\n"
         self._doc_line: bytes | None = None
+        self.held: dict[str, str] = {}  # subscriptions the access policy holds (last document), and why
         self._process: asyncio.subprocess.Process | None = None
         self._port: int | None = None
         self._supervisor: asyncio.Task | None = None
@@ -111,16 +114,18 @@ class DeliveryProcess:
         return process.pid if process is not None and process.returncode is None else None
 
     # -- configuration ---------------------------------------------------------------------------
-    def apply_config(self, doc: dict[str, Any]) -> None:
+    def apply_config(self, doc: dict[str, Any], *, policy: Policy | None = None) -> None:
         """Check the document as the engine would (raising refuses it), then pass on what the engine
-        reads of it: this runtime's subscriptions, the stores of their topics and the time the
-        document was compiled (not the whole document, which may run to megabytes, on the publish
-        path's event loop)."""
-        specs = specs_from_config(doc, self.application)
+        reads of it: this runtime's subscriptions, those the access policy holds (decided here, with
+        the runtime's ``policy``), the stores of their topics and the time the document was
+        compiled (not the whole document, which may run to megabytes, on the publish path's event
+        loop)."""
+        specs = specs_from_config(doc, self.application, policy=policy)
+        self.held = {sub_id: spec.held for sub_id, spec in specs.items() if spec.held is not None}
         application = self.application
         topics = {spec.topic for spec in specs.values()}
         part = {"version": doc.get("version"), "generated_at": doc.get("generated_at"),
-                "stores": doc.get("stores", []),
+                "stores": doc.get("stores", []), "holds": self.held,
                 "topics": [{"name": t["name"], "store": t["store"]} for t in doc.get("topics", ())
                            if t["name"] in topics],
                 "subscriptions": [entry for entry in doc.get("subscriptions", ())
@@ -275,7 +280,7 @@ async def _child(settings: dict[str, Any], stdin: asyncio.StreamReader) -> None:
         while line := await stdin.readline():
             try:
                 doc = orjson.loads(line)
-                manager.apply_config(doc)
+                manager.apply_config(doc, holds=doc.get("holds", {}))  # decided by the runtime
                 stores.apply_document(doc)
             except Exception:  # the runtime checked it; keep delivering on the previous one
                 log.exception("delivery process: configuration not applied")

@@ -1,15 +1,23 @@
-"""A subscription as the delivery engine uses it: the config entry, checked and compiled once."""
+"""A subscription as the delivery engine uses it: the config entry, checked and compiled once.
+
+A subscription is delivered only while the access policy lets its application subscribe to its
+topic (:func:`subscribe_holds`, the evaluator that decides every publish: indexed and cached).
+While it does not, the subscription is *held*: like a paused one it reads nothing, so its events
+stay in the store, its group keeps its position and its lag grows; it resumes with the first
+document whose rules allow it again.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from meshruntime.filters import Matcher, compile_filters
+from meshruntime.policy import Policy
 
-__all__ = ["SubscriptionSpec", "specs_from_config"]
+__all__ = ["SubscriptionSpec", "hold_reason", "specs_from_config", "subscribe_holds"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,9 +37,15 @@ class SubscriptionSpec:
     matches: Matcher
     filters_key: str  # the filters as given, to tell whether they changed
     responder: bool = False  # its 2xx answers are replies to requests (meshruntime.replies)
+    held: str | None = None  # why the access policy holds its delivery (see subscribe_holds), None: it does not
+    # whether it takes events now: active (not paused) and not held (an attribute: the worker reads it per event)
+    delivering: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "delivering", self.active and self.held is None)
 
     @classmethod
-    def from_config(cls, entry: Mapping[str, Any]) -> SubscriptionSpec:
+    def from_config(cls, entry: Mapping[str, Any], held: str | None = None) -> SubscriptionSpec:
         delivery = entry["delivery"]
         filters = entry.get("filters", [])
         return cls(
@@ -50,20 +64,48 @@ class SubscriptionSpec:
             matches=compile_filters(filters),
             filters_key=repr(filters),
             responder=bool(entry.get("responder", False)),
+            held=held,
         )
 
 
-def specs_from_config(doc: Mapping[str, Any], application: str | None) -> dict[str, SubscriptionSpec]:
+def hold_reason(policy: Policy, application: str, topic: str) -> str | None:
+    """Why ``policy`` holds the delivery of ``application``'s subscription to ``topic``, or None
+    when it lets the application subscribe: ``subscribe denied by rule rule-7 (deny orders.*)``."""
+    if policy.decide(application, topic, "subscribe"):  # the hot path's cached decision
+        return None
+    rule = policy.explain(application, topic, "subscribe").deciding_rule
+    if rule is None:
+        return "subscribe denied: no access rule allows it (default deny)"
+    return f"subscribe denied by rule {rule['id']} ({rule['effect']} {rule['topic']})"
+
+
+def subscribe_holds(policy: Policy, entries: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """Subscription id -> why its delivery is held, for the ``entries`` (the document's
+    subscriptions) whose application ``policy`` does not let subscribe to their topic."""
+    holds = {}
+    for entry in entries:
+        reason = hold_reason(policy, entry["application"], entry["topic"])
+        if reason is not None:
+            holds[entry["id"]] = reason
+    return holds
+
+
+def specs_from_config(doc: Mapping[str, Any], application: str | None, *, policy: Policy | None = None,
+                      holds: Mapping[str, str] | None = None) -> dict[str, SubscriptionSpec]:
     """The subscriptions this runtime delivers: its application's, or all of them in gateway mode.
 
-    Revoked subscriptions are absent from the document, so absence is what revokes. Raises on a
-    filter that does not compile, so that the document is refused as a whole.
+    Revoked subscriptions are absent from the document, so absence is what revokes. Each is held
+    (``SubscriptionSpec.held``) while the access policy denies its application ``subscribe`` on
+    its topic: ``holds`` when given (the delivery process gets them from the runtime), else
+    decided by ``policy`` (the runtime's applied one), else by the document's own rules. Raises
+    on a filter that does not compile, so that the document is refused as a whole.
     """
-    return {
-        entry["id"]: SubscriptionSpec.from_config(entry)
-        for entry in doc.get("subscriptions", ())
-        if application is None or entry["application"] == application
-    }
+    entries = [entry for entry in doc.get("subscriptions", ())
+               if application is None or entry["application"] == application]
+    if holds is None:
+        holds = subscribe_holds(policy if policy is not None else Policy.from_rules(doc.get("access_rules", ())),
+                                entries)
+    return {entry["id"]: SubscriptionSpec.from_config(entry, holds.get(entry["id"])) for entry in entries}
 
 
 def group_start(doc: Mapping[str, Any], now_ms: int) -> str | int:

@@ -5,7 +5,10 @@ in embedded mode there is none), so runtimes also keep, every couple of seconds:
 
 - ``<prefix>delivery:<subscription id>`` (hash): running totals ``delivered``,
   ``dead_lettered``, ``filtered``, ``retries`` (summed over the runtimes), and the latest
-  ``last_error`` / ``last_error_status`` / ``last_error_at`` and ``last_delivered_at`` (epoch ms);
+  ``last_error`` / ``last_error_status`` / ``last_error_at`` and ``last_delivered_at`` (epoch ms),
+  and while the access policy holds the subscription's delivery, ``held`` (why:
+  ``subscribe denied by rule rule-7 (deny orders.*)``) and ``held_since`` (epoch ms), removed
+  when it resumes;
 - ``<prefix>delivery:<subscription id>:m:<epoch minute>`` (integer, one hour TTL): events
   delivered in that minute, for the delivery rate.
 
@@ -39,6 +42,7 @@ class StatusReport:
     last_error_status: int | None = None
     last_error_at: int | None = None
     last_delivered_at: int | None = None
+    held: str | None = None  # None: unchanged; "": no longer held; else why it is held now
 
     def count_delivered(self) -> None:
         now = time.time()
@@ -54,9 +58,13 @@ class StatusReport:
         self.last_error_status = status
         self.last_error_at = int(time.time() * 1000)
 
+    def hold(self, reason: str | None) -> None:
+        """Say whether the policy holds the subscription now (``reason``) or not (None)."""
+        self.held = reason or ""
+
     def empty(self) -> bool:
         return not (self.delivered or self.dead_lettered or self.filtered or self.retries
-                    or self.last_error_at is not None)
+                    or self.last_error_at is not None or self.held is not None)
 
     def write(self, pipe, keys: KeySpace, subscription_id: str) -> None:
         key = keys.delivery(subscription_id)
@@ -70,6 +78,11 @@ class StatusReport:
         if self.last_error_at is not None:
             fields.update(last_error=self.last_error or "", last_error_at=self.last_error_at,
                           last_error_status="" if self.last_error_status is None else self.last_error_status)
+        if self.held:
+            fields["held"] = self.held
+            pipe.hsetnx(key, "held_since", int(time.time() * 1000))
+        elif self.held == "":
+            pipe.hdel(key, "held", "held_since")
         if fields:
             pipe.hset(key, mapping=fields)
         for minute, count in (self.minutes or {}).items():
@@ -92,3 +105,5 @@ class StatusReport:
             self.last_error_at = other.last_error_at
         if other.last_delivered_at is not None and (self.last_delivered_at or 0) < other.last_delivered_at:
             self.last_delivered_at = other.last_delivered_at
+        if self.held is None:  # a newer say on the hold wins
+            self.held = other.held

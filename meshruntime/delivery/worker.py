@@ -10,7 +10,9 @@ a restart or a pause, dead letters put back for the subscription, new events).
 
 Pausing or stopping never cuts an HTTP attempt short: the loop stops taking events, attempts
 under way finish (within the subscription's timeout), and events waiting for a retry are left
-pending in the store, to be picked up when the subscription resumes (or by another runtime).
+pending in the store, to be picked up when the subscription resumes (or by another runtime). A
+subscription the access policy holds (``SubscriptionSpec.held``) stops the same way and reads
+nothing until a document lets it resume: its events stay in the store and its lag grows.
 """
 
 from __future__ import annotations
@@ -189,23 +191,36 @@ class SubscriptionWorker:
         return len(self._held)
 
     def start(self) -> None:
-        if not self.spec.active:
+        if not self.spec.delivering:
             self._halt.set()
+        self._report_hold(self.spec)
+        if self.spec.held is not None:
+            log.warning("subscription %s held: %s; its events wait in the store", self.spec.id, self.spec.held)
         name = self.spec.id
         self._runner = asyncio.create_task(self._run(), name=f"delivery-{name}")
         self._maintainer = asyncio.create_task(self._maintain(), name=f"delivery-{name}-leases")
 
     def update(self, spec: SubscriptionSpec) -> None:
         """Apply a changed subscription: the next attempt uses its URL, secret, mode and limits."""
-        was_active = self.spec.active
-        self.spec = spec
-        if was_active and not spec.active:
-            log.info("subscription %s paused: finishing %d attempts under way", spec.id, self._in_flight)
+        before, self.spec = self.spec, spec
+        if spec.held != before.held:
+            self._report_hold(spec)
+            if spec.held is not None:
+                log.warning("subscription %s held: %s; its events wait in the store", spec.id, spec.held)
+            else:
+                log.info("subscription %s no longer held by the access policy", spec.id)
+        if before.delivering and not spec.delivering:
+            log.info("subscription %s %s: finishing %d attempts under way", spec.id,
+                     "paused" if not spec.active else "held", self._in_flight)
             self._halt.set()
-        elif spec.active and not was_active:
+        elif spec.delivering and not before.delivering:
             log.info("subscription %s resumed", spec.id)
             self._halt.clear()
         self._wake.set()
+
+    def _report_hold(self, spec: SubscriptionSpec) -> None:
+        self.report.hold(spec.held)
+        self.metrics.held.set(0 if spec.held is None else 1)
 
     async def stop(self, *, remove: bool = False) -> None:
         """Stop gracefully: no new events, attempts under way finish, what was taken and not
@@ -255,7 +270,7 @@ class SubscriptionWorker:
         while not self._stopping:
             self._wake.clear()
             spec = self.spec
-            if not spec.active:
+            if not spec.delivering:  # paused, or held by the access policy: read nothing
                 await self._wake.wait()
                 continue
             free = spec.max_in_flight - self._in_flight
@@ -366,7 +381,7 @@ class SubscriptionWorker:
         self._refilling = True
         try:
             ahead, spec = self._ahead, self.spec
-            while (ahead and self._in_flight < spec.max_in_flight and spec.active and not self._backlog
+            while (ahead and self._in_flight < spec.max_in_flight and spec.delivering and not self._backlog
                    and not self._halt.is_set() and not self._stopping):
                 self._start(ahead.popleft())
         finally:
@@ -666,7 +681,7 @@ class SubscriptionWorker:
     # -- leases, takeover, gauges ----------------------------------------------------------------
     async def _maintain(self) -> None:
         """Every third of the visibility timeout: renew the lease on what this worker holds, and
-        (while active) take over entries that a dead runtime left pending; now and then, gauges."""
+        (while delivering) take over entries that a dead runtime left pending; now and then, gauges."""
         settings = self.settings
         next_gauges = 0.0
         while not self._stopping:
@@ -679,7 +694,7 @@ class SubscriptionWorker:
                     # another runtime has it now: take nothing more, and let go of retry waits
                     log.warning("subscription %s: lost the ordered-delivery lease", self.spec.id)
                     self._halt.set()
-                if self.spec.active and not self._stopping and (self.spec.max_in_flight > 1 or self.lock.held
+                if self.spec.delivering and not self._stopping and (self.spec.max_in_flight > 1 or self.lock.held
                                                                  or not self._uses_lock):
                     await self._claim_stale()
                 if time.monotonic() >= next_gauges:

@@ -1,4 +1,4 @@
-// The journey timeline: one lane for publishing (accepted/denied, routed, stored) and one per
+// The journey timeline: one lane for publishing (accepted/denied, routed or copy_refused, stored) and one per
 // subscription (attempts, acked or dead-lettered), drawn as SVG from the page's JSON
 // (#journey-data, tracing.journeys.Journey.as_dict). Time runs on a logarithmic scale from the
 // first step, so a 2 ms publish and a retry an hour later both stay readable; the table under

@@ -103,6 +103,11 @@ class DeliveryStateSerializer(serializers.Serializer):
     last_error_status = serializers.IntegerField(allow_null=True)
     last_error_at = serializers.DateTimeField(allow_null=True)
     last_delivered_at = serializers.DateTimeField(allow_null=True)
+    held = serializers.CharField(allow_blank=True, help_text=(
+        "Why the runtimes hold its delivery: its application may not subscribe to its topic "
+        "(\"subscribe denied by rule rule-3 (deny orders.*)\"); empty when they do not. Events wait in "
+        "the topic and the lag grows until the rule changes."))
+    held_since = serializers.DateTimeField(allow_null=True)
 
 
 class DeadLetterSerializer(serializers.Serializer):

@@ -624,8 +624,10 @@ async def test_heartbeats_carry_the_applied_version(watch, redis_url, redis_clie
         "sent_at",
         "journey_sample_rate",
         "journey_ttl_seconds",
+        "held",
     }
     assert beat["stores"] == "{}"  # a runtime reports its stores (see Runtime.refresh_store_report)
+    assert beat["held"] == "{}"  # no subscription held by the access policy (see test_delivery_access)
     assert beat["runtime_id"] == "rt-1" and beat["application"] == "billing"
     assert beat["host"] == socket.gethostname() and beat["pid"] == str(os.getpid())
     assert beat["software_version"]
