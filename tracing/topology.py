@@ -51,6 +51,11 @@ RATES_RANGE = "15m"
 #: (Kiali's defaults: 0.1 % and 20 %).
 DEGRADED, FAILING = 0.001, 0.2
 APPLICATION, TOPIC, DOMAIN, SUBSCRIPTION, HOST = "application", "topic", "domain", "subscription", "host"
+
+
+def node_id(kind: str, key: object) -> str:
+    """A node's id in the graph: ``<kind>:<key>`` (``topic:12``, ``host:billing.internal``)."""
+    return f"{kind}:{key}"
 PUBLISH, ROUTE, DELIVER, WEBHOOK = "publish", "route", "deliver", "webhook"
 
 
@@ -284,16 +289,16 @@ def topology(user, filters: Filters | None = None) -> dict[str, Any]:
     edges: dict[str, dict[str, Any]] = {}
 
     def topic_node(pk: int, context: bool = False) -> str:
-        node_id = f"topic:{pk}"
-        if node_id not in nodes:
+        nid = node_id(TOPIC, pk)
+        if nid not in nodes:
             name, _team, slug, lifecycle = mesh.topics[pk]
             domain = _domain(name)
-            nodes[node_id] = {"id": node_id, "kind": TOPIC, "label": name, "domain": domain,
+            nodes[nid] = {"id": nid, "kind": TOPIC, "label": name, "domain": domain,
                               "short": name[len(domain) + 1:] or name, "team": slug, "lifecycle": lifecycle,
                               "context": context, "url": reverse("topics:topic", args=[pk])}
         elif not context:
-            nodes[node_id]["context"] = False
-        return node_id
+            nodes[nid]["context"] = False
+        return nid
 
     for pk in sorted(selected, key=lambda pk: mesh.topics[pk][0]):
         topic_node(pk)
@@ -301,11 +306,11 @@ def topology(user, filters: Filters | None = None) -> dict[str, Any]:
     for app, topic in sorted(mesh.publishers | observed):
         if topic not in selected:
             continue
-        app_id = f"application:{app}"
+        app_id = node_id(APPLICATION, app)
         name, _team, slug = mesh.apps[app]
         nodes.setdefault(app_id, {"id": app_id, "kind": APPLICATION, "label": name, "team": slug,
                                   "url": reverse("governance:application", args=[app])})
-        edge = {"id": f"publish:{app}:{topic}", "kind": PUBLISH, "source": app_id, "target": f"topic:{topic}",
+        edge = {"id": f"publish:{app}:{topic}", "kind": PUBLISH, "source": app_id, "target": node_id(TOPIC, topic),
                 "declared": (app, topic) in mesh.publishers, "url": reverse("tracing:topic_traffic", args=[topic])}
         if rates is not None:
             key = (name, mesh.topics[topic][0])
@@ -331,15 +336,15 @@ def topology(user, filters: Filters | None = None) -> dict[str, Any]:
     for pk, app, topic, state, webhook_url, mqtt_store, mqtt_topic in mesh.subscriptions:
         if topic not in selected:
             continue
-        sub_id = f"subscription:{pk}"
+        sub_id = node_id(SUBSCRIPTION, pk)
         app_name = mesh.apps[app][0] if app in mesh.apps else f"application {app}"
         nodes[sub_id] = {"id": sub_id, "kind": SUBSCRIPTION, "label": app_name, "name": f"sub-{pk}",
                          "state": state, "url": reverse("subscriptions:subscription", args=[pk])}
         if mqtt_store:
-            host_id, host_label = f"host:mqtt:{mqtt_store}", f"MQTT {mqtt_store}"
+            host_id, host_label = node_id(HOST, f"mqtt:{mqtt_store}"), f"MQTT {mqtt_store}"
         else:
             host = _host(webhook_url)
-            host_id, host_label = f"host:{host}", host
+            host_id, host_label = node_id(HOST, host), host
         nodes.setdefault(host_id, {"id": host_id, "kind": HOST, "label": host_label, "url": None})
         metrics_url = reverse("tracing:subscription_metrics", args=[pk])
         deliver = {"id": f"deliver:{pk}", "kind": DELIVER, "source": topic_node(topic), "target": sub_id,
@@ -359,7 +364,7 @@ def topology(user, filters: Filters | None = None) -> dict[str, Any]:
     domains: dict[str, dict[str, Any]] = {}
     for node in nodes.values():
         if node["kind"] == TOPIC:
-            domain = domains.setdefault(node["domain"], {"id": f"domain:{node['domain']}", "kind": DOMAIN,
+            domain = domains.setdefault(node["domain"], {"id": node_id(DOMAIN, node["domain"]), "kind": DOMAIN,
                                                          "label": node["domain"], "topics": 0, "url": None})
             domain["topics"] += 1
     return {
