@@ -36,6 +36,8 @@ __all__ = [
     "CloudEvent",
     "EventError",
     "binary_from_stored",
+    "data_text",
+    "exact_value",
     "is_event_format",
     "is_json_media_type",
     "loads",
@@ -45,6 +47,7 @@ __all__ = [
     "parse_binary",
     "parse_http",
     "parse_structured",
+    "stored_data_text",
 ]
 
 SPECVERSION = "1.0"
@@ -372,10 +375,11 @@ def data_text(text: bytes, data: Any) -> bytes | None:
     Producers mostly write compact JSON with ``data`` last; those cases cost a ``find`` and a
     comparison. Anything else is read by the standard library's scanner, exactly.
     """
-    match = None
     start = text.find(_DATA_KEY)
     if start >= 0:
         start += len(_DATA_KEY)
+        while text[start] in _WHITESPACE:
+            start += 1
     else:
         match = _DATA_KEY_SPACED.search(text)
         start = match.end() if match is not None else -1
