@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -47,6 +48,7 @@ __all__ = [
     "parse_binary",
     "parse_http",
     "parse_structured",
+    "reread",
     "stored_data_text",
 ]
 
@@ -80,8 +82,8 @@ _NUMBER_CHARS = frozenset(b"0123456789.eE+-")
 _WHITESPACE = b" \t\n\r"
 _WS = re.compile(r"[ \t\n\r]*")
 _DATA_KEY = b',"data":'
-# the same key where the JSON has whitespace: never inside a string, whose quotes are escaped
-_DATA_KEY_SPACED = re.compile(rb',[ \t\n\r]*"data"[ \t\n\r]*:[ \t\n\r]*')
+# the key with whitespace before its colon: never inside a string, whose quotes are escaped
+_DATA_KEY_SPACED = re.compile(rb'"data"[ \t\n\r]*:[ \t\n\r]*')
 
 
 class EventError(ValueError):
@@ -115,12 +117,19 @@ def loads(text: bytes | str) -> Any:
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError as error:
-        if not str(error).startswith("number is infinity"):
-            raise
-        try:
-            return loads_exact(text)
-        except ValueError:
-            raise error from None
+        return reread(text, error)
+
+
+def reread(text: bytes | str, error: orjson.JSONDecodeError) -> Any:
+    """What :func:`loads` does once ``orjson.loads(text)`` raised ``error`` (the hot paths call
+    orjson themselves, then this): the exact value of JSON that only a number's range stopped, else
+    ``error`` raised again."""
+    if not str(error).startswith("number is infinity"):
+        raise error
+    try:
+        return loads_exact(text)
+    except ValueError:
+        raise error from None
 
 
 def exact_value(text: bytes) -> Any:
@@ -134,7 +143,9 @@ def is_event_format(content_type: str | None) -> bool:
     """A CloudEvents format (``application/cloudevents+json``, ``…-batch+json``, ``+avro``, …):
     as a request's ``Content-Type``, it tells a receiver that the body is a whole event (structured
     mode), whatever ``ce-*`` headers say (HTTP binding, 3.1 and 3.2)."""
-    return content_type is not None and content_type.lstrip()[:23].lower() == "application/cloudevents"
+    # "application/json…" (most events) is told apart by its length or its 13th character
+    return (content_type is not None and len(content_type) >= 23 and content_type[12] in "cC"
+            and content_type[:23].lower() == "application/cloudevents")
 
 
 def is_json_media_type(content_type: str | None) -> bool:
@@ -157,11 +168,9 @@ class CloudEvent:
     """One event: its context attributes (extensions included) and its data.
 
     ``data`` is None (no data), a JSON value, a ``str`` (text data) or ``bytes`` (binary data).
-    ``raw_json`` holds the exact JSON text of JSON data when orjson would not write it back the
-    same (a binary-mode body, a structured event's ``data`` member with other whitespace, escapes
-    or numbers), so that serializing does not change what the producer wrote. Treat instances as
-    immutable:
-    :meth:`with_extension` returns a copy.
+    ``raw_json`` holds the exact JSON text of JSON data that arrived as text (a binary-mode body,
+    a structured event's ``data`` member), so that serializing neither changes what the producer
+    wrote nor writes it again. Treat instances as immutable: :meth:`with_extension` returns a copy.
     """
 
     __slots__ = ("attributes", "data", "raw_json")
@@ -358,7 +367,7 @@ def stored_data_text(stored: bytes, attributes: Mapping[str, Any]) -> bytes:
     """
     start = stored.find(_DATA_KEY)
     if start < 0:  # not written by the runtime
-        return data_text(stored, attributes["data"]) or orjson.dumps(attributes["data"])
+        return data_text(stored, attributes["data"])
     end = len(stored) - 1
     route = attributes.get("meshroute")
     if route is not None:
@@ -368,42 +377,53 @@ def stored_data_text(stored: bytes, attributes: Mapping[str, Any]) -> bytes:
     return stored[start + len(_DATA_KEY):end]
 
 
-def data_text(text: bytes, data: Any) -> bytes | None:
+def data_text(text: bytes, data: Any) -> bytes:
     """The exact text of the top-level ``data`` member of the JSON object ``text`` (whose ``data``
-    parses to ``data``), or None when it is what ``orjson.dumps(data)`` writes anyway.
+    parses to ``data``).
 
-    Producers mostly write compact JSON with ``data`` last; those cases cost a ``find`` and a
-    comparison. Anything else is read by the standard library's scanner, exactly.
+    Producers mostly write compact JSON with ``data`` last; those cases cost a comparison. Others
+    cost a search and a parse of the data's text, and anything else is read by the standard
+    library's scanner, exactly.
     """
-    start = text.find(_DATA_KEY)
+    try:
+        canonical = orjson.dumps(data)
+    except TypeError:  # a Decimal: orjson cannot write it, so the text is needed anyway
+        canonical = None
+    else:
+        # Compact JSON ending with the canonical data (most producers): nothing but the top-level
+        # member can end so (a string cannot hold ',"', and a value cannot contain itself).
+        if text.endswith(_DATA_KEY + canonical + b"}"):
+            return canonical
+    # The first '"data":' is the top-level key: the members before it are strings, numbers and
+    # booleans, and a string cannot hold it (its inner quotes are escaped).
+    start = text.find(b'"data":')
     if start >= 0:
-        start += len(_DATA_KEY)
+        start += 7
         while text[start] in _WHITESPACE:
             start += 1
     else:
         match = _DATA_KEY_SPACED.search(text)
         start = match.end() if match is not None else -1
     if start >= 0:
-        try:
-            canonical = orjson.dumps(data)
-        except TypeError:  # a Decimal: orjson cannot write it, so the text is needed anyway
-            canonical = None
-        # A match cannot be a "data" key nested in the data (a value cannot contain itself); a
-        # number must also end where the canonical one does (1.5 is a prefix of 1.50).
+        # the data as orjson writes it, anywhere in the object (a number must also end where the
+        # canonical one does: 1.5 is a prefix of 1.50)
         if canonical is not None and text.startswith(canonical, start):
             after = start + len(canonical)
             if after == len(text) or text[after] not in _NUMBER_CHARS:
-                return None
+                return canonical
         # data last: the text up to the final brace is one JSON value only if nothing follows data
         # (and only if this was the top-level key: from a nested one, the brackets do not balance)
         candidate = text[start:text.rindex(b"}")].rstrip(_WHITESPACE)
         try:
-            loads(candidate)
-        except orjson.JSONDecodeError:
-            pass
+            orjson.loads(candidate)
+        except orjson.JSONDecodeError as error:
+            with contextlib.suppress(orjson.JSONDecodeError):
+                reread(candidate, error)
+                return candidate
         else:
             return candidate
-    return member_text(text, "data")
+    found = member_text(text, "data")
+    return found if found is not None else orjson.dumps(data)  # not an object with data: no text to keep
 
 
 def member_text(text: bytes, key: str) -> bytes | None:
@@ -526,14 +546,21 @@ def check_attributes(attributes: Mapping[str, Any], *, index: int | None = None)
 # HTTP modes
 
 
+def _reread_or_refuse(body: bytes, error: orjson.JSONDecodeError, what: str) -> Any:
+    try:
+        return reread(body, error)
+    except orjson.JSONDecodeError as refused:
+        raise EventError(f"{what}: {refused}") from None
+
+
 def parse_structured(body: bytes) -> CloudEvent:
     """One event from a structured-mode body; its JSON data is kept as written."""
     if not body:
         raise EventError("the request body is empty; a structured-mode event is a JSON object")
     try:
-        obj = loads(body)
+        obj = orjson.loads(body)
     except orjson.JSONDecodeError as error:
-        raise EventError(f"not valid JSON: {error}") from None
+        obj = _reread_or_refuse(body, error, "not valid JSON")
     return CloudEvent._from_text(obj, body)
 
 
@@ -541,9 +568,9 @@ def parse_batch(body: bytes) -> list[CloudEvent]:
     """The events of a batch-mode body (a JSON array of structured events); their JSON data is
     kept as written."""
     try:
-        items = loads(body)
+        items = orjson.loads(body)
     except orjson.JSONDecodeError as error:
-        raise EventError(f"the batch is not valid JSON: {error}") from None
+        items = _reread_or_refuse(body, error, "the batch is not valid JSON")
     if not isinstance(items, list):
         raise EventError(f"a batch must be a JSON array of events, got {type(items).__name__}")
     try:  # compact JSON as orjson writes it (most producers' batches): the data is written back the same
@@ -576,10 +603,10 @@ def parse_binary(headers: Iterable[tuple[str, str]], body: bytes, content_type: 
         return CloudEvent(attributes)
     if is_json_media_type(content_type):
         try:
-            value = loads(body)
+            value = orjson.loads(body)
         except orjson.JSONDecodeError as error:
-            raise EventError(f"data is not valid JSON although its content type is {content_type}: {error}") \
-                from None
+            value = _reread_or_refuse(body, error,
+                                      f"data is not valid JSON although its content type is {content_type}")
         return CloudEvent(attributes, value, raw_json=body)
     if _is_text_media_type(content_type):
         try:

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from meshruntime.cloudevents import STRUCTURED_CONTENT_TYPE, binary_from_stored, is_event_format, loads
+from meshruntime.cloudevents import STRUCTURED_CONTENT_TYPE, binary_from_stored, is_event_format, reread
 from meshruntime.replies import ReplyPoster
 from meshruntime.store import GroupConsumer, Held, HeldLost, Store, StoreError, position_key
 
@@ -461,7 +461,10 @@ class SubscriptionWorker:
             return _DeadLetter(None, "expired: the event was removed by the topic's retention before it could "
                                      "be delivered")
         try:
-            attributes = loads(d.entry.event)
+            try:
+                attributes = orjson.loads(d.entry.event)
+            except orjson.JSONDecodeError as error:  # a number beyond a double's range is no error
+                attributes = reread(d.entry.event, error)
             event_id = attributes["id"]
             if event_id.__class__ is not str:
                 raise TypeError("id is not a string")
