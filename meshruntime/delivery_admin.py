@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 import orjson
 import redis
 
+from meshruntime.cloudevents import loads
 from meshruntime.consumer_groups import GROUPS_SCRIPT, LAG_SCAN_CAP, REDELIVER_SCRIPT, ConsumerGroup, parse_groups
 from meshruntime.keys import DEFAULT_PREFIX, KeySpace
 
@@ -60,7 +61,7 @@ class DeadLetter:
     def attributes(self) -> dict:
         """The event's attributes (data left out), or {} when the event is gone or unreadable."""
         try:
-            value = orjson.loads(self.event)
+            value = loads(self.event)
         except orjson.JSONDecodeError:
             return {}
         if not isinstance(value, dict):

@@ -56,7 +56,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from .cloudevents import CloudEvent, EventError, check_attributes
+from .cloudevents import CloudEvent, EventError, check_attributes, loads, member_text
 
 if TYPE_CHECKING:
     from .replies import Reply
@@ -193,12 +193,13 @@ def form_fields(content_type: str, body: bytes) -> dict[str, str]:
         return {}
     if content_type == "application/json" or body[:1] == b"{":
         try:
-            value = orjson.loads(body)
+            value = loads(body)
         except orjson.JSONDecodeError:
             raise EventMeshError(RET_PROTOCOL_BODY_ERR, "the body is not valid JSON") from None
         if not isinstance(value, dict):
             raise EventMeshError(RET_PROTOCOL_BODY_ERR, "the body must be a JSON object")
-        return {k: v if isinstance(v, str) else orjson.dumps(v).decode() for k, v in value.items()
+        # a field given as JSON (a CloudEvent object rather than its text) is its text, as written
+        return {k: v if isinstance(v, str) else member_text(body, k).decode("utf-8") for k, v in value.items()
                 if v is not None}
     try:
         return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
@@ -217,7 +218,7 @@ def parse_path_publish(topic: str, headers: Mapping[str, str], body: bytes, remo
     if not body:
         raise EventMeshError(RET_PROTOCOL_BODY_ERR, "the body is empty; EventMesh publishes a JSON body")
     try:
-        value = orjson.loads(body)
+        value = loads(body)
     except orjson.JSONDecodeError as error:
         raise EventMeshError(RET_PROTOCOL_BODY_ERR, f"the body is not valid JSON: {error}") from None
     attributes: dict[str, Any] = {
@@ -298,7 +299,7 @@ def _message_data(content: str) -> tuple[dict[str, str], Any, bytes | None]:
     stripped = content.lstrip()
     if stripped[:1] in ("{", "["):
         try:
-            return {"datacontenttype": "application/json"}, orjson.loads(content), content.encode()
+            return {"datacontenttype": "application/json"}, loads(content), content.encode()
         except orjson.JSONDecodeError:
             pass
     return {"datacontenttype": TEXT}, content, None
@@ -348,7 +349,7 @@ def _batch(headers: Mapping[str, str], form: Mapping[str, str]) -> list[tuple[st
         raise EventMeshError(RET_PROTOCOL_BODY_ERR,
                              "a batch (code 102) needs contents, a JSON array of {bizSeqNo, topic, msg, tag, ttl}")
     try:
-        entries = orjson.loads(raw)
+        entries = loads(raw)
     except orjson.JSONDecodeError as error:
         raise EventMeshError(RET_PROTOCOL_BODY_ERR, f"contents is not valid JSON: {error}") from None
     if not isinstance(entries, list) or not entries:

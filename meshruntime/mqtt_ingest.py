@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from .cloudevents import CloudEvent, EventError, parse_structured
+from .cloudevents import CloudEvent, EventError, loads, parse_structured
 from .publish import Publisher, Refusal
 from .state import Identity, MeshState
 from .store import StoreError
@@ -62,7 +62,7 @@ def event_from_mqtt(store: str, mqtt_topic: str, payload: bytes) -> CloudEvent:
     stripped = payload.lstrip()
     if stripped.startswith(b"{"):
         try:
-            value = orjson.loads(payload)
+            value = loads(payload)
         except orjson.JSONDecodeError:
             value = None
         if isinstance(value, dict) and "specversion" in value:
@@ -70,7 +70,7 @@ def event_from_mqtt(store: str, mqtt_topic: str, payload: bytes) -> CloudEvent:
     attributes = {"specversion": "1.0", "id": str(uuid.uuid4()), "source": f"mqtt://{store}/{mqtt_topic}",
                   "type": MESSAGE_TYPE, "time": datetime.now(UTC).isoformat().replace("+00:00", "Z")}
     try:
-        data = orjson.loads(payload)
+        data = loads(payload)
     except orjson.JSONDecodeError:
         attributes["datacontenttype"] = "application/octet-stream"
         return CloudEvent(attributes, payload)

@@ -39,6 +39,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from .cloudevents import loads
 from .keys import KeySpace
 from .state import ROUTE_EXTENSION
 
@@ -116,7 +117,7 @@ class ReplyPoster:
         if b'"' + REPLY_TO_EXTENSION.encode() + b'"' not in stored_event:
             return  # not a request: the usual case, decided without parsing the event
         try:
-            attributes = orjson.loads(stored_event)
+            attributes = loads(stored_event)
             token = attributes[REPLY_TO_EXTENSION]
             deadline = _deadline_epoch(attributes.get(REPLY_BY_EXTENSION))
         except (orjson.JSONDecodeError, KeyError, TypeError):

@@ -15,11 +15,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
+from functools import cache
 from typing import Any
 
 import jsonschema
@@ -57,6 +60,30 @@ def _path(parts: Any) -> tuple[str, str]:
     return text, pointer
 
 
+_DECIMAL_REPR = re.compile(r"Decimal\('([^']*)'\)")
+
+
+@cache
+def _exact_numbers(cls: type) -> type:
+    """``cls`` (a jsonschema validator class) for data whose numbers may be ``Decimal``, as the
+    exact copy of data with numbers a double cannot hold is (``meshruntime.cloudevents``): an
+    integral Decimal is an integer, and ``multipleOf`` a float is computed in decimal."""
+    base_type, base_multiple_of = cls.TYPE_CHECKER, cls.VALIDATORS["multipleOf"]
+
+    def is_integer(checker: Any, instance: Any) -> bool:
+        if isinstance(instance, Decimal):
+            return instance == instance.to_integral_value()
+        return base_type.is_type(instance, "integer")
+
+    def multiple_of(validator: Any, divisor: Any, instance: Any, schema: Any) -> Any:
+        if isinstance(instance, Decimal) and isinstance(divisor, float):
+            divisor = Decimal(repr(divisor))  # the number as the schema writes it
+        return base_multiple_of(validator, divisor, instance, schema)
+
+    return jsonschema.validators.extend(cls, validators={"multipleOf": multiple_of},
+                                        type_checker=base_type.redefine("integer", is_integer))
+
+
 class TopicSchema:
     """A topic's data schema, compiled once; ``check`` is the hot path.
 
@@ -70,7 +97,7 @@ class TopicSchema:
 
     def __init__(self, schema: Mapping[str, Any]) -> None:
         cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-        self._validator = cls(schema)
+        self._validator = _exact_numbers(cls)(schema)
         try:
             self._fast = compile_checker(dict(schema))
         except (UnsupportedSchema, KeyError, TypeError, ValueError):
@@ -81,7 +108,8 @@ class TopicSchema:
             return None
         error = best_match(self._validator.iter_errors(data))
         text, pointer = _path(error.absolute_path)
-        message = error.message if len(error.message) <= 300 else error.message[:299] + "…"
+        message = _DECIMAL_REPR.sub(r"\1", error.message)  # an exact number as it was written
+        message = message if len(message) <= 300 else message[:299] + "…"
         return SchemaProblem(text, pointer, message, str(error.validator or ""))
 
     def check_event_data(self, is_json: bool, value: Any) -> SchemaProblem | None:

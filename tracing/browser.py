@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 from django.conf import settings
 
+from meshruntime.cloudevents import loads
 from meshruntime.filters import compile_filters
 from meshruntime.store import Store, StoredEntry
 from topics.models import Topic
@@ -90,7 +91,7 @@ def filter_attributes(filters: Any) -> set[str]:
 
 def _attributes(entry: StoredEntry) -> dict[str, Any] | None:
     try:
-        event = orjson.loads(entry.event)
+        event = loads(entry.event)
     except orjson.JSONDecodeError:
         return None
     return {k: v for k, v in event.items() if k not in ("data", "data_base64")} if isinstance(event, dict) else None

@@ -28,6 +28,7 @@ import orjson
 from django.conf import settings
 from django.utils import timezone
 
+from meshruntime.cloudevents import loads
 from meshruntime.journey import JourneyRecorder
 from meshruntime.store import Store, StoredEntry
 from rollout import redis_keys
@@ -238,7 +239,7 @@ def _find(entries: list[StoredEntry], needle: bytes, event_id: str) -> StoredEnt
     for entry in entries:
         if needle in entry.event:  # cheap; confirmed by parsing, since the text may be in the data
             try:
-                if orjson.loads(entry.event).get("id") == event_id:
+                if loads(entry.event).get("id") == event_id:
                     return entry
             except (orjson.JSONDecodeError, AttributeError):
                 continue

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from meshruntime.cloudevents import CORE_ATTRIBUTES, is_json_media_type
+from meshruntime.cloudevents import CORE_ATTRIBUTES, exact_value, is_json_media_type, loads, stored_data_text
 from meshruntime.store import StoredEntry
 
 from .access import mask
@@ -21,8 +21,11 @@ from .access import mask
 __all__ = ["event_context"]
 
 
-def _data(event: dict[str, Any]) -> tuple[str, str | None, int]:
-    """``(kind, text, size)``: kind json, text, binary or none; text as shown; size in bytes."""
+def _data(event: dict[str, Any], stored: bytes) -> tuple[str, str | None, int]:
+    """``(kind, text, size)``: kind json, text, binary or none; text as shown; size in bytes.
+
+    JSON data is shown indented, unless it has numbers a 64-bit integer or a double cannot hold:
+    then as the producer wrote it (and as it is stored and delivered), never rounded."""
     if "data_base64" in event:
         encoded = event["data_base64"]
         try:
@@ -35,8 +38,12 @@ def _data(event: dict[str, Any]) -> tuple[str, str | None, int]:
     data = event["data"]
     if isinstance(data, str) and not is_json_media_type(event.get("datacontenttype") or "application/json"):
         return "text", data, len(data.encode("utf-8", "surrogatepass"))
-    size = len(orjson.dumps(data))
-    return "json", orjson.dumps(data, option=orjson.OPT_INDENT_2).decode(), size
+    text = stored_data_text(stored, event)
+    try:
+        shown = orjson.dumps(exact_value(text), option=orjson.OPT_INDENT_2).decode()
+    except (TypeError, ValueError):  # a Decimal, an integer beyond 64 bits: orjson would round it
+        shown = text.decode("utf-8", "replace")
+    return "json", shown, len(text)
 
 
 def event_context(entry: StoredEntry, payload_visible: bool) -> dict[str, Any]:
@@ -44,12 +51,12 @@ def event_context(entry: StoredEntry, payload_visible: bool) -> dict[str, Any]:
     when = datetime.fromtimestamp(entry.time_ms / 1000, UTC) if entry.time_ms is not None else None
     base = {"position": entry.id, "stored_at": when, "topic": entry.topic}
     try:
-        event = orjson.loads(entry.event)
+        event = loads(entry.event)
     except orjson.JSONDecodeError:
         event = None
     if not isinstance(event, dict):
         return {**base, "unreadable": True, "size": len(entry.event), "attributes": {}}
-    kind, text, size = _data(event)
+    kind, text, size = _data(event, entry.event)
     attributes = {k: v for k, v in event.items() if k not in ("data", "data_base64")}
     if not payload_visible:
         return {**base, "masked": True, "attributes": mask(attributes, size), "size": size,

@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 from django.conf import settings
 
+from meshruntime.cloudevents import loads
 from meshruntime.sw8 import ContextError, Sw8, service_id
 
 __all__ = ["Span", "Trace", "TraceRow", "Unavailable", "configured", "load_trace", "search_traces", "trace_id_of",
@@ -269,7 +270,7 @@ def trace_id_of(journey) -> str | None:
     event = journey.event
     if event is not None:
         try:
-            value = orjson.loads(event.event).get("sw8")
+            value = loads(event.event).get("sw8")
             if isinstance(value, str):
                 return Sw8.decode(value).trace_id
         except (orjson.JSONDecodeError, AttributeError, ContextError):

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from meshruntime.cloudevents import STRUCTURED_CONTENT_TYPE, binary_from_stored
+from meshruntime.cloudevents import STRUCTURED_CONTENT_TYPE, binary_from_stored, is_event_format, reread
 from meshruntime.replies import ReplyPoster
 from meshruntime.store import GroupConsumer, Held, HeldLost, Store, StoreError, position_key
 
@@ -476,7 +476,10 @@ class SubscriptionWorker:
             return _DeadLetter(None, "expired: the event was removed by the topic's retention before it could "
                                      "be delivered")
         try:
-            attributes = orjson.loads(d.entry.event)
+            try:
+                attributes = orjson.loads(d.entry.event)
+            except orjson.JSONDecodeError as error:  # a number beyond a double's range is no error
+                attributes = reread(d.entry.event, error)
             event_id = attributes["id"]
             if event_id.__class__ is not str:
                 raise TypeError("id is not a string")
@@ -731,9 +734,14 @@ class SubscriptionWorker:
 
 
 def _request(mode: str, stored: bytes, attributes: dict) -> tuple[str, dict[str, str], bytes]:
-    """Headers and body of the push, without the per-attempt headers."""
-    if mode == "structured":
-        # the stored form is the structured form: sent byte for byte
+    """Headers and body of the push, without the per-attempt headers; ``mode`` is the subscription's.
+
+    The stored form is the structured form: sent byte for byte. So is, to a binary subscription, an
+    event whose ``datacontenttype`` is a CloudEvents format (what Apache EventMesh's Java SDK puts on
+    every event): as the ``Content-Type`` of a binary push it would tell the receiver that the body
+    is a whole event (HTTP binding 3.1), which the data is not.
+    """
+    if mode == "structured" or is_event_format(attributes.get("datacontenttype")):
         return mode, {"Content-Type": STRUCTURED_CONTENT_TYPE}, stored
-    headers, body = binary_from_stored(attributes)
+    headers, body = binary_from_stored(stored, attributes)
     return mode, headers, body

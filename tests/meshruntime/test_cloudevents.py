@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from decimal import Decimal
 
 import orjson
 import pytest
@@ -11,7 +12,17 @@ from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent as SdkEvent
 from multidict import CIMultiDict
 
-from meshruntime.cloudevents import CloudEvent, EventError, parse_batch, parse_binary, parse_http
+from meshruntime.cloudevents import (
+    CloudEvent,
+    EventError,
+    binary_from_stored,
+    is_event_format,
+    loads,
+    parse_batch,
+    parse_binary,
+    parse_http,
+    parse_structured,
+)
 
 
 def minimal(**overrides):
@@ -177,3 +188,91 @@ def test_from_structured_leaves_the_callers_dict_alone():
     snapshot = dict(given)
     event = CloudEvent.from_structured(given)
     assert given == snapshot and event.data == {"a": 1} and "subject" not in event.attributes
+
+
+# -- data as the producer wrote it ------------------------------------------------------------------
+
+HEAD = b'"specversion": "1.0", "id": "e1", "source": "/s", "type": "t"'
+NUMBERS = b'{"n": 123456789012345678901234567890, "d": 0.1000000000000000000000001, "f": 1.50, "x": 1e400}'
+
+
+def stored_and_pushed(event: CloudEvent) -> tuple[bytes, bytes]:
+    """The event as stored, and the body of its binary push (read back from the stored JSON)."""
+    stored = event.to_structured()
+    return stored, binary_from_stored(stored, loads(stored))[1]
+
+
+@pytest.mark.parametrize(("body", "data"), [
+    (b"{" + HEAD + b', "data": ' + NUMBERS + b"}", NUMBERS),  # spaced, data last
+    (b'{"data":' + NUMBERS + b"," + HEAD.replace(b" ", b"") + b"}", NUMBERS),  # data first
+    (b'{"data": {"data": 1.0, "a": [ {"data": 2.50} ]},' + HEAD + b"}", b'{"data": 1.0, "a": [ {"data": 2.50} ]}'),
+    (b"{" + HEAD + b', "data" :\n "\\u00fc \xc3\xbc" , "subject": "s"}', b'"\\u00fc \xc3\xbc"'),  # data between
+    (b'{"specversion":"1.0","id":"e1","source":"/s","type":"t","data":1.50}', b"1.50"),  # compact, data last
+    (b'{"specversion":"1.0","id":"e1","source":"/s","type":"t","data":-0,"subject":"s"}', b"-0"),
+    (b'\n {"specversion":"1.0","id":"e1","source":"/s","type":"t","data":  [1E2]  } \n', b"[1E2]"),
+])
+def test_structured_data_is_stored_and_pushed_as_written(body, data):
+    event = parse_structured(body)
+    assert event.raw_json == data
+    stored, pushed = stored_and_pushed(event)
+    assert stored.endswith(b',"data":' + data + b"}") and pushed == data
+
+
+def test_compact_data_is_kept_as_its_text_too():
+    body = orjson.dumps(minimal(data={"a": [1, 2.5, "ü"]}))
+    event = parse_structured(body)
+    assert event.raw_json == b'{"a":[1,2.5,"\xc3\xbc"]}' and stored_and_pushed(event) == (body, event.raw_json)
+
+
+def test_a_batch_keeps_the_data_of_each_event_as_written():
+    body = (b'[ {"specversion":"1.0","id":"a","source":"/s","type":"t","data":1.50},\n'
+            b'  {"data": {"k": 10000000000000000000000}, ' + HEAD.replace(b"e1", b"b") + b"},\n"
+            b'  {"specversion":"1.0","id":"c","source":"/s","type":"t","data":{"k":1}} ]')
+    events = parse_batch(body)
+    assert [e.id for e in events] == ["a", "b", "c"]
+    assert [stored_and_pushed(e)[1] for e in events] == [b"1.50", b'{"k": 10000000000000000000000}', b'{"k":1}']
+    assert [e.raw_json for e in parse_batch(orjson.dumps([minimal(data={"k": 1})]))] == [None]
+
+
+def test_a_binary_body_is_pushed_byte_for_byte_from_a_routed_copy_too():
+    headers = [("ce-specversion", "1.0"), ("ce-id", "1"), ("ce-source", "/s"), ("ce-type", "t")]
+    body = b'  {"order_id": "c9",  "amount": 1.50, "note": "\\u00fc \xc3\xbc"}\n'
+    event = parse_binary(headers, body, "application/json")
+    stored, pushed = stored_and_pushed(event)
+    assert pushed == body
+    copy = stored[:-1] + b',"meshroute":"route-1"}'  # how publish makes a routed copy
+    assert binary_from_stored(copy, loads(copy)) == ({"ce-specversion": "1.0", "ce-id": "1", "ce-source": "/s",
+                                                      "ce-type": "t", "ce-meshroute": "route-1",
+                                                      "content-type": "application/json"}, body)
+    # a copy published again is routed on: its meshroute is replaced, before the data
+    routed = parse_binary([*headers, ("ce-meshroute", "route-1")], body, "application/json")
+    again = routed.with_extension("meshroute", "route-2").to_structured()
+    assert binary_from_stored(again, loads(again))[1] == body
+
+
+def test_text_data_is_pushed_as_its_text():
+    event = parse_structured(b"{" + HEAD + b', "datacontenttype": "text/plain", "data": "h\\u00e9llo \\"x\\""}')
+    assert event.data == 'héllo "x"' and stored_and_pushed(event)[1] == 'héllo "x"'.encode()
+
+
+def test_numbers_a_double_cannot_hold_are_exact_for_a_schema():
+    event = parse_structured(b"{" + HEAD + b', "data": ' + NUMBERS + b"}")
+    assert event.json_data() == (True, {"n": 123456789012345678901234567890, "f": Decimal("1.50"),
+                                        "d": Decimal("0.1000000000000000000000001"), "x": Decimal("1e400")})
+    binary = parse_binary([("ce-specversion", "1.0"), ("ce-id", "1"), ("ce-source", "/s"), ("ce-type", "t")],
+                          b"[18446744073709551616]", "application/json")
+    assert binary.json_data() == (True, [18446744073709551616])
+    assert parse_structured(orjson.dumps(minimal(data={"n": 1.5}))).json_data() == (True, {"n": 1.5})
+
+
+def test_an_extension_beyond_32_bits_is_refused_whatever_its_size():
+    with pytest.raises(EventError, match="'big' must be a string, an integer or a boolean; 1.2345678901234568e"):
+        parse_structured(b"{" + HEAD + b', "big": 123456789012345678901234567890}')
+    with pytest.raises(EventError, match="'big' must be a string, an integer or a boolean; 1E[+]400"):
+        parse_structured(b"{" + HEAD + b', "big": 1e400}')
+
+
+def test_a_cloudevents_format_is_recognised_by_its_media_type():
+    assert is_event_format("application/cloudevents+json") and is_event_format("Application/CloudEvents+avro; x=y")
+    assert is_event_format("application/cloudevents-batch+json")
+    assert not is_event_format("application/json") and not is_event_format(None)

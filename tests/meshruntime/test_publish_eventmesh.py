@@ -105,6 +105,23 @@ async def test_the_code_form_is_accepted_on_the_root_path_and_as_json(h):
     assert [e["id"] for e in h.stored("orders.shipped")] == ["em-1"]
 
 
+NUMBERS = b'{"order_id": "o-1", "amount": 123456789012345678901234567890, "rate": 0.1000000000000000000000001}'
+
+
+@pytest.mark.parametrize("form", ["form", "json"])
+async def test_a_cloudevents_content_keeps_its_data_as_written(h, form):
+    """The event in ``content`` (a string of the form, or a JSON value of the JSON form) is stored with
+    its data as written: orjson would make 1.2345678901234568e+29 and 0.1 of these numbers."""
+    content = orjson.dumps(cloudevent(1, data="@DATA@")).replace(b'"@DATA@"', NUMBERS)
+    request = code_form(104, content=content.decode())
+    if form == "json":
+        request["headers"]["Content-Type"] = "application/json"
+        request["data"] = b'{"producergroup": "p", "content": ' + content + b"}"
+    assert (await reply(await h.client.post("/eventmesh/publish", **request)))["retCode"] == 0
+    [stored] = h.stored_raw("orders.shipped")
+    assert stored.endswith(b',"data":' + NUMBERS + b"}")
+
+
 def batch_form(entries: list[dict], app: str = "billing", **fields) -> dict:
     """EventMesh's batch (code 102): SendMessageBatchRequestBody's fields."""
     request = code_form(102, app)

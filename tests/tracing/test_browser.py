@@ -176,3 +176,16 @@ def test_an_empty_topic_says_so(alice, payments, store, mesh_redis):
     empty = make_topic(payments, store, "payments.empty")
     response, page = browse(alice, empty)
     assert page.rows == [] and 'data-testid="no-events"' in response.content.decode()
+
+
+def test_numbers_beyond_64_bits_and_doubles_are_shown_as_stored(alice, payments, store, mesh_redis, keys):
+    """The runtime stores data as the producer wrote it; the page shows those digits, never a double's."""
+    topic = make_topic(payments, store, "payments.exact")
+    data = b'{"amount": 123456789012345678901234567890, "rate": 0.1000000000000000000000001, "huge": 1e400}'
+    stored = b'{"specversion":"1.0","id":"big-1","source":"/ledger","type":"t","data":' + data + b"}"
+    mesh_redis.xadd(keys.topic(topic.name), {"event": stored}, id=f"{T0}-0")
+    response, page = browse(alice, topic)
+    assert ids(page) == ["big-1"]
+    html = response.content.decode()
+    assert "123456789012345678901234567890" in html and "0.1000000000000000000000001" in html and "1e400" in html
+    assert "e+29" not in html and f"{len(data)} bytes" in html
