@@ -1,6 +1,6 @@
 // The trace waterfall: one row per span, in tree order, a bar from its start to its end on a
 // linear time axis from the trace's first span (templates/tracing/trace_panel.html puts the spans
-// as JSON in #trace-data, tracing.skywalking.Trace.as_dict). Drawn as SVG (no inline styles:
+// as JSON in the container's data-trace, tracing.skywalking.Trace.as_dict). Drawn as SVG (no inline styles:
 // the portal's CSP forbids them), when the page loads and whenever htmx brings a panel in
 // (the journey page loads its trace after the page).
 
@@ -57,11 +57,8 @@ export function draw(container, trace) {
 }
 
 function drawAll(root) {
-  root.querySelectorAll("[data-trace-source]").forEach((container) => {
-    const source = document.getElementById(container.dataset.traceSource);
-    if (!source) return;
-    const trace = JSON.parse(source.textContent);
-    draw(container, trace);
+  root.querySelectorAll("[data-trace]").forEach((container) => {
+    draw(container, JSON.parse(container.dataset.trace));
     container.dataset.drawn = "true";
   });
 }

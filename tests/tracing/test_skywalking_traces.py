@@ -13,6 +13,7 @@ trace ``T1``; ``billing`` is Payments' application. The table at the end walks e
 from __future__ import annotations
 
 import base64
+import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -179,7 +180,7 @@ def test_an_events_trace_is_read_by_the_id_its_journey_names(oap, world, persona
     [(_document, variables)] = oap.queries
     assert variables == {"traceId": TRACE}
     assert 'data-testid="trace-waterfall"' in html and 'href="http://sw-ui.example/trace/T1"' in html
-    data = fragment.context["trace_data"]
+    data = json.loads(fragment.context["trace_json"])  # what the page's data-trace attribute holds
     # a waterfall in tree order: publish → append → delivery → webhook → the subscriber's own span
     assert [(s["endpoint"], s["depth"]) for s in data["spans"]] == [
         (f"POST /v1/topics/{TOPIC}/events", 0), (f"Mesh/{TOPIC}/Produce", 1), (f"Mesh/{TOPIC}/Deliver/sub-1", 2),
