@@ -54,6 +54,7 @@ from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.test import Client  # noqa: E402
 
+from meshadmin.embedded import using_private_redis  # noqa: E402
 from tests.portal_support import prometheus as prometheus_support  # noqa: E402
 from tests.portal_support.live_portal import uvicorn_portal  # noqa: E402
 from tests.portal_support.runtimes import RuntimeProcess  # noqa: E402
@@ -231,6 +232,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     try:
-        main()
+        with using_private_redis(settings.EMBEDDED_REDIS_DIR):  # the seed writes to it before uvicorn starts
+            main()
     finally:
         remove_data_dir(DATA_DIR)
