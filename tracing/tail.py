@@ -24,6 +24,7 @@ by matching or not, what the mask hides.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -357,18 +358,18 @@ class Viewer:
     async def run(self) -> None:
         """Send queued events as they come, at most one message per ``batch`` seconds, and the
         counts once a tick, until cancelled (or the socket is gone: the consumer's disconnect then
-        stops the rest). One wake-up per message sent or tick: a timer, not a timeout per wait."""
+        stops the rest).
+
+        Messages go out on a grid of ``batch`` seconds of the loop's clock, the counts on a grid
+        of ``tick`` seconds, the same for every viewer of the process: a busy portal wakes once per
+        ``batch`` for all of its viewers rather than once per viewer at times of their own."""
         loop = asyncio.get_running_loop()
-        self._ticker = loop.call_later(self._tick, self._tick_due)
-        last_flush = float("-inf")
+        self._ticker = loop.call_at(_next_slot(loop.time(), self._tick), self._tick_due)
         try:
             while True:
                 await self._wake.wait()
-                wait = last_flush + self._batch - loop.time()
-                if wait > 0:  # what arrives meanwhile goes in the same message
-                    await asyncio.sleep(wait)
+                await _sleep_until(loop, _next_slot(loop.time(), self._batch))  # what comes meanwhile joins
                 self._wake.clear()
-                last_flush = loop.time()
                 await self.flush()
                 if self._ticked:
                     self._ticked = False
@@ -381,4 +382,26 @@ class Viewer:
     def _tick_due(self) -> None:
         self._ticked = True
         self._wake.set()
-        self._ticker = asyncio.get_running_loop().call_later(self._tick, self._tick_due)
+        loop = asyncio.get_running_loop()
+        self._ticker = loop.call_at(_next_slot(loop.time(), self._tick), self._tick_due)
+
+
+def _next_slot(now: float, period: float) -> float:
+    """The first multiple of ``period`` after ``now``."""
+    return (math.floor(now / period) + 1) * period
+
+
+async def _sleep_until(loop: asyncio.AbstractEventLoop, when: float) -> None:
+    """``asyncio.sleep`` to a time rather than for a delay: viewers that wait for the same slot
+    wake in the same turn of the loop."""
+    future = loop.create_future()
+    handle = loop.call_at(when, _set_done, future)
+    try:
+        await future
+    finally:
+        handle.cancel()
+
+
+def _set_done(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
