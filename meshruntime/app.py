@@ -47,6 +47,7 @@ from .skywalking import (
 )
 from .state import MeshState
 from .store import Store, StoreError, StoreUnsupported
+from .store.resp import RespPool
 from .store.storeset import DEFAULT_CONNECTION, StoreSet, open_stores
 from .tap import BUFFER_BYTES, DATA_LIMIT, Tap
 from .tracing import Tracing
@@ -183,6 +184,7 @@ class Runtime:
                        topics=lambda: self.state.topics if self.state else (),
                        applications=self._tapped_applications, interval=settings.tap_interval,
                        data_limit=settings.tap_data_limit, max_buffer_bytes=settings.tap_buffer_bytes,
+                       resp=RespPool(settings.mesh_url, max_idle=2),
                        on_sent=self.metrics.tap_messages.inc, on_dropped=self.metrics.tap_dropped.inc)
         self.coalescer = AppendCoalescer(
             self.stores, max_in_flight=settings.max_in_flight_appends,

@@ -39,6 +39,7 @@ from redis.exceptions import RedisError
 from .cloudevents import CloudEvent
 from .keys import KeySpace
 from .state import ROUTE_EXTENSION
+from .store.resp import RespPool, command
 from .tapwire import encode
 
 log = logging.getLogger(__name__)
@@ -105,10 +106,15 @@ class Tap:
         data_limit: int = DATA_LIMIT,
         flush_interval: float = 0.01,
         max_buffer_bytes: int = BUFFER_BYTES,
+        resp: RespPool | None = None,
         on_sent: Callable[[int], None] | None = None,
         on_dropped: Callable[[int], None] | None = None,
     ) -> None:
         self.client = client
+        # Copies go out on raw pipelined connections (see store/resp.py), the append path's
+        # own: redis-py's pipeline cost the runtime more per flush than the copies it carried.
+        # The tap owns them (closed by stop()); without, through ``client``'s pipeline.
+        self.resp = resp
         self.prefix = prefix
         self.keys = KeySpace(prefix)
         self.runtime_id = runtime_id
@@ -191,6 +197,8 @@ class Tap:
             self._timer.cancel()
             self._timer = None
         await self._flush()  # what is left, now rather than at the timer
+        if self.resp is not None:
+            await self.resp.close()
 
     # -- sending --------------------------------------------------------------------------------
     def offer_stored(self, topic: str, event: CloudEvent, body: bytes, *, application: str, stream_id: str,
@@ -302,12 +310,17 @@ class Tap:
         dropped, self._dropped = self._dropped, {}
         if not buffer and not dropped:
             return
-        pipe = self.client.pipeline(transaction=False)
-        for channel in buffer.keys() | dropped.keys():
-            for message in encode(buffer.get(channel, ()), dropped.get(channel, 0), max_bytes=_MESSAGE_BYTES):
-                pipe.publish(channel, message)
+        publishes = [(channel.encode(), message) for channel in buffer.keys() | dropped.keys()
+                     for message in encode(buffer.get(channel, ()), dropped.get(channel, 0), max_bytes=_MESSAGE_BYTES)]
         try:
-            await pipe.execute()
+            if self.resp is not None:
+                payload = b"".join(command(b"PUBLISH", channel, message) for channel, message in publishes)
+                await self.resp.request(payload, len(publishes))
+            else:
+                pipe = self.client.pipeline(transaction=False)
+                for channel, message in publishes:
+                    pipe.publish(channel, message)
+                await pipe.execute()
         except (RedisError, OSError) as error:  # the tap is best effort: counted, said, never waited for
             log.debug("tap: publish failed: %s", error)
             for channel in buffer.keys() | dropped.keys():

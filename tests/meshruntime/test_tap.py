@@ -14,6 +14,7 @@ from runtime_harness import event, running_runtime
 from meshruntime import tapwire
 from meshruntime.cloudevents import CloudEvent
 from meshruntime.keys import KeySpace
+from meshruntime.store.resp import RespPool
 from meshruntime.tap import Tap, compact
 
 
@@ -143,30 +144,40 @@ async def test_a_full_buffer_drops_copies_and_the_next_message_counts_them(h, li
     assert len(message) == 1 and message.dropped == 0  # counted once
 
 
-async def test_copies_redis_did_not_take_are_counted_in_the_next_message(redis_url, key_prefix, listen):
+@pytest.mark.parametrize("way", ["resp", "redis-py"])  # the runtime's raw connections, or a client's pipeline
+async def test_copies_redis_did_not_take_are_counted_in_the_next_message(redis_url, key_prefix, listen, way):
     keys = KeySpace(key_prefix)
-    gone = aioredis.Redis.from_url("redis://127.0.0.1:1")  # nothing listens there
-    tap = Tap(gone, prefix=key_prefix, runtime_id="r-1", topics=lambda: ["orders.created"], interval=0.05)
+    nowhere = "redis://127.0.0.1:1"  # nothing listens there
+    client = aioredis.Redis.from_url(redis_url if way == "resp" else nowhere)
+    tap = Tap(client, prefix=key_prefix, runtime_id="r-1", topics=lambda: ["orders.created"], interval=0.05,
+              resp=RespPool(nowhere) if way == "resp" else None)
     tap.watched = frozenset({"orders.created"})
     pubsub = await listen(keys.tap("orders.created"))
     stored = orjson.dumps(event(1))
-    for _ in range(3):
+
+    def offer(stream_id: str) -> None:
         tap.offer_stored("orders.created", CloudEvent.from_structured(stored), stored, application="billing",
-                         stream_id="1-0")
+                         stream_id=stream_id)
+
+    for n in range(3):
+        offer(f"{n}-0")
     await until(lambda: tap.dropped == 3, "the failed send to be counted")
     assert tap.sent == 0
-    tap.client = aioredis.Redis.from_url(redis_url)  # Redis is back
+    if way == "resp":  # Redis is back
+        await tap.resp.close()
+        tap.resp = RespPool(redis_url)
+    else:
+        await client.aclose()
+        client = tap.client = aioredis.Redis.from_url(redis_url)
     try:
         message = await next_raw(pubsub)  # the count goes out by itself, with nothing else to send
         assert len(message) == 0 and message.dropped == 3
-        tap.offer_stored("orders.created", CloudEvent.from_structured(stored), stored, application="billing",
-                         stream_id="2-0")
+        offer("3-0")
         message = await next_raw(pubsub)
         assert len(message) == 1 and message.dropped == 0
     finally:
         await tap.stop()
-        await tap.client.aclose()
-        await gone.aclose()
+        await client.aclose()
 
 
 def test_data_beyond_the_limit_is_cut_and_marked_and_binary_data_is_base64() -> None:
