@@ -10,11 +10,12 @@ within seconds of the last viewer anywhere leaving, and the runtimes stop tappin
 
 The fan-out stays in the process: each message (the copies a runtime gathered in 10 ms,
 ``meshruntime.tapwire``) is read once and handed to every local viewer, which filters, limits
-and masks for its own user. A copy is decoded only when a viewer needs it (to filter, or to show
-it), and once for all of them. Going through a channel-layer group instead would write each copy into Redis again once
-per viewer, and several processes would each deliver what they received to every member of
-the group, so each viewer would see every copy once per process; the channel layer carries the
-low-rate messages that cross processes (``tracing.signals``: access changed) instead.
+and masks for its own user. A copy is decoded only when a viewer needs it (to filter, or to
+show it), and once for all of them. Going through a channel-layer group instead would write
+each copy into Redis again once per viewer, and several processes would each deliver what they
+received to every member of the group, so each viewer would see every copy once per process;
+the channel layer carries the low-rate messages that cross processes (``tracing.signals``:
+access changed) instead.
 
 A channel keeps its last few messages' items (``keep``) while subscribed, so that a panel
 opened a moment after a refusal still shows it.
