@@ -48,8 +48,9 @@ from .skywalking import (
 )
 from .state import MeshState
 from .store import Store, StoreError, StoreUnsupported
+from .store.resp import RespPool
 from .store.storeset import DEFAULT_CONNECTION, StoreSet, open_stores
-from .tap import DATA_LIMIT, Tap
+from .tap import BUFFER_BYTES, DATA_LIMIT, Tap
 from .tracing import Tracing
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class Settings:
     config_file_poll_interval: float = 2.0
     tap_interval: float = 1.0
     tap_data_limit: int = DATA_LIMIT  # bytes of data a tap copy carries whole
+    tap_buffer_bytes: int = BUFFER_BYTES  # bytes of copies waiting for Redis before copies are dropped
     trim_interval: float = 60.0
     heartbeat_interval: float = 10.0
     shutdown_timeout: float = 10.0
@@ -185,7 +187,9 @@ class Runtime:
         self.tap = Tap(self.mesh_redis, prefix=settings.prefix, runtime_id=settings.runtime_id,
                        topics=lambda: self.state.topics if self.state else (),
                        applications=self._tapped_applications, interval=settings.tap_interval,
-                       data_limit=settings.tap_data_limit, on_sent=self.metrics.tap_messages.inc)
+                       data_limit=settings.tap_data_limit, max_buffer_bytes=settings.tap_buffer_bytes,
+                       resp=RespPool(settings.mesh_url, max_idle=2),
+                       on_sent=self.metrics.tap_messages.inc, on_dropped=self.metrics.tap_dropped.inc)
         self.coalescer = AppendCoalescer(
             self.stores, max_in_flight=settings.max_in_flight_appends,
             observe=self._observe_append, on_error=lambda e: self.metrics.count_store_error("append"))

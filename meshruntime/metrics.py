@@ -82,7 +82,10 @@ class RuntimeMetrics:
         self.config_version = Gauge(
             "meshruntime_config_version", "Version of the applied MeshConfig document", registry=r)
         self.tap_messages = Counter(
-            "meshruntime_tap_messages", "Compact event copies sent to the live tap", registry=r)
+            "meshruntime_tap_messages", "Event copies sent to the live tap", registry=r)
+        self.tap_dropped = Counter(
+            "meshruntime_tap_dropped", "Live tap copies dropped (its buffer was full, or Redis refused the send)",
+            registry=r)
 
     def count_published(self, topic: str, application: str, n: int = 1, size: int = 0) -> None:
         key = (topic, application)

@@ -337,14 +337,11 @@ class Publisher:
             if topic not in self.touched_topics:
                 self.touched_topics.add(topic)
             if watched:
-                for (target, event, rule), stream_id in zip(p.copies, stream_ids[offset:], strict=False):
+                for (target, event, rule), entry, stream_id in zip(p.copies, p.entries, stream_ids[offset:],
+                                                                    strict=False):
                     if target in watched:
-                        if rule is None:
-                            tap.offer(target, event, "stored", application=p.identity.application,
-                                      stream_id=stream_id)
-                        else:
-                            tap.offer(target, event.with_extension(ROUTE_EXTENSION, rule), "stored",
-                                      application=p.identity.application, stream_id=stream_id, rule=rule)
+                        tap.offer_stored(target, event, entry.event, application=p.identity.application,
+                                         stream_id=stream_id, rule=rule)
             offset += len(p.entries)
 
     def _copies_refused(self, refused: list[RefusedCopy]) -> None:

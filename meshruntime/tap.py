@@ -7,12 +7,19 @@ The runtime checks which are watched once a second (MGETs of every key, off the 
 and keeps the answer in sets; for every other topic the tap costs one set lookup per publish.
 
 Copies are sent after the append, gathered for ``flush_interval`` (10 ms) and sent in one
-pipeline, the copies for one channel in one message (a JSON array). A Redis round trip costs the
-runtime more than a dozen copies do, and the portal parses and fans out one message instead of
-one per event: this is what keeps a watched topic at nearly full speed.
+pipeline, the copies for one channel in one message (``meshruntime.tapwire``: a header with
+their sizes, then the copies). A Redis round trip costs the runtime more than a dozen copies do,
+and the portal reads one message instead of one per event, decoding only the copies it shows.
+One flush is under way at a time; what arrives meanwhile waits in a buffer of at most
+``max_buffer_bytes`` (8 MiB). Beyond it, and when Redis refuses a send, copies are dropped and
+counted, and the next message on the channel says how many (``dropped``): a viewer is told what
+it missed, the publisher never waits for a viewer.
 
-A copy carries the event's data whole up to ``data_limit`` bytes, so that the portal can show it
-pretty-printed, as text or as hex; larger data is cut there and marked truncated.
+A copy of a stored event is cheap: the event as stored (the JSON the append wrote) is embedded
+as it is, with the topic, application, stream id, rule, runtime and time around it, so the data
+is whole up to ``data_limit`` bytes of event and nothing is serialized twice. An event larger
+than that, and a refused event, is sent as :func:`compact` makes it: the attributes, the data up
+to ``data_limit`` bytes (larger data is cut there and marked truncated) and the data's size.
 """
 
 from __future__ import annotations
@@ -31,17 +38,23 @@ from redis.exceptions import RedisError
 
 from .cloudevents import CloudEvent
 from .keys import KeySpace
+from .state import ROUTE_EXTENSION
+from .store.resp import RespPool, command
+from .tapwire import encode
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DATA_LIMIT", "Tap", "compact"]
+__all__ = ["BUFFER_BYTES", "DATA_LIMIT", "Tap", "compact"]
 
 #: Bytes of an event's data that a tap copy carries (``--tap-data-limit``). Above it the copy
 #: carries the first bytes and ``data_truncated``. Large enough for the payloads people read in a
 #: browser; small enough that a tap message stays cheap for the runtime and for Redis.
 DATA_LIMIT = 64 * 1024
+#: Bytes of copies the tap holds while a flush is under way (``max_buffer_bytes``); beyond them
+#: copies are dropped and counted until the flush is done.
+BUFFER_BYTES = 8 << 20
 _MGET_CHUNK = 1000
-#: A tap message (one array of copies) stays below this many bytes; a larger turn sends several.
+#: A tap message stays below this many bytes of copies; a larger flush sends several.
 _MESSAGE_BYTES = 1 << 20
 
 
@@ -92,15 +105,23 @@ class Tap:
         interval: float = 1.0,
         data_limit: int = DATA_LIMIT,
         flush_interval: float = 0.01,
+        max_buffer_bytes: int = BUFFER_BYTES,
+        resp: RespPool | None = None,
         on_sent: Callable[[int], None] | None = None,
+        on_dropped: Callable[[int], None] | None = None,
     ) -> None:
         self.client = client
+        # Copies go out on raw pipelined connections (see store/resp.py), the append path's
+        # own: redis-py's pipeline cost the runtime more per flush than the copies it carried.
+        # The tap owns them (closed by stop()); without, through ``client``'s pipeline.
+        self.resp = resp
         self.prefix = prefix
         self.keys = KeySpace(prefix)
         self.runtime_id = runtime_id
         self.interval = interval
         self.data_limit = data_limit
         self.flush_interval = flush_interval
+        self.max_buffer_bytes = max_buffer_bytes
         self._topics = topics
         self._applications = applications
         #: topics whose events are watched
@@ -109,13 +130,20 @@ class Tap:
         self.refusals_all = False
         self.refusal_topics: frozenset[str] = frozenset()
         self.refusal_applications: frozenset[str] = frozenset()
-        self._buffer: list[tuple[str, bytes]] = []
-        self._flush_scheduled: asyncio.TimerHandle | None = None
+        self._channels: dict[str, str] = {}  # topic -> its tap channel
+        self._heads: dict[tuple[str, str, str | None], bytes] = {}  # see _head
+        self._buffer: dict[str, list[bytes]] = {}  # channel -> copies waiting for the next flush
+        self._buffered = 0  # bytes in _buffer
+        self._dropped: dict[str, int] = {}  # channel -> copies dropped since its last message
+        self._timer: asyncio.TimerHandle | None = None
+        self._flushing: asyncio.Task | None = None
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
-        self._flushes: set[asyncio.Task] = set()
+        #: copies sent, and copies dropped (buffer full, or Redis refused the send)
         self.sent = 0
+        self.dropped = 0
         self._on_sent = on_sent
+        self._on_dropped = on_dropped
 
     # -- what is watched ------------------------------------------------------------------------
     async def refresh(self) -> frozenset[str]:
@@ -163,15 +191,60 @@ class Tap:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self._flush()
+        if self._flushing is not None:
+            await asyncio.shield(self._flushing)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        await self._flush()  # what is left, now rather than at the timer
+        if self.resp is not None:
+            await self.resp.close()
 
     # -- sending --------------------------------------------------------------------------------
+    def offer_stored(self, topic: str, event: CloudEvent, body: bytes, *, application: str, stream_id: str,
+                     rule: str | None = None) -> None:
+        """Send a copy of an event stored on ``topic`` (the caller checks ``in tap.watched``
+        first): ``body`` is what was stored, ``event`` the event published (``rule``: the routing
+        rule that wrote this copy, whose extension ``body`` carries)."""
+        if self._buffered >= self.max_buffer_bytes:
+            self._drop(self._channel(topic))
+            return
+        if len(body) > self.data_limit:
+            if rule is None:
+                self.offer(topic, event, "stored", application=application, stream_id=stream_id)
+            else:  # the copy a routing rule wrote: the event with the rule's extension
+                self.offer(topic, event.with_extension(ROUTE_EXTENSION, rule), "stored", application=application,
+                           stream_id=stream_id, rule=rule)
+            return
+        head = self._heads.get((topic, application, rule))
+        if head is None:
+            head = self._head(topic, application, rule)
+        # Built by formatting, not by orjson: a bytes object orjson made and the buffer keeps
+        # costs several times the serializing (its allocation is sized for the worst case)
+        self._send(self._channel(topic), b'%s%s,"at":%d,"event":%s}' % (
+            head, orjson.dumps(stream_id), int(time.time() * 1000), body))
+
+    def _head(self, topic: str, application: str, rule: str | None) -> bytes:
+        """What the copies of one (topic, application, rule) start with, up to the stream id."""
+        if len(self._heads) > 10_000:  # topics and applications come and go with configurations
+            self._heads.clear()
+        fields = {"topic": topic, "outcome": "stored", "application": application}
+        if rule is not None:
+            fields["rule"] = rule
+        fields["runtime"] = self.runtime_id
+        head = self._heads[topic, application, rule] = orjson.dumps(fields)[:-1] + b',"stream_id":'
+        return head
+
     def offer(self, topic: str, event: CloudEvent, outcome: str, **fields: Any) -> None:
-        """Send a copy if ``topic`` is watched (the caller checks ``in tap.watched`` first)."""
+        """Send a copy as :func:`compact` makes it if ``topic`` is watched (the caller checks ``in
+        tap.watched`` first): a refused event, or a stored one larger than ``data_limit``."""
+        if self._buffered >= self.max_buffer_bytes:
+            self._drop(self._channel(topic))
+            return
         message = compact(event, data_limit=self.data_limit)
         message.update(topic=topic, outcome=outcome, runtime=self.runtime_id, at=int(time.time() * 1000))
         message.update(fields)
-        self._send(self.keys.tap(topic), orjson.dumps(message))
+        self._send(self._channel(topic), orjson.dumps(message))
 
     def offer_refusal(self, topic: str, application: str | None, record: dict[str, Any]) -> None:
         """Send a refusal on every watched scope it belongs to (the caller checks
@@ -190,49 +263,73 @@ class Tap:
         message = orjson.dumps({"topic": topic, "application": application, **record,
                                 "runtime": self.runtime_id, "at": int(time.time() * 1000)})
         for channel in channels:
-            self._send(channel, message)
+            if self._buffered >= self.max_buffer_bytes:
+                self._drop(channel)
+            else:
+                self._send(channel, message)
+
+    def _channel(self, topic: str) -> str:
+        channel = self._channels.get(topic)
+        if channel is None:
+            if len(self._channels) > 10_000:  # topics come and go with configurations
+                self._channels.clear()
+            channel = self._channels[topic] = self.keys.tap(topic)
+        return channel
 
     def _send(self, channel: str, message: bytes) -> None:
-        self._buffer.append((channel, message))
-        if self._flush_scheduled is None:
-            self._flush_scheduled = asyncio.get_running_loop().call_later(self.flush_interval, self._spawn_flush)
+        copies = self._buffer.get(channel)
+        if copies is None:
+            copies = self._buffer[channel] = []
+        copies.append(message)
+        self._buffered += len(message)
+        if self._timer is None and self._flushing is None:
+            self._timer = asyncio.get_running_loop().call_later(self.flush_interval, self._start_flush)
 
-    def _spawn_flush(self) -> None:
-        task = asyncio.get_running_loop().create_task(self._flush())
-        self._flushes.add(task)  # the loop keeps only weak references to tasks
-        task.add_done_callback(self._flushes.discard)
+    def _drop(self, channel: str, n: int = 1) -> None:
+        self._dropped[channel] = self._dropped.get(channel, 0) + n
+        self.dropped += n
+        if self._on_dropped is not None:
+            self._on_dropped(n)
+        if self._timer is None and self._flushing is None:  # the count goes out even if nothing else does
+            self._timer = asyncio.get_running_loop().call_later(self.flush_interval, self._start_flush)
+
+    def _start_flush(self) -> None:
+        self._timer = None
+        self._flushing = asyncio.get_running_loop().create_task(self._flush(), name="tap-flush")
+        self._flushing.add_done_callback(self._flushed)
+
+    def _flushed(self, task: asyncio.Task) -> None:
+        self._flushing = None
+        if (self._buffer or self._dropped) and self._timer is None and not task.cancelled():
+            # what came during the round trip; after a failure, only the count: retry it later
+            delay = self.flush_interval if self._buffer else self.interval
+            self._timer = asyncio.get_running_loop().call_later(delay, self._start_flush)
 
     async def _flush(self) -> None:
-        if self._flush_scheduled is not None:
-            self._flush_scheduled.cancel()  # when stopping: now, not at the timer
-            self._flush_scheduled = None
-        buffer, self._buffer = self._buffer, []
-        if not buffer:
+        buffer, self._buffer, self._buffered = self._buffer, {}, 0
+        dropped, self._dropped = self._dropped, {}
+        if not buffer and not dropped:
             return
-        by_channel: dict[str, list[bytes]] = {}
-        for channel, message in buffer:
-            by_channel.setdefault(channel, []).append(message)
-        pipe = self.client.pipeline(transaction=False)
-        for channel, messages in by_channel.items():
-            for part in _arrays(messages):
-                pipe.publish(channel, part)
+        publishes = [(channel.encode(), message) for channel in buffer.keys() | dropped.keys()
+                     for message in encode(buffer.get(channel, ()), dropped.get(channel, 0), max_bytes=_MESSAGE_BYTES)]
         try:
-            await pipe.execute()
-            self.sent += len(buffer)
-            if self._on_sent is not None:
-                self._on_sent(len(buffer))
-        except (RedisError, OSError) as error:  # the tap is best effort: a lost copy is no loss
+            if self.resp is not None:
+                payload = b"".join(command(b"PUBLISH", channel, message) for channel, message in publishes)
+                await self.resp.request(payload, len(publishes))
+            else:
+                pipe = self.client.pipeline(transaction=False)
+                for channel, message in publishes:
+                    pipe.publish(channel, message)
+                await pipe.execute()
+        except (RedisError, OSError) as error:  # the tap is best effort: counted, said, never waited for
             log.debug("tap: publish failed: %s", error)
-
-
-def _arrays(messages: list[bytes]) -> Iterable[bytes]:
-    """``messages`` (JSON objects) as JSON arrays of at most ``_MESSAGE_BYTES`` each."""
-    part: list[bytes] = []
-    size = 0
-    for message in messages:
-        if part and size + len(message) > _MESSAGE_BYTES:
-            yield b"[" + b",".join(part) + b"]"
-            part, size = [], 0
-        part.append(message)
-        size += len(message) + 1
-    yield b"[" + b",".join(part) + b"]"
+            for channel in buffer.keys() | dropped.keys():
+                lost = len(buffer.get(channel, ()))
+                if lost:
+                    self._drop(channel, lost)
+                self._dropped[channel] = self._dropped.get(channel, 0) + dropped.get(channel, 0)
+            return
+        sent = sum(len(copies) for copies in buffer.values())
+        self.sent += sent
+        if self._on_sent is not None and sent:
+            self._on_sent(sent)

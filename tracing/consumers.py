@@ -32,6 +32,7 @@ from django.contrib import auth
 from django.http import HttpRequest
 
 from governance.models import Application
+from meshruntime.tapwire import TapMessage
 from rollout import redis_keys
 
 from .access import may_see_payload, visible_topics
@@ -271,10 +272,13 @@ class RefusalsConsumer(WatchConsumer):
             await self.send_json({"type": "refusals", "refusals": shown, "kept": True})
         self._sender = asyncio.get_running_loop().create_task(self._send_loop())
 
-    def _offer(self, records: list[Any]) -> None:
+    def _offer(self, message: TapMessage) -> None:
+        """Queue what fits in a second's worth, decoding only that; count the rest, and what the
+        runtimes could not send, as skipped."""
         room = max(0, settings.MESH_TAIL_RATE - len(self._queue))
-        self._queue.extend(records[:room])
-        self._skipped += max(0, len(records) - room)
+        taken = min(room, len(message))
+        self._queue.extend(message.item(i) for i in range(taken))
+        self._skipped += len(message) - taken + message.dropped
         self._wake.set()
 
     async def _send_loop(self) -> None:

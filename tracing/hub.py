@@ -8,12 +8,14 @@ as any of them has a viewer. When a process's last viewer of a channel leaves it
 after a short grace (a page reload keeps the subscription) and stops renewing: the key expires
 within seconds of the last viewer anywhere leaving, and the runtimes stop tapping.
 
-The fan-out stays in the process: each message (a JSON array of copies, one per runtime turn)
-is parsed once and handed to every local viewer, which filters, limits and masks for its own
-user. Going through a channel-layer group instead would write each copy into Redis again once
-per viewer, and several processes would each deliver what they received to every member of
-the group, so each viewer would see every copy once per process; the channel layer carries the
-low-rate messages that cross processes (``tracing.signals``: access changed) instead.
+The fan-out stays in the process: each message (the copies a runtime gathered in 10 ms,
+``meshruntime.tapwire``) is read once and handed to every local viewer, which filters, limits
+and masks for its own user. A copy is decoded only when a viewer needs it (to filter, or to
+show it), and once for all of them. Going through a channel-layer group instead would write
+each copy into Redis again once per viewer, and several processes would each deliver what they
+received to every member of the group, so each viewer would see every copy once per process;
+the channel layer carries the low-rate messages that cross processes (``tracing.signals``:
+access changed) instead.
 
 A channel keeps its last few messages' items (``keep``) while subscribed, so that a panel
 opened a moment after a refusal still shows it.
@@ -30,17 +32,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import redis.asyncio as aioredis
 from django.conf import settings
 from redis.exceptions import RedisError
+
+from meshruntime.tapwire import TapMessage, TapMessageError, decode
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Sink", "Stream", "WatchHub", "close_hub", "hub"]
 
-#: Receives the items of one message; called in the hub's task, so it must not block.
-Sink = Callable[[list[Any]], None]
+#: Receives one message (its copies decoded on demand); called in the hub's task, so it must not block.
+Sink = Callable[[TapMessage], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +70,7 @@ class WatchHub:
         self.client = aioredis.Redis.from_url(redis_url, health_check_interval=30)
         self.ttl = ttl
         self.grace = grace
-        self._pubsub = self.client.pubsub()
+        self._pubsub = self.client.pubsub(push_handler_func=_as_received)
         self._channels: dict[str, _Channel] = {}
         self._reader: asyncio.Task | None = None
         self._renewer: asyncio.Task | None = None
@@ -157,17 +160,15 @@ class WatchHub:
         if channel is None:
             return
         try:
-            items = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            log.warning("tap: a message on %s is not JSON; ignored", name)
+            message = decode(data)
+        except TapMessageError as error:
+            log.warning("tap: a message on %s is not a tap message (%s); ignored", name, error)
             return
-        if not isinstance(items, list):
-            items = [items]
         if channel.stream.keep:
-            channel.recent.extend(items)
+            channel.recent.extend(message.items())
         for sink in list(channel.sinks):
             try:
-                sink(items)
+                sink(message)
             except Exception:  # one viewer's bug must not stop the others' tail
                 log.exception("tap: a viewer of %s failed", name)
 
@@ -200,6 +201,13 @@ class WatchHub:
         with contextlib.suppress(RedisError, OSError):
             await self._pubsub.aclose()
         await self.client.aclose()
+
+
+async def _as_received(response: Any) -> Any:
+    """The PubSub's handler of what Redis pushes: the message as it came. (redis-py's own logs
+    it at DEBUG level, formatting the whole message into the log line first, whatever the level:
+    a copy of every tap message as text.)"""
+    return response
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, WatchHub] = weakref.WeakKeyDictionary()

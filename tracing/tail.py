@@ -1,12 +1,19 @@
 """What one browser sees of a topic's live tap: filtered, paced, masked, and honest about it.
 
-A :class:`Viewer` receives every copy the runtimes tap for the topic (from ``tracing.hub``),
-keeps those that match its filters, and sends at most ``rate`` of them a second; every match it
-does not send is counted as skipped, every match that arrives while paused as arrived-while-
-paused, so that what the page says adds up: shown + skipped + paused = matched. Pacing is a
-token bucket of one second's worth, so a burst smaller than the rate is shown whole and a
-sustained flood is sampled evenly rather than cut at the start of each second. What is shown goes
-out in one message per 50 ms at most, so a busy topic costs each browser 20 frames a second.
+A :class:`Viewer` receives every message of copies the runtimes tap for the topic (from
+``tracing.hub``), keeps the copies that match its filters, and sends at most ``rate`` of them a
+second; every match it does not send is counted as skipped, every match that arrives while paused
+as arrived-while-paused, so that what the page says adds up: shown + skipped + paused = matched.
+Copies a runtime could not send (its tap buffer was full) are counted as lost: they reached no
+viewer. Pacing is a token bucket of one second's worth, so a burst smaller than the rate is shown
+whole and a sustained flood is sampled evenly rather than cut at the start of each second. What
+is shown goes out in one message per 50 ms at most, so a busy topic costs each browser 20 frames
+a second.
+
+The portal's work follows what is shown, not what is tapped: a viewer without a filter only
+counts the copies of a message and decodes the few it shows; a shown copy is decoded, presented
+and encoded once per message for every viewer who shows it with the same rights (viewers with
+the same rate pick the same copies), and each frame joins those encodings.
 
 What a copy looks like in the browser depends on the user (``tracing.access``): the whole copy
 for those who may see payloads, the public attributes and the size of the data for the others.
@@ -17,17 +24,21 @@ by matching or not, what the mask hides.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
+from meshruntime.cloudevents import is_json_media_type
 from meshruntime.filters import FilterError, Matcher, compile_filters, validate_filters
+from meshruntime.tapwire import TapMessage
 
 from .access import PUBLIC_ATTRIBUTES, mask
 
-__all__ = ["BadMessage", "TailFilter", "Viewer", "parse_filter", "present"]
+__all__ = ["BadMessage", "TailFilter", "Viewer", "parse_filter", "present", "view"]
 
 #: Longest quick-match text (id, type, source, subject).
 MAX_TEXT = 200
@@ -113,8 +124,49 @@ def parse_filter(message: Mapping[str, Any], *, payload: bool) -> TailFilter:
     return TailFilter(tuple(filters), text.casefold() if text else "", matcher)
 
 
+def view(copy: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A tap copy in the shape the page reads: ``attributes``, ``data``, ``data_encoding``
+    (``json``, ``text`` or ``base64``), ``data_size``, and the copy's own fields.
+
+    A runtime sends a stored event as it stored it (``event``: the CloudEvents JSON format), and
+    a larger or a refused one already in this shape (``meshruntime.tap.compact``). The data's
+    size is counted as the event browser counts it (``tracing.presenting``): bytes of binary data,
+    UTF-8 bytes of text, bytes of the JSON value written compactly."""
+    event = copy.get("event")
+    if not isinstance(event, dict):
+        return copy
+    shown = {name: value for name, value in copy.items() if name != "event"}
+    attributes = {name: value for name, value in event.items() if name not in ("data", "data_base64")}
+    shown["attributes"] = attributes
+    if "data_base64" in event:
+        data = event["data_base64"]
+        shown["data"] = data
+        shown["data_encoding"] = "base64"
+        shown["data_size"] = _base64_size(data)
+    elif event.get("data") is not None:
+        data = event["data"]
+        shown["data"] = data
+        content_type = attributes.get("datacontenttype")
+        if isinstance(data, str) and content_type is not None and not is_json_media_type(content_type):
+            shown["data_encoding"] = "text"
+            shown["data_size"] = len(data.encode("utf-8", "surrogatepass"))
+        else:
+            shown["data_encoding"] = "json"
+            shown["data_size"] = len(orjson.dumps(data))
+    else:
+        shown["data_size"] = 0
+    return shown
+
+
+def _base64_size(data: Any) -> int:
+    if not isinstance(data, str):
+        return 0
+    stripped = data.rstrip("=")
+    return len(stripped) * 3 // 4
+
+
 def present(copy: Mapping[str, Any], *, payload: bool) -> dict[str, Any]:
-    """A tap copy as ``payload`` allows the viewer to see it."""
+    """A tap copy (:func:`view`'s shape) as ``payload`` allows the viewer to see it."""
     attributes = copy.get("attributes") or {}
     if payload:
         shown = {name: copy[name] for name in _WHOLE_FIELDS if name in copy}
@@ -126,6 +178,28 @@ def present(copy: Mapping[str, Any], *, payload: bool) -> dict[str, Any]:
     shown["attributes"] = public
     shown["masked"] = True
     return shown
+
+
+def _attributes(message: TapMessage, index: int) -> Mapping[str, Any]:
+    """The attributes of copy ``index`` (filters match on these), decoded once per message."""
+    key = ("view", index)
+    found = message.memo.get(key)
+    if found is None:
+        found = message.memo[key] = view(message.item(index))
+    return found.get("attributes") or {}
+
+
+def _shown(message: TapMessage, index: int, payload: bool) -> orjson.Fragment:
+    """Copy ``index`` as a viewer with (or without) ``payload`` rights gets it, encoded: once per
+    message for every viewer who shows it."""
+    key = (payload, index)
+    found = message.memo.get(key)
+    if found is None:
+        copy = message.memo.get(("view", index))
+        if copy is None:
+            copy = message.memo["view", index] = view(message.item(index))
+        found = message.memo[key] = orjson.Fragment(orjson.dumps(present(copy, payload=payload)))
+    return found
 
 
 class _Bucket:
@@ -153,10 +227,11 @@ class Counts:
     shown: int = 0  #: sent to the browser
     skipped: int = 0  #: matched, not sent: over the rate
     paused: int = 0  #: matched while paused (since the last pause)
+    lost: int = 0  #: copies the runtimes could not send (their tap buffer was full): seen by nobody
 
     def as_dict(self) -> dict[str, int]:
         return {"received": self.received, "matched": self.matched, "shown": self.shown,
-                "skipped": self.skipped, "paused": self.paused}
+                "skipped": self.skipped, "paused": self.paused, "lost": self.lost}
 
 
 class Viewer:
@@ -172,22 +247,29 @@ class Viewer:
         self.paused = False
         self.counts = Counts()
         self._bucket = _Bucket(rate)
-        self._pending: list[dict[str, Any]] = []
+        self._pending: list[orjson.Fragment] = []  # encoded copies to send
         self._outbox: list[dict[str, Any]] = []
         self._wake = asyncio.Event()
+        self._ticked = False
+        self._ticker: asyncio.TimerHandle | None = None
         self._tick = tick
         self._batch = batch
         self._last_totals = self.counts.as_dict()
         self._last_stats: dict[str, Any] | None = None
 
     # -- from the hub ---------------------------------------------------------------------------
-    def offer(self, copies: list[Any]) -> None:
+    def offer(self, message: TapMessage) -> None:
         counts = self.counts
-        counts.received += len(copies)
+        received = len(message)
+        counts.received += received
+        counts.lost += message.dropped
         tail_filter = self.filter
         if tail_filter:
-            copies = [c for c in copies if tail_filter.matches(c.get("attributes") or {})]
-        matched = len(copies)
+            indices = [i for i in range(received) if tail_filter.matches(_attributes(message, i))]
+            matched = len(indices)
+        else:
+            indices = None  # every one: nothing decoded to count them
+            matched = received
         if not matched:
             return
         counts.matched += matched
@@ -199,7 +281,8 @@ class Viewer:
         counts.skipped += matched - shown
         if shown:  # spread over what came rather than the first few of it
             payload = self.payload
-            self._pending.extend(present(copies[i * matched // shown], payload=payload) for i in range(shown))
+            picks = (k * matched // shown for k in range(shown))
+            self._pending.extend(_shown(message, i if indices is None else indices[i], payload) for i in picks)
             self._wake.set()
 
     # -- from the browser -----------------------------------------------------------------------
@@ -256,7 +339,7 @@ class Viewer:
         """The counts of the last tick and in all; None when it would repeat the last one sent."""
         now = self.counts.as_dict()
         last, self._last_totals = self._last_totals, now
-        per_interval = {name: now[name] - last[name] for name in ("received", "matched", "shown", "skipped")}
+        per_interval = {name: now[name] - last[name] for name in ("received", "matched", "shown", "skipped", "lost")}
         message = {"type": "stats", "interval": self._tick, "per_interval": per_interval, "totals": now,
                    "paused": self.paused, "rate": self.rate}
         if message == self._last_stats or (self._last_stats is None and not any(now.values()) and not self.paused):
@@ -275,21 +358,50 @@ class Viewer:
     async def run(self) -> None:
         """Send queued events as they come, at most one message per ``batch`` seconds, and the
         counts once a tick, until cancelled (or the socket is gone: the consumer's disconnect then
-        stops the rest)."""
+        stops the rest).
+
+        Messages go out on a grid of ``batch`` seconds of the loop's clock, the counts on a grid
+        of ``tick`` seconds, the same for every viewer of the process: a busy portal wakes once per
+        ``batch`` for all of its viewers rather than once per viewer at times of their own."""
         loop = asyncio.get_running_loop()
-        next_tick = loop.time() + self._tick
-        last_flush = 0.0
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.0, next_tick - loop.time()))
-            wait = last_flush + self._batch - loop.time()
-            if wait > 0:  # what arrives meanwhile goes in the same message
-                await asyncio.sleep(wait)
-            self._wake.clear()
-            last_flush = loop.time()
-            await self.flush()
-            if loop.time() >= next_tick:
-                next_tick = loop.time() + self._tick
-                stats = self.stats()
-                if stats is not None:
-                    await self._send(stats)
+        self._ticker = loop.call_at(_next_slot(loop.time(), self._tick), self._tick_due)
+        try:
+            while True:
+                await self._wake.wait()
+                await _sleep_until(loop, _next_slot(loop.time(), self._batch))  # what comes meanwhile joins
+                self._wake.clear()
+                await self.flush()
+                if self._ticked:
+                    self._ticked = False
+                    stats = self.stats()
+                    if stats is not None:
+                        await self._send(stats)
+        finally:
+            self._ticker.cancel()
+
+    def _tick_due(self) -> None:
+        self._ticked = True
+        self._wake.set()
+        loop = asyncio.get_running_loop()
+        self._ticker = loop.call_at(_next_slot(loop.time(), self._tick), self._tick_due)
+
+
+def _next_slot(now: float, period: float) -> float:
+    """The first multiple of ``period`` after ``now``."""
+    return (math.floor(now / period) + 1) * period
+
+
+async def _sleep_until(loop: asyncio.AbstractEventLoop, when: float) -> None:
+    """``asyncio.sleep`` to a time rather than for a delay: viewers that wait for the same slot
+    wake in the same turn of the loop."""
+    future = loop.create_future()
+    handle = loop.call_at(when, _set_done, future)
+    try:
+        await future
+    finally:
+        handle.cancel()
+
+
+def _set_done(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -120,6 +120,7 @@ function showStats(message) {
   let text = `${rate(per.received)} events/s`;
   if (filtered) text += ` on the topic, ${rate(per.matched)}/s match`;
   if (per.skipped > 0) text += ` — showing ${rate(per.shown)}/s, ${count(per.skipped)} skipped`;
+  if (per.lost > 0) text += ` — ${count(per.lost)} lost: a runtime's tap could not keep up`;
   const stats = part("stats");
   stats.textContent = text;
   for (const [name, value] of Object.entries(message.totals)) stats.dataset[name] = value;

@@ -1,12 +1,17 @@
 """The Live tab in a real Chromium: the portal under uvicorn, a runtime process, the real Redis.
 Events published through the runtime appear; a filter narrows them; pause counts what arrives
-and resume goes on; a row opens the event; a refusal shows on the topic's Refused panel."""
+and resume goes on; a row opens the event; a refusal shows on the topic's Refused panel.
+
+Waits on the page go through Playwright's locators and attribute reads, never a JavaScript
+string to evaluate: the portal's Content-Security-Policy forbids eval, in tests as in production."""
 
 from __future__ import annotations
 
 import itertools
+import re
 
 import pytest
+from playwright.sync_api import expect
 
 from governance.models import AccessRule, Application, ApplicationKey
 from tests.portal_support.live_portal import shared_database  # noqa: F401 - a fixture
@@ -74,23 +79,23 @@ def test_watching_a_topic_live(browser, stack, uvicorn_portal, runtime_process, 
 
     # A filter applies on the server: only what matches arrives.
     page.fill("[data-testid=tail-text]", "evt-3")
-    page.wait_for_function(
-        "() => document.querySelector('[data-testid=tail]').dataset.filterApplied?.includes('evt-3')")
+    tail = page.locator("[data-testid=tail]")
+    expect(tail).to_have_attribute("data-filter-applied", re.compile("evt-3"))
     publish(runtime, "orders.created", [order("evt-2"), order("evt-3")], stack["key"])
     page.wait_for_selector("tr[data-event-id='evt-3']")
-    page.wait_for_function("() => Number(document.querySelector('[data-testid=tail-stats]').dataset.received) >= 2")
+    wait_for(lambda: int(page.get_attribute("[data-testid=tail-stats]", "data-received") or 0) >= 2, 15,
+             "the stats to count both events")
     assert page.locator("tr[data-event-id='evt-2']").count() == 0
     page.fill("[data-testid=tail-filters]", '[{"exact": {"Type": "x"}}]')
     page.click("[data-testid=tail-apply]")
     page.wait_for_selector("[data-testid=tail-filter-error]:has-text('filters[0].exact')")
     page.click("[data-testid=tail-clear-filter]")
-    page.wait_for_function("() => document.querySelector('[data-testid=tail]').dataset.filterApplied === "
-                           "JSON.stringify({filters: [], text: ''})")
+    expect(tail).to_have_attribute("data-filter-applied", '{"filters":[],"text":""}')
 
     # Pause keeps the rows and counts what arrives; resume goes on live.
     rows = page.locator("[data-testid=tail-row]").count()
     page.click("[data-testid=tail-pause]")
-    page.wait_for_function("() => document.querySelector('[data-testid=tail]').dataset.paused === 'true'")
+    expect(tail).to_have_attribute("data-paused", "true")
     publish(runtime, "orders.created", [order(f"evt-p{i}") for i in range(3)], stack["key"])
     page.wait_for_selector("[data-testid=tail-paused-count]:text('Paused — 3 arrived')")
     assert page.locator("[data-testid=tail-row]").count() == rows
@@ -110,7 +115,7 @@ def test_watching_a_topic_live(browser, stack, uvicorn_portal, runtime_process, 
     assert detail.locator("[data-testid=event-data]").inner_text().startswith("00000000  7b 22 6f 72")
     assert detail.locator("[data-testid=event-journey]").get_attribute("href") == "/events/evt-1/"
     page.click("[data-testid=copy-id]")
-    page.wait_for_function("() => navigator.clipboard.readText().then(t => t === 'evt-1')")
+    wait_for(lambda: page.evaluate("navigator.clipboard.readText()") == "evt-1", 15, "the id in the clipboard")
     page.click("[data-testid=copy-curl]")
     curl = page.evaluate("navigator.clipboard.readText()")
     assert "/v1/topics/orders.created/events" in curl and "-H 'ce-customer: c-42'" in curl

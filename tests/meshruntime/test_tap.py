@@ -11,8 +11,11 @@ import redis.asyncio as aioredis
 from factories import key_for
 from runtime_harness import event, running_runtime
 
+from meshruntime import tapwire
 from meshruntime.cloudevents import CloudEvent
-from meshruntime.tap import compact
+from meshruntime.keys import KeySpace
+from meshruntime.store.resp import RespPool
+from meshruntime.tap import Tap, compact
 
 
 @pytest.fixture
@@ -45,7 +48,22 @@ async def next_message(pubsub, timeout: float = 5.0) -> tuple[str, list]:
         while True:
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
             if message is not None:
-                return message["channel"].decode(), orjson.loads(message["data"])
+                return message["channel"].decode(), tapwire.decode(message["data"]).items()
+
+
+async def next_raw(pubsub, timeout: float = 5.0) -> tapwire.TapMessage:
+    """The next message, read as the portal reads it."""
+    async with asyncio.timeout(timeout):
+        while True:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
+            if message is not None:
+                return tapwire.decode(message["data"])
+
+
+async def until(condition, what: str, timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)  # polling a condition of this process
 
 
 async def nothing_more(pubsub) -> None:
@@ -61,11 +79,12 @@ async def test_copies_are_sent_only_for_watched_topics(h, listen):
     await h.publish("orders.created", event(3))  # watched topics only (orders.created is not)
     channel, [copy] = await next_message(pubsub)
     assert channel == h.keys.tap("orders.shipped")
-    assert copy["attributes"]["id"] == "evt-2" and copy["outcome"] == "stored"
+    assert copy["event"]["id"] == "evt-2" and copy["outcome"] == "stored"
     assert copy["topic"] == "orders.shipped" and copy["application"] == "billing" and copy["stream_id"]
-    # the data whole, as JSON (the producer's own text), under the limit
-    assert copy["data"] == {"order_id": "o-2", "note": "x" * 1000} and copy["data_encoding"] == "json"
-    assert "data_truncated" not in copy
+    assert copy["runtime"] == "test-runtime" and isinstance(copy["at"], int) and "rule" not in copy
+    # the event as stored, data whole under the limit: the append's own JSON, not serialized again
+    assert copy["event"] == h.stored("orders.shipped")[-1]
+    assert copy["event"]["data"] == {"order_id": "o-2", "note": "x" * 1000}
     refused = await h.publish("orders.shipped", event(4), app="shipping")
     assert refused.status == 403
     _channel, [denied] = await next_message(pubsub)
@@ -81,8 +100,84 @@ async def test_copies_sent_close_together_travel_in_one_message(h, listen):
     response = await h.publish_batch("orders.shipped", [event(i) for i in range(5)])
     assert response.status == 202
     _channel, copies = await next_message(pubsub)
-    assert [c["attributes"]["id"] for c in copies] == [f"evt-{i}" for i in range(5)]
+    assert [c["event"]["id"] for c in copies] == [f"evt-{i}" for i in range(5)]
     await nothing_more(pubsub)
+
+
+async def test_an_event_beyond_the_limit_travels_cut_and_a_routed_copy_names_its_rule(h, listen):
+    for topic in ("orders.shipped", "audit.orders"):
+        h.redis.set(h.keys.tap_watch(topic), "1", ex=30)
+    await h.runtime.tap.refresh()
+    shipped, audit = await listen(h.keys.tap("orders.shipped")), await listen(h.keys.tap("audit.orders"))
+    assert (await h.publish("orders.shipped", event(1, data={"note": "x" * 5000}))).status == 202  # limit 4096
+    _channel, [cut] = await next_message(shipped)
+    assert "event" not in cut and cut["attributes"]["id"] == "evt-1" and cut["stream_id"]
+    assert cut["data_truncated"] is True and cut["data_encoding"] == "text" and len(cut["data"]) == 4096
+    assert cut["data_size"] == len(b'{"note":""}') + 5000
+    _channel, [routed] = await next_message(audit)  # route-1 copies orders.* to audit.orders
+    assert routed["rule"] == "route-1" and routed["attributes"]["meshroute"] == "route-1"
+    assert routed["topic"] == "audit.orders" and routed["data_truncated"] is True
+
+    assert (await h.publish("orders.shipped", event(2))).status == 202
+    _channel, [copy] = await next_message(shipped)
+    assert copy["event"] == h.stored("orders.shipped")[-1] and "meshroute" not in copy["event"]
+    _channel, [routed] = await next_message(audit)
+    assert routed["rule"] == "route-1" and routed["event"] == h.stored("audit.orders")[-1]
+    assert routed["event"]["meshroute"] == "route-1" and routed["topic"] == "audit.orders"
+
+
+async def test_a_full_buffer_drops_copies_and_the_next_message_counts_them(h, listen):
+    tap = h.runtime.tap
+    h.redis.set(h.keys.tap_watch("orders.shipped"), "1", ex=30)
+    await tap.refresh()
+    pubsub = await listen(h.keys.tap("orders.shipped"))
+    tap.max_buffer_bytes = 1  # one copy waits for Redis; the others are dropped until it is sent
+    assert (await h.publish_batch("orders.shipped", [event(i) for i in range(10)])).status == 202
+    message = await next_raw(pubsub)
+    assert [c["event"]["id"] for c in message.items()] == ["evt-0"] and message.dropped == 9
+    await until(lambda: tap.sent == 1, "the runtime to hear Redis took it")
+    assert tap.dropped == 9
+    assert b"meshruntime_tap_dropped_total 9.0" in h.runtime.metrics.render()
+    tap.max_buffer_bytes = 1 << 20
+    assert (await h.publish("orders.shipped", event(10))).status == 202
+    message = await next_raw(pubsub)
+    assert len(message) == 1 and message.dropped == 0  # counted once
+
+
+@pytest.mark.parametrize("way", ["resp", "redis-py"])  # the runtime's raw connections, or a client's pipeline
+async def test_copies_redis_did_not_take_are_counted_in_the_next_message(redis_url, key_prefix, listen, way):
+    keys = KeySpace(key_prefix)
+    nowhere = "redis://127.0.0.1:1"  # nothing listens there
+    client = aioredis.Redis.from_url(redis_url if way == "resp" else nowhere)
+    tap = Tap(client, prefix=key_prefix, runtime_id="r-1", topics=lambda: ["orders.created"], interval=0.05,
+              resp=RespPool(nowhere) if way == "resp" else None)
+    tap.watched = frozenset({"orders.created"})
+    pubsub = await listen(keys.tap("orders.created"))
+    stored = orjson.dumps(event(1))
+
+    def offer(stream_id: str) -> None:
+        tap.offer_stored("orders.created", CloudEvent.from_structured(stored), stored, application="billing",
+                         stream_id=stream_id)
+
+    for n in range(3):
+        offer(f"{n}-0")
+    await until(lambda: tap.dropped == 3, "the failed send to be counted")
+    assert tap.sent == 0
+    if way == "resp":  # Redis is back
+        await tap.resp.close()
+        tap.resp = RespPool(redis_url)
+    else:
+        await client.aclose()
+        client = tap.client = aioredis.Redis.from_url(redis_url)
+    try:
+        message = await next_raw(pubsub)  # the count goes out by itself, with nothing else to send
+        assert len(message) == 0 and message.dropped == 3
+        offer("3-0")
+        message = await next_raw(pubsub)
+        assert len(message) == 1 and message.dropped == 0
+    finally:
+        await tap.stop()
+        await client.aclose()
 
 
 def test_data_beyond_the_limit_is_cut_and_marked_and_binary_data_is_base64() -> None:

@@ -8,6 +8,7 @@ import asyncio
 import orjson
 import pytest
 
+from meshruntime.tapwire import encode
 from tracing.hub import Stream, WatchHub
 
 from .conftest import until
@@ -31,7 +32,8 @@ async def test_viewers_in_two_processes_keep_the_key_alive_until_the_last_leaves
     stream = Stream(keys.tap("orders.created"), keys.tap_watch("orders.created"))
     first_process, second_process = hubs(), hubs()
     got: list[list] = [[], [], []]
-    sinks = [got[0].append, got[1].append, got[2].append]
+    sinks = [lambda m: got[0].append(m.items()), lambda m: got[1].append(m.items()),
+             lambda m: got[2].append(m.items())]
     await first_process.watch(stream, sinks[0])
     await first_process.watch(stream, sinks[1])
     await second_process.watch(stream, sinks[2])
@@ -61,13 +63,28 @@ async def test_a_channel_in_its_grace_is_kept_for_a_viewer_who_comes_back(redis_
     hub = WatchHub(redis_url, ttl=1, grace=30)
     stream = Stream(keys.topic_refusals("orders.failed"), keys.topic_refusals_watch("orders.failed"), keep=2)
     seen: list = []
+    sink = seen.append
     try:
-        await hub.watch(stream, seen.append)
+        await hub.watch(stream, sink)
         for n in range(3):
             redis_client.publish(stream.channel, orjson.dumps([{"n": n}]))
         await until(lambda: len(seen) == 3, "three messages")
-        await hub.unwatch(stream, seen.append)  # a page reload: gone, and back within the grace
-        assert await hub.watch(stream, seen.append) == [{"n": 1}, {"n": 2}]  # the last two kept
+        await hub.unwatch(stream, sink)  # a page reload: gone, and back within the grace
+        assert await hub.watch(stream, sink) == [{"n": 1}, {"n": 2}]  # the last two kept
         assert dict(redis_client.pubsub_numsub(stream.channel)) == {stream.channel.encode(): 1}
     finally:
         await hub.close()
+
+
+async def test_a_runtimes_framed_message_reaches_every_viewer_and_garbage_reaches_none(hubs, keys, redis_client):
+    stream = Stream(keys.tap("orders.created"), keys.tap_watch("orders.created"))
+    hub = hubs()
+    got: list = []
+    await hub.watch(stream, got.append)
+    redis_client.publish(stream.channel, b"not a tap message")  # logged and ignored
+    [data] = encode([orjson.dumps({"n": 1}), orjson.dumps({"n": 2})], dropped=3)
+    redis_client.publish(stream.channel, data)
+    await until(lambda: got, "the message")
+    [message] = got
+    assert (len(message), message.dropped, message.decoded) == (2, 3, 0)  # nothing decoded until asked
+    assert message.items() == [{"n": 1}, {"n": 2}]

@@ -4,6 +4,7 @@ and channel layer serve; who sees what, filters, pacing, pause, bad input, right
 from __future__ import annotations
 
 import asyncio
+import base64
 
 import pytest
 from channels.db import database_sync_to_async
@@ -172,7 +173,7 @@ async def test_filters_and_the_text_match_apply_on_the_server(live_runtime, sock
     await live_runtime.publish("orders.created", [order(i) for i in range(1, 5)])
     assert [e["attributes"]["id"] for e in (await socket.expect("events"))["events"]] == ["evt-4"]
     stats = await socket.expect("stats", where=lambda m: m["totals"]["received"] == 8)
-    assert stats["totals"] == {"received": 8, "matched": 3, "shown": 3, "skipped": 0, "paused": 0}
+    assert stats["totals"] == {"received": 8, "matched": 3, "shown": 3, "skipped": 0, "paused": 0, "lost": 0}
 
 
 async def test_pause_counts_what_arrives_and_resume_goes_on_live(live_runtime, sockets, bob):
@@ -206,6 +207,33 @@ async def test_above_the_rate_shown_plus_skipped_is_exactly_what_was_published(l
     assert totals["shown"] + totals["skipped"] == published == totals["matched"] == totals["received"]
     assert totals["skipped"] > 0 and len(socket.events()) == totals["shown"]
     assert len({e["attributes"]["id"] for e in socket.events()}) == totals["shown"]  # no copy twice
+
+
+async def test_copies_a_runtime_could_not_send_are_counted_as_lost(live_runtime, sockets, bob):
+    socket = await sockets(tail(live_runtime.mesh), bob)
+    await socket.expect("hello")
+    await live_runtime.watched("orders.created")
+    live_runtime.runtime.tap.max_buffer_bytes = 1  # one copy waits for Redis, the rest of the turn is dropped
+    assert await live_runtime.publish("orders.created", [order(i) for i in range(1, 6)]) == 202
+    assert [e["attributes"]["id"] for e in (await socket.expect("events"))["events"]] == ["evt-1"]
+    stats = await socket.expect("stats", where=lambda m: m["totals"]["lost"] == 4)
+    assert stats["totals"] == {"received": 1, "matched": 1, "shown": 1, "skipped": 0, "paused": 0, "lost": 4}
+
+
+async def test_binary_data_is_shown_in_base64_and_its_size_to_everyone(live_runtime, sockets, bob, carol):
+    member, outsider = await sockets(tail(live_runtime.mesh), bob), await sockets(tail(live_runtime.mesh), carol)
+    await member.expect("hello")
+    await outsider.expect("hello")
+    await live_runtime.watched("orders.created")
+    data = b'{"order_id": "o-1"}'  # bytes that happen to be JSON: the schema checks them
+    binary = order(1, datacontenttype="application/octet-stream", data_base64=base64.b64encode(data).decode())
+    del binary["data"]
+    assert await live_runtime.publish("orders.created", binary) == 202
+    [whole] = (await member.expect("events"))["events"]
+    assert whole["data_encoding"] == "base64" and base64.b64decode(whole["data"]) == data
+    assert whole["data_size"] == len(data) and whole["attributes"]["datacontenttype"] == "application/octet-stream"
+    [masked] = (await outsider.expect("events"))["events"]
+    assert masked["data_size"] == len(data) and "data" not in masked and masked["masked"] is True
 
 
 async def test_a_deactivated_user_is_closed_out_at_once(live_runtime, sockets, bob):
