@@ -15,6 +15,7 @@ from django.urls import reverse
 
 from governance.models import AccessRule, Application
 from meshadmin.models import AuditEntry
+from meshruntime import tapwire
 from meshruntime.journey import JourneyRecorder
 from rollout import push
 from rollout.models import Runtime
@@ -97,12 +98,12 @@ def test_someone_watching_the_topic_sees_the_test_event_arrive_and_its_routed_co
         while len(seen) < 2:
             message = listener.get_message(timeout=10)
             assert message is not None, f"only {sorted(seen)} arrived"
-            for record in orjson.loads(message["data"]):
+            for record in tapwire.decode(message["data"]).items():
                 seen[record["topic"]] = record
     finally:
         listener.close()
     original, copy = seen["orders.created"], seen["audit.orders"]
-    assert original["attributes"]["id"] == copy["attributes"]["id"] == response.json()["id"]
+    assert original["event"]["id"] == copy["event"]["id"] == response.json()["id"]  # the stored events
     assert original["runtime"] == "portal" and original["outcome"] == "stored" and original["application"] == "billing"
 
 
