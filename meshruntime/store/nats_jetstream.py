@@ -467,6 +467,8 @@ class NatsGroupConsumer:
         self.name = name
         self._subs: dict[str, object] = {}
         self._next_redeliver_read = 0.0
+        # held beyond what a read asked for, handed over by the next reads (see _fetch)
+        self._surplus: dict[str, list[Held]] = {}
 
     async def _sub(self, source: str):
         sub = self._subs.get(source)
@@ -482,6 +484,17 @@ class NatsGroupConsumer:
         return sub
 
     async def _fetch(self, source: str, count: int, wait_s: float) -> list[Held]:
+        """At most ``count`` held events from one of the two durable consumers.
+
+        nats-py's ``fetch`` first drains whatever its subscription's queue holds — messages the
+        server sent for an earlier fetch that timed out before they arrived — however many that
+        is, so a fetch can return more than its batch. A read never hands over more than it was
+        asked for (the delivery engine's in-flight limit rests on it): the rest are kept, still
+        held by this member, and are what the next read returns.
+        """
+        if surplus := self._surplus.get(source):
+            held, self._surplus[source] = surplus[:count], surplus[count:]
+            return held
         sub = await self._sub(source)
         try:
             msgs = await sub.fetch(count, timeout=max(wait_s, NO_WAIT_S))
@@ -496,6 +509,8 @@ class NatsGroupConsumer:
             meta = msg.metadata
             held.append(Held(StoredEntry(str(meta.sequence.stream), self.topic, msg.data, _ms(meta.timestamp)),
                              max(0, meta.num_delivered - 1), source, token=msg))
+        if len(held) > count:
+            held, self._surplus[source] = held[:count], held[count:]
         return held
 
     async def read(self, count: int, block_ms: int | None = None) -> list[Held]:
@@ -551,6 +566,10 @@ class NatsGroupConsumer:
         return dlq_id
 
     async def close(self) -> None:
+        surplus = [h for held in self._surplus.values() for h in held]
+        self._surplus.clear()
+        with contextlib.suppress(StoreError):
+            await self.release(surplus)  # back to the group at once rather than after AckWait
         for sub in self._subs.values():
             with contextlib.suppress(*_NATS_ERRORS):
                 await sub.unsubscribe()

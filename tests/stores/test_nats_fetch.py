@@ -1,0 +1,97 @@
+"""NATS JetStream reads hand over no more than they are asked for, against the machine's NATS.
+
+nats-py's pull ``fetch`` first drains its subscription's queue, where the server's answers to an
+earlier fetch that timed out (a loaded machine, a slow server) end up, and returns all of them
+whatever the batch. The delivery engine's in-flight limit rests on ``read(count)`` returning at
+most ``count``; the CI once saw a read of 4 hand over 5.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from meshruntime.store import open_store
+
+from .conftest import engine_url, forget, wait_for
+from .test_conformance import TOPIC, append
+
+
+@pytest.fixture
+async def nats_store(request, prefix):
+    url = engine_url("nats", request)
+    store = open_store(url, prefix=prefix, name="nats-fetch", visibility_timeout_s=30.0)
+    await store.connect()
+    yield store
+    await store.close()
+    await forget("nats", url, prefix)
+
+
+async def test_a_read_after_a_timed_out_fetch_hands_over_no_more_than_asked(nats_store):
+    await append(nats_store, 10)
+    await nats_store.ensure_group(TOPIC, "sub-1", "0")
+    member = nats_store.consumer(TOPIC, "sub-1", "runtime-a")
+    try:
+        [first] = await member.read(1, 1000)
+        # what a fetch that timed out leaves behind: the server's answer to its pull request,
+        # arriving in the subscription's queue after the fetch gave up
+        sub = member._subs["topic"]
+        nc = await nats_store._client()
+        await nc.publish(sub._nms, json.dumps({"batch": 5, "no_wait": True}).encode(), reply=sub._deliver)
+
+        async def queued() -> bool:
+            return sub._sub._pending_queue.qsize() >= 5
+
+        await wait_for(queued, 10, what="the orphaned answer in the subscription's queue")
+
+        held = [first]
+        for asked in (2, 2, 1):
+            got = await member.read(asked, 0)
+            assert len(got) == asked, f"asked for {asked}, handed {len(got)}"
+            held += got
+        while len(held) < 10:
+            got = await member.read(10 - len(held), 1000)
+            assert 0 < len(got) <= 10 - len(held)
+            held += got
+        ids = [h.entry.id for h in held]
+        assert sorted(ids, key=int) == [str(i) for i in range(1, 11)], ids  # each once, none lost
+        await member.ack(held)
+
+        async def settled() -> bool:
+            info = await nats_store.group_info(TOPIC, "sub-1")
+            return (info.lag, info.pending) == (0, 0)
+
+        await wait_for(settled, 10, what="every event acknowledged")
+    finally:
+        await member.close()
+
+
+async def test_closing_gives_back_what_was_held_beyond_the_reads(nats_store):
+    await append(nats_store, 4)
+    await nats_store.ensure_group(TOPIC, "sub-1", "0")
+    member = nats_store.consumer(TOPIC, "sub-1", "runtime-a")
+    [first] = await member.read(1, 1000)
+    sub = member._subs["topic"]
+    nc = await nats_store._client()
+    await nc.publish(sub._nms, json.dumps({"batch": 3, "no_wait": True}).encode(), reply=sub._deliver)
+
+    async def queued() -> bool:
+        return sub._sub._pending_queue.qsize() >= 3
+
+    await wait_for(queued, 10, what="the orphaned answer in the subscription's queue")
+    second = await member.read(2, 0)  # the queue's three (2, 3, 4), of which 4 is kept
+    assert [h.entry.id for h in second] == ["2", "3"]
+    await member.ack([first, *second])
+    await member.close()  # 4 was held, never handed over: released, not left to AckWait (30 s)
+
+    other = nats_store.consumer(TOPIC, "sub-1", "runtime-b")
+    try:
+        async def rest():
+            return await other.read(2, 200)
+
+        back = await wait_for(rest, 10, what="the released event read by another member")
+        assert [h.entry.id for h in back] == ["4"]
+        await other.ack(back)
+    finally:
+        await other.close()
