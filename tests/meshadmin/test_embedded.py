@@ -47,7 +47,8 @@ def processes_using(path: Path) -> list[str]:
 
 def embedded_env(data_dir: Path) -> dict[str, str]:
     """The environment of a process on the embedded defaults, in a data folder of the test's own."""
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "DJANGO_SETTINGS_MODULE")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("REDIS_URL", "DATABASE_URL", "DJANGO_SETTINGS_MODULE") and not k.startswith("PYTEST_XDIST_")}
     return {**env, "MESHADMIN_DATA_DIR": str(data_dir), "MESHADMIN_EMBEDDED_REDIS": "redis", "PYTHONUNBUFFERED": "1"}
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import pytest
+from django.conf import settings as django_settings
 from django.utils import timezone
 
 from governance.models import AccessRule, Application, ApplicationKey, RoutingRule
@@ -16,7 +17,8 @@ from meshadmin.models import Team
 from subscriptions.models import Subscription
 from topics.models import EventStore, Topic
 
-BROKER_PREFIX = "meshadmin-celery:"  # CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"]
+#: Celery's key prefix on the broker (one per pytest-xdist worker: see meshadmin/settings/test.py)
+BROKER_PREFIX = django_settings.CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"]
 
 
 @pytest.fixture
