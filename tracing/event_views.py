@@ -56,20 +56,12 @@ class TestEventView(generic.ObjectDetailView):
         return response
 
 
-class TopicEventsView(generic.ObjectDetailView):
+class TopicEventsView(generic.SearchTabMixin, generic.ObjectDetailView):
     """The "Events" tab: what the topic's store holds, newest first, a page at a time."""
 
     queryset = Topic.objects.select_related("team", "store")
     template_name = "tracing/topic_events.html"
     tab = "events"
-
-    bad_search = False
-
-    def get(self, request, pk):
-        response = super().get(request, pk)
-        if self.bad_search:
-            response.status_code = 400
-        return response
 
     def extra_context(self, request, obj) -> dict:
         form = EventSearchForm(request.GET)

@@ -79,24 +79,17 @@ class EventTraceView(View):
         return render(request, "tracing/event_trace.html", context)
 
 
-class TracesTabView(generic.ObjectDetailView):
+class TracesTabView(generic.SearchTabMixin, generic.ObjectDetailView):
     """The "Traces" tab: a search of the traces of this object, and one of them opened."""
 
     template_name = "tracing/traces_tab.html"
     tab = "traces"
-    bad_search = False
 
     def search(self, obj, data: dict) -> list[skywalking.TraceRow]:
         raise NotImplementedError
 
     def belongs(self, obj, trace: skywalking.Trace) -> bool:
         raise NotImplementedError
-
-    def get(self, request, pk):
-        response = super().get(request, pk)
-        if self.bad_search:
-            response.status_code = 400
-        return response
 
     def extra_context(self, request, obj) -> dict:
         form = TraceSearchForm(request.GET)

@@ -177,6 +177,21 @@ class ObjectDetailView(BaseObjectView):
         return render(request, self.template_name, context)
 
 
+class SearchTabMixin:
+    """For a tab of an object's page that searches: a search whose form does not validate answers
+    400 (the page still shows, with the form's errors), so that a client tells a bad search from
+    an empty result. The view's ``extra_context`` sets ``bad_search`` when its form is invalid.
+    Put it before ``ObjectDetailView`` among the bases."""
+
+    bad_search = False
+
+    def get(self, request, pk):
+        response = super().get(request, pk)
+        if self.bad_search:
+            response.status_code = 400
+        return response
+
+
 class ObjectHistoryView(ObjectDetailView):
     """The History tab: the object's audit entries that the user may see."""
 

@@ -6,6 +6,7 @@ Chromium. Its background networking is switched off because the test machine has
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 
@@ -27,10 +28,11 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def browser():
-    """One Chromium per module: Playwright's sync API keeps an event loop running in this thread
-    while it is open, which would break later tests that call ``async_to_sync``."""
+@contextlib.contextmanager
+def chromium():
+    """Debian's Chromium, headless, for the block. Playwright's sync API keeps an event loop
+    running in this thread meanwhile, so ``async_to_sync`` (a push does it) cannot run here:
+    open it after such set-up."""
     from playwright.sync_api import sync_playwright
 
     if not os.path.exists(CHROMIUM):
@@ -39,6 +41,14 @@ def browser():
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One Chromium per module: its event loop, left running in this thread, would break later
+    tests that call ``async_to_sync``."""
+    with chromium() as browser:
+        yield browser
 
 
 @pytest.fixture

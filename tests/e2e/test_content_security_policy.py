@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import pytest
 from django.test import Client
-from playwright.sync_api import sync_playwright
 
-from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, log_in
+from tests.e2e.conftest import chromium, log_in
 from tests.portal_support.mesh import mesh_redis  # noqa: F401 - a fixture
 from tests.portal_support.pages import mesh_world, page_urls  # noqa: F401 - mesh_world is a fixture
 
@@ -33,10 +32,8 @@ def browser(request):
     """The conftest's Chromium, one per test here and started after the mesh is seeded: seeding
     pushes a config version, which cannot run while Playwright's event loop runs in this thread."""
     request.getfixturevalue("mesh_world")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 class ViolationWatch:

@@ -14,9 +14,9 @@ import pytest
 from playwright.sync_api import expect
 
 from governance.models import AccessRule, Application, ApplicationKey
+from tests.e2e.conftest import log_in
 from tests.portal_support.live_portal import shared_database  # noqa: F401 - a fixture
 from tests.portal_support.live_stack import publish, runtime_process, uvicorn_portal  # noqa: F401 - fixtures
-from tests.portal_support.personas import PASSWORD
 from tests.portal_support.waiting import wait_for
 from topics.models import Topic
 
@@ -54,11 +54,7 @@ def test_watching_a_topic_live(browser, stack, uvicorn_portal, runtime_process, 
     page = context.new_page()
     script_errors: list = []
     page.on("pageerror", lambda error: script_errors.append(error))
-    page.goto("/login/")
-    page.fill("#id_username", "bob")
-    page.fill("#id_password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(lambda url: "/login/" not in url)
+    log_in(page, "bob")
 
     page.goto(topic.get_absolute_url())
     page.click("[data-testid=tab-live]")

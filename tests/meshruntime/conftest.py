@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from delivery_harness import managers, receiver  # noqa: F401 - fixtures of the delivery tests
 
 from meshruntime.store import open_store
 

@@ -10,17 +10,15 @@ over HTTP, heartbeats) and in its child process.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from typing import Any
 
 import orjson
-import pytest
+from delivery_harness import TOPIC, event, group_row, publish, sample, wait_until
 from factories import access_rule, make_config, subscription
 from runtime_harness import event as http_event
 from runtime_harness import running_runtime
 
-from meshruntime.delivery import DeliveryManager, DeliverySettings
+from meshruntime.delivery import DeliverySettings
 from meshruntime.delivery.process import DeliveryProcess
 from meshruntime.delivery.spec import specs_from_config
 from meshruntime.delivery_admin import DeliveryOperations
@@ -29,20 +27,10 @@ from meshruntime.keys import KeySpace
 from meshruntime.state import MeshState
 from meshruntime.store import AppendEntry
 
-TOPIC = "orders.created"
 FAST = DeliverySettings(visibility_timeout_s=1.0, block_ms=100, redeliver_poll_s=0.1, metrics_interval_s=0.2,
                         status_interval_s=0.2)
 DENY = access_rule("rule-9", "*", "orders.*", ["subscribe"], effect="deny", description="orders are private")
 HELD = "subscribe denied by rule rule-9 (deny orders.*)"
-
-
-def event(i: int) -> bytes:
-    return orjson.dumps({"specversion": "1.0", "id": f"e{i}", "source": "/shop", "type": "com.example.order.created",
-                         "datacontenttype": "application/json", "data": {"order_id": f"o{i}"}})
-
-
-async def publish(store, n: int, start: int = 0, topic: str = TOPIC) -> None:
-    await store.append_many([AppendEntry(topic, event(i)) for i in range(start, start + n)])
 
 
 def sub(id: str, url: str = "http://127.0.0.1:9/", *, app: str = "shipping", topic: str = TOPIC,
@@ -51,49 +39,10 @@ def sub(id: str, url: str = "http://127.0.0.1:9/", *, app: str = "shipping", top
                                                   "backoff_base_ms": 20, "backoff_cap_ms": 200, **delivery})
 
 
-async def wait_until(predicate: Callable[[], Any], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
-
-
-def sample(manager: DeliveryManager, name: str, **labels: str) -> float:
-    value = manager.metrics.registry.get_sample_value(name, labels)
-    return 0.0 if value is None else value
-
-
-@pytest.fixture
-async def managers(store):
-    """Delivery engines (as a runtime runs them in process), stopped after the test."""
-    made: list[DeliveryManager] = []
-
-    async def make(doc: dict[str, Any], *, application: str | None = "shipping") -> DeliveryManager:
-        store.visibility_timeout_s = FAST.visibility_timeout_s
-        manager = DeliveryManager(store, consumer="rt-a", application=application, settings=FAST)
-        made.append(manager)
-        await manager.start()
-        manager.apply_config(doc)
-        await manager.reconciled()
-        return manager
-
-    yield make
-    for manager in made:
-        await manager.stop(timeout=5)
-
-
 def config(*subs, version: int = 1, rules=(), **kwargs):
     return make_config(bare=True, version=version, topics=[TOPIC, "orders.shipped", "audit.orders"],
                        applications=["shipping", "billing", "auditor"], access_rules=list(rules),
                        subscriptions=list(subs), **kwargs)
-
-
-def group_row(redis_client, keys: KeySpace, sub_id: str, topic: str = TOPIC) -> dict | None:
-    for row in redis_client.xinfo_groups(keys.topic(topic)):
-        if row["name"].decode() == sub_id:
-            return row
-    return None
 
 
 def status(redis_client, keys: KeySpace, sub_id: str) -> dict[str, str]:
@@ -105,7 +54,7 @@ async def test_a_deny_subscribe_rule_holds_delivery_until_the_rule_changes(store
     receiver = await Receiver().start()
     try:
         held, control = sub("sub-1", receiver.url), sub("sub-2", receiver.url, topic="audit.orders", app="auditor")
-        manager = await managers(config(held, control, rules=[DENY]), application=None)
+        manager = await managers(config(held, control, rules=[DENY]), application=None, settings=FAST)
         assert manager.held == {"sub-1": HELD}
         await publish(store, 5)
         await publish(store, 5, topic="audit.orders")
@@ -141,7 +90,7 @@ async def test_a_deny_subscribe_rule_holds_delivery_until_the_rule_changes(store
 async def test_the_loss_of_the_allow_holds_delivery_too(store, managers, redis_client, keys):
     receiver = await Receiver().start()
     try:
-        manager = await managers(config(sub("sub-1", receiver.url), grant_subscriptions=False))
+        manager = await managers(config(sub("sub-1", receiver.url), grant_subscriptions=False), settings=FAST)
         assert manager.held == {"sub-1": "subscribe denied: no access rule allows it (default deny)"}
         await wait_until(lambda: status(redis_client, keys, "sub-1").get("held", "").endswith("(default deny)"))
         await publish(store, 3)
@@ -164,7 +113,7 @@ async def test_a_subscription_denied_mid_stream_lets_the_attempt_under_way_finis
 
     receiver = await Receiver(respond=slow).start()
     try:
-        manager = await managers(config(sub("sub-1", receiver.url, max_in_flight=1)))
+        manager = await managers(config(sub("sub-1", receiver.url, max_in_flight=1)), settings=FAST)
         await publish(store, 4)
         await asyncio.wait_for(started.wait(), 10)  # e0 under way
         manager.apply_config(config(sub("sub-1", receiver.url, max_in_flight=1), version=2, rules=[DENY]))

@@ -14,22 +14,14 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
+from delivery_harness import FAST, SECRET, TOPIC, event, group_row, hold_answers, publish, sample, wait_until
 from factories import make_config, subscription
 
-from meshruntime.delivery import DeliveryManager, DeliverySettings, verify
+from meshruntime.delivery import DeliverySettings, verify
 from meshruntime.delivery_admin import DeliveryOperations
 from meshruntime.demo.receiver import Received, Receiver
-from meshruntime.journey import JourneyRecorder
 from meshruntime.keys import KeySpace
 from meshruntime.store import AppendEntry
-
-TOPIC = "orders.created"
-FAST = DeliverySettings(visibility_timeout_s=1.0, block_ms=100, redeliver_poll_s=0.1, metrics_interval_s=0.2)
-
-
-def event(i: int, *, type_: str = "com.example.order.created", **extra: Any) -> bytes:
-    return orjson.dumps({"specversion": "1.0", "id": f"e{i}", "source": "/shop", "type": type_,
-                         "datacontenttype": "application/json", "data": {"order_id": f"o{i}"}, **extra})
 
 
 def sub(id: str = "sub-1", url: str = "http://127.0.0.1:9/", *, app: str = "shipping", topic: str = TOPIC,
@@ -42,42 +34,6 @@ def sub(id: str = "sub-1", url: str = "http://127.0.0.1:9/", *, app: str = "ship
 def config(*subs: dict[str, Any], version: int = 1) -> dict[str, Any]:
     return make_config(bare=True, version=version, topics=[TOPIC, "orders.shipped"],
                        applications=["shipping", "billing"], subscriptions=list(subs))
-
-
-SECRET = "whsec-sub-1-0123456789abcdef"  # the factory's secret for sub-1
-
-
-@pytest.fixture
-async def receiver():
-    receiver = await Receiver(secret=SECRET).start()
-    yield receiver
-    await receiver.stop()
-
-
-@pytest.fixture
-async def managers(store):
-    """Build managers (runtimes' delivery engines) that are stopped after the test."""
-    made: list[DeliveryManager] = []
-
-    async def make(doc: dict[str, Any] | None = None, *, consumer: str = "rt-a", application: str | None = "shipping",
-                   settings: DeliverySettings = FAST, journey: bool = True) -> DeliveryManager:
-        store.visibility_timeout_s = settings.visibility_timeout_s  # an engine's setting, made when opened
-        manager = DeliveryManager(store, consumer=consumer, application=application, settings=settings,
-                                  journey=JourneyRecorder(consumer) if journey else None, user_agent=consumer)
-        made.append(manager)
-        await manager.start()
-        if doc is not None:
-            manager.apply_config(doc)
-            await manager.reconciled()
-        return manager
-
-    yield make
-    for manager in made:
-        await manager.stop(timeout=5)
-
-
-async def publish(store, n: int, start: int = 0, topic: str = TOPIC, **extra: Any) -> list[str]:
-    return await store.append_many([AppendEntry(topic, event(i, **extra)) for i in range(start, start + n)])
 
 
 def statuses(sequence: list[int]) -> Callable:
@@ -94,21 +50,6 @@ def statuses(sequence: list[int]) -> Callable:
     return respond
 
 
-async def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(interval)
-
-
-async def group(redis_client, keys: KeySpace, sub_id: str = "sub-1", topic: str = TOPIC) -> dict | None:
-    for row in redis_client.xinfo_groups(keys.topic(topic)):
-        if row["name"].decode() == sub_id:
-            return row
-    return None
-
-
 def dead_letters(redis_client, keys: KeySpace, sub_id: str = "sub-1") -> list[dict[str, str]]:
     return [{k.decode(): v.decode() for k, v in fields.items() if k != b"event"} | {"event": fields[b"event"]}
             for _id, fields in redis_client.xrange(keys.dlq(sub_id))]
@@ -116,22 +57,6 @@ def dead_letters(redis_client, keys: KeySpace, sub_id: str = "sub-1") -> list[di
 
 def journey(redis_client, keys: KeySpace, event_id: str) -> list[dict]:
     return [orjson.loads(s) for s in redis_client.lrange(keys.journey(event_id), 0, -1)]
-
-
-def sample(manager: DeliveryManager, name: str, **labels: str) -> float:
-    value = manager.metrics.registry.get_sample_value(name, labels)
-    return 0.0 if value is None else value
-
-
-def hold_answers(receiver) -> asyncio.Event:
-    """The receiver answers nothing until the event returned is set."""
-    gate = asyncio.Event()
-
-    async def held(received, request):
-        await gate.wait()
-
-    receiver.respond = held
-    return gate
 
 
 # -- the happy path ----------------------------------------------------------------------------
@@ -399,7 +324,7 @@ async def test_revoking_removes_the_group_after_the_attempt_under_way(
     await wait_until(lambda: receiver.concurrent == 1)
     manager.apply_config(config(version=2))
     await manager.reconciled()
-    assert await group(redis_client, keys) is not None  # still delivering e0
+    assert group_row(redis_client, keys, "sub-1") is not None  # still delivering e0
     gate.set()
     await receiver.wait_for(lambda r: r.answered == [("e0", 200)])
     await wait_until(lambda: redis_client.xinfo_groups(keys.topic(TOPIC)) == [])

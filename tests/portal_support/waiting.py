@@ -1,6 +1,6 @@
-"""What a synchronous test uses to wait on real things: ``wait_for`` a condition (with a bound),
-a ``free_port`` for a server it starts, and a ``Loop`` (asyncio in a thread) for the runtimes,
-watchers and receivers it runs beside itself."""
+"""What a test uses to wait on real things: ``wait_for`` a condition (with a bound), or ``until``
+it in a coroutine, a ``free_port`` for a server it starts, and a ``Loop`` (asyncio in a thread)
+for the runtimes, watchers and receivers a synchronous test runs beside itself."""
 
 from __future__ import annotations
 
@@ -8,21 +8,47 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
+INTERVAL = 0.02  # seconds between two tries of a condition
 
-def wait_for(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.02):
+
+class _Polling:
+    """The one polling loop of ``wait_for`` and ``until``. Iterating it tries ``condition`` until
+    it is truthy (its value is then ``value``) and yields the pause before each next try, which
+    each waiter takes its own way (blocking, or letting the event loop run); past ``timeout`` s
+    the test fails, naming ``what``."""
+
+    def __init__(self, condition: Callable[[], Any], timeout: float, what: str, interval: float) -> None:
+        self.condition, self.timeout, self.what, self.interval = condition, timeout, what, interval
+        self.value: Any = None
+
+    def __iter__(self) -> Iterator[float]:
+        deadline = time.monotonic() + self.timeout
+        while not (value := self.condition()):
+            if time.monotonic() > deadline:
+                pytest.fail(f"timed out after {self.timeout} s waiting for {self.what}")
+            yield self.interval
+        self.value = value
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = INTERVAL) -> Any:
     """Poll ``condition`` until it is truthy (and return its value) or fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
+    polling = _Polling(condition, timeout, what, interval)
+    for pause in polling:
+        time.sleep(pause)
+    return polling.value
+
+
+async def until(condition: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
+    """``wait_for`` in a coroutine: ``condition`` (synchronous) is polled while the loop runs on."""
+    polling = _Polling(condition, timeout, what, INTERVAL)
+    for pause in polling:
+        await asyncio.sleep(pause)
+    return polling.value
 
 
 def free_port() -> int:

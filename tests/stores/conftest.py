@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from meshruntime.store import Store, names, open_store, redact
+from tests.meshruntime.delivery_harness import receiver  # noqa: F401 - a fixture: sub-1's webhook receiver
 
 from .servers import answers, tansu
 

@@ -24,9 +24,9 @@ from aiohttp import web
 
 from meshruntime.app import Runtime, Settings, StoresMissing
 from meshruntime.config import seal
-from meshruntime.demo.receiver import Receiver
 from meshruntime.keys import KeySpace
 from meshruntime.store import Store, open_store
+from tests.meshruntime.delivery_harness import SECRET, hold_answers
 
 from .conftest import TRAITS, wait_for
 
@@ -34,7 +34,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SOURCE, TARGET = "inbox.received", "orders.created"
 KEY_PREFIX = "k7engine"
 KEY = f"mk_{KEY_PREFIX}_" + "A" * 40
-SECRET = "whsec-sub-1-0123456789abcdef"
 
 
 def mesh_config(kind: str, receiver_url: str, *, version: int = 1, max_in_flight: int = 3,
@@ -80,13 +79,6 @@ def mesh_config(kind: str, receiver_url: str, *, version: int = 1, max_in_flight
 def event(i: int) -> dict[str, Any]:
     return {"specversion": "1.0", "id": f"e{i}", "source": "/billing", "type": "com.example.received",
             "datacontenttype": "application/json", "data": {"i": i}}
-
-
-@pytest.fixture
-async def receiver():
-    receiver = await Receiver(secret=SECRET).start()
-    yield receiver
-    await receiver.stop()
 
 
 @pytest.fixture
@@ -232,12 +224,7 @@ def _runtime_process(kind: str, url: str, redis_url: str, prefix: str, config: P
 
 async def test_events_a_killed_runtime_held_are_delivered_by_another(kind, url, redis_url, prefix, receiver, engine,
                                                                     tmp_path):
-    release = asyncio.Event()
-
-    async def hold_until_released(received, request):
-        await release.wait()
-
-    receiver.respond = hold_until_released
+    release = hold_answers(receiver)
     config = tmp_path / "mesh.json"
     config.write_bytes(orjson.dumps(mesh_config(kind, receiver.url, max_in_flight=2)))
     first, base = _runtime_process(kind, url, redis_url, prefix, config, "rt-first")

@@ -4,7 +4,6 @@ and channel layer, and the real Redis under this test's key prefix."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
@@ -30,6 +29,7 @@ from tests.portal_support import prometheus as prometheus_support
 from tests.portal_support.live_portal import shared_database  # noqa: F401 - a fixture
 from tests.portal_support.personas import *  # noqa: F403 - the personas and their teams
 from tests.portal_support.runtime import mesh_runtime  # noqa: F401 - a real runtime beside the portal
+from tests.portal_support.waiting import until
 from topics.models import Topic
 from tracing.hub import close_hub
 
@@ -132,18 +132,6 @@ def order(i: int, **overrides: Any) -> dict[str, Any]:
     return {"specversion": "1.0", "id": f"evt-{i}", "source": "/checkout", "type": "com.example.order.created",
             "subject": f"o-{i}", "datacontenttype": "application/json", "customer": f"c-{i}",
             "data": {"order_id": f"o-{i}", "amount": i}, **overrides}
-
-
-async def until(condition: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
-    """Poll ``condition`` (sync) until truthy, or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def session_cookie(user) -> str:

@@ -4,36 +4,26 @@ own ``/metrics``, and a real Prometheus scraping real runtimes that start and st
 from __future__ import annotations
 
 import json
-import threading
 import urllib.request
-from contextlib import contextmanager
 from datetime import timedelta
 
 import orjson
 import pytest
-from django.db import connections
 from django.test import Client
 from django.utils import timezone
 
 from meshadmin.models import APIToken
 from rollout import push_stats
 from rollout.models import Runtime
-from rollout.registry import HeartbeatIngester
 from tests.meshruntime.factories import make_config
 from tests.portal_support.live_portal import uvicorn_portal
 from tests.portal_support.personas import client_for
 from tests.portal_support.runtimes import RuntimeProcess
+from tests.portal_support.scraping import ingesting, make_token, targets
 from tests.portal_support.waiting import wait_for
 from tracing.prometheus_config import render
 
 URL = "/api/v1/prometheus/targets/"
-
-
-def make_token(user, *, read_only: bool = True) -> str:
-    token = APIToken(user=user, description="prometheus", read_only=read_only)
-    key = token.generate()
-    token.save()
-    return key
 
 
 def runtime(runtime_id: str, *, application: str = "billing", url: str = "http://10.0.0.7:8700/metrics",
@@ -132,40 +122,10 @@ def test_the_portal_metrics_need_a_token_and_show_pushes_versions_and_runtimes(p
 
 # -- a real Prometheus, real runtimes ---------------------------------------------------------------
 
-@contextmanager
-def ingesting(client):
-    """The heartbeat ingester (``manage.py mesh ingest-heartbeats``) in a thread of this test."""
-    ingester = HeartbeatIngester(client, consumer="test", block_ms=100, sweep_seconds=0.5)
-    ingester.ensure_group()
-
-    def run():
-        try:
-            ingester.run()
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
-        yield ingester
-    finally:
-        ingester.stopped = True
-        thread.join(10)
-
-
 def discovered(portal: str, key: str) -> list[str]:
     request = urllib.request.Request(f"{portal}{URL}?kind=runtime", headers={"Authorization": f"Bearer {key}"})
     with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
         return sorted(g["labels"]["mesh_runtime_id"] for g in json.loads(response.read()))
-
-
-def targets(prometheus) -> dict[str, dict]:
-    """Prometheus's active targets by runtime id (the portal's as "portal")."""
-    found = {}
-    for target in prometheus.active_targets():
-        labels = target["labels"]
-        found[labels.get("mesh_runtime_id") or labels["mesh_kind"]] = target
-    return found
 
 
 @pytest.mark.slow

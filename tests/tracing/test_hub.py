@@ -9,9 +9,8 @@ import orjson
 import pytest
 
 from meshruntime.tapwire import encode
+from tests.portal_support.waiting import until
 from tracing.hub import Stream, WatchHub
-
-from .conftest import until
 
 
 @pytest.fixture

@@ -15,10 +15,11 @@ from meshruntime.app import Runtime, Settings
 from meshruntime.config import seal
 from meshruntime.demo import producer
 from rollout.compiler import compile_mesh_config
+from tests.portal_support.waiting import until
 from tracing.consumers import CLOSE_NOT_FOUND, CLOSE_SIGNED_OUT
 from tracing.hub import close_hub
 
-from .conftest import order, until
+from .conftest import order
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

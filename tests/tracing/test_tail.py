@@ -13,10 +13,11 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from subscriptions.models import Subscription
+from tests.portal_support.waiting import until
 from tracing.consumers import CLOSE_NOT_FOUND, CLOSE_SIGNED_OUT
 from tracing.notify import notify, user_group
 
-from .conftest import order, until
+from .conftest import order
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
