@@ -1,14 +1,15 @@
-"""What a synchronous test uses to wait on real things: ``wait_for`` a condition (with a bound),
-a ``free_port`` for a server it starts, and a ``Loop`` (asyncio in a thread) for the runtimes,
-watchers and receivers it runs beside itself."""
+"""What a test uses to wait on real things: ``wait_for`` a condition (with a bound), a
+``deadline`` for an asynchronous wait, a ``free_port`` for a server it starts, and a ``Loop``
+(asyncio in a thread) for the runtimes, watchers and receivers it runs beside itself."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -23,6 +24,21 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str, interva
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def deadline(seconds: float, what: str) -> AsyncIterator[None]:
+    """Fail the test, naming ``what`` did not happen, unless the block ends within ``seconds``:
+    a wait on a real thing under load says what it waited for rather than hanging until
+    pytest-timeout stops the whole run (the traceback still shows where it was stuck)."""
+    scope = asyncio.timeout(seconds)
+    try:
+        async with scope:
+            yield
+    except TimeoutError:
+        if not scope.expired():  # raised by the block itself, not by the deadline
+            raise
+        pytest.fail(f"timed out after {seconds} s waiting for {what}")
 
 
 def free_port() -> int:
