@@ -18,7 +18,8 @@ class GovernanceConfig(AppConfig):
         from subscriptions.models import Subscription
 
         from . import notifications  # noqa: F401 - registers the routing rule notices (for the worker too)
-        from .rules import refuse_denied_approval
+        from .rules import refuse_denied_subscription
 
-        # no approval of a subscription the access policy would hold (every path: pages, API, admin)
-        transition_checked.connect(refuse_denied_approval, sender=Subscription, dispatch_uid="subscribe-denied")
+        # no approval or resumption of a subscription the access policy would hold (every path:
+        # pages, API, admin)
+        transition_checked.connect(refuse_denied_subscription, sender=Subscription, dispatch_uid="subscribe-denied")

@@ -20,9 +20,10 @@ Who may write rules (forms and serializers call the checks below with the reques
   source covers a topic of any third team (:class:`TopicOwners`, used by the compiler);
 - an enabled routing rule must not start a cycle (see :func:`find_routing_cycle`).
 
-And one that guards approving: a subscription that the access policy would not let subscribe
-once approved (a deny rule covers its application and topic) cannot be approved, naming the rule
-(:func:`refuse_denied_approval`); the runtimes would hold its delivery anyway.
+And one that guards approving and resuming: a subscription that the access policy would not let
+subscribe once approved (a deny rule covers its application and topic) cannot be approved, nor
+resumed once paused, naming the rule (:func:`refuse_denied_subscription`); the runtimes would hold
+its delivery anyway.
 """
 
 from __future__ import annotations
@@ -140,22 +141,28 @@ def subscribe_decision_once_approved(subscription) -> Decision:
 
 
 class SubscribeDenied(TransitionRefused):
-    """Approving a subscription that the access policy would hold (HTTP 409: the rules conflict)."""
+    """Approving or resuming a subscription that the access policy would hold (HTTP 409: the rules
+    conflict)."""
 
     status = 409
 
 
-def refuse_denied_approval(sender, *, instance, step: Transition, by, **kwargs) -> None:
-    """``meshadmin.workflow.transition_checked`` receiver for subscriptions: refuse to approve one
-    whose application a deny rule keeps from subscribing to its topic, naming the rule."""
-    if step.name != "approve":
+#: The steps that make a subscription deliver, and so must be refused while a rule denies it.
+_DELIVERING_STEPS = ("approve", "resume")
+
+
+def refuse_denied_subscription(sender, *, instance, step: Transition, by, **kwargs) -> None:
+    """``meshadmin.workflow.transition_checked`` receiver for subscriptions: refuse to approve or to
+    resume one whose application a deny rule keeps from subscribing to its topic, naming the rule.
+    (Pausing and revoking stay allowed: they deliver nothing.)"""
+    if step.name not in _DELIVERING_STEPS:
         return
     decision = subscribe_decision_once_approved(instance)
     rule = decision.deciding_rule
     if decision.allowed or rule is None:
         return
     raise SubscribeDenied(
-        f"{instance.subscription_id} cannot be approved: access rule {rule['id']} ({rule['effect']} "
+        f"{instance.subscription_id} cannot be {step.done}: access rule {rule['id']} ({rule['effect']} "
         f"subscribe {rule['topic']}) denies {instance.application} subscribing to {instance.topic}, so "
         "the runtimes would deliver nothing. Change or remove that rule first.")
 

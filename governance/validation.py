@@ -75,8 +75,9 @@ def subscription_findings(subscriptions: QuerySet, policy: Policy | None = None)
         decision = policy.explain(sub.application.name, sub.topic.name, "subscribe")
         rule = decision.deciding_rule
         if not decision.allowed and rule is not None:
-            then = ("It cannot be approved until the rule changes." if sub.state == sub.REQUESTED else
-                    "The runtimes hold its delivery (its events wait in the topic) until the rule changes.")
+            then = {sub.REQUESTED: "It cannot be approved until the rule changes.",
+                    sub.PAUSED: "It cannot be resumed until the rule changes."}.get(
+                sub.state, "The runtimes hold its delivery (its events wait in the topic) until the rule changes.")
             findings.append(Finding("subscription_denied", sub, (
                 f"{sub.application} may not subscribe to {sub.topic}: rule {rule['id']} denies it "
                 f"({rule['topic']}). {then}")))

@@ -1,14 +1,17 @@
-"""How the pages show times, durations and counts: one format for each, used by the templates'
-filters (``meshadmin.templatetags.mesh``) and the list pages' columns (``meshadmin.tables``)."""
+"""How the pages show times, durations, counts and JSON text: one format for each, used by the
+templates' filters (``meshadmin.templatetags.mesh``) and the list pages' columns (``meshadmin.tables``)."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 from django.contrib.humanize.templatetags.humanize import intcomma
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+# A piece of JSON text: a string (escapes and all), a bracket, a comma, a colon, or a number or literal.
+_JSON_PIECE = re.compile(r'"(?:[^"\\]+|\\.)*"|[][{},:]|[^][{},:"\s]+')
 _UNITS = (("day", 86_400), ("hour", 3_600), ("minute", 60), ("second", 1))
 
 
@@ -51,3 +54,32 @@ def counter_label(name: str) -> str:
     """A counter's name as a label: ``events_published`` is ``Events published``."""
     words = name.replace("_", " ").strip()
     return words[:1].upper() + words[1:]
+
+
+def indented_json(text: str) -> str:
+    """The valid JSON ``text`` indented by two spaces, as ``json.dumps(..., indent=2)`` lays it out,
+    each number, string and literal kept as written: parsing and writing it again would round the
+    numbers a double cannot hold (``12345678901234567890123``, ``0.1000000000000000055511151231257827``),
+    and events are shown as they were published. (static/tracing/event_detail.js does the same.)"""
+    out: list[str] = []
+    depth = 0
+    opened = False  # the last piece opened an object or array: its first member starts a line
+    for piece in _JSON_PIECE.findall(text):
+        if piece in ("}", "]"):
+            depth -= 1
+            out.append(piece if opened else "\n" + "  " * depth + piece)
+            opened = False
+            continue
+        if opened:
+            out.append("\n" + "  " * depth)
+            opened = False
+        if piece == ",":
+            out.append(",\n" + "  " * depth)
+        elif piece == ":":
+            out.append(": ")
+        else:
+            out.append(piece)
+            if piece in ("{", "["):
+                depth += 1
+                opened = True
+    return "".join(out)

@@ -10,7 +10,7 @@ A refusal raises :class:`TransitionRefused` with a message for people: :class:`N
 (HTTP 403) for the wrong side, :class:`IllegalTransition` (HTTP 409) for the wrong state.
 Other apps refuse steps for reasons of their own through :data:`transition_checked`, so that
 every path (pages, the API, the admin, a shell) meets their rule: the access policy refuses to
-approve a subscription it would not let deliver (``governance.rules.refuse_denied_approval``).
+approve or resume a subscription it would not let deliver (``governance.rules.refuse_denied_subscription``).
 """
 
 from __future__ import annotations

@@ -17,8 +17,10 @@ from django.urls import reverse
 from django.views import View
 
 from governance.rules import rule_url
+from meshadmin.formatting import indented_json
 from meshadmin.querysets import CHANGE
 from meshadmin.views import generic
+from meshruntime.cloudevents import loads
 
 from . import delivery
 from .models import Subscription
@@ -28,12 +30,16 @@ STREAM_ID, MAX_IDS = delivery.STREAM_ID, delivery.MAX_IDS
 HELD_BY_RULE = re.compile(r"denied by rule (\S+)")
 
 
-def _event(letter) -> dict | str:
-    """The dead-lettered event as JSON for display (its raw text when it does not parse)."""
+def _event(letter) -> str:
+    """The dead-lettered event as it was stored, indented: its numbers keep every digit the
+    producer wrote (a parsed copy would round those a double cannot hold). Its raw text when it
+    is not JSON."""
+    text = letter.event.decode("utf-8", "replace")
     try:
-        return orjson.loads(letter.event)
+        loads(letter.event)
     except orjson.JSONDecodeError:
-        return letter.event.decode("utf-8", "replace")
+        return text
+    return indented_json(text)
 
 
 class SubscriptionDeliveryView(generic.ObjectDetailView):

@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from meshruntime.cloudevents import is_json_media_type
+from meshruntime.cloudevents import data_text, is_json_media_type, member_text, stored_data_text
 from meshruntime.filters import FilterError, Matcher, compile_filters, validate_filters
 from meshruntime.tapwire import TapMessage
 
@@ -124,17 +124,22 @@ def parse_filter(message: Mapping[str, Any], *, payload: bool) -> TailFilter:
     return TailFilter(tuple(filters), text.casefold() if text else "", matcher)
 
 
-def view(copy: Mapping[str, Any]) -> Mapping[str, Any]:
+def view(copy: Mapping[str, Any], raw: bytes | None = None) -> Mapping[str, Any]:
     """A tap copy in the shape the page reads: ``attributes``, ``data``, ``data_encoding``
     (``json``, ``text`` or ``base64``), ``data_size``, and the copy's own fields.
 
     A runtime sends a stored event as it stored it (``event``: the CloudEvents JSON format), and
-    a larger or a refused one already in this shape (``meshruntime.tap.compact``). The data's
-    size is counted as the event browser counts it (``tracing.presenting``): bytes of binary data,
-    UTF-8 bytes of text, bytes of the JSON value written compactly."""
+    a larger or a refused one already in this shape (``meshruntime.tap.compact``). ``data`` is text
+    in every encoding: JSON data is the producer's JSON text, cut from ``raw`` (the copy as the
+    runtime wrote it), since the page shows and copies events as they were published and a decoded
+    copy has lost the digits of numbers a double cannot hold. The data's size is counted as the
+    event browser counts it (``tracing.presenting``): bytes of binary data, UTF-8 bytes of text,
+    bytes of the JSON text."""
     event = copy.get("event")
     if not isinstance(event, dict):
-        return copy
+        if copy.get("data_encoding") != "json" or "data" not in copy:
+            return copy
+        return {**copy, "data": _json_text(copy, raw).decode("utf-8", "replace")}
     shown = {name: value for name, value in copy.items() if name != "event"}
     attributes = {name: value for name, value in event.items() if name not in ("data", "data_base64")}
     shown["attributes"] = attributes
@@ -145,17 +150,44 @@ def view(copy: Mapping[str, Any]) -> Mapping[str, Any]:
         shown["data_size"] = _base64_size(data)
     elif event.get("data") is not None:
         data = event["data"]
-        shown["data"] = data
         content_type = attributes.get("datacontenttype")
         if isinstance(data, str) and content_type is not None and not is_json_media_type(content_type):
+            shown["data"] = data
             shown["data_encoding"] = "text"
             shown["data_size"] = len(data.encode("utf-8", "surrogatepass"))
         else:
+            text = _json_text(copy, raw)
+            shown["data"] = text.decode("utf-8", "replace")
             shown["data_encoding"] = "json"
-            shown["data_size"] = len(orjson.dumps(data))
+            shown["data_size"] = len(text)
     else:
         shown["data_size"] = 0
     return shown
+
+
+def _json_text(copy: Mapping[str, Any], raw: bytes | None) -> bytes:
+    """The text of a copy's JSON data as the producer wrote it: from the stored event a copy
+    embeds, or from a compact copy's ``data`` member. Without ``raw`` (a message of an older
+    runtime, which came decoded), the value as orjson writes it."""
+    event = copy.get("event")
+    if raw is None:
+        return orjson.dumps(event["data"] if isinstance(event, dict) else copy["data"])
+    if isinstance(event, dict):
+        return stored_data_text(_embedded_event(raw), event)
+    return data_text(raw, copy["data"])
+
+
+#: How a runtime's copy of a stored event embeds it (``meshruntime.tap.Tap.offer_stored``): last,
+#: after members whose strings escape their quotes, so that the key first occurs as that member.
+_EVENT_KEY = b',"event":'
+
+
+def _embedded_event(raw: bytes) -> bytes:
+    """The stored event in the copy ``raw``, byte for byte."""
+    start = raw.find(_EVENT_KEY)
+    if start < 0:  # not written by a runtime
+        return member_text(raw, "event")
+    return raw[start + len(_EVENT_KEY):raw.rindex(b"}")]
 
 
 def _base64_size(data: Any) -> int:
@@ -185,7 +217,7 @@ def _attributes(message: TapMessage, index: int) -> Mapping[str, Any]:
     key = ("view", index)
     found = message.memo.get(key)
     if found is None:
-        found = message.memo[key] = view(message.item(index))
+        found = message.memo[key] = view(message.item(index), message.raw(index))
     return found.get("attributes") or {}
 
 
@@ -197,7 +229,7 @@ def _shown(message: TapMessage, index: int, payload: bool) -> orjson.Fragment:
     if found is None:
         copy = message.memo.get(("view", index))
         if copy is None:
-            copy = message.memo["view", index] = view(message.item(index))
+            copy = message.memo["view", index] = view(message.item(index), message.raw(index))
         found = message.memo[key] = orjson.Fragment(orjson.dumps(present(copy, payload=payload)))
     return found
 

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
 import nats
@@ -30,6 +30,7 @@ import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.client import JetStreamContext
 
 from meshruntime.keys import DEFAULT_PREFIX
 
@@ -60,6 +61,46 @@ _NATS_ERRORS = (nats.errors.Error, nats.js.errors.Error, OSError, asyncio.Timeou
 
 def _ms(value: datetime | None) -> int | None:
     return None if value is None else int(value.timestamp() * 1000)
+
+
+class _Drain:
+    """The messages of an ephemeral pull consumer (``AckPolicy.NONE``), fetched until it has
+    delivered all it had.
+
+    A fetch that comes back empty is not the end: on a loaded machine the server's answer can
+    arrive after the fetch stopped waiting (``NO_WAIT_S``), and nats-py then keeps it for the next
+    fetch. The end is when the server says the consumer has nothing pending and every message it
+    delivered has arrived; until then an empty fetch is followed by one that waits as long as a
+    request may, and a server that sends nothing even then is an error, not a short answer."""
+
+    def __init__(self, sub: JetStreamContext.PullSubscription, request_timeout_s: float, what: str) -> None:
+        self._sub = sub
+        self._request_timeout_s = request_timeout_s
+        self._what = what
+        self._received = 0  # the consumer sequence of the last message received
+
+    async def next(self, batch: int) -> list[Msg]:
+        """The next messages (about ``batch``: nats-py also hands over what an earlier fetch left
+        queued), or none once the consumer has delivered everything."""
+        wait = NO_WAIT_S
+        while True:
+            msgs = await self._fetch(batch, wait)
+            if msgs:
+                self._received = max(self._received, msgs[-1].metadata.sequence.consumer)
+                return msgs
+            info = await self._sub.consumer_info()
+            if info.num_pending == 0 and info.delivered.consumer_seq <= self._received:
+                return []
+            if wait >= self._request_timeout_s:
+                raise StoreError(f"{self._what} failed: the server has {info.num_pending} more messages for the read "
+                                 f"and sent none within {self._request_timeout_s} s")
+            wait = self._request_timeout_s
+
+    async def _fetch(self, batch: int, wait_s: float) -> list[Msg]:
+        try:
+            return await self._sub.fetch(batch, timeout=wait_s)
+        except (TimeoutError, nats.errors.TimeoutError):
+            return []
 
 
 class NatsStore(JournalledStore):
@@ -250,10 +291,10 @@ class NatsStore(JournalledStore):
     # -- reading by position ---------------------------------------------------------------------
     @contextlib.asynccontextmanager
     async def _ephemeral(self, stream: str, subject: str, config: ConsumerConfig,
-                         what: str) -> AsyncIterator[Callable[[int], Awaitable[list[Msg]]] | None]:
-        """One read through an ephemeral pull consumer: yields ``fetch(batch)``, the next messages
-        (none once no more come at once), or None when the stream does not exist; deletes the
-        consumer after. The engine's errors are StoreErrors naming ``what``."""
+                         what: str) -> AsyncIterator[_Drain | None]:
+        """One read through an ephemeral pull consumer: yields its :class:`_Drain`, or None when
+        the stream does not exist; deletes the consumer after. The engine's errors are StoreErrors
+        naming ``what``."""
         js = await self._js()
         try:
             sub = await js.pull_subscribe(subject, stream=stream, config=config)
@@ -264,15 +305,8 @@ class NatsStore(JournalledStore):
         if sub is None:
             yield None
             return
-
-        async def fetch(batch: int) -> list[Msg]:
-            try:
-                return await sub.fetch(batch, timeout=NO_WAIT_S)
-            except (TimeoutError, nats.errors.TimeoutError):
-                return []
-
         try:
-            yield fetch
+            yield _Drain(sub, self.request_timeout_s, f"{self.label}: {what}")
         except _NATS_ERRORS as error:
             raise StoreError(f"{self.label}: {what} failed: {error!r}") from error
         finally:
@@ -282,21 +316,26 @@ class NatsStore(JournalledStore):
                 await js.delete_consumer(stream, info.name)
 
     async def _scan(self, topic: str, start: dict, count: int, stop_seq: int | None = None) -> list[StoredEntry]:
-        """Up to ``count`` events from a start (sequence or time), through an ephemeral consumer."""
+        """Up to ``count`` events from a start (sequence or time) and before ``stop_seq``, through an
+        ephemeral consumer. It ends at ``count``, at ``stop_seq`` (the event before it read, or one
+        after it seen), or once the consumer has delivered everything (:class:`_Drain`): never
+        because a fetch came back short, which on a loaded machine a page would silently be."""
         config = ConsumerConfig(ack_policy=AckPolicy.NONE, inactive_threshold=30.0, mem_storage=True,
                                 max_deliver=1, **start)
         out: list[StoredEntry] = []
         async with self._ephemeral(names.nats_topic_stream(self.prefix, topic),
-                                   names.nats_topic_subject(self.prefix, topic), config, "read_range") as fetch:
-            while fetch is not None and len(out) < count:
-                msgs = await fetch(min(256, count - len(out)) if count - len(out) > 1 else 2)
+                                   names.nats_topic_subject(self.prefix, topic), config, "read_range") as drain:
+            while drain is not None and len(out) < count:
+                msgs = await drain.next(max(2, min(256, count - len(out))))  # not 1: nats-py pulls one without no_wait
                 if not msgs:
                     break
                 for msg in msgs:
                     seq = msg.metadata.sequence.stream
-                    if stop_seq is not None and seq >= stop_seq or len(out) >= count:
+                    if stop_seq is not None and seq >= stop_seq:
                         return out
                     out.append(StoredEntry(str(seq), topic, msg.data, _ms(msg.metadata.timestamp)))
+                    if len(out) >= count or (stop_seq is not None and seq == stop_seq - 1):
+                        return out
         return out
 
     async def _seq_at(self, topic: str, at_ms: int) -> int | None:
@@ -390,8 +429,8 @@ class NatsStore(JournalledStore):
                                 filter_subject=names.nats_dlq_subject(self.prefix, group))
         out: list[DeadLetter] = []
         async with self._ephemeral(names.nats_dlq_stream(self.prefix), config.filter_subject, config,
-                                   "dead_letters") as fetch:
-            while fetch is not None and (msgs := await fetch(256)):
+                                   "dead_letters") as drain:
+            while drain is not None and (msgs := await drain.next(256)):
                 for msg in msgs:
                     h = msg.headers or {}
                     status = h.get("Mesh-Status", "")

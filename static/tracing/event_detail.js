@@ -8,7 +8,10 @@
 //   detail.show(copy);  // a tap copy: {attributes, data, data_encoding, data_size, data_truncated,
 //                       //              topic, masked}
 //
-// Everything is written with textContent: event content is never parsed as HTML.
+// Everything is written with textContent: event content is never parsed as HTML. Nor is JSON data
+// parsed and written again: it comes as the producer's text (tracing.tail.view) and is shown,
+// indented and copied as such, since JSON.parse rounds the numbers a double cannot hold
+// (12345678901234567890123, 0.1000000000000000055511151231257827).
 
 const CORE = ["specversion", "id", "source", "type", "subject", "time", "datacontenttype", "dataschema"];
 const RUNTIME_EXTENSIONS = ["meshroute"]; // added by the runtime; a republish must not carry them
@@ -32,8 +35,49 @@ function bytesToBase64(data) {
 export function dataBytes(copy) {
   if (!("data" in copy) || copy.masked) return null;
   if (copy.data_encoding === "base64") return base64ToBytes(copy.data);
-  if (copy.data_encoding === "json") return utf8.encode(JSON.stringify(copy.data));
   return utf8.encode(String(copy.data));
+}
+
+// A piece of JSON text: a string (escapes and all), a bracket, a comma, a colon, or a number or literal.
+const JSON_PIECE = /"(?:[^"\\]+|\\.)*"|[\][{},:]|[^\][{},:"\s]+/g;
+
+/** Valid JSON text indented by two spaces, as JSON.stringify(value, null, 2) lays it out, each
+ *  number, string and literal kept as written (meshadmin.formatting.indented_json does the same). */
+export function indentJson(text) {
+  let out = "";
+  let depth = 0;
+  let opened = false; // the last piece opened an object or array: its first member starts a line
+  for (const [piece] of text.matchAll(JSON_PIECE)) {
+    if (piece === "}" || piece === "]") {
+      depth--;
+      out += opened ? piece : "\n" + "  ".repeat(depth) + piece;
+      opened = false;
+      continue;
+    }
+    if (opened) {
+      out += "\n" + "  ".repeat(depth);
+      opened = false;
+    }
+    if (piece === ",") out += ",\n" + "  ".repeat(depth);
+    else if (piece === ":") out += ": ";
+    else {
+      out += piece;
+      if (piece === "{" || piece === "[") {
+        depth++;
+        opened = true;
+      }
+    }
+  }
+  return out;
+}
+
+function isJson(text) {
+  try {
+    JSON.parse(text); // only to know: the text is what is shown
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** A classic hex dump: offset, 16 bytes in hex, the printable ones as text. */
@@ -55,20 +99,19 @@ export function renderData(copy, view) {
   if (view === "hex") return hexDump(data);
   if (view === "base64") return copy.data_encoding === "base64" ? copy.data : bytesToBase64(data);
   if (copy.data_encoding === "base64") return new TextDecoder("utf-8").decode(data);
-  if (copy.data_encoding === "json") return view === "pretty" ? JSON.stringify(copy.data, null, 2) : JSON.stringify(copy.data);
-  if (view === "pretty") {
-    try { return JSON.stringify(JSON.parse(copy.data), null, 2); } catch { return String(copy.data); }
-  }
-  return String(copy.data);
+  const text = String(copy.data);
+  if (view === "pretty" && (copy.data_encoding === "json" || isJson(text))) return indentJson(text);
+  return text;
 }
 
-/** The event in the CloudEvents JSON format (what a structured-mode publish would send). */
-export function structured(copy) {
-  const out = { ...copy.attributes };
-  if (copy.masked || !("data" in copy)) return out;
-  if (copy.data_encoding === "base64") out.data_base64 = copy.data;
-  else out.data = copy.data;
-  return out;
+/** The event in the CloudEvents JSON format (what a structured-mode publish would send), as text:
+ *  the attributes, then the data as it was published. */
+export function structuredText(copy) {
+  const attributes = JSON.stringify({ ...copy.attributes });
+  if (copy.masked || !("data" in copy)) return attributes;
+  const data = copy.data_encoding === "base64" ? `"data_base64":${JSON.stringify(copy.data)}`
+    : `"data":${copy.data_encoding === "json" ? copy.data : JSON.stringify(copy.data)}`;
+  return attributes === "{}" ? `{${data}}` : `${attributes.slice(0, -1)},${data}}`;
 }
 
 function shellQuote(text) {
@@ -106,7 +149,7 @@ export function curlCommand(copy) {
       prefix = `printf '%s' ${shellQuote(copy.data)} | base64 -d | `;
       lines.push("--data-binary @-");
     } else {
-      lines.push(`--data-binary ${shellQuote(copy.data_encoding === "json" ? JSON.stringify(copy.data) : copy.data)}`);
+      lines.push(`--data-binary ${shellQuote(copy.data)}`);
     }
   }
   return prefix + lines.join(" \\\n  ");
@@ -206,7 +249,7 @@ export class EventDetail {
   async copyOut(what) {
     const copy = this.copy;
     const text = what === "id" ? String(copy.attributes?.id ?? "")
-      : what === "json" ? JSON.stringify(structured(copy), null, 2) : curlCommand(copy);
+      : what === "json" ? indentJson(structuredText(copy)) : curlCommand(copy);
     if (text === null) return;
     const done = await copyText(text);
     this.part("copied").textContent = done ? `Copied ${what === "json" ? "JSON" : what}.` : "Copying is not allowed here.";

@@ -7,8 +7,11 @@ string to evaluate: the portal's Content-Security-Policy forbids eval, in tests 
 
 from __future__ import annotations
 
+import base64
 import itertools
+import json
 import re
+from decimal import Decimal
 
 import pytest
 from playwright.sync_api import expect
@@ -45,6 +48,22 @@ def order(event_id: str, **extra) -> dict:
             "data": {"order_id": event_id.replace("evt", "o"), "amount": 12.5}, **extra}
 
 
+def watch_live(page, runtime: str, topic: Topic, key: str) -> None:
+    """Sign in as bob and open ``topic``'s Live tab, then publish probes until one shows: the runtime
+    taps once it has read the watch key (once a second)."""
+    log_in(page, "bob")
+    page.goto(topic.get_absolute_url())
+    page.click("[data-testid=tab-live]")
+    page.wait_for_selector("[data-testid=tail-status]:text('live')")
+    probes = itertools.count(1)
+
+    def tapped() -> bool:
+        publish(runtime, topic.name, order(f"probe-{next(probes)}"), key)
+        return page.locator("[data-testid=tail-row]").count() > 0
+
+    wait_for(tapped, 15, "the first event in the browser", interval=0.3)
+
+
 def test_watching_a_topic_live(browser, stack, uvicorn_portal, runtime_process, redis_client):  # noqa: F811
     runtime = runtime_process()
     topic = stack["topics"]["orders.created"]
@@ -54,21 +73,8 @@ def test_watching_a_topic_live(browser, stack, uvicorn_portal, runtime_process, 
     page = context.new_page()
     script_errors: list = []
     page.on("pageerror", lambda error: script_errors.append(error))
-    log_in(page, "bob")
-
-    page.goto(topic.get_absolute_url())
-    page.click("[data-testid=tab-live]")
-    page.wait_for_selector("[data-testid=tail-status]:text('live')")
+    watch_live(page, runtime, topic, stack["key"])
     assert page.is_hidden("[data-testid=tail-masked]")  # bob is of the topic's team
-
-    # The runtime taps once it has read the watch key (once a second): publish until a row shows.
-    probes = itertools.count(1)
-
-    def tapped() -> bool:
-        publish(runtime, "orders.created", order(f"probe-{next(probes)}"), stack["key"])
-        return page.locator("[data-testid=tail-row]").count() > 0
-
-    wait_for(tapped, 15, "the first event in the browser", interval=0.3)
     assert publish(runtime, "orders.created", order("evt-1"), stack["key"]) == 202
     page.wait_for_selector("tr[data-event-id='evt-1']")
     assert page.locator("[data-testid=tail-row]").first.get_attribute("data-event-id") == "evt-1"  # newest on top
@@ -115,7 +121,7 @@ def test_watching_a_topic_live(browser, stack, uvicorn_portal, runtime_process, 
     page.click("[data-testid=copy-curl]")
     curl = page.evaluate("navigator.clipboard.readText()")
     assert "/v1/topics/orders.created/events" in curl and "-H 'ce-customer: c-42'" in curl
-    assert "--data-binary '{\"order_id\":\"o-1\",\"amount\":12.5}'" in curl
+    assert "--data-binary '{\"order_id\": \"o-1\", \"amount\": 12.5}'" in curl  # as published
     page.keyboard.press("Escape")
 
     # A refusal shows on the Refused panel of its topic's Live tab.
@@ -131,5 +137,48 @@ def test_watching_a_topic_live(browser, stack, uvicorn_portal, runtime_process, 
     wait_for(refusal_shown, 15, "a refusal in the panel", interval=0.3)
     assert page.locator("[data-testid=refusal]").first.get_attribute("data-summary") == \
         "checkout refused on orders.failed by rule deny checkout publish orders.failed"
+    assert script_errors == []
+    context.close()
+
+
+#: Numbers a double cannot hold, a trailing zero and a producer's spacing: JSON.parse and JSON.stringify
+#: change them all.
+EXACT_DATA = '{"n": 12345678901234567890123, "ratio": 0.1000000000000000055511151231257827, "price": 1.50}'
+
+
+def test_an_event_is_shown_and_copied_as_it_was_published(browser, stack, uvicorn_portal, runtime_process):  # noqa: F811
+    runtime = runtime_process()
+    context = browser.new_context(base_url=uvicorn_portal, viewport={"width": 1500, "height": 1000})
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=uvicorn_portal)
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    script_errors: list = []
+    page.on("pageerror", lambda error: script_errors.append(error))
+    watch_live(page, runtime, stack["topics"]["orders.created"], stack["key"])
+    event = ('{"specversion":"1.0","id":"evt-exact","source":"/checkout","type":"com.example.order.created",'
+             '"datacontenttype":"application/json","data":' + EXACT_DATA + "}")
+    assert publish(runtime, "orders.created", event.encode(), stack["key"]) == 202
+    page.click("tr[data-event-id='evt-exact'] td:nth-child(3)")
+    detail = page.locator("[data-testid=event-detail]")
+    detail.wait_for(state="visible")
+    data = detail.locator("[data-testid=event-data]")
+    pretty = ('{\n  "n": 12345678901234567890123,\n  "ratio": 0.1000000000000000055511151231257827,\n'
+              '  "price": 1.50\n}')
+    assert data.inner_text() == pretty
+    page.click("[data-testid=view-text]")
+    assert data.inner_text() == EXACT_DATA
+    page.click("[data-testid=view-base64]")
+    assert data.inner_text() == base64.b64encode(EXACT_DATA.encode()).decode()
+
+    page.click("[data-testid=copy-json]")
+    detail.locator("[data-role=copied]:text('Copied JSON.')").wait_for()
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert pretty.replace("\n", "\n  ") in copied  # the data, indented one level deeper
+    as_published = json.loads(copied, parse_float=Decimal)
+    as_published.pop("traceparent")  # the runtime's trace context
+    assert as_published == json.loads(event, parse_float=Decimal)
+    page.click("[data-testid=copy-curl]")
+    detail.locator("[data-role=copied]:text('Copied curl.')").wait_for()
+    assert f"--data-binary '{EXACT_DATA}'" in page.evaluate("navigator.clipboard.readText()")
     assert script_errors == []
     context.close()

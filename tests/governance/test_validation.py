@@ -55,6 +55,16 @@ class TestSubscriptionDeniedByARule:
         Subscription.objects.filter(pk=sub.pk).update(state=Subscription.REQUESTED)
         assert findings(personas["alice"], "subscription_denied")
 
+    def test_each_state_is_told_what_the_rule_means_for_it(self, denied, personas):
+        sub, _ = denied
+        outcomes = {Subscription.REQUESTED: "It cannot be approved until the rule changes.",
+                    Subscription.PAUSED: "It cannot be resumed until the rule changes.",
+                    Subscription.ACTIVE: "The runtimes hold its delivery"}
+        for state, outcome in outcomes.items():
+            Subscription.objects.filter(pk=sub.pk).update(state=state)
+            [finding] = findings(personas["alice"], "subscription_denied")
+            assert outcome in finding.message, state
+
     def test_an_allowed_or_closed_subscription_is_not_warned_about(self, denied, personas):
         sub, rule = denied
         Subscription.objects.filter(pk=sub.pk).update(state=Subscription.REVOKED)

@@ -3,6 +3,9 @@
 Use ``async with running_runtime(redis_url, key_prefix) as h:``; ``h.client`` is an aiohttp
 client session bound to the runtime's port (``h.url``), ``h.stored(topic)`` reads the topic's
 stream back. ``serving(runtime)`` serves a runtime that is set up some other way.
+
+Every wait here has a deadline (``WAIT`` seconds) and fails naming what did not happen: starting,
+stopping, a publish's answer, a configuration applied or refused.
 """
 
 from __future__ import annotations
@@ -20,6 +23,11 @@ from factories import key_for, make_config
 from meshruntime.app import Runtime, Settings
 from meshruntime.keys import KeySpace
 from meshruntime.publish import Limits
+from tests.portal_support.waiting import deadline
+
+#: Seconds a wait on the runtime may take before the test fails naming it: far above what any takes
+#: on a loaded machine, far below pytest-timeout's 300.
+WAIT = 30.0
 
 
 @dataclass
@@ -51,14 +59,32 @@ class Harness:
     async def publish(self, topic: str, event: dict[str, Any], app: str = "billing", **kwargs):
         headers = {"Authorization": f"Bearer {key_for(app)}",
                    "Content-Type": "application/cloudevents+json", **kwargs.pop("headers", {})}
-        return await self.client.post(f"/v1/topics/{topic}/events", data=orjson.dumps(event),
-                                      headers=headers, **kwargs)
+        async with deadline(WAIT, f"the runtime to answer a publish to {topic}"):
+            return await self.client.post(f"/v1/topics/{topic}/events", data=orjson.dumps(event),
+                                          headers=headers, **kwargs)
 
     async def publish_batch(self, topic: str, events: list[dict[str, Any]], app: str = "billing"):
         headers = {"Authorization": f"Bearer {key_for(app)}",
                    "Content-Type": "application/cloudevents-batch+json"}
-        return await self.client.post(f"/v1/topics/{topic}/events", data=orjson.dumps(events),
-                                      headers=headers)
+        async with deadline(WAIT, f"the runtime to answer a batch publish to {topic}"):
+            return await self.client.post(f"/v1/topics/{topic}/events", data=orjson.dumps(events),
+                                          headers=headers)
+
+    async def ready(self) -> dict[str, Any]:
+        """The runtime's ``/readyz`` answer."""
+        async with deadline(WAIT, "the runtime to answer /readyz"):
+            return await (await self.client.get("/readyz")).json()
+
+    async def config_applied(self, version: int, within: float = WAIT) -> None:
+        """Wait until the runtime applies configuration ``version`` (or a later one)."""
+        async with deadline(within, f"the runtime to apply configuration version {version}"):
+            await self.runtime.wait_for_config(version, timeout=None)
+
+    async def config_refused(self) -> None:
+        """Wait until the runtime's watcher refuses a document."""
+        watcher = self.runtime.watcher
+        async with deadline(WAIT, "the runtime's watcher to refuse a document"):
+            await watcher.wait_until(lambda: watcher.last_error is not None)
 
 
 def event(i: int = 1, **overrides: Any) -> dict[str, Any]:
@@ -79,23 +105,27 @@ async def running_runtime(
                                limits=limits or Limits(), **settings), store=store)
     if apply:
         runtime.apply_config(doc or make_config())
-    await runtime.start()
+    async with deadline(WAIT, "the runtime to start"):
+        await runtime.start()
     sync = redis.Redis.from_url(redis_url)
     try:
         async with serving(runtime) as client:
             yield Harness(runtime, client, sync, prefix)
     finally:
-        await runtime.stop()
         sync.close()
+        async with deadline(WAIT, "the runtime to stop"):
+            await runtime.stop()
 
 
 @contextlib.asynccontextmanager
 async def serving(runtime: Runtime) -> AsyncIterator[aiohttp.ClientSession]:
     """The runtime's HTTP server on a free port and a client session bound to it."""
     server = runtime.make_server()
-    host, port = await server.start("127.0.0.1", 0)
+    async with deadline(WAIT, "the runtime's HTTP server to listen"):
+        host, port = await server.start("127.0.0.1", 0)
     try:
         async with aiohttp.ClientSession(base_url=f"http://{host}:{port}") as client:
             yield client
     finally:
-        await server.shutdown()
+        async with deadline(WAIT, "the runtime's HTTP server to shut down"):
+            await server.shutdown()

@@ -1,7 +1,7 @@
 """A new configuration takes effect while events flow: no restart, no failed in-flight request.
 
 Configurations go the real way: ``publish_document`` to Redis, the runtime's ConfigWatcher
-picks them up.
+picks them up. Every wait has a deadline and fails naming what did not happen (``runtime_harness``).
 """
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ import threading
 import orjson
 import pytest
 from factories import access_rule, make_config, topic
-from runtime_harness import event, running_runtime
+from runtime_harness import WAIT, event, running_runtime
 
 from meshruntime.__main__ import build_parser, settings_from_args
 from meshruntime.config import ConfigError, parse_document
 from meshruntime.config_publish import publish_document
 from meshruntime.store import RedisStreamsStore
+from tests.portal_support.waiting import deadline
 
 DENY_SHIPPED = access_rule("rule-8", ["billing"], "orders.shipped", ["publish"], effect="deny")
 
@@ -38,7 +39,7 @@ async def test_rules_and_topics_change_under_load_without_a_failed_request(redis
     publish_document(redis_client, make_config(), key_prefix)
     async with running_runtime(redis_url, key_prefix, apply=False, config_redis_url=redis_url,
                                config_poll_interval=0.2) as h:
-        await h.runtime.wait_for_config(1)
+        await h.config_applied(1)
         outcomes: dict[str, list[str]] = {"202": [], "403": [], "404": [], "other": []}
         stop = asyncio.Event()
 
@@ -54,22 +55,23 @@ async def test_rules_and_topics_change_under_load_without_a_failed_request(redis
                 await response.read()
 
         async def counted(n: int) -> None:
-            async with asyncio.timeout(20):
+            async with deadline(WAIT, f"{n} publishes answered 202, 403 or 404"):
                 while len(outcomes["202"]) + len(outcomes["403"]) + len(outcomes["404"]) < n:
                     await asyncio.sleep(0.005)
 
         workers = [asyncio.create_task(producer(w)) for w in range(8)]
         await counted(50)
         publish_document(redis_client, v2_with_deny(), key_prefix)
-        await h.runtime.wait_for_config(2)
+        await h.config_applied(2)
         before = len(outcomes["403"])
         await counted(len(outcomes["202"]) + 100)
         assert len(outcomes["403"]) > before  # the deny rule now refuses orders.shipped
         publish_document(redis_client, v3_without_orders_created(), key_prefix)
-        await h.runtime.wait_for_config(3)
+        await h.config_applied(3)
         await counted(len(outcomes["202"]) + len(outcomes["403"]) + len(outcomes["404"]) + 100)
         stop.set()
-        await asyncio.gather(*workers)
+        async with deadline(WAIT, "the producers to finish their last publish"):
+            await asyncio.gather(*workers)
 
         assert outcomes["other"] == []  # nothing failed
         assert outcomes["404"]  # orders.created is gone
@@ -100,14 +102,15 @@ async def test_a_request_in_flight_finishes_under_the_configuration_it_started_w
     store = GatedStore.from_url(redis_url, prefix=key_prefix)
     async with running_runtime(redis_url, key_prefix, store=store) as h:
         in_flight = asyncio.create_task(h.publish("orders.created", event(1)))
-        await store.waiting.wait()
+        async with deadline(WAIT, "the publish to reach the store's append"):
+            await store.waiting.wait()
         # the topic disappears and billing is denied everything while the append waits
         h.runtime.apply_config(make_config(
             version=2, topics=["audit.orders", "orders.shipped"], subscriptions=[], grant_subscriptions=False,
             access_rules=[access_rule("rule-9", "*", "*", ["publish"], effect="deny")]))
         assert (await h.publish("orders.shipped", event(3))).status == 403
         store.gate.set()
-        response = await in_flight
+        response = await in_flight  # the harness bounds the publish
         assert response.status == 202, await response.text()
         assert [e["id"] for e in h.stored("orders.created")] == ["evt-1"]
         after = await h.publish("orders.created", event(2))
@@ -119,14 +122,13 @@ async def test_a_refused_document_keeps_the_previous_one(redis_url, key_prefix, 
     publish_document(redis_client, make_config(), key_prefix)
     async with running_runtime(redis_url, key_prefix, apply=False, config_redis_url=redis_url,
                                config_poll_interval=0.2) as h:
-        await h.runtime.wait_for_config(1)
+        await h.config_applied(1)
         broken = make_config(version=2)
         broken["checksum"] = "0" * 64
         publish_document(redis_client, broken, key_prefix, check=False)
-        async with asyncio.timeout(10):
-            await h.runtime.watcher.wait_until(lambda: h.runtime.watcher.last_error is not None)
+        await h.config_refused()
         assert h.runtime.config_version == 1
-        ready = await (await h.client.get("/readyz")).json()
+        ready = await h.ready()
         assert ready["config_version"] == 1 and "checksum" in ready["config_error"]
         assert (await h.publish("orders.shipped", event(1))).status == 202
 
@@ -149,13 +151,13 @@ async def test_publishes_are_answered_while_a_large_bad_document_is_checked(redi
     publish_document(redis_client, make_config(), key_prefix)
     async with running_runtime(redis_url, key_prefix, apply=False, config_redis_url=redis_url,
                                config_poll_interval=0.2) as h:
-        await h.runtime.wait_for_config(1)
+        await h.config_applied(1)
         bad = make_config(version=2, topics=[*make_config()["topics"], *(topic(f"bulk.t{i:05d}")
                                                                          for i in range(30_000))])
         bad["checksum"] = "0" * 64
         publish_document(redis_client, bad, key_prefix, check=False)
         answered_during_the_check = i = 0
-        async with asyncio.timeout(60):
+        async with deadline(60, "the runtime to refuse configuration version 2"):
             while not (h.runtime.last_error or "").startswith("config version 2 refused"):
                 i += 1
                 before = _checking_elsewhere()
@@ -170,12 +172,11 @@ async def test_a_document_over_the_size_limit_is_refused_unread(redis_url, key_p
     publish_document(redis_client, make_config(), key_prefix)
     async with running_runtime(redis_url, key_prefix, apply=False, config_redis_url=redis_url,
                                config_poll_interval=0.2, max_config_bytes=16 * 1024) as h:
-        await h.runtime.wait_for_config(1)
+        await h.config_applied(1)
         big = make_config(version=2, topics=[*make_config()["topics"], *(topic(f"bulk.t{i:04d}") for i in range(200))])
         publish_document(redis_client, big, key_prefix)
-        async with asyncio.timeout(10):
-            await h.runtime.watcher.wait_until(lambda: h.runtime.watcher.last_error is not None)
-        ready = await (await h.client.get("/readyz")).json()
+        await h.config_refused()
+        ready = await h.ready()
         assert ready["config_version"] == 1
         assert f"is {len(orjson.dumps(big))} bytes, over this runtime's limit of 16384" in ready["config_error"]
         assert (await h.publish("orders.shipped", event(1))).status == 202
@@ -205,5 +206,14 @@ async def test_a_config_file_is_re_read_when_it_changes(redis_url, key_prefix, r
         assert h.runtime.config_version == 1
         assert (await h.publish("orders.shipped", event(1))).status == 202
         path.write_bytes(orjson.dumps(v2_with_deny()))
-        await h.runtime.wait_for_config(2)
+        await h.config_applied(2)
         assert (await h.publish("orders.shipped", event(2))).status == 403
+
+
+async def test_a_version_that_never_comes_fails_the_wait_naming_it(redis_url, key_prefix, redis_client):
+    publish_document(redis_client, make_config(), key_prefix)
+    async with running_runtime(redis_url, key_prefix, apply=False, config_redis_url=redis_url,
+                               config_poll_interval=0.2) as h:
+        await h.config_applied(1)
+        with pytest.raises(pytest.fail.Exception, match="waiting for the runtime to apply configuration version 2"):
+            await h.config_applied(2, within=0.5)

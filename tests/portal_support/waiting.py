@@ -1,14 +1,16 @@
 """What a test uses to wait on real things: ``wait_for`` a condition (with a bound), or ``until``
-it in a coroutine, a ``free_port`` for a server it starts, and a ``Loop`` (asyncio in a thread)
-for the runtimes, watchers and receivers a synchronous test runs beside itself."""
+it in a coroutine, a ``deadline`` for an asynchronous wait, a ``free_port`` for a server it
+starts, and a ``Loop`` (asyncio in a thread) for the runtimes, watchers and receivers a
+synchronous test runs beside itself."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -49,6 +51,21 @@ async def until(condition: Callable[[], Any], what: str, timeout: float = 10.0) 
     for pause in polling:
         await asyncio.sleep(pause)
     return polling.value
+
+
+@contextlib.asynccontextmanager
+async def deadline(seconds: float, what: str) -> AsyncIterator[None]:
+    """Fail the test, naming ``what`` did not happen, unless the block ends within ``seconds``:
+    a wait on a real thing under load says what it waited for rather than hanging until
+    pytest-timeout stops the whole run (the traceback still shows where it was stuck)."""
+    scope = asyncio.timeout(seconds)
+    try:
+        async with scope:
+            yield
+    except TimeoutError:
+        if not scope.expired():  # raised by the block itself, not by the deadline
+            raise
+        pytest.fail(f"timed out after {seconds} s waiting for {what}")
 
 
 def free_port() -> int:

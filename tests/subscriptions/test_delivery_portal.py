@@ -10,7 +10,9 @@ neither team (404 everywhere); sam is staff. Redis is the real one, under this t
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import time
 
 import orjson
@@ -51,10 +53,12 @@ def event(event_id: str) -> bytes:
 
 
 def dead_letter(redis_client, key_prefix: str, sub: Subscription, event_id: str, *, status: str = "400",
-                reason: str = "rejected: HTTP 400: unknown order", attempts: int = 1) -> str:
-    """A dead letter as a runtime writes it (meshruntime.store: fields event, reason, status, ...)."""
+                reason: str = "rejected: HTTP 400: unknown order", attempts: int = 1,
+                stored: bytes | None = None) -> str:
+    """A dead letter as a runtime writes it (meshruntime.store: fields event, reason, status, ...);
+    ``stored``: the event as stored, when not :func:`event`'s."""
     return redis_client.xadd(f"{key_prefix}dlq:{sub.subscription_id}", {
-        "event": event(event_id), "reason": reason, "status": status, "attempts": str(attempts),
+        "event": stored or event(event_id), "reason": reason, "status": status, "attempts": str(attempts),
         "source_id": "1-0", "at": str(int(time.time() * 1000))}).decode()
 
 
@@ -132,6 +136,18 @@ def test_dead_letters_are_paged(people, sub, mesh_redis, key_prefix):
     assert [letter.event_id for letter, _event in older.context["letters"]] == [f"dead-{i}" for i in range(4, -1, -1)]
     assert older.context["next_before"] is None
     assert carol.get(delivery_url(sub), {"before": "'; DROP"}).status_code == 200  # ignored, not an error
+
+
+def test_a_dead_letter_is_shown_with_every_digit_it_was_published_with(people, sub, mesh_redis, key_prefix):
+    stored = (b'{"specversion":"1.0","id":"big-1","source":"/shop","type":"com.example.order",'
+              b'"datacontenttype":"application/json","data":{"n":12345678901234567890123,'
+              b'"ratio":0.1000000000000000055511151231257827,"tiny":1E-400,"items":[],"nested":{"at":[1.50]}}}')
+    dead_letter(mesh_redis, key_prefix, sub, "big-1", stored=stored)
+    page = client_for(people["dave"]).get(delivery_url(sub)).content.decode()
+    shown = html.unescape(re.search(r'data-testid="dead-letter-event">(.*?)</pre>', page, re.S).group(1))
+    assert '\n  "data": {\n    "n": 12345678901234567890123,\n' \
+           '    "ratio": 0.1000000000000000055511151231257827,' in shown
+    assert "".join(shown.split()) == stored.decode()  # indented, and otherwise as stored
 
 
 def test_a_subscription_no_runtime_has_started_says_so(people, payments, logistics, store, mesh_redis):

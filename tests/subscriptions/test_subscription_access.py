@@ -1,7 +1,7 @@
 """Subscribe rules, as the portal promises them (issue 13, item 1).
 
-- A subscription that a deny rule keeps from subscribing cannot be approved: by page, API, the
-  inbox or any other path, the refusal names the rule.
+- A subscription that a deny rule keeps from subscribing cannot be approved, nor resumed once
+  paused: by page, API, the inbox or any other path, the refusal names the rule.
 - A subscription approved before a deny rule came is held by the runtimes (a real one, following
   the pushed configuration, in the second part): its Delivery tab says so and names the rule, its
   events wait (the lag grows), and it is delivered from where it stopped once the rule goes.
@@ -44,13 +44,18 @@ def deny(payments):
     return make_rule(payments, "orders.*", everyone=True, subscribe=True, effect=AccessRule.DENY)
 
 
-def approve(channel: str, user, sub: Subscription):
+def take(step: str, channel: str, user, sub: Subscription):
+    """Take workflow ``step`` on ``sub`` as ``user``, by the subscription's page or the API."""
     client = client_for(user)
     if channel == "page":
-        return client.post(reverse("subscriptions:subscription_transition", args=[sub.pk, "approve"]),
+        return client.post(reverse("subscriptions:subscription_transition", args=[sub.pk, step]),
                            {"comment": "ok"})
-    return client.post(reverse("api:subscription-approve", args=[sub.pk]), {"comment": "ok"},
+    return client.post(reverse(f"api:subscription-{step}", args=[sub.pk]), {"comment": "ok"},
                        content_type="application/json")
+
+
+def approve(channel: str, user, sub: Subscription):
+    return take("approve", channel, user, sub)
 
 
 # -- approving ---------------------------------------------------------------------------------
@@ -109,6 +114,45 @@ def test_a_deny_rule_on_another_topic_leaves_the_approval_alone(personas, paymen
     make_rule(payments, "orders.shipped", everyone=True, subscribe=True, effect=AccessRule.DENY)
     sub = make_subscription(tracker, topic)
     assert approve("page", personas["alice"], sub).status_code == 302
+
+
+# -- resuming ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("who", ["carol", "alice"])  # either side may resume
+@pytest.mark.parametrize("channel", ["page", "api"])
+def test_resuming_a_paused_subscription_a_deny_rule_now_covers_is_refused_naming_the_rule(
+        channel, who, personas, topic, tracker):
+    sub = make_subscription(tracker, topic, Subscription.PAUSED)
+    deny = make_rule(topic.team, "orders.*", everyone=True, subscribe=True, effect=AccessRule.DENY)  # after the pause
+    response = take("resume", channel, personas[who], sub)
+    assert response.status_code == 409
+    text = response.json()["detail"] if channel == "api" else response.content.decode()
+    assert f"{sub.subscription_id} cannot be resumed: access rule {deny.rule_id} (deny subscribe orders.*)" in text
+    assert "denies tracker subscribing to orders.created" in text
+    sub.refresh_from_db()
+    assert sub.state == Subscription.PAUSED
+    assert not AuditEntry.objects.filter(object_id=str(sub.pk), action=AuditEntry.UPDATE).exists()
+
+    deny.delete()  # once the rule goes, it resumes
+    assert take("resume", channel, personas[who], sub).status_code == (302 if channel == "page" else 200)
+    sub.refresh_from_db()
+    assert sub.state == Subscription.ACTIVE
+
+
+def test_resuming_is_refused_on_every_path_staff_included(personas, topic, tracker, deny):
+    sub = make_subscription(tracker, topic, Subscription.PAUSED)
+    with pytest.raises(SubscribeDenied, match=f"cannot be resumed: access rule {deny.rule_id}"):
+        sub.resume(by=personas["sam"])
+    assert Subscription.objects.get(pk=sub.pk).state == Subscription.PAUSED
+
+
+def test_a_subscription_a_deny_rule_covers_may_still_be_paused_and_revoked(personas, topic, tracker, deny):
+    sub = make_subscription(tracker, topic, Subscription.ACTIVE)
+    assert take("pause", "api", personas["carol"], sub).status_code == 200
+    assert take("revoke", "api", personas["carol"], sub).status_code == 200
+    sub.refresh_from_db()
+    assert sub.state == Subscription.REVOKED
 
 
 # -- held by the runtimes: the Delivery tab ---------------------------------------------------

@@ -34,7 +34,7 @@ async def test_a_member_sees_events_published_through_a_runtime_whole(live_runti
     assert await live_runtime.publish("orders.created", order(1)) == 202
     [event] = (await socket.expect("events"))["events"]
     assert event["attributes"]["id"] == "evt-1" and event["attributes"]["customer"] == "c-1"
-    assert event["data"] == {"order_id": "o-1", "amount": 1} and event["data_encoding"] == "json"
+    assert event["data"] == '{"order_id":"o-1","amount":1}' and event["data_encoding"] == "json"
     assert event["outcome"] == "stored" and event["application"] == "checkout" and event["topic"] == "orders.created"
     assert "masked" not in event
 
@@ -48,7 +48,7 @@ async def test_each_persona_gets_the_data_or_the_masked_attributes(live_runtime,
     await live_runtime.publish("orders.created", order(1))
     [event] = (await socket.expect("events"))["events"]
     if payload:
-        assert event["data"] == {"order_id": "o-1", "amount": 1} and event["attributes"]["customer"] == "c-1"
+        assert event["data"] == '{"order_id":"o-1","amount":1}' and event["attributes"]["customer"] == "c-1"
     else:
         assert event["masked"] is True and "data" not in event
         assert event["attributes"] == {"id": "evt-1", "type": "com.example.order.created", "source": "/checkout",

@@ -8,6 +8,8 @@ from typing import Any
 
 import orjson
 
+from meshruntime.cloudevents import CloudEvent
+from meshruntime.tap import compact
 from meshruntime.tapwire import TapMessage, decode, encode
 from tracing.presenting import _data as browser_data
 from tracing.tail import Viewer, present, view
@@ -20,8 +22,9 @@ def stored(i: int, **event: Any) -> dict[str, Any]:
             "data": {"order_id": f"o-{i}", "amount": i}, **event}
 
 
-def copy_of(event: dict[str, Any], i: int = 0) -> bytes:
-    """A runtime's copy of a stored event: its fields around the event as stored."""
+def copy_of(event: dict[str, Any] | orjson.Fragment, i: int = 0) -> bytes:
+    """A runtime's copy of a stored event: its fields around the event as stored (a fragment: as
+    the runtime stored it)."""
     return orjson.dumps({"topic": "orders.created", "outcome": "stored", "application": "checkout",
                          "runtime": "r-1", "stream_id": f"{i}-0", "at": 1_700_000_000_000 + i, "event": event})
 
@@ -79,11 +82,23 @@ async def test_a_filter_decodes_every_copy_once_for_all_the_filtered_viewers():
     assert flood.decoded == 100  # every one, to know which match: once, whoever asks
     whole, masked = [await b.events() for b in filtered]
     assert [e["attributes"]["id"] for e in whole] == [f"evt-{i}" for i in range(0, 100, 10)]
-    assert whole[0]["attributes"]["customer"] == "c-0" and whole[0]["data"] == {"order_id": "o-0", "amount": 0}
+    assert whole[0]["attributes"]["customer"] == "c-0" and whole[0]["data"] == '{"order_id":"o-0","amount":0}'
     assert [e["attributes"] for e in masked][0] == {"id": "evt-0", "type": "com.example.order.created",
                                                     "source": "/checkout", "subject": "big"}
     assert masked[0]["masked"] is True and "data" not in masked[0] and "c-0" not in str(masked)
     assert filtered[1].viewer.counts.matched == 10
+
+
+async def test_json_data_is_shown_as_the_producer_wrote_it_every_digit_kept():
+    data = b'{ "n": 12345678901234567890123, "ratio": 0.1000000000000000055511151231257827, "huge": 1E400 }'
+    event = CloudEvent.from_structured(b'{"specversion":"1.0","id":"evt-1","source":"/checkout","type":"t",'
+                                       b'"datacontenttype":"application/json","data":' + data + b"}")
+    refused = orjson.dumps({**compact(event), "topic": "orders.created", "outcome": "denied", "at": 1})
+    browser = Browser()
+    browser.viewer.offer(message([copy_of(orjson.Fragment(event.to_structured())), refused]))
+    shown = await browser.events()
+    expected = ("evt-1", data.decode(), len(data))
+    assert [(e["attributes"]["id"], e["data"], e["data_size"]) for e in shown] == [expected] * 2
 
 
 async def test_what_the_runtimes_could_not_send_is_counted_as_lost():
@@ -127,4 +142,4 @@ async def test_a_copy_an_older_runtime_sent_is_shown_as_it_was():
     browser = Browser()
     browser.viewer.offer(decode(data))
     [event] = await browser.events()
-    assert event["data"] == {"order_id": "o-1"} and event["data_size"] == 16 and event["attributes"]["id"] == "evt-1"
+    assert event["data"] == '{"order_id":"o-1"}' and event["data_size"] == 16 and event["attributes"]["id"] == "evt-1"
