@@ -16,8 +16,8 @@ from decimal import Decimal
 import pytest
 from playwright.sync_api import expect
 
-from governance.models import AccessRule, Application, ApplicationKey
 from tests.e2e.conftest import log_in
+from tests.portal_support.factories import make_app_with_key
 from tests.portal_support.live_portal import shared_database  # noqa: F401 - a fixture
 from tests.portal_support.live_stack import publish, runtime_process, uvicorn_portal  # noqa: F401 - fixtures
 from tests.portal_support.waiting import wait_for
@@ -31,15 +31,9 @@ def stack(payments, store, bob, settings, key_prefix, redis_client):
     settings.MESH_KEY_PREFIX = key_prefix
     topics = {name: Topic.objects.create(name=name, team=payments, store=store)
               for name in ("orders.created", "orders.failed")}
-    checkout = Application.objects.create(name="checkout", team=payments)
-    key = ApplicationKey(application=checkout, description="e2e")
-    plain = key.generate()
-    key.save()
-    AccessRule.objects.create(team=payments, principal_kind=AccessRule.APPLICATION, principal_application=checkout,
-                              topic_pattern="orders.*", publish=True)
-    AccessRule.objects.create(team=payments, principal_kind=AccessRule.APPLICATION, principal_application=checkout,
-                              topic_pattern="orders.failed", publish=True, effect=AccessRule.DENY)
-    return {"topics": topics, "key": plain}
+    checkout = make_app_with_key(payments, "checkout", may_publish=["orders.*"], may_not_publish=["orders.failed"],
+                                 description="e2e")
+    return {"topics": topics, "key": checkout.plain_key}
 
 
 def order(event_id: str, **extra) -> dict:

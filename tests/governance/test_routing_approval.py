@@ -19,7 +19,7 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.urls import reverse
 
-from governance.models import AccessRule, ApplicationKey, RoutingRule
+from governance.models import AccessRule, RoutingRule
 from governance.rules import compiled_routing_rules
 from governance.simulator import simulate
 from governance.validation import all_findings
@@ -27,7 +27,7 @@ from meshadmin.models import AuditEntry, Membership
 from meshruntime.app import Runtime, Settings
 from rollout import push
 from rollout.compiler import compile_mesh_config
-from tests.portal_support.factories import make_app, make_topic
+from tests.portal_support.factories import make_app, make_app_with_key, make_topic
 from tests.portal_support.mesh import mesh_redis  # noqa: F401 - a fixture: this test's key prefix and queue
 from tests.portal_support.personas import client_for, make_member
 from tests.portal_support.waiting import Loop
@@ -345,12 +345,7 @@ def test_a_runtime_copies_b_events_into_a_stream_only_after_b_approves(scene, pe
     """Logistics' application publishes through its own sidecar, which runs the document the
     portal pushed: before Logistics approves, nothing reaches Payments' stream; after, each new
     event does, marked with the rule's id."""
-    app = make_app(logistics, "parcels")
-    key = ApplicationKey(application=app)
-    plain = key.generate()
-    key.save()
-    AccessRule.objects.create(team=logistics, principal_kind=AccessRule.APPLICATION, principal_application=app,
-                              topic_pattern="parcels.shipped", publish=True)
+    plain = make_app_with_key(logistics, "parcels", may_publish=["parcels.shipped"]).plain_key
     rule = requested_rule(scene, people["bob"])
     first = push.push().version
 

@@ -26,7 +26,7 @@ from django.urls import Resolver404, URLPattern, URLResolver, get_resolver, reso
 
 from meshadmin.consumers import UNKNOWN_PATH
 from meshadmin.models import APIToken, AuditEntry, Team
-from tests.portal_support.factories import make_topic
+from tests.portal_support.factories import make_app_with_key, make_topic
 from tracing.consumers import CLOSE_SIGNED_OUT
 
 PUBLIC = {"/login/", "/healthz"}
@@ -93,7 +93,7 @@ def _objects_for(url: str) -> list[int]:
 @pytest.fixture
 def world(payments, logistics, store, personas, olga, mesh_redis):
     """One object of every governed model, owned by Payments, and the secrets carol must never see."""
-    from governance.models import AccessRule, Application, ApplicationKey, RoutingRule
+    from governance.models import Application, RoutingRule
     from subscriptions.models import Subscription, SubscriptionChange
     from topics.models import Topic
 
@@ -101,12 +101,8 @@ def world(payments, logistics, store, personas, olga, mesh_redis):
     token = APIToken(user=personas["alice"], description="alice-private-token")
     plain_token = token.generate()
     token.save()
-    app = Application.objects.create(name="checkout", team=payments)
-    key = ApplicationKey(application=app, description="checkout-private-key")
-    plain_key = key.generate()
-    key.save()
-    AccessRule.objects.create(team=payments, principal_kind=AccessRule.APPLICATION, principal_application=app,
-                              topic_pattern=topic.name, publish=True)
+    checkout = make_app_with_key(payments, "checkout", may_publish=[topic.name], description="checkout-private-key")
+    app, key, plain_key = checkout.application, checkout.key, checkout.plain_key
     route = RoutingRule.objects.create(team=payments, source_pattern="payments.*")
     route.targets.set([Topic.objects.create(name="audit.payments", team=payments, store=store)])
     # A request that waits for a third team (carol is on neither side of it)

@@ -7,8 +7,10 @@ entry, so a test can count the entries its own requests write.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass
 
-from governance.models import AccessRule, Application
+from governance.models import AccessRule, Application, ApplicationKey
 from subscriptions.models import Subscription
 from topics.models import Topic
 
@@ -38,3 +40,31 @@ def make_rule(team, pattern: str, *, application=None, principal_team=None, ever
     return AccessRule.objects.create(team=team, principal_kind=kind, principal_application=application,
                                      principal_team=principal_team, topic_pattern=pattern, publish=publish,
                                      subscribe=subscribe, effect=effect)
+
+
+@dataclass
+class AppWithKey:
+    """An application, one key of it, the plain key (the portal shows it once: a test keeps it to
+    publish with) and the rules that allow and deny it publishing."""
+
+    application: Application
+    key: ApplicationKey
+    plain_key: str
+    allow_rules: list[AccessRule]
+    deny_rules: list[AccessRule]
+
+
+def make_app_with_key(team, name: str, *, may_publish: Iterable[str] = (), may_not_publish: Iterable[str] = (),
+                      **key_fields) -> AppWithKey:
+    """Application ``name`` of ``team``, with a key and its team's rules that let it publish to the
+    ``may_publish`` patterns and not to the ``may_not_publish`` ones (deny beats allow). Saved
+    with signals, unlike make_app, as the portal saves them: the audit log and the push's list of
+    changes see all three."""
+    application = Application.objects.create(name=name, team=team)
+    key = ApplicationKey(application=application, **key_fields)
+    plain_key = key.generate()
+    key.save()
+    allow = [make_rule(team, pattern, application=application, publish=True) for pattern in may_publish]
+    deny = [make_rule(team, pattern, application=application, publish=True, effect=AccessRule.DENY)
+            for pattern in may_not_publish]
+    return AppWithKey(application, key, plain_key, allow, deny)

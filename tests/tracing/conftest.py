@@ -19,13 +19,14 @@ from django.conf import settings as django_settings
 from django.db import connections
 from django.test import Client
 
-from governance.models import AccessRule, Application, ApplicationKey
+from governance.models import AccessRule, Application
 from meshadmin.asgi import application as asgi_application
 from meshruntime.app import Runtime, Settings
 from meshruntime.config import seal
 from rollout.compiler import compile_mesh_config
 from subscriptions.models import Subscription
 from tests.portal_support import prometheus as prometheus_support
+from tests.portal_support.factories import make_app_with_key
 from tests.portal_support.live_portal import shared_database  # noqa: F401 - a fixture
 from tests.portal_support.personas import *  # noqa: F403 - the personas and their teams
 from tests.portal_support.runtime import mesh_runtime  # noqa: F401 - a real runtime beside the portal
@@ -63,19 +64,12 @@ def mesh_prefix(settings, key_prefix, redis_client):
 def live_mesh(mesh_prefix, payments, logistics, store) -> LiveMesh:
     topics = {name: Topic.objects.create(name=name, team=payments, store=store, data_schema=ORDER_SCHEMA)
               for name in ("orders.created", "orders.failed")}
-    apps = {"checkout": Application.objects.create(name="checkout", team=payments),
-            "shipping": Application.objects.create(name="shipping", team=logistics)}
-    keys = {}
-    for name, app in apps.items():
-        key = ApplicationKey(application=app, description="test")
-        keys[name] = key.generate()
-        key.save()
-    AccessRule.objects.create(team=payments, principal_kind=AccessRule.APPLICATION,
-                              principal_application=apps["checkout"], topic_pattern="orders.*", publish=True)
-    deny = AccessRule.objects.create(team=payments, principal_kind=AccessRule.APPLICATION,
-                                     principal_application=apps["checkout"], topic_pattern="orders.failed",
-                                     publish=True, effect=AccessRule.DENY)
-    return LiveMesh(topics, apps, keys, deny)
+    checkout = make_app_with_key(payments, "checkout", may_publish=["orders.*"], may_not_publish=["orders.failed"],
+                                 description="test")
+    shipping = make_app_with_key(logistics, "shipping", description="test")
+    [deny] = checkout.deny_rules
+    return LiveMesh(topics, {"checkout": checkout.application, "shipping": shipping.application},
+                    {"checkout": checkout.plain_key, "shipping": shipping.plain_key}, deny)
 
 
 @dataclass

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from governance.models import AccessRule, Application, ApplicationKey
+from governance.models import Application
 from subscriptions.models import Subscription
 from tests.e2e.conftest import chromium, log_in
+from tests.portal_support.factories import make_app_with_key
 from tests.portal_support.live_stack import publish as publish_event
 from tests.portal_support.scraping import scraped_runtime
 from topics.models import Topic
@@ -29,15 +30,9 @@ def test_the_topology_draws_the_mesh_with_live_rates_and_the_refused_edge_red(
         payments, logistics, bob, sam):
     created = Topic.objects.create(name="orders.created", team=payments, store=store)
     failed = Topic.objects.create(name="orders.failed", team=payments, store=store)
-    billing = Application.objects.create(name="billing", team=payments)
+    publisher = make_app_with_key(payments, "billing", may_publish=["orders.*"], may_not_publish=["orders.failed"])
+    billing, plain_key = publisher.application, publisher.plain_key
     shipper = Application.objects.create(name="shipper", team=logistics)
-    key = ApplicationKey(application=billing)
-    plain_key = key.generate()
-    key.save()
-    AccessRule.objects.create(team=payments, principal_kind=AccessRule.APPLICATION, principal_application=billing,
-                              topic_pattern="orders.*", publish=True)
-    AccessRule.objects.create(team=payments, principal_kind=AccessRule.APPLICATION, principal_application=billing,
-                              topic_pattern="orders.failed", publish=True, effect=AccessRule.DENY)
     subscription = Subscription.objects.create(application=shipper, topic=created, state=Subscription.PAUSED,
                                                webhook_url="https://hooks.shipper.example/in")
     statuses = []

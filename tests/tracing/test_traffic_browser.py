@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from governance.models import AccessRule, Application, ApplicationKey
 from tests.e2e.conftest import chromium, log_in
+from tests.portal_support.factories import make_app_with_key
 from tests.portal_support.live_stack import publish as publish_event
 from tests.portal_support.scraping import scraped_runtime
 from topics.models import Topic
@@ -22,12 +22,7 @@ def _order(n: int) -> dict:
 def test_the_traffic_tab_shows_the_rate_of_events_just_published(
         shared_database, mesh_prefix, redis_url, redis_client, start_prometheus, tmp_path, store, payments, bob, sam):
     topic = Topic.objects.create(name="orders.created", team=payments, store=store)
-    billing = Application.objects.create(name="billing", team=payments)
-    key = ApplicationKey(application=billing)
-    plain_key = key.generate()
-    key.save()
-    AccessRule.objects.create(team=payments, principal_kind=AccessRule.APPLICATION, principal_application=billing,
-                              topic_pattern="orders.*", publish=True)
+    plain_key = make_app_with_key(payments, "billing", may_publish=["orders.*"]).plain_key
     sent = []
 
     def publish(url: str, n: int) -> None:
