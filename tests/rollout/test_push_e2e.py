@@ -26,6 +26,7 @@ from meshruntime.heartbeat import Heartbeater
 from rollout.compiler import compile_mesh_config
 from rollout.models import ConfigVersion, Runtime
 from rollout.registry import HeartbeatIngester
+from tests.e2e.conftest import chromium
 from tests.portal_support.live_portal import ROOT, uvicorn_portal
 from tests.portal_support.mesh import build_mesh
 from tests.portal_support.personas import client_for
@@ -212,18 +213,10 @@ def portal(shared_database, settings, redis_url, mesh_redis):
 
 @pytest.fixture
 def chromium_page(portal):
-    from playwright.sync_api import sync_playwright
-
-    chromium = os.environ.get("CHROMIUM_PATH") or "/usr/bin/chromium"
-    if not os.path.exists(chromium):
-        pytest.fail(f"Chromium not found at {chromium}")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"])
+    with chromium() as browser:
         context = browser.new_context(base_url=portal)
         context.set_default_timeout(15_000)
         yield context.new_page()
-        browser.close()
 
 
 def off_the_loop(function):
