@@ -13,7 +13,8 @@ from typing import Any
 
 import orjson
 
-from meshruntime.cloudevents import CORE_ATTRIBUTES, exact_value, is_json_media_type, loads, stored_data_text
+from meshadmin.formatting import indented_json
+from meshruntime.cloudevents import CORE_ATTRIBUTES, is_json_media_type, loads, stored_data_text
 from meshruntime.store import StoredEntry
 
 from .access import mask
@@ -24,8 +25,9 @@ __all__ = ["event_context"]
 def _data(event: dict[str, Any], stored: bytes) -> tuple[str, str | None, int]:
     """``(kind, text, size)``: kind json, text, binary or none; text as shown; size in bytes.
 
-    JSON data is shown indented, unless it has numbers a 64-bit integer or a double cannot hold:
-    then as the producer wrote it (and as it is stored and delivered), never rounded."""
+    JSON data is shown indented, each number and string as the producer wrote it (and as it is
+    stored and delivered): ``1.50`` stays ``1.50``, ``1e5`` stays ``1e5``, and a number a double
+    cannot hold keeps every digit, none of which a parsed and rewritten copy would keep."""
     if "data_base64" in event:
         encoded = event["data_base64"]
         try:
@@ -39,11 +41,7 @@ def _data(event: dict[str, Any], stored: bytes) -> tuple[str, str | None, int]:
     if isinstance(data, str) and not is_json_media_type(event.get("datacontenttype") or "application/json"):
         return "text", data, len(data.encode("utf-8", "surrogatepass"))
     text = stored_data_text(stored, event)
-    try:
-        shown = orjson.dumps(exact_value(text), option=orjson.OPT_INDENT_2).decode()
-    except (TypeError, ValueError):  # a Decimal, an integer beyond 64 bits: orjson would round it
-        shown = text.decode("utf-8", "replace")
-    return "json", shown, len(text)
+    return "json", indented_json(text.decode("utf-8", "replace")), len(text)
 
 
 def event_context(entry: StoredEntry, payload_visible: bool) -> dict[str, Any]:

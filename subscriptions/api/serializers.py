@@ -1,10 +1,9 @@
 from __future__ import annotations
 
-import orjson
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from meshadmin.api.fields import StrictBooleanField
+from meshadmin.api.fields import StoredJSONField, StrictBooleanField
 from meshadmin.api.serializers import MeshModelSerializer, StepSerializer  # noqa: F401 - re-exported
 from meshadmin.querysets import CHANGE
 
@@ -119,14 +118,8 @@ class DeadLetterSerializer(serializers.Serializer):
     attempts = serializers.IntegerField()
     source_id = serializers.CharField(allow_blank=True, help_text="The event's id in the topic's stream.")
     at = serializers.DateTimeField(allow_null=True)
-    event = serializers.SerializerMethodField(help_text="The CloudEvent (its raw text when it does not parse).")
-
-    @extend_schema_field({"oneOf": [{"type": "object", "additionalProperties": True}, {"type": "string"}]})
-    def get_event(self, letter):
-        try:
-            return orjson.loads(letter.event)
-        except orjson.JSONDecodeError:
-            return letter.event.decode("utf-8", "replace")
+    event = StoredJSONField(help_text="The CloudEvent as it was stored, every number with all the digits it was "
+                                      "published with (its raw text when it is not a JSON object).")
 
 
 class DeadLetterPageSerializer(serializers.Serializer):

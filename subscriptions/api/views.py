@@ -9,6 +9,7 @@ from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 
 from meshadmin.api.exceptions import Conflict
+from meshadmin.api.renderers import EXACT_RENDERERS
 from meshadmin.api.views import MeshModelViewSet, MeshReadOnlyViewSet
 from meshadmin.querysets import CHANGE
 
@@ -144,7 +145,7 @@ class SubscriptionViewSet(MeshModelViewSet):
         return Response(DeliveryStateSerializer(state).data)
 
     @extend_schema(parameters=[DeadLetterQuerySerializer], responses={200: DeadLetterPageSerializer, **_UNAVAILABLE})
-    @action(detail=True, methods=["get"], url_path="dead-letters")
+    @action(detail=True, methods=["get"], url_path="dead-letters", renderer_classes=EXACT_RENDERERS)
     def dead_letters(self, request, pk=None):
         """The subscription's dead letters, newest first, ``limit`` at a time."""
         subscription = self.get_object()

@@ -14,6 +14,7 @@ import html
 import json
 import re
 import time
+from decimal import Decimal
 
 import orjson
 import pytest
@@ -310,6 +311,54 @@ def test_api_dead_letters_are_listed_newest_first_and_paged(people, sub, mesh_re
     assert rest["next_before"] is None
     response = dave.get(api_url(sub, "dead-letters"), {"before": "'; DROP"})
     assert response.status_code == 400 and "before" in response.json()
+
+
+#: An event whose numbers Python's float and orjson cannot hold: more digits than a double keeps,
+#: a whole number beyond 64 bits, one beyond a double's range, and digits a double drops (1.50).
+EXACT = (b'{"specversion":"1.0","id":"big-1","source":"/shop","type":"com.example.order",'
+         b'"datacontenttype":"application/json","data":{"ratio":0.1000000000000000055511151231257827,'
+         b'"n":12345678901234567890123,"huge":1' + b"0" * 400 + b',"tiny":1E-400,"nested":{"at":[1.50]}}}')
+
+
+def strict_json(text: bytes):
+    """``text`` read as JSON with every number exact, refusing NaN and Infinity."""
+    return json.loads(text, parse_float=Decimal, parse_constant=lambda name: pytest.fail(f"{name} in the answer"))
+
+
+def test_api_a_dead_letter_comes_back_as_it_was_stored_every_digit_and_member_order(
+        people, sub, mesh_redis, key_prefix):
+    dead_letter(mesh_redis, key_prefix, sub, "big-1", stored=EXACT)
+    response = client_for(people["dave"]).get(api_url(sub, "dead-letters"))
+    assert response.status_code == 200 and response["Content-Type"] == "application/json"
+    assert b'"event":' + EXACT + b"}]" in response.content  # the stored text itself, embedded
+    [letter] = strict_json(response.content)["results"]
+    assert letter["event"]["data"]["ratio"] == Decimal("0.1000000000000000055511151231257827")
+    assert letter["event"]["data"]["n"] == 12345678901234567890123 and letter["event"]["data"]["huge"] == 10 ** 400
+    assert letter["event_id"] == "big-1" and letter["status"] == 400
+
+
+def test_api_a_dead_letter_that_is_not_a_json_object_comes_back_as_its_text(people, sub, mesh_redis, key_prefix):
+    stored = {"array": b'[{"id":"a-1"}]', "nan": b'{"id":"nan-1","data":{"x":NaN}}',
+              "infinity": b'{"id":"inf-1","data":{"x":-Infinity}}', "cut": b'{"id":"cut-1","data":{"x":1',
+              "latin-1": b'{"id":"l-1","data":"caf\xe9"}'}
+    for name, text in stored.items():
+        dead_letter(mesh_redis, key_prefix, sub, name, stored=text)
+    response = client_for(people["dave"]).get(api_url(sub, "dead-letters"))
+    events = [letter["event"] for letter in strict_json(response.content)["results"]]
+    assert events == [text.decode("utf-8", "replace") for text in reversed(stored.values())]
+
+
+def test_api_dead_letters_keep_their_digits_indented_and_in_the_browsable_api(people, sub, mesh_redis, key_prefix):
+    dead_letter(mesh_redis, key_prefix, sub, "big-1", stored=EXACT)
+    dave = client_for(people["dave"])
+    indented = dave.get(api_url(sub, "dead-letters"), HTTP_ACCEPT="application/json; indent=4")
+    assert indented.content.startswith(b'{\n ') and EXACT in indented.content  # the event as stored, not re-laid
+    assert strict_json(indented.content) == strict_json(dave.get(api_url(sub, "dead-letters")).content)
+    page = dave.get(api_url(sub, "dead-letters"), HTTP_ACCEPT="text/html")
+    assert page.status_code == 200 and page["Content-Type"].startswith("text/html")
+    assert html.escape(EXACT.decode(), quote=True) in page.content.decode()
+    assert dave.get(api_url(sub, "dead-letters"), {"format": "json"}).content == \
+        dave.get(api_url(sub, "dead-letters")).content
 
 
 @pytest.mark.parametrize("who", MAY_ACT)

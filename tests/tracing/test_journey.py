@@ -40,14 +40,16 @@ def topic(payments, store, mesh_redis):
 
 @pytest.fixture
 def record(redis_url, key_prefix):
-    """``record(steps, events=[(topic, event dict)])``: journey steps and events as a runtime writes
-    them (events appended first, so a stored step finds its event); returns the stream ids."""
+    """``record(steps, events=[(topic, event dict or its JSON text)])``: journey steps and events as
+    a runtime writes them (events appended first, so a stored step finds its event); returns the
+    stream ids."""
 
     def write(steps, events=()):
         async def run():
             store = open_store(redis_url, prefix=key_prefix)
             try:
-                ids = await store.append_many([AppendEntry(t, orjson.dumps(e)) for t, e in events])
+                ids = await store.append_many([AppendEntry(t, e if isinstance(e, bytes) else orjson.dumps(e))
+                                               for t, e in events])
                 await store.record_journey(steps)
                 return ids
             finally:
@@ -138,6 +140,23 @@ def test_who_sees_the_payload_on_the_journey_page_and_the_api(personas, persona,
         assert body["steps"][2]["masked"] == ["error"] and "error" not in body["steps"][2]
         assert body["event"]["masked"] is True and body["event"]["size"] > 0
         assert 'data-testid="data-masked"' in html
+
+
+def test_the_api_gives_the_events_data_indented_with_every_digit_it_was_published_with(alice, topic, record):
+    written = {  # the data as the producer wrote it, and as the journey must give it
+        "evt-short": (b'{"price":1.50,"count":1e5}', '{\n  "price": 1.50,\n  "count": 1e5\n}'),
+        "evt-long": (b'{"ratio":0.1000000000000000055511151231257827,"n":12345678901234567890123}',
+                     '{\n  "ratio": 0.1000000000000000055511151231257827,\n  "n": 12345678901234567890123\n}'),
+    }
+    recorder = JourneyRecorder("rt-publish")
+    for event_id, (data, _shown) in written.items():
+        attributes = orjson.dumps({key: value for key, value in event(event_id).items() if key != "data"})
+        record([recorder.step(event_id, "accepted", topic="orders.created", application="checkout"),
+                recorder.step(event_id, "stored", topic="orders.created")],
+               events=[("orders.created", attributes[:-1] + b',"data":' + data + b"}")])
+    for event_id, (data, shown) in written.items():
+        stored = client_for(alice).get(reverse("api:event-journey", args=[event_id])).json()["event"]
+        assert (stored["data_kind"], stored["data_text"], stored["size"]) == ("json", shown, len(data)), event_id
 
 
 def test_anonymous_visitors_get_the_login_page_and_401(client, topic, record):
