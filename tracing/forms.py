@@ -14,7 +14,7 @@ from meshadmin.forms import BootstrapMixin
 from meshruntime.cloudevents import CORE_ATTRIBUTES
 from topics.models import Topic
 
-from .test_events import BadEvent, TestEvent, check_extensions, sender_applications
+from .test_events import BadEvent, TestEvent, check_data, check_extensions, sender_applications
 
 
 class JSONText(forms.JSONField):
@@ -37,6 +37,21 @@ class JSONText(forms.JSONField):
         return "" if value is None else json.dumps(value, indent=2, ensure_ascii=False)
 
 
+class JSONDataText(JSONText):
+    """An event's JSON data typed into a textarea, cleaned to the text as typed once
+    :func:`~tracing.test_events.check_data` accepts it: the event carries that text, not the text
+    parsed and written again (which would round the numbers a double cannot hold)."""
+
+    def to_python(self, value):
+        if value in self.empty_values:
+            return None
+        try:
+            check_data(value)
+        except BadEvent as error:
+            raise ValidationError(str(error)) from None
+        return value
+
+
 class TestEventForm(BootstrapMixin, forms.Form):
     __test__ = False  # not a pytest class, whatever its name
 
@@ -48,9 +63,9 @@ class TestEventForm(BootstrapMixin, forms.Form):
     extensions = JSONText(required=False, help_text="A JSON object of extension attributes (lowercase names, "
                                                     "string, integer or boolean values).",
                           widget=forms.Textarea(attrs={"rows": 3, "class": "form-control font-monospace"}))
-    data = JSONText(required=False, help_text="JSON; checked against the topic's schema as you type, and by the "
-                                              "runtime's own check when sent. Empty: no data.",
-                    widget=forms.Textarea(attrs={"rows": 10, "class": "form-control font-monospace"}))
+    data = JSONDataText(required=False, help_text="JSON, sent as typed; checked against the topic's schema as you "
+                                                  "type, and by the runtime's own check when sent. Empty: no data.",
+                        widget=forms.Textarea(attrs={"rows": 10, "class": "form-control font-monospace"}))
 
     def __init__(self, *args, user, topic: Topic, **kwargs):
         kwargs.setdefault("initial", self.initial_from(topic))
@@ -81,7 +96,7 @@ class TestEventForm(BootstrapMixin, forms.Form):
     def test_event(self) -> TestEvent:
         c = self.cleaned_data
         return TestEvent(application=c["application"], type=c["type"], source=c["source"], subject=c["subject"],
-                         extensions=c["extensions"], data=c["data"], has_data=c["data"] is not None)
+                         extensions=c["extensions"], data=c["data"])
 
 
 class EventSearchForm(forms.Form):

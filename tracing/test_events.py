@@ -14,19 +14,21 @@ records it (sampling is decided by the id), so its journey can be followed to ev
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from django.conf import settings
 
 from governance.models import Application
 from meshadmin.audit import record_action
 from meshadmin.querysets import CHANGE
 from meshruntime.appender import AppendCoalescer
-from meshruntime.cloudevents import CORE_ATTRIBUTES, CloudEvent, EventError
+from meshruntime.cloudevents import CORE_ATTRIBUTES, CloudEvent, EventError, loads, loads_exact
 from meshruntime.journey import JourneyRecorder
 from meshruntime.metrics import RuntimeMetrics
 from meshruntime.publish import Limits, Publisher, Refusal
@@ -39,7 +41,7 @@ from topics.models import Topic
 from . import eventstore
 from .journeys import current_runtimes
 
-__all__ = ["SENDER_EXTENSION", "Answer", "TestEvent", "published_state", "send", "sender_applications"]
+__all__ = ["SENDER_EXTENSION", "Answer", "TestEvent", "check_data", "published_state", "send", "sender_applications"]
 
 #: The extension naming the person who sent a test event.
 SENDER_EXTENSION = "meshsender"
@@ -47,6 +49,8 @@ SENDER_EXTENSION = "meshsender"
 PORTAL_RUNTIME = "portal"
 #: Attributes the portal sets itself; a test event's extensions may not name them.
 SET_BY_PORTAL = frozenset({*CORE_ATTRIBUTES, SENDER_EXTENSION})
+#: What JSON counts as whitespace: around a value, it is not part of it.
+JSON_WHITESPACE = " \t\n\r"
 
 _RECORDER = JourneyRecorder(PORTAL_RUNTIME, sample_rate=1.0)
 _STATES: OrderedDict[tuple[int, str], MeshState] = OrderedDict()
@@ -96,8 +100,9 @@ class TestEvent:
     source: str
     subject: str = ""
     extensions: dict[str, Any] = field(default_factory=dict)
-    data: Any = None
-    has_data: bool = True
+    #: The data's JSON text as the person typed it (None: no data). It is sent as this text, never
+    #: parsed and written again, which would round numbers a double cannot hold.
+    data: str | None = None
 
 
 @dataclass
@@ -135,8 +140,35 @@ def check_extensions(extensions: Any) -> dict[str, Any]:
     return extensions
 
 
+def check_data(text: str) -> bytes:
+    """The JSON data typed as ``text``, as the bytes the event carries: the text itself, less the
+    whitespace around it. Raises :class:`BadEvent` for what is not JSON, NaN and Infinity included.
+
+    The mesh delivers events exactly as published (docs/delivery.md), so the data is never parsed
+    and written again: ``0.1000000000000000055511151231257827`` would become ``0.1``, and an
+    integer beyond 64 bits could not be written at all.
+    """
+    try:
+        loads_exact(text)  # the standard library's messages say what is wrong and where
+    except json.JSONDecodeError as error:
+        raise BadEvent("data", f"Not JSON: {error.msg} at line {error.lineno}, column {error.colno}.") from None
+    except ValueError as error:  # NaN, Infinity, -Infinity
+        raise BadEvent("data", f"Not JSON: {error} (JSON has no NaN or Infinity).") from None
+    raw = text.strip(JSON_WHITESPACE).encode("utf-8")
+    try:
+        loads(raw)  # what the runtimes and the portal read stored events with (it refuses lone surrogates)
+    except orjson.JSONDecodeError as error:
+        raise BadEvent("data", f"Not JSON a runtime reads: {error.msg} at line {error.lineno}, "
+                               f"column {error.colno}.") from None
+    return raw
+
+
 def build_event(spec: TestEvent, *, sender: str, event_id: str) -> CloudEvent:
-    """The CloudEvent to publish; raises :class:`BadEvent` naming what CloudEvents refuses."""
+    """The CloudEvent to publish; raises :class:`BadEvent` naming what CloudEvents refuses.
+
+    Its data is kept as a runtime keeps a producer's JSON data: the text as written (``raw_json``,
+    which is what is stored and delivered) and the value read from it (for the schema check).
+    """
     attributes: dict[str, Any] = {
         "specversion": "1.0", "id": event_id, "source": spec.source, "type": spec.type,
         "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
@@ -144,15 +176,16 @@ def build_event(spec: TestEvent, *, sender: str, event_id: str) -> CloudEvent:
     }
     if spec.subject:
         attributes["subject"] = spec.subject
-    if spec.has_data:
+    raw = None if spec.data is None else check_data(spec.data)
+    if raw is not None:
         attributes["datacontenttype"] = "application/json"
-    structured = {**attributes, "data": spec.data} if spec.has_data else attributes
     try:
-        return CloudEvent.from_structured(structured)
+        event = CloudEvent.from_structured(attributes)
     except EventError as error:
         name = str(error)
         where = "extensions" if any(f"{n!r}" in name for n in spec.extensions) else "event"
         raise BadEvent(where, f"Not a valid CloudEvent: {error}.") from None
+    return event if raw is None else CloudEvent(event.attributes, loads(raw), raw_json=raw)
 
 
 async def _publish(store: Store, state: MeshState, identity: Identity, topic: str, event: CloudEvent):

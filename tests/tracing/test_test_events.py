@@ -51,8 +51,19 @@ def send(user, topic="orders.created", application="billing", **fields):
                                  content_type="application/json")
 
 
+def send_typed(user, data: bytes, topic="orders.created", application="billing"):
+    """``send`` with the data's JSON text as typed: a dict could not hold every digit of its numbers."""
+    body = orjson.dumps({"application": application, "type": "com.example.test", "source": "/portal"})
+    return client_for(user).post(reverse("api:topic-test-events", args=[topic]), body[:-1] + b',"data":' + data + b"}",
+                                 content_type="application/json")
+
+
+def stored_bytes(redis_client, keys, topic: str) -> list[bytes]:
+    return [f[b"event"] for _i, f in redis_client.xrange(keys.topic(topic))]
+
+
 def stored(redis_client, keys, topic: str) -> list[dict]:
-    return [orjson.loads(f[b"event"]) for _i, f in redis_client.xrange(keys.topic(topic))]
+    return [orjson.loads(event) for event in stored_bytes(redis_client, keys, topic)]
 
 
 def journey(redis_client, keys, event_id: str) -> list[dict]:
@@ -119,6 +130,32 @@ def test_an_event_the_schema_refuses_is_400_with_the_path_and_never_stored(alice
     assert sent_entries(mesh.topics["orders.created"]).get().after["path"] == "data.order_id"
     no_data = send(alice)
     assert no_data.status_code == 400 and no_data.json()["path"] == "data"
+
+
+# Numbers a double cannot hold (the first is what 0.1 is as a double, written out), laid out as typed
+TYPED = (b'{ "order_id": "o-1",\n  "amount": 0.1000000000000000055511151231257827,\n'
+         b'  "count": 123456789012345678901234567890 }')
+
+
+def test_the_data_is_sent_as_typed_every_digit_kept_and_the_schema_reads_it_exactly(alice, mesh, mesh_redis, keys):
+    refused = send_typed(alice, b'{"order_id": 123456789012345678901234567890}')
+    assert refused.status_code == 400 and refused.json()["path"] == "data.order_id"
+    assert "123456789012345678901234567890 is not of type 'string'" in refused.json()["message"]
+    response = send_typed(alice, TYPED)
+    assert response.status_code == 202, response.content
+    [event] = stored_bytes(mesh_redis, keys, "orders.created")
+    assert event.endswith(b',"data":' + TYPED + b"}")  # what every subscriber is sent
+    [copy] = stored_bytes(mesh_redis, keys, "audit.orders")
+    assert b',"data":' + TYPED + b',"meshroute":' in copy
+    assert b'"data":' + TYPED + b"}" in response.content  # the answer shows the event as stored
+
+
+@pytest.mark.parametrize("data", [b'"\\ud800"', b'{"order_id": "\\udfff"}'])
+def test_data_no_runtime_could_read_back_is_400_naming_the_data(alice, mesh, mesh_redis, keys, data):
+    response = send_typed(alice, data)  # Python's JSON reads a lone surrogate; the mesh's reader does not
+    assert response.status_code == 400, response.content
+    assert response.json()["data"][0].startswith("Not JSON a runtime reads: ")
+    assert stored_bytes(mesh_redis, keys, "orders.created") == []
 
 
 def test_the_access_rules_decide_and_the_answer_names_the_rule(alice, carol, mesh, mesh_redis, keys):
@@ -192,6 +229,28 @@ def test_the_form_is_prefilled_from_the_example_and_answers_like_the_api(alice, 
     assert sent.status_code == 202
     event_id = stored(mesh_redis, keys, "orders.created")[0]["id"]
     assert f'href="/events/{event_id}/" data-testid="test-event-journey"' in sent.content.decode()
+
+
+def test_the_form_sends_the_data_as_typed_every_digit_kept(alice, mesh, mesh_redis, keys):
+    url = reverse("tracing:test_event", args=[mesh.topics["orders.created"].pk])
+    fields = {"application": mesh.apps["billing"].pk, "type": "t.test", "source": "/portal", "subject": "",
+              "extensions": "{}"}
+    sent = client_for(alice).post(url, {**fields, "data": "\r\n" + TYPED.decode() + "\r\n"})
+    assert sent.status_code == 202, sent.context["form"].errors
+    [event] = stored_bytes(mesh_redis, keys, "orders.created")
+    assert event.endswith(b',"data":' + TYPED + b"}")  # the whitespace around it is not part of it
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+def test_the_form_refuses_what_json_has_no_number_for(alice, mesh, mesh_redis, keys, value):
+    url = reverse("tracing:test_event", args=[mesh.topics["orders.created"].pk])
+    fields = {"application": mesh.apps["billing"].pk, "type": "t.test", "source": "/portal", "subject": "",
+              "extensions": "{}"}
+    refused = client_for(alice).post(url, {**fields, "data": f'{{"order_id": "o-1", "amount": {value}}}'})
+    assert refused.status_code == 400
+    assert refused.context["form"].errors["data"] == [
+        f"Not JSON: {value} is not a JSON value (JSON has no NaN or Infinity)."]
+    assert stored_bytes(mesh_redis, keys, "orders.created") == []
 
 
 def test_the_api_schema_documents_the_test_events_and_their_answers(carol):

@@ -9,6 +9,10 @@ from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from meshadmin.api.parsers import JSONParser
+from meshadmin.api.renderers import EXACT_RENDERERS
+from meshruntime.cloudevents import member_text
+
 from ..access import visible_topics
 from ..event_views import NOT_A_SENDER, may_send
 from ..test_events import BadEvent, TestEvent, send, sender_applications
@@ -16,7 +20,12 @@ from .serializers import ErrorSerializer, RefusalSerializer, TestEventAcceptedSe
 
 
 class TestEventsAPIView(APIView):
+    """The event carries the text of the body's ``data`` member as sent, never parsed and written
+    again, and the answer shows the event with that text: every digit of its numbers is kept."""
+
     __test__ = False  # not a pytest class, whatever its name
+    parser_classes = [JSONParser]  # the data's text is cut from the body: JSON only
+    renderer_classes = EXACT_RENDERERS
 
     @extend_schema(
         operation_id="topics_test_events_create",
@@ -43,6 +52,7 @@ class TestEventsAPIView(APIView):
         topic = get_object_or_404(visible_topics(request.user).select_related("store", "team"), name=name)
         if not may_send(request.user):
             raise PermissionDenied(NOT_A_SENDER)
+        body = request.body  # before request.data, which reads the stream it comes from
         given = TestEventSerializer(data=request.data)
         given.is_valid(raise_exception=True)
         values = given.validated_data
@@ -50,9 +60,9 @@ class TestEventsAPIView(APIView):
         if application is None:
             raise ValidationError({"application": [f"{values['application']!r} is not an application of a team "
                                                    "you own or are a member of."]})
+        data = None if values.get("data") is None else member_text(body, "data").decode("utf-8")
         spec = TestEvent(application=application, type=values["type"], source=values["source"],
-                         subject=values["subject"], extensions=values["extensions"], data=values.get("data"),
-                         has_data=values.get("data") is not None)
+                         subject=values["subject"], extensions=values["extensions"], data=data)
         try:
             answer = send(topic, spec, user=request.user)
         except BadEvent as error:
