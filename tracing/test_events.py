@@ -47,8 +47,9 @@ __all__ = ["SENDER_EXTENSION", "Answer", "TestEvent", "check_data", "published_s
 SENDER_EXTENSION = "meshsender"
 #: The runtime name on the journey steps the portal records.
 PORTAL_RUNTIME = "portal"
-#: Attributes the portal sets itself; a test event's extensions may not name them.
-SET_BY_PORTAL = frozenset({*CORE_ATTRIBUTES, SENDER_EXTENSION})
+#: Attributes the portal sets itself, and the members that hold the data (the form's own field):
+#: a test event's extensions may not name them.
+SET_BY_PORTAL = frozenset({*CORE_ATTRIBUTES, SENDER_EXTENSION, "data", "data_base64"})
 #: What JSON counts as whitespace: around a value, it is not part of it.
 JSON_WHITESPACE = " \t\n\r"
 

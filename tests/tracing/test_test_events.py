@@ -198,6 +198,8 @@ def test_without_a_published_configuration_nothing_is_sent(alice, personas, mesh
 @pytest.mark.parametrize(("extensions", "message"), [
     ({"id": "mine"}, "id is set by the portal"),
     ({SENDER_EXTENSION: "someone"}, "meshsender is set by the portal"),
+    ({"data": "replaced"}, "data is set by the portal or by a field of this form"),  # not the data typed
+    ({"data_base64": "AAEC"}, "data_base64 is set by the portal"),
     ({"Region": "eu"}, "extension attribute name 'Region' must be lowercase ASCII letters and digits"),
     ({"ratio": 1.5}, "extension attribute 'ratio' must be a string, an integer or a boolean"),
 ])
