@@ -29,7 +29,8 @@ def topic(name: str, store: str = "main", schema: Any = None) -> dict[str, Any]:
             "retention": {"max_age_seconds": None, "max_length": None}}
 
 
-def config(*, readings_store: str = "main", subscriptions: list | None = None, version: int = 1) -> dict[str, Any]:
+def config(*, readings_store: str = "main", subscriptions: list | None = None, rules: list | None = None,
+           version: int = 1) -> dict[str, Any]:
     doc = {
         "format": 1,
         "stores": [{"name": "main", "kind": "redis", "connection": "default"},
@@ -49,6 +50,7 @@ def config(*, readings_store: str = "main", subscriptions: list | None = None, v
              "effect": "allow", "description": ""},
             *[{"id": s["id"], "principals": ["dashboard"], "topic": s["topic"], "actions": ["subscribe"],
                "effect": "allow", "description": ""} for s in subscriptions or ()],
+            *(rules or ()),
         ],
         "subscriptions": subscriptions or [],
         "routing_rules": [{"id": "route-1", "source": "sensors.temperature", "filters": [],
@@ -177,6 +179,72 @@ async def test_a_subscription_delivers_to_an_mqtt_topic(runtimes, mqtt):
             await wait_for(lambda: _acked(store), what="the deliveries to be acknowledged")
         finally:
             await server.shutdown()
+
+
+def mqtt_subscription(id: str, topic_name: str, target: str) -> dict[str, Any]:
+    return {"id": id, "topic": topic_name, "application": "dashboard", "state": "active",
+            "delivery": {"url": f"mqtt://devices/{target}", "mode": "structured", "timeout_ms": 5000,
+                         "max_attempts": 5, "backoff_base_ms": 50, "backoff_cap_ms": 500, "max_in_flight": 4},
+            "filters": [], "secret": "whsec-sub-1-0123456789abcdef"}
+
+
+async def test_a_subscription_to_an_mqtt_topic_is_held_by_a_deny_rule_and_resumes_when_it_goes(
+        runtimes, mqtt, prefix):
+    """No topic lives on MQTT (docs/stores.md): the held events wait in their topic's store, and
+    the MQTT target gets them once the rule goes, as a webhook would."""
+    _url, root = mqtt
+    alerts, audit = f"{root}/out/alerts", f"{root}/out/audit"
+    # sub-2 gets the routed copies of the same events: the sync point for "nothing was sent"
+    subscriptions = [mqtt_subscription("sub-1", "sensors.temperature", alerts),
+                     mqtt_subscription("sub-2", "audit.sensors", audit)]
+    deny = {"id": "rule-9", "principals": ["dashboard"], "topic": "sensors.*", "actions": ["subscribe"],
+            "effect": "deny", "description": "readings are private"}
+    host, port = MQTT_URL.removeprefix("mqtt://").split(":")
+    async with aiomqtt.Client(host, int(port)) as device:
+        await device.subscribe(f"{root}/out/#", qos=1)
+        runtime = await runtimes(config(subscriptions=subscriptions, rules=[deny]))
+        held = "subscribe denied by rule rule-9 (deny sensors.*)"
+        assert runtime.delivery.held == {"sub-1": held}
+        server = runtime.make_server()
+        address, server_port = await server.start("127.0.0.1", 0)
+        got: dict[str, list[str]] = {alerts: [], audit: []}
+        try:
+            async with aiohttp.ClientSession() as session:
+                events = [{"specversion": "1.0", "id": f"a{i}", "source": "/s", "type": "temperature",
+                           "datacontenttype": "application/json", "data": {"celsius": i}} for i in range(3)]
+                response = await session.post(f"http://{address}:{server_port}/v1/topics/sensors.temperature/events",
+                                              data=orjson.dumps(events),
+                                              headers={"Authorization": f"Bearer {KEY}",
+                                                       "Content-Type": "application/cloudevents-batch+json"})
+                assert response.status == 202
+            await _receive(device, got, lambda: len(got[audit]) == 3)
+            assert got[alerts] == []
+            store = runtime.stores.store_for("sensors.temperature")
+            await wait_for(lambda: _lag(store, 3), what="a lag of the 3 events held")
+            status = KeySpace(prefix).delivery("sub-1")
+            await wait_for(lambda: runtime.mesh_redis.hget(status, "held"), what="the status record's hold")
+            assert (await runtime.mesh_redis.hget(status, "held")).decode() == held
+
+            runtime.apply_config(config(subscriptions=subscriptions, version=2))
+            await _receive(device, got, lambda: len(set(got[alerts])) == 3)
+            assert sorted(set(got[alerts])) == ["a0", "a1", "a2"]
+            await wait_for(lambda: _acked(store), what="the deliveries to be acknowledged")
+        finally:
+            await server.shutdown()
+
+
+async def _receive(device: aiomqtt.Client, got: dict[str, list[str]], enough) -> None:
+    """Take messages into ``got`` (event ids by MQTT topic) until ``enough()``."""
+    async with asyncio.timeout(30):
+        async for message in device.messages:
+            got[str(message.topic)].append(orjson.loads(message.payload)["id"])
+            if enough():
+                return
+
+
+async def _lag(store, lag: int) -> bool:
+    info = await store.group_info("sensors.temperature", "sub-1")
+    return info is not None and info.lag == lag and info.pending == 0
 
 
 async def _acked(store) -> bool:

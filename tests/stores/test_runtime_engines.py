@@ -24,6 +24,7 @@ from aiohttp import web
 
 from meshruntime.app import Runtime, Settings, StoresMissing
 from meshruntime.config import seal
+from meshruntime.demo.receiver import Receiver
 from meshruntime.keys import KeySpace
 from meshruntime.store import Store, open_store
 from tests.meshruntime.delivery_harness import SECRET, hold_answers
@@ -182,6 +183,70 @@ async def test_a_rejected_event_is_dead_lettered_on_its_engine_and_redelivered_f
         assert receiver.received[-1].headers["Mesh-Delivery-Id"].startswith("sub-1/redeliver/")
     finally:
         await server.shutdown()
+
+
+DENY = {"id": "rule-9", "principals": ["shipping"], "topic": TARGET, "actions": ["subscribe"], "effect": "deny",
+        "description": "orders are private"}
+HELD = f"subscribe denied by rule rule-9 (deny {TARGET})"
+
+
+def audited_config(kind: str, receiver_url: str, audit_url: str, *, version: int, deny: bool) -> dict[str, Any]:
+    """``mesh_config`` plus a second subscription of the engine's topic (the auditor's ``sub-2``,
+    never held: it shows that the runtime delivers that topic meanwhile), and with ``deny`` the
+    rule that denies shipping (``sub-1``) subscribing to it."""
+    doc = mesh_config(kind, receiver_url)
+    [held] = doc["subscriptions"]
+    doc["applications"] = [*doc["applications"], {"name": "auditor", "team": "audit", "keys": []}]
+    doc["access_rules"] = [*doc["access_rules"], {**doc["access_rules"][1], "id": "sub-2", "principals": ["auditor"]},
+                           *([DENY] if deny else [])]
+    doc["subscriptions"] = [held, {**held, "id": "sub-2", "application": "auditor",
+                                   "delivery": {**held["delivery"], "url": audit_url}}]
+    return seal(doc, version)
+
+
+async def test_a_subscription_denied_subscribe_is_held_on_its_engine_and_resumes_when_the_rule_goes(
+        kind, engine, runtime, receiver, prefix):
+    auditor = await Receiver(secret=SECRET).start()
+    rt = await runtime(audited_config(kind, receiver.url, auditor.url, version=1, deny=True))
+    server, base = await serve(rt)
+    status = KeySpace(prefix).delivery("sub-1")
+    try:
+        assert rt.delivery.held == {"sub-1": HELD}
+        assert (await publish(base, TARGET, [event(i) for i in range(5)])).status == 202
+        # by the time the auditor's subscription of the same topic has every event, the held one
+        # has read none of them: they wait on the engine, the group's position kept
+        await auditor.wait_for(lambda r: len(r.delivered) == 5, timeout=60)
+        assert receiver.received == []
+        await wait_for(lambda: _lag(engine, 5), what="a lag of the 5 events held")
+        assert (await engine.group_info(TARGET, "sub-1")).pending == (0 if TRAITS[kind].knows_pending else None)
+        await wait_for(lambda: _status_says(rt, status, HELD), what="the status record to say why it is held")
+        assert await rt.mesh_redis.hget(status, "held_since") is not None
+
+        assert (await publish(base, TARGET, [event(i) for i in range(5, 8)])).status == 202  # more wait
+        await wait_for(lambda: _lag(engine, 8), what="the lag to grow to the 8 events published")
+        assert receiver.received == []
+
+        rt.apply_config(audited_config(kind, receiver.url, auditor.url, version=2, deny=False))
+        await receiver.wait_for(lambda r: len(r.delivered) == 8, timeout=60)
+        assert receiver.delivered == {f"e{i}" for i in range(8)}  # none missing
+        await wait_for(lambda: _settled(engine), what="the group to have nothing left to deliver")
+        await wait_for(lambda: _status_says(rt, status, None), what="the status record to drop the hold")
+        assert await rt.mesh_redis.hget(status, "held_since") is None
+        assert rt.delivery.held == {}
+        assert receiver.duplicates == 0 and receiver.bad_signatures == 0
+    finally:
+        await server.shutdown()
+        await auditor.stop()
+
+
+async def _lag(engine: Store, lag: int) -> bool:
+    info = await engine.group_info(TARGET, "sub-1")
+    return info is not None and info.lag == lag
+
+
+async def _status_says(rt: Runtime, status: str, held: str | None) -> bool:
+    value = await rt.mesh_redis.hget(status, "held")
+    return (value.decode() if value is not None else None) == held
 
 
 async def test_a_store_added_later_without_a_connection_gets_503_and_a_heartbeat_line(
