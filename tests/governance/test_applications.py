@@ -8,9 +8,9 @@ import itertools
 import pytest
 from django.urls import reverse
 
-from governance.models import AccessRule, Application, ApplicationKey
+from governance.models import AccessRule, Application
 from subscriptions.models import Subscription
-from tests.portal_support.factories import make_app, make_rule, make_subscription, make_topic
+from tests.portal_support.factories import make_app, make_key, make_rule, make_subscription, make_topic
 from tests.portal_support.mixins import ConstantListQueries, ModelAPITests, ModelPageTests
 from tests.portal_support.personas import client_for
 
@@ -72,9 +72,7 @@ class TestApplicationPage:
         assert "orders.created" in table and ">paused<" in table and sub.get_absolute_url() in table
 
     def test_it_shows_keys_to_its_team_and_hides_them_from_others(self, billing, personas):
-        key = ApplicationKey(application=billing, description="production")
-        key.generate()
-        key.save()
+        key = make_key(billing, description="production")
         team_view = client_for(personas["dave"]).get(billing.get_absolute_url()).content.decode()
         assert key.prefix in team_view and "production" in team_view
         outsider_view = client_for(personas["carol"]).get(billing.get_absolute_url()).content.decode()

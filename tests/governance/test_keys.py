@@ -15,20 +15,13 @@ from django.utils import timezone
 
 from governance.models import ApplicationKey
 from meshadmin.models import AuditEntry
-from tests.portal_support.factories import make_app
+from tests.portal_support.factories import make_app, make_key
 from tests.portal_support.mixins import ConstantListQueries, ModelAPITests, ModelPageTests
 from tests.portal_support.personas import client_for
 
 pytestmark = pytest.mark.django_db
 
 KEY = re.compile(r"mk_[A-Za-z0-9]{8}_[A-Za-z0-9_-]{40}")
-
-
-def make_key(application, **extra) -> ApplicationKey:
-    key = ApplicationKey(application=application, **extra)
-    key.generate()
-    key.save()
-    return key
 
 
 class KeyData:

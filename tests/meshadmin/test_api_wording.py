@@ -8,8 +8,7 @@ import json
 import pytest
 from django.urls import reverse
 
-from governance.models import ApplicationKey
-from tests.portal_support.factories import make_app, make_subscription, make_topic
+from tests.portal_support.factories import make_app, make_key, make_subscription, make_topic
 from tests.portal_support.personas import client_for
 from topics.models import Topic
 
@@ -67,9 +66,7 @@ def test_moving_ones_topic_to_a_foreign_team_is_403(payments, logistics, store, 
 
 def test_what_one_cannot_see_stays_404(payments, logistics, store, personas, olga):
     subscription = make_subscription(make_app(payments), make_topic(payments, store))
-    key = ApplicationKey(application=make_app(payments))
-    key.generate()
-    key.save()
+    key = make_key(make_app(payments))
     client = client_for(olga)
     for url in (reverse("api:subscription-detail", args=[subscription.pk]),
                 reverse("api:applicationkey-detail", args=[key.pk])):
@@ -80,9 +77,7 @@ def test_what_one_cannot_see_stays_404(payments, logistics, store, personas, olg
 
 
 def test_revoking_a_visible_key_without_the_role_is_403(payments, personas):
-    key = ApplicationKey(application=make_app(payments, "billing"))
-    key.generate()
-    key.save()
+    key = make_key(make_app(payments, "billing"))
     response = client_for(personas["dave"]).post(reverse("api:applicationkey-revoke", args=[key.pk]))
     assert response.status_code == 403
     assert response.json()["detail"].startswith("You are a viewer of team Payments")

@@ -13,7 +13,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import tomllib
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from meshadmin.asgi import lifespan
 from meshadmin.demo import supervise
 from meshadmin.embedded import private_redis, redis_url
 from tests.meshruntime.private_redis import free_port
+from tests.portal_support.waiting import until
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 TIMEOUT = 60
@@ -50,13 +50,6 @@ def embedded_env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if k not in ("REDIS_URL", "DATABASE_URL", "DJANGO_SETTINGS_MODULE") and not k.startswith("PYTEST_XDIST_")}
     return {**env, "MESHADMIN_DATA_DIR": str(data_dir), "MESHADMIN_EMBEDDED_REDIS": "redis", "PYTHONUNBUFFERED": "1"}
-
-
-def wait_for(condition, what: str, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def holding_private_redis(folder: Path) -> subprocess.Popen:
@@ -121,9 +114,7 @@ async def test_the_portals_lifespan_runs_the_private_redis_from_start_up_to_shut
 
     task = asyncio.create_task(lifespan({"type": "lifespan"}, messages.get, send))
     await messages.put({"type": "lifespan.startup"})
-    async with asyncio.timeout(TIMEOUT):
-        while not sent:
-            await asyncio.sleep(0.01)
+    await until(lambda: sent, "the lifespan to answer its startup", TIMEOUT)
     assert sent == ["lifespan.startup.complete"]
     assert len(processes_using(tmp_path)) == 1
     await messages.put({"type": "lifespan.shutdown"})

@@ -1,6 +1,6 @@
 """The set-up of the delivery tests: events appended straight to a store, delivery engines (as a
 runtime runs them in process) stopped after the test, a webhook receiver that checks sub-1's
-signatures (and can be told to hold its answers), and the waits and reads around them.
+signatures (and can be told to hold its answers), and the reads around them.
 
 The fixtures reach the tests through the conftests: ``managers`` and ``receiver`` here, and
 ``receiver`` in ``tests/stores`` (which imports this module as ``tests.meshruntime.delivery_harness``).
@@ -9,8 +9,6 @@ The fixtures reach the tests through the conftests: ``managers`` and ``receiver`
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -76,14 +74,6 @@ async def managers(store):
     yield make
     for manager in made:
         await manager.stop(timeout=5)
-
-
-async def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(interval)
 
 
 def sample(manager: DeliveryManager, name: str, **labels: str) -> float:

@@ -13,7 +13,7 @@ import asyncio
 from typing import Any
 
 import orjson
-from delivery_harness import TOPIC, event, group_row, publish, sample, wait_until
+from delivery_harness import TOPIC, event, group_row, publish, sample
 from factories import access_rule, make_config, subscription
 from runtime_harness import event as http_event
 from runtime_harness import running_runtime
@@ -26,6 +26,7 @@ from meshruntime.demo.receiver import Receiver
 from meshruntime.keys import KeySpace
 from meshruntime.state import MeshState
 from meshruntime.store import AppendEntry
+from tests.portal_support.waiting import until
 
 FAST = DeliverySettings(visibility_timeout_s=1.0, block_ms=100, redeliver_poll_s=0.1, metrics_interval_s=0.2,
                         status_interval_s=0.2)
@@ -64,22 +65,25 @@ async def test_a_deny_subscribe_rule_holds_delivery_until_the_rule_changes(store
         assert [x for x in receiver.received if x.subscription == "sub-1"] == []
         row = group_row(redis_client, keys, "sub-1")
         assert row is not None and row["lag"] == 5 and row["pending"] == 0  # the position is kept
-        await wait_until(lambda: status(redis_client, keys, "sub-1").get("held") == HELD)
+        await until(lambda: status(redis_client, keys, "sub-1").get("held") == HELD, "sub-1 held in its status record")
         assert "held" not in status(redis_client, keys, "sub-2")
         assert sample(manager, "meshruntime_delivery_held", subscription="sub-1") == 1
         assert manager.counters()["subscriptions_held"] == 1
-        await wait_until(lambda: sample(manager, "meshruntime_consumer_lag", subscription="sub-1") == 5)
+        await until(lambda: sample(manager, "meshruntime_consumer_lag", subscription="sub-1") == 5,
+                    "the lag metric of sub-1 at 5")
         state = DeliveryOperations(redis_client, key_prefix).state("sub-1", TOPIC)  # what the portal reads
         assert state.held == HELD and state.held_since is not None and state.lag == 5
 
         await publish(store, 2, start=5)  # more wait, in order
-        await wait_until(lambda: sample(manager, "meshruntime_consumer_lag", subscription="sub-1") == 7)
+        await until(lambda: sample(manager, "meshruntime_consumer_lag", subscription="sub-1") == 7,
+                    "the lag metric of sub-1 at 7")
 
         manager.apply_config(config(held, control, version=2))  # the rule is gone: resume
         await manager.reconciled()
         await receiver.wait_for(lambda r: len([x for x in r.received if x.subscription == "sub-1"]) == 7)
         assert [x.event_id for x in receiver.received if x.subscription == "sub-1"] == [f"e{i}" for i in range(7)]
-        await wait_until(lambda: "held" not in status(redis_client, keys, "sub-1"))
+        await until(lambda: "held" not in status(redis_client, keys, "sub-1"),
+                    "the hold gone from the status record of sub-1")
         assert "held_since" not in status(redis_client, keys, "sub-1")
         assert sample(manager, "meshruntime_delivery_held", subscription="sub-1") == 0
         assert manager.held == {} and "subscriptions_held" not in manager.counters()
@@ -92,9 +96,11 @@ async def test_the_loss_of_the_allow_holds_delivery_too(store, managers, redis_c
     try:
         manager = await managers(config(sub("sub-1", receiver.url), grant_subscriptions=False), settings=FAST)
         assert manager.held == {"sub-1": "subscribe denied: no access rule allows it (default deny)"}
-        await wait_until(lambda: status(redis_client, keys, "sub-1").get("held", "").endswith("(default deny)"))
+        await until(lambda: status(redis_client, keys, "sub-1").get("held", "").endswith("(default deny)"),
+                    "sub-1 held in its status record for want of an allow")
         await publish(store, 3)
-        await wait_until(lambda: sample(manager, "meshruntime_consumer_lag", subscription="sub-1") == 3)
+        await until(lambda: sample(manager, "meshruntime_consumer_lag", subscription="sub-1") == 3,
+                    "the lag metric of sub-1 at 3")
         assert receiver.received == []
         manager.apply_config(config(sub("sub-1", receiver.url), version=2,
                                     rules=[access_rule("rule-1", ["shipping"], "orders.*", ["subscribe"])]))
@@ -119,9 +125,11 @@ async def test_a_subscription_denied_mid_stream_lets_the_attempt_under_way_finis
         manager.apply_config(config(sub("sub-1", receiver.url, max_in_flight=1), version=2, rules=[DENY]))
         await manager.reconciled()
         gate.set()
-        await wait_until(lambda: redis_client.xpending(keys.topic(TOPIC), "sub-1")["pending"] == 0)
-        await wait_until(lambda: status(redis_client, keys, "sub-1").get("held") == HELD)
-        await wait_until(lambda: sample(manager, "meshruntime_consumer_lag", subscription="sub-1") == 3)
+        await until(lambda: redis_client.xpending(keys.topic(TOPIC), "sub-1")["pending"] == 0,
+                    "every event of sub-1 acknowledged")
+        await until(lambda: status(redis_client, keys, "sub-1").get("held") == HELD, "sub-1 held in its status record")
+        await until(lambda: sample(manager, "meshruntime_consumer_lag", subscription="sub-1") == 3,
+                    "the lag metric of sub-1 at 3")
         assert receiver.ids() == ["e0"]
     finally:
         await receiver.stop()
@@ -143,17 +151,20 @@ async def test_a_runtime_holds_what_its_policy_denies_and_its_heartbeat_says_why
                 entries = redis_client.xrevrange(keys.runtimes, count=1)
                 return {k.decode(): v.decode() for k, v in entries[0][1].items()} if entries else {}
 
-            await wait_until(lambda: orjson.loads(beat().get("held", "{}")) == {"sub-1": HELD})
+            await until(lambda: orjson.loads(beat().get("held", "{}")) == {"sub-1": HELD},
+                        "a heartbeat that names sub-1 held")
             assert orjson.loads(beat()["counters"])["subscriptions_held"] == 1
-            await wait_until(lambda: status(redis_client, keys, "sub-1").get("held") == HELD)
-            await wait_until(lambda: (group_row(redis_client, keys, "sub-1") or {}).get("lag") == 1)
+            await until(lambda: status(redis_client, keys, "sub-1").get("held") == HELD,
+                        "sub-1 held in its status record")
+            await until(lambda: (group_row(redis_client, keys, "sub-1") or {}).get("lag") == 1,
+                        "a lag of 1 in the group of sub-1")
             assert receiver.received == []
             metrics = await (await h.client.get("/metrics")).text()
             assert 'meshruntime_delivery_held{subscription="sub-1"} 1.0' in metrics
 
             h.runtime.apply_config(make_config(version=2, subscriptions=subscriptions))
             await receiver.wait_for(lambda r: r.ids() == ["evt-1"])
-            await wait_until(lambda: orjson.loads(beat().get("held", "{}")) == {})
+            await until(lambda: orjson.loads(beat().get("held", "{}")) == {}, "a heartbeat that names nothing held")
     finally:
         await receiver.stop()
 
@@ -170,13 +181,15 @@ async def test_the_delivery_process_holds_what_the_runtime_policy_denies(redis_u
         child.apply_config(doc)  # no policy given: the document's own rules decide
         assert child.held == {"sub-1": HELD}
         await child.start()
-        await wait_until(lambda: status(redis_client, keys, "sub-1").get("held") == HELD)
+        await until(lambda: status(redis_client, keys, "sub-1").get("held") == HELD, "sub-1 held in its status record")
         await store.append_many([AppendEntry(TOPIC, event(i)) for i in range(2)])
-        await wait_until(lambda: (group_row(redis_client, keys, "sub-1") or {}).get("lag") == 2)
+        await until(lambda: (group_row(redis_client, keys, "sub-1") or {}).get("lag") == 2,
+                    "a lag of 2 in the group of sub-1")
         assert receiver.received == []
         child.apply_config(config(sub("sub-1", receiver.url), version=2))
         await receiver.wait_for(lambda r: len(r.received) == 2)
-        await wait_until(lambda: "held" not in status(redis_client, keys, "sub-1"))
+        await until(lambda: "held" not in status(redis_client, keys, "sub-1"),
+                    "the hold gone from the status record of sub-1")
     finally:
         await child.stop()
         await receiver.stop()

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
-from delivery_harness import FAST, SECRET, TOPIC, event, group_row, hold_answers, publish, sample, wait_until
+from delivery_harness import FAST, SECRET, TOPIC, event, group_row, hold_answers, publish, sample
 from factories import make_config, subscription
 
 from meshruntime.delivery import DeliverySettings, verify
@@ -22,6 +22,7 @@ from meshruntime.delivery_admin import DeliveryOperations
 from meshruntime.demo.receiver import Received, Receiver
 from meshruntime.keys import KeySpace
 from meshruntime.store import AppendEntry
+from tests.portal_support.waiting import until
 
 
 def sub(id: str = "sub-1", url: str = "http://127.0.0.1:9/", *, app: str = "shipping", topic: str = TOPIC,
@@ -74,7 +75,8 @@ async def test_it_pushes_binary_mode_signed_and_acknowledges(store, receiver, ma
     assert first.subscription == "sub-1" and first.attempt == 1
     verify(SECRET, first.headers["Mesh-Signature"], first.body)
     assert receiver.bad_signatures == 0
-    await wait_until(lambda: redis_client.xpending(keys.topic(TOPIC), "sub-1")["pending"] == 0)
+    await until(lambda: redis_client.xpending(keys.topic(TOPIC), "sub-1")["pending"] == 0,
+                "every event of sub-1 acknowledged")
     assert sample(manager, "meshruntime_deliveries_total", subscription="sub-1", outcome="delivered") == 3
     assert sample(manager, "meshruntime_delivery_latency_seconds_count", subscription="sub-1") == 3
     await manager.journal.drain()
@@ -100,9 +102,10 @@ async def test_filters_decide_what_is_delivered_and_the_rest_is_acknowledged(
     await store.append_many([AppendEntry(TOPIC, event(1)), AppendEntry(TOPIC, event(2, type_="com.other")),
                              AppendEntry(TOPIC, event(3))])
     await receiver.wait_for(lambda r: len(r.ids()) == 2)
-    await wait_until(lambda: sample(manager, "meshruntime_deliveries_total", subscription="sub-1",
-                                    outcome="filtered") == 1)
-    await wait_until(lambda: redis_client.xpending(keys.topic(TOPIC), "sub-1")["pending"] == 0)
+    await until(lambda: sample(manager, "meshruntime_deliveries_total", subscription="sub-1",
+                               outcome="filtered") == 1, "a filtered event counted")
+    await until(lambda: redis_client.xpending(keys.topic(TOPIC), "sub-1")["pending"] == 0,
+                "every event of sub-1 acknowledged")
     assert receiver.ids() == ["e1", "e3"]
 
 
@@ -127,7 +130,8 @@ async def test_5xx_and_408_are_retried_until_the_subscriber_answers_2xx(
     assert [status for event_id, status in receiver.answered if event_id == "e0"] == [500, 503, 408, 200]
     assert [r.attempt for r in receiver.received if r.event_id == "e0"] == [1, 2, 3, 4]
     assert sample(manager, "meshruntime_delivery_retries_total", subscription="sub-1") == 6
-    await wait_until(lambda: redis_client.xpending(keys.topic(TOPIC), "sub-1")["pending"] == 0)
+    await until(lambda: redis_client.xpending(keys.topic(TOPIC), "sub-1")["pending"] == 0,
+                "every event of sub-1 acknowledged")
     assert dead_letters(redis_client, keys) == []
     await manager.journal.drain()
     steps = journey(redis_client, keys, "e0")
@@ -140,15 +144,15 @@ async def test_a_4xx_is_dead_lettered_at_once(store, receiver, managers, redis_c
     receiver.respond = statuses([400])
     manager = await managers(config(sub(url=receiver.url, max_attempts=5)))
     await publish(store, 1)
-    await wait_until(lambda: len(dead_letters(redis_client, keys)) == 1)
+    await until(lambda: len(dead_letters(redis_client, keys)) == 1, "a dead letter")
     (letter,) = dead_letters(redis_client, keys)
     assert letter["status"] == "400" and letter["attempts"] == "1"
     assert letter["reason"].startswith("rejected: HTTP 400")
     assert letter["event"] == event(0)
     assert receiver.answered == [("e0", 400)]
     assert redis_client.xpending(keys.topic(TOPIC), "sub-1")["pending"] == 0
-    await wait_until(lambda: sample(manager, "meshruntime_dead_letters_total", subscription="sub-1",
-                                    reason="rejected") == 1)
+    await until(lambda: sample(manager, "meshruntime_dead_letters_total", subscription="sub-1",
+                               reason="rejected") == 1, "a rejected event counted as dead-lettered")
     await manager.journal.drain()
     assert [s["step"] for s in journey(redis_client, keys, "e0")] == ["attempt", "dead_lettered"]
 
@@ -160,20 +164,20 @@ async def test_redirects_are_not_followed_but_dead_lettered(store, receiver, man
     receiver.respond = moved
     await managers(config(sub(url=receiver.url)))
     await publish(store, 1)
-    await wait_until(lambda: len(dead_letters(redis_client, keys)) == 1)
+    await until(lambda: len(dead_letters(redis_client, keys)) == 1, "a dead letter")
     assert "redirects are not followed" in dead_letters(redis_client, keys)[0]["reason"]
 
 
 async def test_an_unreachable_subscriber_is_retried_then_dead_lettered(store, managers, redis_client, keys):
     manager = await managers(config(sub(url="http://127.0.0.1:9/hook", max_attempts=3)))
     await publish(store, 1)
-    await wait_until(lambda: len(dead_letters(redis_client, keys)) == 1)
+    await until(lambda: len(dead_letters(redis_client, keys)) == 1, "a dead letter")
     (letter,) = dead_letters(redis_client, keys)
     assert letter["attempts"] == "3" and letter["status"] == ""
     assert letter["reason"].startswith("exhausted: 3 attempts, the last: cannot connect to 127.0.0.1:9")
     assert sample(manager, "meshruntime_delivery_retries_total", subscription="sub-1") == 2
-    await wait_until(lambda: sample(manager, "meshruntime_deliveries_total", subscription="sub-1",
-                                    outcome="dead_lettered") == 1)
+    await until(lambda: sample(manager, "meshruntime_deliveries_total", subscription="sub-1",
+                               outcome="dead_lettered") == 1, "a dead-lettered delivery counted")
 
 
 async def test_a_timeout_is_retried(store, receiver, managers):
@@ -208,7 +212,7 @@ async def test_exhausted_attempts_dead_letter_with_the_last_status(store, receiv
     receiver.respond = statuses([502, 502, 502, 502])
     await managers(config(sub(url=receiver.url, max_attempts=3)))
     await publish(store, 1)
-    await wait_until(lambda: len(dead_letters(redis_client, keys)) == 1)
+    await until(lambda: len(dead_letters(redis_client, keys)) == 1, "a dead letter")
     (letter,) = dead_letters(redis_client, keys)
     assert (letter["status"], letter["attempts"]) == ("502", "3")
     assert letter["reason"].startswith("exhausted: 3 attempts, the last: HTTP 502")
@@ -287,13 +291,14 @@ async def test_pausing_keeps_the_position_and_lets_the_attempt_under_way_finish(
     receiver.respond = held
     manager = await managers(config(sub(url=receiver.url, max_in_flight=1)))
     await publish(store, 1)
-    await wait_until(lambda: receiver.concurrent == 1)  # e0 is mid-request
+    await until(lambda: receiver.concurrent == 1, "e0 mid-request")
     manager.apply_config(config(sub(url=receiver.url, max_in_flight=1, state="paused"), version=2))
     await manager.reconciled()
     await publish(store, 3, start=1)
     gate.set()  # the attempt under way completes and is acknowledged
     await receiver.wait_for(lambda r: r.ids() == ["e0"])
-    await wait_until(lambda: redis_client.xpending(keys.topic(TOPIC), "sub-1")["pending"] == 0)
+    await until(lambda: redis_client.xpending(keys.topic(TOPIC), "sub-1")["pending"] == 0,
+                "every event of sub-1 acknowledged")
     await asyncio.sleep(0.5)  # a paused subscription must stay quiet: nothing else may arrive
     assert receiver.ids() == ["e0"]
     manager.apply_config(config(sub(url=receiver.url, max_in_flight=1), version=3))
@@ -309,7 +314,7 @@ async def test_pausing_during_a_retry_wait_leaves_the_event_pending_for_the_resu
     manager.apply_config(config(sub(url=receiver.url, state="paused", backoff_base_ms=60_000,
                                     backoff_cap_ms=60_000), version=2))
     await manager.reconciled()
-    await wait_until(lambda: manager.workers["sub-1"].held == 0)
+    await until(lambda: manager.workers["sub-1"].held == 0, "the worker of sub-1 to hold nothing")
     assert redis_client.xpending(keys.topic(TOPIC), "sub-1")["pending"] == 1
     manager.apply_config(config(sub(url=receiver.url), version=3))  # resumed, with a short backoff
     await receiver.wait_for(lambda r: r.ids() == ["e0"])
@@ -321,17 +326,18 @@ async def test_revoking_removes_the_group_after_the_attempt_under_way(
     gate = hold_answers(receiver)
     manager = await managers(config(sub(url=receiver.url)))
     await publish(store, 1)
-    await wait_until(lambda: receiver.concurrent == 1)
+    await until(lambda: receiver.concurrent == 1, "a delivery under way")
     manager.apply_config(config(version=2))
     await manager.reconciled()
     assert group_row(redis_client, keys, "sub-1") is not None  # still delivering e0
     gate.set()
     await receiver.wait_for(lambda r: r.answered == [("e0", 200)])
-    await wait_until(lambda: redis_client.xinfo_groups(keys.topic(TOPIC)) == [])
+    await until(lambda: redis_client.xinfo_groups(keys.topic(TOPIC)) == [], "the consumer group of sub-1 removed")
     assert not redis_client.exists(keys.redeliver("sub-1"))
     # the series go last, once the retired worker's status record is deleted too
-    await wait_until(lambda: manager.metrics.registry.get_sample_value(
-        "meshruntime_deliveries_total", {"subscription": "sub-1", "outcome": "delivered"}) is None)
+    await until(lambda: manager.metrics.registry.get_sample_value(
+                    "meshruntime_deliveries_total", {"subscription": "sub-1", "outcome": "delivered"}) is None,
+                "the metrics of sub-1 removed")
     assert not redis_client.exists(keys.delivery("sub-1"))
 
 
@@ -370,7 +376,7 @@ async def test_a_second_runtime_never_takes_over_an_event_still_being_delivered(
     doc = config(sub(url=receiver.url, timeout_ms=10_000))
     await managers(doc, consumer="rt-a")
     await publish(store, 1)
-    await wait_until(lambda: receiver.concurrent == 1)
+    await until(lambda: receiver.concurrent == 1, "a delivery under way")
     await managers(doc, consumer="rt-b")
     await receiver.wait_for(lambda r: len(r.answered) == 1, timeout=10)
     await asyncio.sleep(2 * FAST.visibility_timeout_s)
@@ -387,7 +393,7 @@ async def test_attempt_counts_survive_a_takeover(store, receiver, managers, redi
     redis_client.xclaim(key, "sub-1", "rt-dead", 0, [ids[1]], retrycount=1, justid=True)
     receiver.respond = statuses([500, 500, 500, 500])
     manager.apply_config(config(sub(url=receiver.url, max_attempts=4), version=3))
-    await wait_until(lambda: len(dead_letters(redis_client, keys)) == 2, timeout=10)
+    await until(lambda: len(dead_letters(redis_client, keys)) == 2, "two dead letters", timeout=10)
     letters = {orjson.loads(d["event"])["id"]: d for d in dead_letters(redis_client, keys)}
     assert letters["e0"]["attempts"] == "4" and letters["e0"]["reason"].startswith("exhausted: 4 attempts made")
     assert letters["e1"]["attempts"] == "4"
@@ -414,7 +420,8 @@ async def test_redelivery_reaches_only_its_subscription(store, receiver, manager
         await receiver.wait_for(lambda r: r.ids() == ["e7"])
         got = receiver.received[0]
         assert got.headers["Mesh-Delivery-Id"].startswith("sub-1/redeliver/")
-        await wait_until(lambda: redis_client.xpending(keys.redeliver("sub-1"), "sub-1")["pending"] == 0)
+        await until(lambda: redis_client.xpending(keys.redeliver("sub-1"), "sub-1")["pending"] == 0,
+                    "the redelivered event acknowledged")
         await asyncio.sleep(0.3)
         assert other.received == []
     finally:
@@ -426,7 +433,7 @@ async def test_a_redelivered_event_that_fails_again_is_dead_lettered_again(
     receiver.respond = statuses([404])
     await managers(config(sub(url=receiver.url)))
     redis_client.xadd(keys.redeliver("sub-1"), {"event": event(7)})
-    await wait_until(lambda: len(dead_letters(redis_client, keys)) == 1)
+    await until(lambda: len(dead_letters(redis_client, keys)) == 1, "a dead letter")
     assert dead_letters(redis_client, keys)[0]["status"] == "404"
     assert redis_client.xpending(keys.redeliver("sub-1"), "sub-1")["pending"] == 0
 
@@ -459,7 +466,7 @@ async def test_stop_lets_attempts_under_way_finish_and_acknowledges_them(
     receiver.respond = slow
     manager = await managers(config(sub(url=receiver.url, max_in_flight=5)))
     await publish(store, 5)
-    await wait_until(lambda: receiver.concurrent == 5)
+    await until(lambda: receiver.concurrent == 5, "five deliveries under way")
     await manager.stop()
     assert len(receiver.ids()) == 5
     assert redis_client.xpending(keys.topic(TOPIC), "sub-1")["pending"] == 0
@@ -470,11 +477,13 @@ async def test_lag_and_pending_gauges(store, receiver, managers):
     manager = await managers(config(sub(url=receiver.url, max_in_flight=2)))
     await publish(store, 10)
     # pending: 2 in flight and 2 read ahead of the next free slots (worker._take_new)
-    await wait_until(lambda: sample(manager, "meshruntime_consumer_pending", subscription="sub-1") == 4
-                     and sample(manager, "meshruntime_consumer_lag", subscription="sub-1") == 6)
+    await until(lambda: sample(manager, "meshruntime_consumer_pending", subscription="sub-1") == 4
+                and sample(manager, "meshruntime_consumer_lag", subscription="sub-1") == 6,
+                "4 pending and a lag of 6 in the metrics of sub-1")
     gate.set()
-    await wait_until(lambda: sample(manager, "meshruntime_consumer_pending", subscription="sub-1") == 0
-                     and sample(manager, "meshruntime_consumer_lag", subscription="sub-1") == 0)
+    await until(lambda: sample(manager, "meshruntime_consumer_pending", subscription="sub-1") == 0
+                and sample(manager, "meshruntime_consumer_lag", subscription="sub-1") == 0,
+                "nothing pending and no lag in the metrics of sub-1")
 
 
 # -- operator actions (the portal's side: meshruntime.delivery_admin) ----------------------
@@ -489,7 +498,7 @@ async def test_dead_letters_are_listed_newest_first_with_their_reason(store, rec
     receiver.respond = statuses([422, 422, 422])
     await managers(config(sub(url=receiver.url, max_in_flight=1)))
     await publish(store, 3)
-    await wait_until(lambda: len(ops.dead_letters("sub-1")) == 3)
+    await until(lambda: len(ops.dead_letters("sub-1")) == 3, "three dead letters")
     letters = ops.dead_letters("sub-1")
     assert [d.event_id for d in letters] == ["e2", "e1", "e0"]
     assert letters[0].status == 422 and letters[0].attempts == 1 and letters[0].reason_code == "rejected"
@@ -503,7 +512,7 @@ async def test_redeliver_one_puts_back_that_event_only(store, receiver, managers
     receiver.respond = statuses([400])
     await managers(config(sub(url=receiver.url, max_in_flight=1)))
     await publish(store, 2)
-    await wait_until(lambda: len(ops.dead_letters("sub-1")) == 2)
+    await until(lambda: len(ops.dead_letters("sub-1")) == 2, "two dead letters")
     e1 = next(d for d in ops.dead_letters("sub-1") if d.event_id == "e1")
     assert ops.redeliver("sub-1", [e1.id], by="alice") == 1
     assert ops.redeliver("sub-1", [e1.id], by="bob") == 0  # already put back: not twice
@@ -518,8 +527,8 @@ async def test_redeliver_all_for_one_subscription_leaves_the_others_alone(
         receiver.respond = statuses([400])
         await managers(config(sub("sub-1", receiver.url), sub("sub-2", other.url)), application=None)
         await publish(store, 600)
-        await wait_until(lambda: len(ops.dead_letters("sub-1", count=1000)) == 600 and len(other.ids()) == 600,
-                         timeout=20)
+        await until(lambda: len(ops.dead_letters("sub-1", count=1000)) == 600 and len(other.ids()) == 600,
+                    "600 dead letters and 600 deliveries to the other receiver", timeout=20)
         assert ops.redeliver("sub-1", None, by="alice") == 600
         await receiver.wait_for(lambda r: len(r.ids()) == 600, timeout=20)
         assert sorted(receiver.ids(), key=lambda i: int(i[1:])) == [f"e{i}" for i in range(600)]
@@ -562,7 +571,7 @@ async def test_the_state_shows_totals_rate_and_last_error(store, receiver, manag
     manager = await managers(config(sub(url=receiver.url)))
     await publish(store, 5)
     await receiver.wait_for(lambda r: len(r.answered) == 5)
-    await wait_until(lambda: ops.state("sub-1", TOPIC).dead_letters == 1)
+    await until(lambda: ops.state("sub-1", TOPIC).dead_letters == 1, "a dead letter in the state of sub-1")
     await manager.write_status(list(manager.workers.values()))
     state = ops.state("sub-1", TOPIC)
     assert (state.delivered, state.dead_lettered, state.dead_letters) == (4, 1, 1)
@@ -620,7 +629,7 @@ async def test_nothing_is_acknowledged_before_its_2xx_and_acks_of_many_events_sh
     gate = hold_answers(receiver)
     manager = await managers(config(sub(url=receiver.url, max_in_flight=8)))
     await publish(store, 8)
-    await wait_until(lambda: receiver.concurrent == 8)
+    await until(lambda: receiver.concurrent == 8, "eight deliveries under way")
     await asyncio.sleep(3 * FAST.block_ms / 1000)  # well past the ack flush delay
     assert redis_client.xpending(keys.topic(TOPIC), "sub-1")["pending"] == 8
     acks = []
@@ -633,7 +642,8 @@ async def test_nothing_is_acknowledged_before_its_2xx_and_acks_of_many_events_sh
 
     worker.consumer.ack = counted
     gate.set()
-    await wait_until(lambda: redis_client.xpending(keys.topic(TOPIC), "sub-1")["pending"] == 0)
+    await until(lambda: redis_client.xpending(keys.topic(TOPIC), "sub-1")["pending"] == 0,
+                "every event of sub-1 acknowledged")
     assert sorted(i for ids in acks for i in ids) == sorted(
         e.decode() for e, _ in redis_client.xrange(keys.topic(TOPIC)))
     assert len(acks) < 8  # batched: answers within the flush delay share one XACK
@@ -650,7 +660,8 @@ async def test_events_read_ahead_wait_out_a_pause_and_are_delivered_once_on_resu
     receiver.respond = held
     manager = await managers(config(sub(url=receiver.url, max_in_flight=2)))
     await publish(store, 6)
-    await wait_until(lambda: receiver.concurrent == 2 and manager.workers["sub-1"].held == 4)  # 2 read ahead
+    await until(lambda: receiver.concurrent == 2 and manager.workers["sub-1"].held == 4,
+                "two deliveries under way and two events read ahead")
     manager.apply_config(config(sub(url=receiver.url, max_in_flight=2, state="paused"), version=2))
     await manager.reconciled()
     gate.set()
@@ -662,7 +673,8 @@ async def test_events_read_ahead_wait_out_a_pause_and_are_delivered_once_on_resu
     await receiver.wait_for(lambda r: len(r.ids()) == 6)
     await asyncio.sleep(0.3)
     assert sorted(receiver.ids()) == [f"e{i}" for i in range(6)]  # each once
-    await wait_until(lambda: redis_client.xpending(keys.topic(TOPIC), "sub-1")["pending"] == 0)
+    await until(lambda: redis_client.xpending(keys.topic(TOPIC), "sub-1")["pending"] == 0,
+                "every event of sub-1 acknowledged")
 
 
 async def test_a_second_runtime_never_takes_over_events_read_ahead(store, receiver, managers):
@@ -675,7 +687,8 @@ async def test_a_second_runtime_never_takes_over_events_read_ahead(store, receiv
     doc = config(sub(url=receiver.url, max_in_flight=2, timeout_ms=10_000))
     first = await managers(doc, consumer="rt-a")
     await publish(store, 4)
-    await wait_until(lambda: receiver.concurrent == 2 and first.workers["sub-1"].held == 4)
+    await until(lambda: receiver.concurrent == 2 and first.workers["sub-1"].held == 4,
+                "two deliveries under way and two events read ahead")
     await managers(doc, consumer="rt-b")
     await receiver.wait_for(lambda r: len(r.answered) == 4, timeout=10)
     await asyncio.sleep(2 * FAST.visibility_timeout_s)
@@ -705,7 +718,7 @@ async def test_an_event_whose_ack_never_lands_stays_pending_and_is_delivered_aga
         assert redis_client.xpending(key, "sub-1")["pending"] == 1
         await managers(doc, consumer="rt-b")  # takes it over after the visibility timeout
         await receiver.wait_for(lambda r: r.ids() == ["e0", "e0"], timeout=10)
-        await wait_until(lambda: redis_client.xpending(key, "sub-1")["pending"] == 0)
+        await until(lambda: redis_client.xpending(key, "sub-1")["pending"] == 0, "every event of sub-1 acknowledged")
     finally:
         never.set()
 
@@ -729,5 +742,6 @@ async def test_an_event_whose_ack_is_given_up_is_delivered_again_by_the_same_run
     worker.consumer.ack = failing_twice
     await publish(store, 1)
     await receiver.wait_for(lambda r: r.ids() == ["e0", "e0"], timeout=10)  # after the visibility timeout
-    await wait_until(lambda: redis_client.xpending(keys.topic(TOPIC), "sub-1")["pending"] == 0)
+    await until(lambda: redis_client.xpending(keys.topic(TOPIC), "sub-1")["pending"] == 0,
+                "every event of sub-1 acknowledged")
     assert len(failed) == 2

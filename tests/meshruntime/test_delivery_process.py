@@ -7,8 +7,6 @@ take from it.
 
 from __future__ import annotations
 
-import asyncio
-
 import orjson
 from factories import make_config, subscription
 
@@ -16,6 +14,7 @@ from meshruntime.delivery import DeliverySettings
 from meshruntime.delivery.process import DeliveryProcess
 from meshruntime.demo.receiver import Receiver
 from meshruntime.store import AppendEntry
+from tests.portal_support.waiting import until
 
 TOPIC = "orders.created"
 
@@ -38,9 +37,8 @@ async def test_the_child_delivers_and_the_runtime_reads_its_metrics_and_counters
         await store.ensure_group(TOPIC, "sub-1", "0")  # what the child creates; events before it count too
         await store.append_many([AppendEntry(TOPIC, event(i)) for i in range(5)])
         await receiver.wait_for(lambda r: len(r.delivered) == 5)
-        async with asyncio.timeout(10):  # the runtime polls the child's counters every 2 s
-            while child.counters().get("delivered") != 5:
-                await asyncio.sleep(0.05)
+        # the runtime polls the child's counters every 2 s
+        await until(lambda: child.counters().get("delivered") == 5, "the child's counters to show 5 delivered")
         assert child.counters()["subscriptions"] == 1 and child.counters()["delivery_restarts"] == 0
         metrics = (await child.metrics_text()).decode()
         assert 'meshruntime_deliveries_total{outcome="delivered",subscription="sub-1"} 5.0' in metrics

@@ -21,6 +21,7 @@ from factories import access_rule, application, key_for, make_config, subscripti
 from runtime_harness import running_runtime
 
 from meshruntime.app import Runtime, Settings
+from tests.portal_support.waiting import until
 
 APP = "eventmesh-demo"  # the fixtures' passwd is this application's key
 ASYNC, SYNC, SYNC_DEMO = "TEST-TOPIC-HTTP-ASYNC", "TEST-TOPIC-HTTP-SYNC", "EventMesh.SyncRequestInstance"
@@ -217,9 +218,7 @@ async def test_a_reply_after_the_deadline_is_dropped_and_counted(redis_url, key_
         _, _, body = await send_raw(h.url, request_101(SYNC, "200"))
         assert orjson.loads(body)["retCode"] == 4
         replies = h.runtime.delivery.replies
-        async with asyncio.timeout(5):
-            while replies.dropped.get("after the deadline") != 1:
-                await asyncio.sleep(0.01)
+        await until(lambda: replies.dropped.get("after the deadline") == 1, "the late answer dropped")
         assert replies.posted == 0 and receiver.errors == []
         assert not [key for key in redis_client.scan_iter(match=f"{key_prefix}reply:*")]  # nothing left behind
 

@@ -32,6 +32,7 @@ from factories import access_rule, key_for, make_config, subscription
 
 from meshruntime.delivery_admin import DeliveryOperations
 from meshruntime.demo.receiver import Receiver
+from tests.portal_support.waiting import until, until_awaited
 
 TOPIC = "orders.shipped"
 ROOT = Path(__file__).resolve().parents[2]
@@ -193,10 +194,7 @@ async def test_kill_9_with_20000_events_in_flight_loses_none(runtimes, http, red
         # at least once, and the duplicates are at most what the dead runtime had in hand
         assert dups <= 64 + 500, f"duplicates: {dups}"
         key = keys.topic(TOPIC)
-        deadline = time.monotonic() + 10
-        while redis_client.xpending(key, "sub-1")["pending"] and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        assert redis_client.xpending(key, "sub-1")["pending"] == 0
+        await until(lambda: redis_client.xpending(key, "sub-1")["pending"] == 0, "every event acknowledged")
         assert redis_client.xlen(keys.dlq("sub-1")) == 0
     finally:
         await receiver.stop()
@@ -235,10 +233,7 @@ async def test_the_delivery_process_killed_mid_flight_is_replaced_and_loses_noth
         print(f"\ndelivery process killed: all {total} delivered; duplicates: {receiver.duplicates}")
         assert receiver.delivered == {f"e{i}" for i in range(total)}
         key = keys.topic(TOPIC)
-        deadline = time.monotonic() + 10
-        while redis_client.xpending(key, "sub-1")["pending"] and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        assert redis_client.xpending(key, "sub-1")["pending"] == 0
+        await until(lambda: redis_client.xpending(key, "sub-1")["pending"] == 0, "every event acknowledged")
         # the restarted child reports to the runtime's /metrics again
         assert await runtime.metric(http, "meshruntime_deliveries_total", outcome="delivered",
                                     subscription="sub-1") > 0
@@ -252,10 +247,7 @@ async def test_a_runtime_killed_with_9_leaves_no_delivery_process_behind(runtime
     assert child is not None and alive(child)
     runtime.kill()
     await runtime.process.wait()
-    deadline = time.monotonic() + 10
-    while alive(child) and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    assert not alive(child)
+    await until(lambda: not alive(child), "the orphaned delivery process to end")
 
 
 # -- a failing, refusing, vanishing subscriber ------------------------------------------------
@@ -301,9 +293,7 @@ async def test_a_subscriber_answering_400_gets_each_event_once_and_it_is_dead_le
         runtime = await runtimes(mesh(sub("sub-1", receiver.url)), name="rt")
         await publish_all(http, runtime, 100, batch=100)
         ops = DeliveryOperations(redis_client, key_prefix)
-        deadline = time.monotonic() + 20
-        while len(ops.dead_letters("sub-1", count=200)) < 100 and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await until(lambda: len(ops.dead_letters("sub-1", count=200)) >= 100, "100 dead letters", timeout=20)
         letters = ops.dead_letters("sub-1", count=200)
         assert sorted(d.event_id for d in letters) == sorted(f"e{i}" for i in range(100))
         assert {(d.status, d.attempts, d.reason) for d in letters} == {
@@ -321,9 +311,7 @@ async def test_an_unreachable_subscriber_is_dead_lettered_and_redelivery_from_th
                              name="rt")
     await publish_all(http, runtime, 50, batch=50)
     ops = DeliveryOperations(redis_client, key_prefix)
-    deadline = time.monotonic() + 20
-    while len(ops.dead_letters("sub-1", count=100)) < 50 and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    await until(lambda: len(ops.dead_letters("sub-1", count=100)) >= 50, "50 dead letters", timeout=20)
     letters = ops.dead_letters("sub-1", count=100)
     assert len(letters) == 50
     assert all(d.attempts == 3 and d.status is None and d.reason.startswith("exhausted: 3 attempts")
@@ -470,10 +458,11 @@ async def test_the_delivery_process_follows_configuration_changes(runtimes, http
         child = await delivery_pid(http, runtime)
         added = mesh(sub("sub-2", receiver.url), version=2)
         (tmp_path / "mesh.json").write_bytes(orjson.dumps(added))
-        deadline = time.monotonic() + 20
-        while (await (await http.get(f"{runtime.url}/v1/info")).json())["config_version"] != added["version"]:
-            assert time.monotonic() < deadline, "the runtime did not apply the new document"
-            await asyncio.sleep(0.05)
+
+        async def applied() -> bool:
+            return (await (await http.get(f"{runtime.url}/v1/info")).json())["config_version"] == added["version"]
+
+        await until_awaited(applied, "the runtime to apply the new document", timeout=20)
         assert await publish(http, runtime, events(0, 3)) == 202
         await receiver.wait_for(lambda r: len(r.delivered) == 3, timeout=20)
         assert await delivery_pid(http, runtime) == child

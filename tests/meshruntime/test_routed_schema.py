@@ -9,7 +9,6 @@ A whole runtime on the real Redis: ``orders.created`` (its schema needs ``order_
 
 from __future__ import annotations
 
-import asyncio
 import copy
 
 import orjson
@@ -17,6 +16,7 @@ from factories import ORDER_SCHEMA, access_rule, key_for, make_config, routing_r
 from runtime_harness import event, running_runtime
 
 from meshruntime.state import MeshState
+from tests.portal_support.waiting import until
 
 AUDIT_SCHEMA = {"type": "object", "required": ["order_id", "amount"],
                 "properties": {"order_id": {"type": "string"}, "amount": {"type": "integer"}}}
@@ -26,14 +26,6 @@ def doc(**overrides):
     return make_config(topics=[topic("audit.orders", schema=AUDIT_SCHEMA),
                                topic("orders.created", schema=copy.deepcopy(ORDER_SCHEMA)), "orders.shipped"],
                        access_rules=[access_rule("rule-1", ["billing"], "*", ["publish"])], **overrides)
-
-
-async def eventually(condition, what: str, timeout: float = 10.0):
-    async with asyncio.timeout(timeout):
-        while not (value := condition()):
-            await asyncio.sleep(0.02)
-    assert value, what
-    return value
 
 
 async def test_a_copy_that_fails_the_target_schema_is_dropped_and_the_event_stored(redis_url, key_prefix,
@@ -70,7 +62,7 @@ async def test_a_copy_that_fails_the_target_schema_is_dropped_and_the_event_stor
             fields = redis_client.hgetall(keys.routing("route-1"))
             return {k.decode(): v.decode() for k, v in fields.items()}
 
-        got = await eventually(lambda: report() or None, "the rule's report")
+        got = await until(report, "the rule's report")
         assert got["refused"] == "1" and got["refused:audit.orders:schema_mismatch"] == "1"
         assert (got["last_event_id"], got["last_source"], got["last_target"], got["last_path"],
                 got["last_keyword"]) == ("evt-2", "orders.created", "audit.orders", "data.amount", "type")
@@ -79,7 +71,7 @@ async def test_a_copy_that_fails_the_target_schema_is_dropped_and_the_event_stor
 
         response = await h.publish("orders.created", event(3, data={"order_id": "o-3"}))  # no amount at all
         assert response.status == 202
-        await eventually(lambda: report().get("refused") == "2", "the second refusal reported")
+        await until(lambda: report().get("refused") == "2", "the second refusal reported")
         assert report()["last_path"] == "data" and report()["last_keyword"] == "required"
         beat = h.runtime.metrics.counters()
         assert beat["routed_refused"] == 2 and beat["routed"] == 1

@@ -17,6 +17,7 @@ from runtime_harness import event
 
 from meshruntime.keys import KeySpace
 from tests.portal_support.runtimes import ROOT, RuntimeProcess
+from tests.portal_support.waiting import until_awaited
 
 
 @pytest.fixture
@@ -37,12 +38,13 @@ def runtime(redis_url, key_prefix, redis_client, config_file):
 
 
 async def wait_ready(session: aiohttp.ClientSession, url: str) -> dict:
-    async with asyncio.timeout(20):
-        while True:
-            async with session.get(f"{url}/readyz") as response:
-                if response.status == 200:
-                    return await response.json()
-            await asyncio.sleep(0.05)
+    """The runtime's readiness report, once it says it is ready."""
+
+    async def report() -> dict | None:
+        async with session.get(f"{url}/readyz") as response:
+            return await response.json() if response.status == 200 else None
+
+    return await until_awaited(report, "the runtime to say it is ready", timeout=20)
 
 
 def stored_ids(redis_client, keys: KeySpace, topic: str) -> list[str]:

@@ -15,6 +15,7 @@ import pytest
 
 from meshruntime.__main__ import build_parser, settings_from_args
 from meshruntime.server import HttpServer, Request, Response
+from tests.portal_support.waiting import until
 
 
 async def read_response(reader: asyncio.StreamReader, *, head_only: bool = False) -> tuple[int, dict[str, str], bytes]:
@@ -116,19 +117,13 @@ async def test_it_answers_pipelined_requests_in_order_even_when_they_finish_out_
 
     async with served(handler) as (_server, port), connection(port) as (reader, writer):
         writer.write(b"".join(post(f"/{i}", b"") for i in range(3)))
-        async with asyncio.timeout(5):
-            while not futures:
-                await asyncio.sleep(0.01)
+        await until(lambda: futures, "the first request handled")
         # Only the first is being handled: the next waits for its answer to be written.
         assert [path for path, _ in futures] == ["/0"]
         futures[0][1].set_result(Response(200, b"zero"))
-        async with asyncio.timeout(5):
-            while len(futures) < 2:
-                await asyncio.sleep(0.01)
+        await until(lambda: len(futures) >= 2, "the second request handled")
         futures[1][1].set_result(Response(201, b"one"))
-        async with asyncio.timeout(5):
-            while len(futures) < 3:
-                await asyncio.sleep(0.01)
+        await until(lambda: len(futures) >= 3, "the third request handled")
         futures[2][1].set_result(Response(202, b"two"))
         answers = [await read_response(reader) for _ in range(3)]
         assert [(s, b) for s, _h, b in answers] == [(200, b"zero"), (201, b"one"), (202, b"two")]
@@ -298,9 +293,8 @@ async def test_shutdown_answers_what_it_received_closes_idle_connections_and_sto
     busy_reader, busy_writer = await asyncio.open_connection("127.0.0.1", port)
     idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", port)
     busy_writer.write(post("/", b""))
-    async with asyncio.timeout(5):
-        while len(server.connections) < 2 or not any(c.current for c in server.connections):
-            await asyncio.sleep(0.01)
+    await until(lambda: len(server.connections) >= 2 and any(c.current for c in server.connections),
+                "two connections, one with a request under way")
     shutdown = asyncio.create_task(server.shutdown(timeout=5))
     assert await closed(idle_reader)
     with pytest.raises(OSError):
@@ -340,15 +334,11 @@ async def test_shutdown_answers_pipelined_requests_still_unread_in_the_socket():
     _host, port = await server.start("127.0.0.1", 0)
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(post("/0", b""))
-    async with asyncio.timeout(5):
-        while not any(c.current for c in server.connections):
-            await asyncio.sleep(0.01)
+    await until(lambda: any(c.current for c in server.connections), "a request under way")
     (protocol,) = server.connections
     writer.write(b"".join(post(f"/{i}", b"") for i in range(1, 21)))  # fills the queue: reading pauses
     await writer.drain()
-    async with asyncio.timeout(5):
-        while not protocol.reading_paused:
-            await asyncio.sleep(0.01)
+    await until(lambda: protocol.reading_paused, "reading to pause")
     writer.write(b"".join(post(f"/{i}", b"") for i in range(21, 41)))  # stays in the socket, unread
     await writer.drain()
     shutdown = asyncio.create_task(server.shutdown(timeout=5))
@@ -420,9 +410,8 @@ async def test_a_pipelined_heads_deadline_runs_from_its_turn_not_while_the_reque
     async with served(slow, head_timeout=30) as (server, port), connection(port) as (reader, writer):
         loop = asyncio.get_running_loop()
         writer.write(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\nGET /next HTTP/1.1\r\nHo")
-        async with asyncio.timeout(5):
-            while not server.connections or next(iter(server.connections)).head_started is None:
-                await asyncio.sleep(0.01)  # until the second head has begun
+        await until(lambda: server.connections and next(iter(server.connections)).head_started is not None,
+                    "the second head to begin")
         server.sweep(loop.time() + 100)  # long past the deadline, but the first request is in progress
         release.set()
         status, _headers, body = await read_response(reader)

@@ -21,6 +21,7 @@ from meshruntime.__main__ import build_parser, settings_from_args
 from meshruntime.demo.receiver import Receiver
 from meshruntime.sw8 import ContextError, Sw8
 from tests.contracts import parse_segment, segment_classes
+from tests.portal_support.waiting import until
 
 TOPIC = "orders.created"
 PUBLISH_OP = f"POST /v1/topics/{TOPIC}/events"
@@ -235,9 +236,7 @@ async def test_publishing_never_waits_for_a_collector_that_hangs(redis_url, key_
             reporter = h.runtime.segments
             reporter.max_queue, reporter.batch_size = 20, 10
             assert (await h.publish(TOPIC, event(0))).status == 202
-            async with asyncio.timeout(10):
-                while hung.requests == 0:  # the sender is stuck on the first batch now
-                    await asyncio.sleep(0.01)
+            await until(lambda: hung.requests > 0, "the sender to be stuck on the first batch")
             async with asyncio.timeout(10):  # were a publish to wait for the collector, this would time out
                 for i in range(1, 61):
                     assert (await h.publish(TOPIC, event(i))).status == 202
@@ -257,9 +256,7 @@ async def test_a_collector_that_is_down_costs_dropped_segments_not_publishes(red
         reporter.interval_s = 0.05
         for i in range(5):
             assert (await h.publish(TOPIC, event(i))).status == 202
-        async with asyncio.timeout(10):
-            while reporter.counts.values["dropped_collector"] < 5:
-                await asyncio.sleep(0.02)
+        await until(lambda: reporter.counts.values["dropped_collector"] >= 5, "five segments dropped, unsent")
     assert reporter.counts.values["sent"] == 0
 
 

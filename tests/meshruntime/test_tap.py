@@ -16,6 +16,7 @@ from meshruntime.cloudevents import CloudEvent
 from meshruntime.keys import KeySpace
 from meshruntime.store.resp import RespPool
 from meshruntime.tap import Tap, compact
+from tests.portal_support.waiting import until
 
 
 @pytest.fixture
@@ -58,12 +59,6 @@ async def next_raw(pubsub, timeout: float = 5.0) -> tapwire.TapMessage:
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
             if message is not None:
                 return tapwire.decode(message["data"])
-
-
-async def until(condition, what: str, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)  # polling a condition of this process
 
 
 async def nothing_more(pubsub) -> None:

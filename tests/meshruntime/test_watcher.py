@@ -8,7 +8,6 @@ import gc
 import json
 import os
 import socket
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
 from typing import Any
@@ -28,6 +27,7 @@ from meshruntime.heartbeat import Heartbeater
 from meshruntime.identity import default_runtime_id
 from meshruntime.keys import KeySpace
 from meshruntime.patch import make_patch
+from tests.portal_support.waiting import free_port, until
 
 # Generous bounds for a loaded CI machine; every wait ends as soon as its condition holds.
 TIMEOUT = 10.0
@@ -39,24 +39,9 @@ async def quiet(watcher: ConfigWatcher) -> None:
     Subscribing wakes the poller once; two reads of ``latest`` that began after we saw the
     subscription mean that wake-up is spent, so what happens next is due to what the test does.
     """
-    await eventually(lambda: watcher.subscribed, what="the subscription")
+    await until(lambda: watcher.subscribed, what="the subscription")
     seen = watcher.checks
-    await eventually(lambda: watcher.checks >= seen + 2, what="the poller to settle")
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = TIMEOUT, what: str = "condition") -> None:
-    """Wait until ``condition()`` holds, checking often; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    await until(lambda: watcher.checks >= seen + 2, what="the poller to settle")
 
 
 class Applied:
@@ -109,7 +94,7 @@ async def test_it_applies_a_published_version_through_the_channel(watch, redis_c
     # From the next wait on, polling is so slow that only the channel can explain an update.
     watcher.poll_interval = 600
     seen = watcher.checks
-    await eventually(lambda: watcher.checks > seen, what="the last short wait to end")
+    await until(lambda: watcher.checks > seen, what="the last short wait to end")
 
     second = make_config(version=2, topics=["audit.orders", "orders.created", "orders.shipped", "orders.paid"])
     publish_document(redis_client, second, prefix=key_prefix)
@@ -407,7 +392,7 @@ async def test_a_snapshot_over_the_size_limit_is_refused_unread_and_the_heartbea
     await watcher.wait_for_version(1, timeout=TIMEOUT)
     commands: list[list[str]] = []
     monitor = asyncio.create_task(_monitored(private_redis.url, commands))
-    await eventually(lambda: commands != [], what="MONITOR to start")
+    await until(lambda: commands != [], what="MONITOR to start")
 
     big = make_config(version=2, topics=[*make_config()["topics"], *(topic(f"bulk.t{i:04d}") for i in range(1000))])
     size = len(orjson.dumps(big))
@@ -484,7 +469,7 @@ async def test_it_caches_the_applied_document_atomically(watch, redis_client, ke
     doc = make_config(version=6)
     publish_document(redis_client, doc, prefix=key_prefix)
     await watcher.wait_for_version(6, timeout=TIMEOUT)
-    await eventually(lambda: cache.exists(), what="the cache file")
+    await until(lambda: cache.exists(), what="the cache file")
     assert load_file(cache) == doc
     assert [path.name for path in cache.parent.iterdir()] == ["meshconfig.json"]  # no temp file left
 
@@ -514,7 +499,7 @@ async def test_a_restart_without_redis_starts_from_the_cache(watch, redis_client
     second = await watch(url=closed, cache_path=cache, on_apply=applied)
     # Applied before start() returned: a runtime can serve at once.
     assert second.current == doc and applied.versions == [9]
-    await eventually(lambda: not second.redis_reachable, what="the watcher to notice Redis is away")
+    await until(lambda: not second.redis_reachable, what="the watcher to notice Redis is away")
     assert second.version == 9 and second.last_error is None
 
 
@@ -539,7 +524,7 @@ def private_redis(tmp_path) -> Iterator[PrivateRedis]:
 async def test_it_waits_for_redis_to_come_up_and_then_applies(watch, private_redis, key_prefix) -> None:
     applied = Applied()
     watcher = await watch(url=private_redis.url, on_apply=applied, poll_interval=600)
-    await eventually(lambda: not watcher.redis_reachable, what="the watcher to notice Redis is away")
+    await until(lambda: not watcher.redis_reachable, what="the watcher to notice Redis is away")
 
     private_redis.start()
     client = redis.Redis.from_url(private_redis.url)
@@ -550,7 +535,7 @@ async def test_it_waits_for_redis_to_come_up_and_then_applies(watch, private_red
 
     # Redis restarts empty; the watcher reconnects and takes the next version.
     private_redis.stop()
-    await eventually(lambda: not watcher.redis_reachable, what="the watcher to notice the restart")
+    await until(lambda: not watcher.redis_reachable, what="the watcher to notice the restart")
     private_redis.start()
     publish_document(redis.Redis.from_url(private_redis.url), make_config(version=2), prefix=key_prefix)
     await watcher.wait_for_version(2, timeout=TIMEOUT)
@@ -605,7 +590,7 @@ async def test_heartbeats_carry_the_applied_version(watch, redis_url, redis_clie
     )
     heartbeaters.append(heartbeater)
     await heartbeater.start()
-    await eventually(lambda: len(_beats(redis_client, keys)) >= 2, what="two heartbeats")
+    await until(lambda: len(_beats(redis_client, keys)) >= 2, what="two heartbeats")
 
     beat = _beats(redis_client, keys)[-1]
     assert set(beat) == {
@@ -644,7 +629,7 @@ async def test_heartbeats_carry_the_applied_version(watch, redis_url, redis_clie
     bad["checksum"] = "f" * 64
     publish_document(redis_client, bad, prefix=key_prefix, check=False)
     await _refused(watcher, 4)
-    await eventually(lambda: _beats(redis_client, keys)[-1]["error"] != "", what="a beat with the error")
+    await until(lambda: _beats(redis_client, keys)[-1]["error"] != "", what="a beat with the error")
     beat = _beats(redis_client, keys)[-1]
     assert "config version 4 refused: checksum:" in beat["error"]
     assert beat["config_version"] == "3"
@@ -682,14 +667,14 @@ async def test_heartbeats_survive_redis_being_away(private_redis, key_prefix, ke
     heartbeater = Heartbeater(private_redis.url, prefix=key_prefix, runtime_id="rt-9", interval=0.05)
     heartbeaters.append(heartbeater)
     await heartbeater.start()
-    await eventually(lambda: not heartbeater.redis_reachable, what="a failed beat")
+    await until(lambda: not heartbeater.redis_reachable, what="a failed beat")
     assert heartbeater._task is not None and not heartbeater._task.done()
 
     private_redis.start()
     client = redis.Redis.from_url(private_redis.url)
-    await eventually(lambda: len(client.xrange(keys.runtimes)) >= 1, what="a beat after Redis came up")
+    await until(lambda: len(client.xrange(keys.runtimes)) >= 1, what="a beat after Redis came up")
     # The entry is visible before the heartbeater has read Redis's reply, hence a wait.
-    await eventually(lambda: heartbeater.redis_reachable, what="the heartbeater to see Redis back")
+    await until(lambda: heartbeater.redis_reachable, what="the heartbeater to see Redis back")
 
 
 def test_default_runtime_ids_name_the_host_and_process_and_differ() -> None:
@@ -726,8 +711,8 @@ async def test_beat_soon_sends_the_next_beat_without_waiting_for_the_interval(re
                               metrics_url=lambda: url)
     heartbeaters.append(heartbeater)
     await heartbeater.start()
-    await eventually(lambda: len(_beats(redis_client, keys)) == 1, what="the first heartbeat")
+    await until(lambda: len(_beats(redis_client, keys)) == 1, what="the first heartbeat")
     url = "http://127.0.0.1:8701/metrics"
     heartbeater.beat_soon()
-    await eventually(lambda: len(_beats(redis_client, keys)) == 2, what="a second heartbeat, an hour early")
+    await until(lambda: len(_beats(redis_client, keys)) == 2, what="a second heartbeat, an hour early")
     assert _beats(redis_client, keys)[-1]["metrics_url"] == url

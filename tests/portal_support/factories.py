@@ -42,6 +42,15 @@ def make_rule(team, pattern: str, *, application=None, principal_team=None, ever
                                      subscribe=subscribe, effect=effect)
 
 
+def make_key(application, **fields) -> ApplicationKey:
+    """A key of ``application``, saved with signals as the portal saves it; a test that publishes
+    with the plain key takes ``make_app_with_key``, which keeps it."""
+    key = ApplicationKey(application=application, **fields)
+    key.generate()
+    key.save()
+    return key
+
+
 @dataclass
 class AppWithKey:
     """An application, one key of it, the plain key (the portal shows it once: a test keeps it to

@@ -15,6 +15,7 @@ from django.utils import timezone
 from governance.models import AccessRule, Application, ApplicationKey, RoutingRule
 from meshadmin.models import Team
 from subscriptions.models import Subscription
+from tests.portal_support.factories import make_key
 from topics.models import EventStore, Topic
 
 #: Celery's key prefix on the broker (one per pytest-xdist worker: see meshadmin/settings/test.py)
@@ -44,13 +45,6 @@ class Mesh:
     rules: dict[str, AccessRule] = field(default_factory=dict)
     subs: dict[str, Subscription] = field(default_factory=dict)
     routes: dict[str, RoutingRule] = field(default_factory=dict)
-
-
-def make_key(application: Application, **fields) -> ApplicationKey:
-    key = ApplicationKey(application=application, **fields)
-    key.generate()
-    key.save()
-    return key
 
 
 def build_mesh() -> Mesh:

@@ -1,7 +1,7 @@
 """What a test uses to wait on real things: ``wait_for`` a condition (with a bound), or ``until``
-it in a coroutine, a ``deadline`` for an asynchronous wait, a ``free_port`` for a server it
-starts, and a ``Loop`` (asyncio in a thread) for the runtimes, watchers and receivers a
-synchronous test runs beside itself."""
+it in a coroutine (``until_awaited`` when trying it takes an await), a ``deadline`` for an
+asynchronous wait, a ``free_port`` for a server it starts, and a ``Loop`` (asyncio in a thread) for
+the runtimes, watchers and receivers a synchronous test runs beside itself."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -19,38 +19,44 @@ INTERVAL = 0.02  # seconds between two tries of a condition
 
 
 class _Polling:
-    """The one polling loop of ``wait_for`` and ``until``. Iterating it tries ``condition`` until
-    it is truthy (its value is then ``value``) and yields the pause before each next try, which
-    each waiter takes its own way (blocking, or letting the event loop run); past ``timeout`` s
-    the test fails, naming ``what``."""
+    """The bound of one wait, the same for every waiter below: each tries its condition its own
+    way (calling it, or awaiting it) and pauses its own way (blocking, or letting the event loop
+    run). After a try that found the condition false, ``pause`` gives the pause before the next
+    one; past ``timeout`` s it fails the test instead, naming ``what`` and the last value found."""
 
-    def __init__(self, condition: Callable[[], Any], timeout: float, what: str, interval: float) -> None:
-        self.condition, self.timeout, self.what, self.interval = condition, timeout, what, interval
-        self.value: Any = None
+    def __init__(self, timeout: float, what: str, interval: float) -> None:
+        self.timeout, self.what, self.interval = timeout, what, interval
+        self.deadline = time.monotonic() + timeout
 
-    def __iter__(self) -> Iterator[float]:
-        deadline = time.monotonic() + self.timeout
-        while not (value := self.condition()):
-            if time.monotonic() > deadline:
-                pytest.fail(f"timed out after {self.timeout} s waiting for {self.what}")
-            yield self.interval
-        self.value = value
+    def pause(self, value: Any) -> float:
+        if time.monotonic() > self.deadline:
+            pytest.fail(f"timed out after {self.timeout} s waiting for {self.what} (last: {value!r})")
+        return self.interval
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = INTERVAL) -> Any:
     """Poll ``condition`` until it is truthy (and return its value) or fail after ``timeout`` s."""
-    polling = _Polling(condition, timeout, what, interval)
-    for pause in polling:
-        time.sleep(pause)
-    return polling.value
+    polling = _Polling(timeout, what, interval)
+    while not (value := condition()):
+        time.sleep(polling.pause(value))
+    return value
 
 
 async def until(condition: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
     """``wait_for`` in a coroutine: ``condition`` (synchronous) is polled while the loop runs on."""
-    polling = _Polling(condition, timeout, what, INTERVAL)
-    for pause in polling:
-        await asyncio.sleep(pause)
-    return polling.value
+    polling = _Polling(timeout, what, INTERVAL)
+    while not (value := condition()):
+        await asyncio.sleep(polling.pause(value))
+    return value
+
+
+async def until_awaited(condition: Callable[[], Awaitable[Any]], what: str, timeout: float = 10.0) -> Any:
+    """``until`` for a condition that is a coroutine function (it asks a server, say): each try
+    is awaited."""
+    polling = _Polling(timeout, what, INTERVAL)
+    while not (value := await condition()):
+        await asyncio.sleep(polling.pause(value))
+    return value
 
 
 @contextlib.asynccontextmanager

@@ -18,7 +18,8 @@ from meshruntime.config import SCHEMA, compute_checksum, seal, validate_document
 from rollout.compiler import compile_mesh_config
 from rollout.diff import diff_documents, summarize
 from subscriptions.models import Subscription
-from tests.portal_support.mesh import ORDER_SCHEMA, Mesh, build_mesh, make_key
+from tests.portal_support.factories import make_key
+from tests.portal_support.mesh import ORDER_SCHEMA, Mesh, build_mesh
 from topics.models import EventStore, Topic
 
 pytestmark = pytest.mark.django_db

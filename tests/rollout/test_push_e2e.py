@@ -26,7 +26,7 @@ from meshruntime.heartbeat import Heartbeater
 from rollout.compiler import compile_mesh_config
 from rollout.models import ConfigVersion, Runtime
 from rollout.registry import HeartbeatIngester
-from tests.e2e.conftest import chromium
+from tests.e2e.conftest import chromium, log_in
 from tests.portal_support.live_portal import ROOT, uvicorn_portal
 from tests.portal_support.mesh import build_mesh
 from tests.portal_support.personas import client_for
@@ -255,7 +255,6 @@ def test_the_runtimes_and_version_pages_follow_heartbeats_and_pushes_live(sam, c
 
 def check_pages_live(page, client) -> None:
     from rollout import push
-    from tests.portal_support.personas import PASSWORD
     from tests.rollout.test_registry import beat
 
     mesh = off_the_loop(build_mesh)
@@ -263,11 +262,7 @@ def check_pages_live(page, client) -> None:
     ingester = HeartbeatIngester(client, consumer="browser", block_ms=50)
     ingester.ensure_group()
 
-    page.goto("/login/")
-    page.fill("#id_username", "sam")
-    page.fill("#id_password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(lambda url: "/login/" not in url)
+    log_in(page, "sam")
     page.goto("/runtimes/")
     page.wait_for_selector("#live-status:text('live')")
 

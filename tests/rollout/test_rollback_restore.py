@@ -24,7 +24,8 @@ from rollout import push, restore
 from rollout.compiler import compile_mesh_config
 from rollout.models import ConfigVersion, Runtime
 from subscriptions.models import Subscription
-from tests.portal_support.mesh import build_mesh, make_key
+from tests.portal_support.factories import make_key
+from tests.portal_support.mesh import build_mesh
 from tests.portal_support.personas import client_for
 from topics.models import Topic
 

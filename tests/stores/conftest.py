@@ -7,7 +7,6 @@ because it failed.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import uuid
@@ -22,6 +21,7 @@ from tests.meshruntime.delivery_harness import receiver  # noqa: F401 - a fixtur
 
 from .servers import answers, tansu
 
+WAIT_S = 30.0  # the bound of a wait on an engine's server (each ends as soon as its condition holds)
 NATS_URL = os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
 MQTT_URL = os.environ.get("MQTT_URL", "mqtt://127.0.0.1:1883")
 
@@ -134,14 +134,3 @@ async def forget(kind: str, url: str, prefix: str) -> None:
                     await js.delete_stream(stream.config.name)
         await nc.close()
 
-
-async def wait_for(predicate, timeout_s: float = 30.0, interval_s: float = 0.05, what: str = "a condition"):
-    """Poll ``predicate`` (a coroutine function) until it returns something truthy."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout_s} s (last: {value!r})")
-        await asyncio.sleep(interval_s)

@@ -22,8 +22,9 @@ from meshruntime.store import (
     StoreUnsupported,
     open_store,
 )
+from tests.portal_support.waiting import until, until_awaited
 
-from .conftest import TRAITS, engine_url, position_key, wait_for
+from .conftest import TRAITS, WAIT_S, engine_url, position_key
 from .servers import free_port, private_nats, private_redis
 
 TOPIC = "orders.created"
@@ -53,7 +54,7 @@ async def read_until(consumer, count: int, timeout_s: float = 30.0, claim: bool 
         held.extend(await consumer.read(count - len(held) or 1, 200))
         return len(held) >= count
 
-    await wait_for(more, timeout_s, 0, f"holding {count} events")
+    await until_awaited(more, f"holding {count} events", timeout_s)
     return held
 
 
@@ -108,7 +109,7 @@ async def test_a_group_reads_each_event_once_and_acks(durable, kind, traits):
         [new] = await read_until(member, 1)
         assert new.entry.event == event(5)
         await member.ack([new])
-        info = await wait_for(lambda: _settled(durable, 0), what="the group to have nothing left")
+        info = await until_awaited(lambda: _settled(durable, 0), "the group to have nothing left", WAIT_S)
         assert info.lag == 0 and info.pending in (0, None)
         assert await member.read(10, 300) == []
     finally:
@@ -156,11 +157,11 @@ async def test_a_group_from_a_time_delivers_the_events_appended_in_that_very_mil
 async def _time_after_last(store) -> int:
     """A time after every event appended so far (and before any appended from now on)."""
     [last] = await store.read_range(TOPIC, count=1, newest_first=True)
-    await wait_for(lambda: _later_than(last.time_ms), what="the clock to pass the last event")
+    await until(lambda: _later_than(last.time_ms), "the clock to pass the last event", WAIT_S)
     return last.time_ms + 1
 
 
-async def _later_than(ms: int) -> bool:
+def _later_than(ms: int) -> bool:
     return time.time() * 1000 > ms + 1
 
 
@@ -255,7 +256,7 @@ async def test_a_dead_letter_keeps_the_event_the_reason_and_the_attempts(durable
         assert abs(oldest.at_ms - time.time() * 1000) < 60_000
         assert [d.id for d in await durable.dead_letters("sub-1", before=newest.id)] == [oldest.id]
         # dead-lettered is acknowledged: nothing comes back, even after the visibility timeout
-        await wait_for(lambda: _settled(durable, 0), what="the group to have nothing left")
+        await until_awaited(lambda: _settled(durable, 0), "the group to have nothing left", WAIT_S)
         other = durable.consumer(TOPIC, "sub-1", "runtime-b")
         try:
             assert await other.read(10, int(traits.visibility_timeout_s * 1500)) == []
@@ -318,9 +319,9 @@ async def test_lag_and_pending(durable, traits):
             return seen[-1] == expected
 
         try:
-            await wait_for(figures, 10, what=f"lag and pending {expected}")
-        except AssertionError as error:
-            raise AssertionError(f"{error}; last seen {seen[-3:]}") from None
+            await until_awaited(figures, f"lag and pending {expected}")
+        except pytest.fail.Exception as error:
+            pytest.fail(f"{error}; last seen {seen[-3:]}")
     finally:
         await member.close()
 
@@ -370,8 +371,8 @@ async def test_retention_trims_by_length_and_by_age(durable, kind):
     assert 50 <= remaining < 50 + 200  # Redis trims whole nodes of 100 (approximate), NATS exactly
     newest = await durable.read_range(TOPIC, count=50, newest_first=True)
     assert [e.event for e in newest] == [event(i) for i in range(399, 349, -1)]  # the newest stay
-    await wait_for(lambda: _later_than(newest[0].time_ms + 1000), what="a second to pass")
-    await wait_for(lambda: _trimmed_to_nothing(durable), what="age retention to empty the topic")
+    await until(lambda: _later_than(newest[0].time_ms + 1000), "a second to pass", WAIT_S)
+    await until_awaited(lambda: _trimmed_to_nothing(durable), "age retention to empty the topic", WAIT_S)
 
 
 async def _trimmed_to_nothing(store) -> bool:
@@ -438,7 +439,7 @@ async def test_nothing_acknowledged_is_lost_when_the_server_restarts(engine, tmp
         with pytest.raises(StoreError):
             await store.append_many([AppendEntry(TOPIC, event(99))])
         server.start()
-        more = await wait_for(lambda: _append_once(store), what="appending again after the restart")
+        more = await until_awaited(lambda: _append_once(store), "appending again after the restart", WAIT_S)
         assert [e.id for e in await store.read_range(TOPIC, count=100)] == ids + more
         await member.close()
         member = store.consumer(TOPIC, "sub-1", "runtime-a")
@@ -448,7 +449,8 @@ async def test_nothing_acknowledged_is_lost_when_the_server_restarts(engine, tmp
             assert sorted(events_of(rest)) == sorted(unacked)
         else:  # at least once: every unacknowledged one again, and perhaps some acknowledged ones
             rest = []
-            await wait_for(lambda: _read_more(member, rest, unacked), what="every unacknowledged event again")
+            await until_awaited(lambda: _read_more(member, rest, unacked), "every unacknowledged event again",
+                                WAIT_S)
             assert set(events_of(rest)) <= unacked | {event(i) for i in range(6)}
         await member.ack(rest)
         await member.close()

@@ -17,8 +17,9 @@ from meshruntime.app import Runtime, Settings
 from meshruntime.config import seal
 from meshruntime.keys import KeySpace
 from meshruntime.store import names
+from tests.portal_support.waiting import until, until_awaited
 
-from .conftest import MQTT_URL, engine_url, wait_for
+from .conftest import MQTT_URL, WAIT_S, engine_url
 
 KEY = "mk_k7mqtt00_" + "B" * 40
 SCHEMA = {"type": "object", "required": ["celsius"], "properties": {"celsius": {"type": "number"}}}
@@ -101,7 +102,7 @@ async def test_device_messages_go_through_access_schema_and_routing_into_the_top
     _url, root = mqtt
     runtime = await runtimes(config())
     [ingestor] = runtime.ingestors
-    await wait_for(lambda: _true(ingestor.error is None and ingestor._task is not None), what="the ingest to run")
+    await until(lambda: ingestor.error is None and ingestor._task is not None, "the ingest to run", WAIT_S)
     structured = {"specversion": "1.0", "id": "t-1", "source": "/device/7", "type": "temperature",
                   "datacontenttype": "application/json", "data": {"celsius": 21.5}}
     await device_publish(root, [
@@ -111,7 +112,7 @@ async def test_device_messages_go_through_access_schema_and_routing_into_the_top
         ("billing/secret", b'{"v": 2}'),  # no access rule lets "sensors" publish there
         ("Bad Name/x", b"{}"),  # names no mesh topic
     ])
-    await wait_for(lambda: _true(ingestor.ingested + ingestor.refused == 5), what="five messages dealt with")
+    await until(lambda: ingestor.ingested + ingestor.refused == 5, "five messages dealt with", WAIT_S)
     assert (ingestor.ingested, ingestor.refused) == (2, 3)
     [temperature] = await stored(runtime, "sensors.temperature")
     assert orjson.loads(temperature.event)["data"] == {"celsius": 21.5}
@@ -131,16 +132,16 @@ async def test_a_message_whose_store_cannot_take_it_is_not_acknowledged_and_come
     _url, root = mqtt
     first = await runtimes(config())
     [ingestor] = first.ingestors
-    await wait_for(lambda: _true(ingestor.error is None and ingestor._task is not None), what="the ingest to run")
+    await until(lambda: ingestor.error is None and ingestor._task is not None, "the ingest to run", WAIT_S)
     # readings.raw moves to a store this runtime has no connection for: its messages wait
     first.apply_config(config(readings_store="far", version=2))
     await device_publish(root, [("readings/raw", b'{"v": 7}')])
-    await wait_for(lambda: _true(ingestor.error is not None and "not stored yet" in ingestor.error),
-                   what="the message to wait for its store")
+    await until(lambda: ingestor.error is not None and "not stored yet" in ingestor.error,
+                "the message to wait for its store", WAIT_S)
     await first.stop()  # never acknowledged: the broker keeps it for the runtime's session
     nats_url = engine_url("nats", request)
     second = await runtimes(config(readings_store="far", version=2), stores={"far": nats_url})
-    await wait_for(lambda: _true(second.ingestors[0].ingested == 1), what="the message to come again")
+    await until(lambda: second.ingestors[0].ingested == 1, "the message to come again", WAIT_S)
     [raw] = await stored(second, "readings.raw")
     assert orjson.loads(raw.event)["data"] == {"v": 7}
 
@@ -176,7 +177,7 @@ async def test_a_subscription_delivers_to_an_mqtt_topic(runtimes, mqtt):
             assert sorted(e["id"] for e in got) == ["a0", "a1", "a2"]
             assert {e["type"] for e in got} == {"temperature"}  # the whole CloudEvent, structured
             store = runtime.stores.store_for("sensors.temperature")
-            await wait_for(lambda: _acked(store), what="the deliveries to be acknowledged")
+            await until_awaited(lambda: _acked(store), "the deliveries to be acknowledged", WAIT_S)
         finally:
             await server.shutdown()
 
@@ -250,8 +251,4 @@ async def _lag(store, lag: int) -> bool:
 async def _acked(store) -> bool:
     info = await store.group_info("sensors.temperature", "sub-1")
     return info is not None and info.lag == 0 and info.pending == 0
-
-
-async def _true(value: bool) -> bool:
-    return value
 

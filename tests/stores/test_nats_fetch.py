@@ -18,8 +18,9 @@ import json
 import pytest
 
 from meshruntime.store import names, nats_jetstream, open_store
+from tests.portal_support.waiting import until, until_awaited
 
-from .conftest import engine_url, forget, wait_for
+from .conftest import engine_url, forget
 from .test_conformance import TOPIC, append
 
 
@@ -45,10 +46,7 @@ async def test_a_read_after_a_timed_out_fetch_hands_over_no_more_than_asked(nats
         nc = await nats_store._client()
         await nc.publish(sub._nms, json.dumps({"batch": 5, "no_wait": True}).encode(), reply=sub._deliver)
 
-        async def queued() -> bool:
-            return sub._sub._pending_queue.qsize() >= 5
-
-        await wait_for(queued, 10, what="the orphaned answer in the subscription's queue")
+        await until(lambda: sub._sub._pending_queue.qsize() >= 5, "the orphaned answer in the subscription's queue")
 
         held = [first]
         for asked in (2, 2, 1):
@@ -67,7 +65,7 @@ async def test_a_read_after_a_timed_out_fetch_hands_over_no_more_than_asked(nats
             info = await nats_store.group_info(TOPIC, "sub-1")
             return (info.lag, info.pending) == (0, 0)
 
-        await wait_for(settled, 10, what="every event acknowledged")
+        await until_awaited(settled, "every event acknowledged")
     finally:
         await member.close()
 
@@ -81,10 +79,7 @@ async def test_closing_gives_back_what_was_held_beyond_the_reads(nats_store):
     nc = await nats_store._client()
     await nc.publish(sub._nms, json.dumps({"batch": 3, "no_wait": True}).encode(), reply=sub._deliver)
 
-    async def queued() -> bool:
-        return sub._sub._pending_queue.qsize() >= 3
-
-    await wait_for(queued, 10, what="the orphaned answer in the subscription's queue")
+    await until(lambda: sub._sub._pending_queue.qsize() >= 3, "the orphaned answer in the subscription's queue")
     second = await member.read(2, 0)  # the queue's three (2, 3, 4), of which 4 is kept
     assert [h.entry.id for h in second] == ["2", "3"]
     await member.ack([first, *second])
@@ -92,10 +87,7 @@ async def test_closing_gives_back_what_was_held_beyond_the_reads(nats_store):
 
     other = nats_store.consumer(TOPIC, "sub-1", "runtime-b")
     try:
-        async def rest():
-            return await other.read(2, 200)
-
-        back = await wait_for(rest, 10, what="the released event read by another member")
+        back = await until_awaited(lambda: other.read(2, 200), "the released event read by another member")
         assert [h.entry.id for h in back] == ["4"]
         await other.ack(back)
     finally:

@@ -28,8 +28,9 @@ from meshruntime.demo.receiver import Receiver
 from meshruntime.keys import KeySpace
 from meshruntime.store import Store, open_store
 from tests.meshruntime.delivery_harness import SECRET, hold_answers
+from tests.portal_support.waiting import until, until_awaited
 
-from .conftest import TRAITS, wait_for
+from .conftest import TRAITS, WAIT_S
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE, TARGET = "inbox.received", "orders.created"
@@ -144,7 +145,7 @@ async def test_a_copy_routed_from_redis_to_the_engine_is_delivered_once_within_m
         assert receiver.bad_signatures == 0
         assert 1 <= receiver.max_concurrent <= 3  # the subscription's max in flight
         # acknowledged after the 2xx: nothing left for the group
-        await wait_for(lambda: _settled(engine), what="the group to have nothing left to deliver")
+        await until_awaited(lambda: _settled(engine), "the group to have nothing left to deliver", WAIT_S)
         # the journey is in the mesh's Redis, whatever the engine
         journey = await rt.mesh_redis.lrange(KeySpace(prefix).journey("e0"), 0, -1)
         assert {"accepted", "routed", "stored", "attempt", "acked"} <= {orjson.loads(step)["step"] for step in journey}
@@ -173,7 +174,7 @@ async def test_a_rejected_event_is_dead_lettered_on_its_engine_and_redelivered_f
     server, base = await serve(rt)
     try:
         assert (await publish(base, TARGET, [event(i) for i in range(5)])).status == 202
-        [dead] = await wait_for(lambda: engine.dead_letters("sub-1"), what="a dead letter")
+        [dead] = await until_awaited(lambda: engine.dead_letters("sub-1"), "a dead letter", WAIT_S)
         assert (dead.status, dead.attempts, orjson.loads(dead.event)["id"]) == (404, 1, "e3")
         assert dead.reason.startswith("rejected:")
         await receiver.wait_for(lambda r: len(r.delivered) == 4, timeout=60)
@@ -296,22 +297,18 @@ async def test_events_a_killed_runtime_held_are_delivered_by_another(kind, url, 
     second = None
     try:
         assert (await publish(base, TARGET, [event(i) for i in range(4)])).status == 202
-        await wait_for(lambda: _true(receiver.concurrent == 2), what="two deliveries under way")
+        await until(lambda: receiver.concurrent == 2, "two deliveries under way", WAIT_S)
         first.send_signal(signal.SIGKILL)  # its delivery child dies with it
         first.wait(10)
         release.set()
         second, _ = _runtime_process(kind, url, redis_url, prefix, config, "rt-second")
         await receiver.wait_for(lambda r: set(r.delivered) == {f"e{i}" for i in range(4)}, timeout=90)
-        await wait_for(lambda: _settled(engine), timeout_s=60, what="every event acknowledged")
+        await until_awaited(lambda: _settled(engine), "every event acknowledged", timeout=60)
     finally:
         for process in (first, second):
             if process is not None and process.poll() is None:
                 process.kill()
                 process.wait()
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 async def test_retention_is_applied_by_each_engine_and_a_trim_it_cannot_do_is_no_error(
@@ -326,7 +323,7 @@ async def test_retention_is_applied_by_each_engine_and_a_trim_it_cannot_do_is_no
         for first in range(0, 250, 50):
             assert (await publish(base, TARGET, [event(i) for i in range(first, first + 50)])).status == 202
         passes = rt.retention_passes
-        await wait_for(lambda: _true(rt.retention_passes >= passes + 3), what="three retention passes")
+        await until(lambda: rt.retention_passes >= passes + 3, "three retention passes", WAIT_S)
         length = await engine.length(TARGET)
         # NATS keeps the stream's max_msgs itself; Redis trims whole nodes (MAXLEN ~) on appends and
         # in the runtime's pass; Tansu has no DeleteRecords, so only retention.ms would apply there
