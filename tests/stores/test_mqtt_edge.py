@@ -221,15 +221,15 @@ async def test_a_subscription_to_an_mqtt_topic_is_held_by_a_deny_rule_and_resume
             await _receive(device, got, lambda: len(got[audit]) == 3)
             assert got[alerts] == []
             store = runtime.stores.store_for("sensors.temperature")
-            await wait_for(lambda: _lag(store, 3), what="a lag of the 3 events held")
+            await until_awaited(lambda: _lag(store, 3), "a lag of the 3 events held", WAIT_S)
             status = KeySpace(prefix).delivery("sub-1")
-            await wait_for(lambda: runtime.mesh_redis.hget(status, "held"), what="the status record's hold")
+            await until_awaited(lambda: runtime.mesh_redis.hget(status, "held"), "the status record's hold", WAIT_S)
             assert (await runtime.mesh_redis.hget(status, "held")).decode() == held
 
             runtime.apply_config(config(subscriptions=subscriptions, version=2))
             await _receive(device, got, lambda: len(set(got[alerts])) == 3)
             assert sorted(set(got[alerts])) == ["a0", "a1", "a2"]
-            await wait_for(lambda: _acked(store), what="the deliveries to be acknowledged")
+            await until_awaited(lambda: _acked(store), "the deliveries to be acknowledged", WAIT_S)
         finally:
             await server.shutdown()
 

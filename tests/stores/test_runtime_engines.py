@@ -218,20 +218,20 @@ async def test_a_subscription_denied_subscribe_is_held_on_its_engine_and_resumes
         # has read none of them: they wait on the engine, the group's position kept
         await auditor.wait_for(lambda r: len(r.delivered) == 5, timeout=60)
         assert receiver.received == []
-        await wait_for(lambda: _lag(engine, 5), what="a lag of the 5 events held")
+        await until_awaited(lambda: _lag(engine, 5), "a lag of the 5 events held", WAIT_S)
         assert (await engine.group_info(TARGET, "sub-1")).pending == (0 if TRAITS[kind].knows_pending else None)
-        await wait_for(lambda: _status_says(rt, status, HELD), what="the status record to say why it is held")
+        await until_awaited(lambda: _status_says(rt, status, HELD), "the status record to say why it is held", WAIT_S)
         assert await rt.mesh_redis.hget(status, "held_since") is not None
 
         assert (await publish(base, TARGET, [event(i) for i in range(5, 8)])).status == 202  # more wait
-        await wait_for(lambda: _lag(engine, 8), what="the lag to grow to the 8 events published")
+        await until_awaited(lambda: _lag(engine, 8), "the lag to grow to the 8 events published", WAIT_S)
         assert receiver.received == []
 
         rt.apply_config(audited_config(kind, receiver.url, auditor.url, version=2, deny=False))
         await receiver.wait_for(lambda r: len(r.delivered) == 8, timeout=60)
         assert receiver.delivered == {f"e{i}" for i in range(8)}  # none missing
-        await wait_for(lambda: _settled(engine), what="the group to have nothing left to deliver")
-        await wait_for(lambda: _status_says(rt, status, None), what="the status record to drop the hold")
+        await until_awaited(lambda: _settled(engine), "the group to have nothing left to deliver", WAIT_S)
+        await until_awaited(lambda: _status_says(rt, status, None), "the status record to drop the hold", WAIT_S)
         assert await rt.mesh_redis.hget(status, "held_since") is None
         assert rt.delivery.held == {}
         assert receiver.duplicates == 0 and receiver.bad_signatures == 0
