@@ -341,7 +341,7 @@ class Runtime:
             stores=lambda: self.store_report, interval=self.settings.heartbeat_interval,
             journey_sample_rate=self.settings.journey_sample_rate,
             journey_ttl_seconds=self.settings.journey_ttl_seconds, metrics_url=lambda: self.metrics_url,
-            held=lambda: self.delivery.held)
+            held=lambda: self.delivery.held, max_config_bytes=self.settings.max_config_bytes)
         await self.refresh_store_report()
         self._tasks.append(asyncio.create_task(self._report_stores(), name="store-report"))
         await self.heartbeater.start()

@@ -52,6 +52,8 @@ class Heartbeater:
     listens), which the portal lists for Prometheus's service discovery. ``held`` gives the
     subscriptions this runtime delivers that the access policy holds, and why (the ``held``
     field: ``{"sub-7": "subscribe denied by rule rule-3 (deny orders.*)"}``).
+    ``max_config_bytes`` is the runtime's ``--max-config-bytes``: the portal refuses to announce a
+    document longer than the smallest limit it hears of, which every such runtime would refuse.
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class Heartbeater:
         journey_ttl_seconds: int | None = None,
         metrics_url: Callable[[], str] | None = None,
         held: Callable[[], Mapping[str, str]] | None = None,
+        max_config_bytes: int | None = None,
     ) -> None:
         self.redis_url = redis_url
         self.prefix = prefix
@@ -83,6 +86,7 @@ class Heartbeater:
         self.journey_ttl_seconds = journey_ttl_seconds
         self.metrics_url = metrics_url
         self.held = held  # subscription id -> why the access policy holds its delivery
+        self.max_config_bytes = max_config_bytes
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.version = SOFTWARE_VERSION
@@ -131,6 +135,7 @@ class Heartbeater:
             "sent_at": _now(),
             "journey_sample_rate": "" if self.journey_sample_rate is None else repr(float(self.journey_sample_rate)),
             "journey_ttl_seconds": "" if self.journey_ttl_seconds is None else str(int(self.journey_ttl_seconds)),
+            "max_config_bytes": "" if self.max_config_bytes is None else str(int(self.max_config_bytes)),
         }
 
     def _client(self) -> redis.asyncio.Redis:

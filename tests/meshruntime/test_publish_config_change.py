@@ -18,8 +18,9 @@ from runtime_harness import WAIT, event, running_runtime
 from meshruntime.__main__ import build_parser, settings_from_args
 from meshruntime.config import ConfigError, parse_document
 from meshruntime.config_publish import publish_document
+from meshruntime.keys import KeySpace
 from meshruntime.store import RedisStreamsStore
-from tests.portal_support.waiting import deadline
+from tests.portal_support.waiting import deadline, until
 
 DENY_SHIPPED = access_rule("rule-8", ["billing"], "orders.shipped", ["publish"], effect="deny")
 
@@ -186,6 +187,15 @@ async def test_a_document_over_the_size_limit_is_refused_unread(redis_url, key_p
     with pytest.raises(ConfigError, match=f"is {path.stat().st_size} bytes, over the limit of 16384"):
         async with running_runtime(redis_url, key_prefix, apply=False, config_file=path, max_config_bytes=16 * 1024):
             pass
+
+
+async def test_the_heartbeat_tells_the_portal_the_size_limit(redis_url, key_prefix, redis_client):
+    def limits_beaten() -> list[bytes]:
+        return [fields[b"max_config_bytes"] for _id, fields in redis_client.xrange(KeySpace(key_prefix).runtimes)]
+
+    async with running_runtime(redis_url, key_prefix, max_config_bytes=16 * 1024):
+        (first, *_) = await until(limits_beaten, what="a heartbeat")
+    assert first == b"16384"
 
 
 def test_the_size_limit_is_a_runtime_flag_and_an_environment_variable(monkeypatch, capsys):

@@ -610,6 +610,7 @@ async def test_heartbeats_carry_the_applied_version(watch, redis_url, redis_clie
         "journey_sample_rate",
         "journey_ttl_seconds",
         "held",
+        "max_config_bytes",
     }
     assert beat["stores"] == "{}"  # a runtime reports its stores (see Runtime.refresh_store_report)
     assert beat["held"] == "{}"  # no subscription held by the access policy (see test_delivery_access)
@@ -645,6 +646,7 @@ async def test_a_gateway_beats_without_application_or_config(redis_url, redis_cl
     assert beat["application"] == "" and beat["config_version"] == "" and beat["config_checksum"] == ""
     assert beat["counters"] == "{}" and beat["metrics_url"] == ""
     assert beat["journey_sample_rate"] == "" and beat["journey_ttl_seconds"] == ""  # not told: not reported
+    assert beat["max_config_bytes"] == ""  # not told: not reported
     assert beat["runtime_id"].startswith(f"{socket.gethostname()}-{os.getpid()}-")
 
 
