@@ -111,6 +111,10 @@ class Runtime(models.Model):
     # per catalog store named by its applied config: kind, connection, state (reachable,
     # unreachable, missing) and, when missing, why (meshruntime.store.storeset)
     stores = models.JSONField(default=dict, blank=True)
+    # its --max-config-bytes; None: not reported (an older runtime). A push over the smallest is
+    # refused (rollout.limits)
+    max_config_bytes = models.PositiveBigIntegerField(null=True, blank=True,
+                                                      help_text="The longest configuration document it reads.")
     started_at = models.DateTimeField(null=True, blank=True)
     first_seen = models.DateTimeField(default=timezone.now)
     last_seen = models.DateTimeField(default=timezone.now, db_index=True)

@@ -22,6 +22,9 @@ announces a version the database never recorded, or a damaged snapshot of the ne
 newest content as a new version above it, since runtimes ignore lower numbers and never fetch a
 refused version again. So one push, or the next reconcile, recovers every runtime.
 
+A document that a live runtime would refuse for its length (rollout.limits) fails the push like
+an invalid one: nothing is recorded or announced, and the reason is the push's status.
+
 The keys (rollout.redis_keys): the contract's ``config:*``, and the portal's own
 ``push:pending``, ``push:recent`` (a version was published within the burst window),
 ``push:lock``, ``push:changes`` (a capped list of JSON change records) and ``push:status`` (the
@@ -55,6 +58,7 @@ from meshruntime.patch import make_patch
 from . import live, push_stats, redis_keys
 from .compiler import compile_mesh_config
 from .diff import changed_part, diff_documents, locate, summarize
+from .limits import check_document_size
 from .models import ConfigVersion
 
 log = logging.getLogger(__name__)
@@ -374,6 +378,7 @@ def push(kind: str = "push", *, force: bool = False, user=None, reason: str = ""
             previous = _previous_document(latest)
             diff = diff_documents(previous, doc)
             validate(doc, previous, diff)
+            check_document_size(doc)  # over a live runtime's --max-config-bytes: refused, not announced
             checked = time.perf_counter()
         except ConfigError as error:
             _give_back(changes)

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 GROUP = "portal"
 UPDATE_FIELDS = ["application", "host", "pid", "software_version", "config_version", "config_checksum",
                  "last_error", "counters", "metrics_url", "stores", "journey_sample_rate",
-                 "journey_ttl_seconds", "started_at", "last_seen"]
+                 "journey_ttl_seconds", "max_config_bytes", "started_at", "last_seen"]
 
 
 def stream_key() -> str:
@@ -78,6 +78,14 @@ def _rate(value: str) -> float | None:
     except ValueError:
         return None
     return rate if 0.0 <= rate <= 1.0 else None
+
+
+def _size_limit(value: str) -> int | None:
+    """A byte count of 1 or more that the column holds; None when absent or not one."""
+    size = _int(value)
+    return size if size and size < 1 << 63 else None
+
+
 def _metrics_url(value: str) -> str:
     """An http(s) URL with a host, or empty: Prometheus is told to scrape only what parses."""
     try:
@@ -122,6 +130,7 @@ def runtime_from_heartbeat(fields: Mapping[bytes | str, Any], now: datetime) -> 
         journey_ttl_seconds=_int(_text(fields, "journey_ttl_seconds")),
         metrics_url=_metrics_url(_text(fields, "metrics_url")),
         stores=stores if isinstance(stores, dict) else {},
+        max_config_bytes=_size_limit(_text(fields, "max_config_bytes")),
         started_at=_time(_text(fields, "started_at")),
         first_seen=now,
         last_seen=min(sent, now) if sent else now,

@@ -92,6 +92,17 @@ def test_a_failed_push_is_shown_on_the_versions_page(versions, personas):
     assert 'data-testid="push-error"' in html and "subscriptions[0].filters" in html
 
 
+def test_a_push_over_a_runtimes_size_limit_is_shown_on_the_versions_page(versions, personas):
+    mesh, _, _ = versions
+    Runtime.objects.filter(runtime_id="billing-1").update(max_config_bytes=1000)
+    AccessRule.objects.filter(pk=mesh.rules["nobody-audit"].pk).update(effect=AccessRule.ALLOW)
+    assert push.push().outcome == "failed"
+    html = client_for(personas["carol"]).get(reverse("rollout:configversion_list")).content.decode()
+    assert 'data-testid="push-error"' in html and "over the limit of 1,000 of runtime billing-1" in html
+    page = client_for(personas["carol"]).get(Runtime.objects.get(runtime_id="billing-1").get_absolute_url())
+    assert "1000\xa0bytes" in page.content.decode()
+
+
 def test_the_document_download_hides_signing_secrets(versions, personas):
     mesh, v1, _ = versions
     response = client_for(personas["sam"]).get(reverse("rollout:configversion_document", args=[v1.pk]))

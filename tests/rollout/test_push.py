@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 
+import orjson
 import pytest
 from celery.exceptions import Retry
 from django.contrib.auth.models import User
@@ -19,11 +20,12 @@ from django.utils import timezone
 from governance.models import AccessRule, RoutingRule
 from meshadmin.audit import audit_context
 from meshadmin.models import AuditEntry
-from meshruntime.config import compute_checksum, parse_document
+from meshruntime.config import DEFAULT_MAX_DOCUMENT_BYTES, compute_checksum, parse_document, seal
 from meshruntime.patch import Applied
-from rollout import push
+from rollout import limits, push
 from rollout.compiler import compile_mesh_config
 from rollout.models import ConfigVersion
+from rollout.registry import HeartbeatIngester, stream_key
 from rollout.tasks import push_config, reconcile_config
 from subscriptions.models import Subscription
 from tests.portal_support.mesh import BROKER_PREFIX, build_mesh
@@ -225,6 +227,60 @@ def test_an_invalid_document_is_not_published_and_the_error_is_kept(committed_me
     Subscription.objects.filter(pk=sub.pk).update(filters=[])
     assert push.push().outcome == "published"
     assert len(ConfigVersion.objects.get(version=2).changes) == 1
+
+
+def _beat_limit(client, runtime_id: str, max_config_bytes: int, sent_at=None) -> None:
+    """A heartbeat of ``runtime_id`` reporting its ``--max-config-bytes``, ingested as the portal does."""
+    sent = (sent_at or timezone.now()).isoformat().replace("+00:00", "Z")
+    client.xadd(stream_key(), {"runtime_id": runtime_id, "sent_at": sent, "max_config_bytes": str(max_config_bytes)})
+    ingester = HeartbeatIngester(client, consumer="test", block_ms=10)
+    ingester.ensure_group()
+    ingester.step()
+
+
+def _next_document_size(version: int) -> int:
+    """The length of the document the next push seals, as Redis would hold it."""
+    return len(orjson.dumps(seal(compile_mesh_config(), version)))
+
+
+def test_a_document_over_a_live_runtimes_size_limit_is_not_announced_and_says_why(mesh, mesh_redis, settings):
+    prefix = settings.MESH_KEY_PREFIX
+    push.push()
+    Topic.objects.create(name="orders.cancelled", team=mesh.payments, store=mesh.store)
+    size = _next_document_size(2)
+    _beat_limit(mesh_redis, "rt-small", size - 1)
+    _beat_limit(mesh_redis, "rt-roomy", size)  # exactly its length: accepted
+    _beat_limit(mesh_redis, "rt-gone", 1, sent_at=timezone.now() - timedelta(hours=1))  # gone: not asked
+
+    result = push.push()
+
+    assert result.outcome == "failed"
+    assert result.error == (f"the document is {size:,} bytes, over the limit of {size - 1:,} of runtime rt-small "
+                            "(--max-config-bytes)")
+    assert push.last_status()["error"] == result.error
+    assert ConfigVersion.objects.count() == 1
+    assert int(mesh_redis.get(f"{prefix}config:latest")) == 1 and not mesh_redis.exists(f"{prefix}config:2")
+
+
+def test_a_document_within_every_live_runtimes_size_limit_is_announced(mesh, mesh_redis, settings):
+    push.push()
+    Topic.objects.create(name="orders.cancelled", team=mesh.payments, store=mesh.store)
+    _beat_limit(mesh_redis, "rt-1", _next_document_size(2))
+    result = push.push()
+    assert (result.outcome, result.version) == ("published", 2)
+    assert published(mesh_redis, settings.MESH_KEY_PREFIX)["version"] == 2
+
+
+def test_the_size_message_names_the_smallest_limit_and_counts_the_others():
+    assert limits.size_problem(100, {"a": 100, "b": 200}) == ""
+    assert limits.size_problem(1000, {"a": 500, "b": 500, "c": 900, "d": 2000}) == (
+        "the document is 1,000 bytes, over the limit of 500 of runtimes a, b (--max-config-bytes); "
+        "1 more runtime with a higher limit refuses it too")
+    default = DEFAULT_MAX_DOCUMENT_BYTES
+    assert limits.size_problem(default, {}) == ""
+    assert limits.size_problem(default + 1, {}) == (
+        f"the document is {default + 1:,} bytes, over the default limit of {default:,} of the runtimes "
+        "(--max-config-bytes; no live runtime reports its own)")
 
 
 def test_versions_never_go_below_what_redis_announced(mesh, mesh_redis, settings):

@@ -60,6 +60,16 @@ def test_the_journey_settings_a_runtime_reports_are_kept_and_nonsense_is_not(ing
     assert reported == {"sampled-1": (0.1, 3600), "silent-1": (None, None), "odd-1": (None, None)}
 
 
+def test_the_size_limit_a_runtime_reports_is_kept_and_nonsense_is_not(ingester, mesh_redis):
+    beat(mesh_redis, "limited-1", max_config_bytes="65536")
+    beat(mesh_redis, "silent-1")  # an older runtime: does not report it
+    beat(mesh_redis, "zero-1", max_config_bytes="0")
+    beat(mesh_redis, "huge-1", max_config_bytes=str(1 << 64))
+    ingester.step()
+    reported = {r.runtime_id: r.max_config_bytes for r in Runtime.objects.all()}
+    assert reported == {"limited-1": 65536, "silent-1": None, "zero-1": None, "huge-1": None}
+
+
 def test_a_later_heartbeat_updates_the_row_and_keeps_first_seen(ingester, mesh_redis):
     beat(mesh_redis, config_version="1")
     ingester.step()
