@@ -3,20 +3,27 @@
 The tests of the charts and the service discovery, and ``benchmarks/dashboard.py``, run one:
 ``PrometheusServer(folder, config_text).start()``. It counts the queries it answers itself
 (``prometheus_http_requests_total`` on its own ``/metrics``), which is how the tests prove that
-fifty viewers cost one query per chart.
+fifty viewers cost one query per chart. ``serving_metrics`` is what such a Prometheus scrapes when
+a test writes the series itself: an exporter of a ``prometheus_client`` registry.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import subprocess
+import threading
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from prometheus_client import CollectorRegistry, generate_latest
 
 from tests.portal_support.waiting import free_port
 
@@ -107,3 +114,30 @@ class PrometheusServer:
 
 def ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@contextlib.contextmanager
+def serving_metrics(registry: CollectorRegistry, before_scrape: Callable[[], None] = lambda: None) -> Iterator[str]:
+    """An exporter of ``registry`` over HTTP, as a runtime's ``/metrics`` is scraped; yields its
+    ``host:port`` target. ``before_scrape`` runs as each scrape arrives (a series that grows by a
+    fixed step per scrape, say)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            before_scrape()
+            body = generate_latest(registry)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -3,16 +3,13 @@ Prometheus (a string comparison would only prove that the code does what its aut
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 from asgiref.sync import async_to_sync
 from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.exposition import generate_latest
 
 from governance.models import Application
 from subscriptions.models import Subscription
+from tests.portal_support.prometheus import serving_metrics
 from tests.portal_support.waiting import wait_for
 from topics.models import Topic
 from tracing import charts, prometheus
@@ -57,22 +54,8 @@ def exporter():
     for n, value in enumerate(HOSTILE + NEIGHBOURS):
         counter.labels(value, value, value).inc(n + 1)
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's name
-            body = generate_latest(registry)
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with serving_metrics(registry) as target:
+        yield target
 
 
 @pytest.fixture(scope="module")

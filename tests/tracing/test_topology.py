@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter
 
 from governance.models import AccessRule, Application, RoutingRule
 from meshadmin.models import Team
@@ -20,6 +18,7 @@ from subscriptions.models import Subscription
 from tests.portal_support.factories import make_rule
 from tests.portal_support.live_portal import wait_for
 from tests.portal_support.personas import client_for
+from tests.portal_support.prometheus import serving_metrics
 from topics.models import Topic
 
 pytestmark = [pytest.mark.django_db]
@@ -252,36 +251,18 @@ class Exporter:
         self.deliveries = Counter("meshruntime_deliveries", "test", ["subscription", "outcome"],
                                   registry=self.registry)
         self.steps: list[tuple[Counter, float]] = []
-        exporter = self
+        self.target = ""  # host:port, once served (the fixture)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - http.server's name
-                for child, step in exporter.steps:
-                    child.inc(step)
-                body = generate_latest(exporter.registry)
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.target = f"127.0.0.1:{self.server.server_address[1]}"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def scraped(self) -> None:
+        for child, step in self.steps:
+            child.inc(step)
 
 
 @pytest.fixture
 def exporter():
     found = Exporter()
-    yield found
-    found.stop()
+    with serving_metrics(found.registry, found.scraped) as found.target:
+        yield found
 
 
 def test_edges_carry_their_own_series_rates_from_one_shared_query_whatever_the_names(
