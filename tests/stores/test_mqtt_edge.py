@@ -146,13 +146,29 @@ async def test_a_message_whose_store_cannot_take_it_is_not_acknowledged_and_come
     assert orjson.loads(raw.event)["data"] == {"v": 7}
 
 
+def mqtt_subscription(id: str, topic_name: str, target: str) -> dict[str, Any]:
+    return {"id": id, "topic": topic_name, "application": "dashboard", "state": "active",
+            "delivery": {"url": f"mqtt://devices/{target}", "mode": "structured", "timeout_ms": 5000,
+                         "max_attempts": 5, "backoff_base_ms": 50, "backoff_cap_ms": 500, "max_in_flight": 4},
+            "filters": [], "secret": "whsec-sub-1-0123456789abcdef"}
+
+
+async def publish_readings(address: str, port: int) -> None:
+    """Three temperature readings (a0, a1, a2), one batch through the runtime's HTTP publish."""
+    events = [{"specversion": "1.0", "id": f"a{i}", "source": "/s", "type": "temperature",
+               "datacontenttype": "application/json", "data": {"celsius": i}} for i in range(3)]
+    async with aiohttp.ClientSession() as session:
+        response = await session.post(f"http://{address}:{port}/v1/topics/sensors.temperature/events",
+                                      data=orjson.dumps(events),
+                                      headers={"Authorization": f"Bearer {KEY}",
+                                               "Content-Type": "application/cloudevents-batch+json"})
+        assert response.status == 202
+
+
 async def test_a_subscription_delivers_to_an_mqtt_topic(runtimes, mqtt):
     _url, root = mqtt
     target = f"{root}/out/alerts"
-    subscription = {"id": "sub-1", "topic": "sensors.temperature", "application": "dashboard", "state": "active",
-                    "delivery": {"url": f"mqtt://devices/{target}", "mode": "structured", "timeout_ms": 5000,
-                                 "max_attempts": 5, "backoff_base_ms": 50, "backoff_cap_ms": 500, "max_in_flight": 4},
-                    "filters": [], "secret": "whsec-sub-1-0123456789abcdef"}
+    subscription = mqtt_subscription("sub-1", "sensors.temperature", target)
     host, port = MQTT_URL.removeprefix("mqtt://").split(":")
     async with aiomqtt.Client(host, int(port)) as device:
         await device.subscribe(target, qos=1)
@@ -160,14 +176,7 @@ async def test_a_subscription_delivers_to_an_mqtt_topic(runtimes, mqtt):
         server = runtime.make_server()
         address, server_port = await server.start("127.0.0.1", 0)
         try:
-            async with aiohttp.ClientSession() as session:
-                events = [{"specversion": "1.0", "id": f"a{i}", "source": "/s", "type": "temperature",
-                           "datacontenttype": "application/json", "data": {"celsius": i}} for i in range(3)]
-                response = await session.post(f"http://{address}:{server_port}/v1/topics/sensors.temperature/events",
-                                              data=orjson.dumps(events),
-                                              headers={"Authorization": f"Bearer {KEY}",
-                                                       "Content-Type": "application/cloudevents-batch+json"})
-                assert response.status == 202
+            await publish_readings(address, server_port)
             got = []
             async with asyncio.timeout(30):
                 async for message in device.messages:
@@ -180,13 +189,6 @@ async def test_a_subscription_delivers_to_an_mqtt_topic(runtimes, mqtt):
             await until_awaited(lambda: _acked(store), "the deliveries to be acknowledged", WAIT_S)
         finally:
             await server.shutdown()
-
-
-def mqtt_subscription(id: str, topic_name: str, target: str) -> dict[str, Any]:
-    return {"id": id, "topic": topic_name, "application": "dashboard", "state": "active",
-            "delivery": {"url": f"mqtt://devices/{target}", "mode": "structured", "timeout_ms": 5000,
-                         "max_attempts": 5, "backoff_base_ms": 50, "backoff_cap_ms": 500, "max_in_flight": 4},
-            "filters": [], "secret": "whsec-sub-1-0123456789abcdef"}
 
 
 async def test_a_subscription_to_an_mqtt_topic_is_held_by_a_deny_rule_and_resumes_when_it_goes(
@@ -210,14 +212,7 @@ async def test_a_subscription_to_an_mqtt_topic_is_held_by_a_deny_rule_and_resume
         address, server_port = await server.start("127.0.0.1", 0)
         got: dict[str, list[str]] = {alerts: [], audit: []}
         try:
-            async with aiohttp.ClientSession() as session:
-                events = [{"specversion": "1.0", "id": f"a{i}", "source": "/s", "type": "temperature",
-                           "datacontenttype": "application/json", "data": {"celsius": i}} for i in range(3)]
-                response = await session.post(f"http://{address}:{server_port}/v1/topics/sensors.temperature/events",
-                                              data=orjson.dumps(events),
-                                              headers={"Authorization": f"Bearer {KEY}",
-                                                       "Content-Type": "application/cloudevents-batch+json"})
-                assert response.status == 202
+            await publish_readings(address, server_port)
             await _receive(device, got, lambda: len(got[audit]) == 3)
             assert got[alerts] == []
             store = runtime.stores.store_for("sensors.temperature")
