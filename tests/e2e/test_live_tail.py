@@ -42,6 +42,18 @@ def order(event_id: str, **extra) -> dict:
             "data": {"order_id": event_id.replace("evt", "o"), "amount": 12.5}, **extra}
 
 
+def live_page(browser, portal: str):
+    """A page on ``portal`` that may use the clipboard (the copy buttons), and the script errors it
+    reports, which a test expects to stay none."""
+    context = browser.new_context(base_url=portal, viewport={"width": 1500, "height": 1000})
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=portal)
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    script_errors: list = []
+    page.on("pageerror", lambda error: script_errors.append(error))
+    return page, script_errors
+
+
 def watch_live(page, runtime: str, topic: Topic, key: str) -> None:
     """Sign in as bob and open ``topic``'s Live tab, then publish probes until one shows: the runtime
     taps once it has read the watch key (once a second)."""
@@ -61,12 +73,7 @@ def watch_live(page, runtime: str, topic: Topic, key: str) -> None:
 def test_watching_a_topic_live(browser, stack, uvicorn_portal, runtime_process, redis_client):  # noqa: F811
     runtime = runtime_process()
     topic = stack["topics"]["orders.created"]
-    context = browser.new_context(base_url=uvicorn_portal, viewport={"width": 1500, "height": 1000})
-    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=uvicorn_portal)
-    context.set_default_timeout(15_000)
-    page = context.new_page()
-    script_errors: list = []
-    page.on("pageerror", lambda error: script_errors.append(error))
+    page, script_errors = live_page(browser, uvicorn_portal)
     watch_live(page, runtime, topic, stack["key"])
     assert page.is_hidden("[data-testid=tail-masked]")  # bob is of the topic's team
     assert publish(runtime, "orders.created", order("evt-1"), stack["key"]) == 202
@@ -132,7 +139,7 @@ def test_watching_a_topic_live(browser, stack, uvicorn_portal, runtime_process, 
     assert page.locator("[data-testid=refusal]").first.get_attribute("data-summary") == \
         "checkout refused on orders.failed by rule deny checkout publish orders.failed"
     assert script_errors == []
-    context.close()
+    page.context.close()
 
 
 #: Numbers a double cannot hold, a trailing zero and a producer's spacing: JSON.parse and JSON.stringify
@@ -142,12 +149,7 @@ EXACT_DATA = '{"n": 12345678901234567890123, "ratio": 0.100000000000000005551115
 
 def test_an_event_is_shown_and_copied_as_it_was_published(browser, stack, uvicorn_portal, runtime_process):  # noqa: F811
     runtime = runtime_process()
-    context = browser.new_context(base_url=uvicorn_portal, viewport={"width": 1500, "height": 1000})
-    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=uvicorn_portal)
-    context.set_default_timeout(15_000)
-    page = context.new_page()
-    script_errors: list = []
-    page.on("pageerror", lambda error: script_errors.append(error))
+    page, script_errors = live_page(browser, uvicorn_portal)
     watch_live(page, runtime, stack["topics"]["orders.created"], stack["key"])
     event = ('{"specversion":"1.0","id":"evt-exact","source":"/checkout","type":"com.example.order.created",'
              '"datacontenttype":"application/json","data":' + EXACT_DATA + "}")
@@ -175,4 +177,4 @@ def test_an_event_is_shown_and_copied_as_it_was_published(browser, stack, uvicor
     detail.locator("[data-role=copied]:text('Copied curl.')").wait_for()
     assert f"--data-binary '{EXACT_DATA}'" in page.evaluate("navigator.clipboard.readText()")
     assert script_errors == []
-    context.close()
+    page.context.close()
