@@ -141,9 +141,10 @@ def check_extensions(extensions: Any) -> dict[str, Any]:
     return extensions
 
 
-def check_data(text: str) -> bytes:
-    """The JSON data typed as ``text``, as the bytes the event carries: the text itself, less the
-    whitespace around it. Raises :class:`BadEvent` for what is not JSON, NaN and Infinity included.
+def check_data(text: str) -> tuple[bytes, Any]:
+    """The JSON data typed as ``text``: the bytes the event carries (the text itself, less the
+    whitespace around it) and the value a runtime reads from them. Raises :class:`BadEvent` for
+    what is not JSON, NaN and Infinity included.
 
     The mesh delivers events exactly as published (docs/delivery.md), so the data is never parsed
     and written again: ``0.1000000000000000055511151231257827`` would become ``0.1``, and an
@@ -157,11 +158,11 @@ def check_data(text: str) -> bytes:
         raise BadEvent("data", f"Not JSON: {error} (JSON has no NaN or Infinity).") from None
     raw = text.strip(JSON_WHITESPACE).encode("utf-8")
     try:
-        loads(raw)  # what the runtimes and the portal read stored events with (it refuses lone surrogates)
+        value = loads(raw)  # what the runtimes and the portal read stored events with (it refuses lone surrogates)
     except orjson.JSONDecodeError as error:
         raise BadEvent("data", f"Not JSON a runtime reads: {error.msg} at line {error.lineno}, "
                                f"column {error.colno}.") from None
-    return raw
+    return raw, value
 
 
 def build_event(spec: TestEvent, *, sender: str, event_id: str) -> CloudEvent:
@@ -177,8 +178,8 @@ def build_event(spec: TestEvent, *, sender: str, event_id: str) -> CloudEvent:
     }
     if spec.subject:
         attributes["subject"] = spec.subject
-    raw = None if spec.data is None else check_data(spec.data)
-    if raw is not None:
+    checked = None if spec.data is None else check_data(spec.data)
+    if checked is not None:
         attributes["datacontenttype"] = "application/json"
     try:
         event = CloudEvent.from_structured(attributes)
@@ -186,7 +187,10 @@ def build_event(spec: TestEvent, *, sender: str, event_id: str) -> CloudEvent:
         name = str(error)
         where = "extensions" if any(f"{n!r}" in name for n in spec.extensions) else "event"
         raise BadEvent(where, f"Not a valid CloudEvent: {error}.") from None
-    return event if raw is None else CloudEvent(event.attributes, loads(raw), raw_json=raw)
+    if checked is None:
+        return event
+    raw, value = checked
+    return CloudEvent(event.attributes, value, raw_json=raw)
 
 
 async def _publish(store: Store, state: MeshState, identity: Identity, topic: str, event: CloudEvent):
